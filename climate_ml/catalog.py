@@ -1,0 +1,176 @@
+"""The data catalog: one YAML file per source in ``catalog/``, validated into ``CatalogEntry``.
+
+An entry names where the data comes from (official URLs, a local path, or the embedded
+generator), its format, the variable inside the source and its units. Paths may use
+``${CLIMATE_ML_REAL_DATA}`` (default: ``../shared/data`` beside the project root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from climate_ml.errors import CatalogError, IngestError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+Format = Literal["cf-netcdf", "noaa-psl-index"]
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    urls: list[str] = Field(default_factory=list, description="official download URLs")
+    path: str | None = Field(None, description="a local file; may use ${CLIMATE_ML_REAL_DATA}")
+    generator: str | None = Field(None, description="name of an embedded data generator")
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = sum([bool(self.urls), self.path is not None, self.generator is not None])
+        if kinds != 1:
+            raise ValueError("source needs exactly one of 'urls', 'path' or 'generator'")
+        return self
+
+
+class Subset(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: tuple[float, float] | None = None
+    lon: tuple[float, float] | None = None
+    time: tuple[str, str] | None = None
+
+
+class CatalogEntry(BaseModel):
+    """One data source. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    description: str
+    source: Source
+    format: Format
+    variable: str = Field(description="variable name inside the source file")
+    units: str = Field(description="units of the variable as the source declares them")
+    standard_name: str = "sea_surface_temperature"
+    license: str
+    citation: str
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    land_value: float | None = Field(
+        None, description="a code the source uses for land instead of a fill value (e.g. 0)"
+    )
+    subset: Subset | None = None
+
+
+def real_data_dir() -> Path:
+    """Where the local copies of real data live (``CLIMATE_ML_REAL_DATA`` or ../shared/data)."""
+    env = os.environ.get("CLIMATE_ML_REAL_DATA")
+    return Path(env) if env else PROJECT_ROOT.parent / "shared" / "data"
+
+
+def catalog_dir() -> Path:
+    env = os.environ.get("CLIMATE_ML_CATALOG")
+    return Path(env) if env else PROJECT_ROOT / "catalog"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"unknown key {loc!r}"
+    if err["type"] == "missing":
+        return f"missing key {loc!r}"
+    return f"key {loc!r}: {err['msg']}"
+
+
+def load_entry(path: str | Path) -> CatalogEntry:
+    """Parse and validate one catalog YAML file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise CatalogError(f"{path}: malformed YAML{where}") from exc
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{path}: expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        entry = CatalogEntry.model_validate(raw)
+    except ValidationError as exc:
+        raise CatalogError(f"{path}: {_first_error(exc)}") from exc
+    if entry.name != path.stem:
+        raise CatalogError(f"{path}: entry name {entry.name!r} must match the file name")
+    return entry
+
+
+def load_catalog(directory: str | Path | None = None) -> dict[str, CatalogEntry]:
+    """All entries of a catalog directory, by name."""
+    directory = Path(directory) if directory else catalog_dir()
+    if not directory.is_dir():
+        raise CatalogError(f"{directory}: catalog directory not found")
+    return {e.name: e for e in (load_entry(p) for p in sorted(directory.glob("*.yaml")))}
+
+
+def get_entry(name: str, directory: str | Path | None = None) -> CatalogEntry:
+    entries = load_catalog(directory)
+    if name not in entries:
+        raise CatalogError(
+            f"unknown catalog entry {name!r} (known: {', '.join(sorted(entries))})"
+        )
+    return entries[name]
+
+
+def expand_path(path: str) -> Path:
+    """Expand ``${CLIMATE_ML_REAL_DATA}`` and other environment variables in a path."""
+
+    def sub(m: re.Match) -> str:
+        var = m.group(1)
+        if var == "CLIMATE_ML_REAL_DATA":
+            return str(real_data_dir())
+        if var not in os.environ:
+            raise CatalogError(f"path {path!r} uses ${{{var}}}, which is not set")
+        return os.environ[var]
+
+    return Path(re.sub(r"\$\{(\w+)\}", sub, path)).expanduser()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None = None, retries: int = 3) -> Path:
+    """Download ``url`` to ``dest`` atomically (temp file, then rename); verify sha256."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    last: Exception | None = None
+    for attempt in range(retries):
+        try:
+            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+                shutil.copyfileobj(resp, out)
+            break
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            last = exc
+            tmp.unlink(missing_ok=True)
+            if attempt + 1 < retries:
+                time.sleep(0.5 * 2**attempt)
+    else:
+        raise IngestError(f"{url}: download failed after {retries} tries ({last})")
+    if sha256 is not None:
+        got = sha256_file(tmp)
+        if got != sha256:
+            tmp.unlink(missing_ok=True)
+            raise IngestError(f"{url}: sha256 mismatch (expected {sha256[:12]}..., got {got[:12]}...)")
+    os.replace(tmp, dest)
+    return dest

@@ -1,0 +1,31 @@
+"""Exception types. Every error a user can cause is a ``ClimateMLError`` with a one-line message
+that names the file / variable / parameter and what was wrong; the CLI prints it without a
+traceback and exits non-zero."""
+
+
+class ClimateMLError(ValueError):
+    """Base class for user-facing errors (bad input, bad configuration, bad query)."""
+
+
+class CatalogError(ClimateMLError):
+    """A catalog YAML file is malformed or an entry is unknown."""
+
+
+class IngestError(ClimateMLError):
+    """A source file cannot be read or does not meet the canonical schema."""
+
+
+class SchemaError(ClimateMLError):
+    """A dataset does not follow the canonical observation or forecast schema."""
+
+
+class StoreError(ClimateMLError):
+    """The Zarr store is missing a dataset, or a write would change data already stored."""
+
+
+class ModelError(ClimateMLError):
+    """A model file cannot be loaded or breaks the forecaster contract."""
+
+
+class QueryError(ClimateMLError):
+    """A query parameter (problem, model, init range, lead, format) is invalid."""

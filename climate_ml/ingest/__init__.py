@@ -1,0 +1,102 @@
+"""Ingest: open a source in its own format, standardise it, write it to the Zarr store.
+
+``ingest_entry`` takes a catalog entry; ``ingest_file`` takes a file a scientist already has.
+Both are idempotent: re-running changes nothing; new months in the source are appended.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+
+from climate_ml.catalog import CatalogEntry, download, expand_path, sha256_file
+from climate_ml.errors import IngestError
+from climate_ml.ingest.openers import OPENERS, detect_format, open_source
+from climate_ml.ingest.standardise import standardise
+from climate_ml.store import WriteResult, write_obs
+from climate_ml.synthetic import GENERATORS
+
+__all__ = ["ingest_entry", "ingest_file", "load_standardised", "resolve_entry", "standardise", "OPENERS"]
+
+
+def resolve_entry(entry: CatalogEntry, root: Path) -> Path:
+    """Return a local file for the entry: the local path, a generated file, or a download."""
+    src = entry.source
+    if src.path is not None:
+        path = expand_path(src.path)
+        if not path.exists():
+            raise IngestError(f"{path}: file not found (catalog entry {entry.name!r})")
+        return path
+    if src.generator is not None:
+        if src.generator not in GENERATORS:
+            raise IngestError(f"catalog entry {entry.name!r}: unknown generator {src.generator!r}")
+        path = root / "raw" / entry.name / f"{entry.name}.nc"
+        if not path.exists():
+            GENERATORS[src.generator](path)
+        return path
+    url = src.urls[0]
+    path = root / "raw" / entry.name / Path(url.split("?")[0]).name
+    if not path.exists():
+        download(url, path, sha256=entry.sha256)
+    return path
+
+
+def load_standardised(
+    path: Path,
+    variable: str,
+    name: str,
+    fmt: str | None = None,
+    units: str | None = None,
+    standard_name: str | None = None,
+    land_value: float | None = None,
+    subset=None,
+) -> xr.Dataset:
+    raw = open_source(path, variable, fmt)
+    ds = standardise(raw, variable, units=units, name=name, standard_name=standard_name,
+                     land_value=land_value, source=str(path))
+    if subset is not None:
+        if subset.lat is not None:
+            ds = ds.sel(lat=slice(*sorted(subset.lat)))
+        if subset.lon is not None:
+            ds = ds.sel(lon=slice(*subset.lon))
+        if subset.time is not None:
+            ds = ds.sel(time=slice(*subset.time))
+    return ds
+
+
+def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> WriteResult:
+    path = resolve_entry(entry, root)
+    digest = sha256_file(path)
+    if entry.sha256 and digest != entry.sha256:
+        raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
+    ds = load_standardised(path, entry.variable, entry.variable, entry.format, entry.units,
+                           entry.standard_name, entry.land_value, entry.subset)
+    prov = {
+        "source": str(path),
+        "source_urls": list(entry.source.urls),
+        "source_sha256": digest,
+        "catalog_entry": entry.name,
+        "license": entry.license,
+        "citation": entry.citation,
+    }
+    return write_obs(ds, root, name or entry.name, prov)
+
+
+def ingest_file(
+    path: str | Path,
+    variable: str,
+    name: str,
+    root: Path,
+    fmt: str | None = None,
+    units: str | None = None,
+    land_value: float | None = None,
+) -> WriteResult:
+    """Ad hoc ingest of a file someone already has, without writing YAML first."""
+    path = Path(path)
+    if not path.exists():
+        raise IngestError(f"{path}: file not found")
+    fmt = fmt or detect_format(path)
+    ds = load_standardised(path, variable, variable, fmt, units, None, land_value)
+    prov = {"source": str(path.resolve()), "source_sha256": sha256_file(path), "catalog_entry": ""}
+    return write_obs(ds, root, name, prov)

@@ -1,0 +1,106 @@
+"""Openers: one function per source format, each returning the raw variable as an xarray
+Dataset in the source's own layout (names, units, calendar untouched apart from decoding)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from climate_ml.errors import IngestError
+
+
+def open_cf_netcdf(path: Path, variable: str) -> xr.Dataset:
+    """A CF NetCDF file; times decoded with cftime so that 360_day and other calendars work."""
+    try:
+        ds = xr.open_dataset(
+            path,
+            engine="netcdf4",
+            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+            mask_and_scale=True,
+        )
+    except FileNotFoundError as exc:
+        raise IngestError(f"{path}: file not found") from exc
+    except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
+        raise IngestError(f"{path}: not a readable NetCDF file ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+    if variable not in ds.data_vars:
+        have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
+        ds.close()
+        raise IngestError(f"{path}: variable {variable!r} not found (variables: {have})")
+    try:
+        out = ds[[variable]].load()
+    except Exception as exc:
+        raise IngestError(f"{path}: variable {variable!r} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+    finally:
+        ds.close()
+    return out
+
+
+def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
+    """NOAA PSL monthly index text format:
+    line 1 ``first_year last_year``; then one line per year ``YYYY v1 ... v12``; then one line
+    with the missing-value code; then free-text notes."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError as exc:
+        raise IngestError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not a text file") from exc
+    head = lines[0].split() if lines else []
+    if len(head) != 2 or not all(h.isdigit() for h in head):
+        raise IngestError(f"{path}: line 1 must be 'first_year last_year' (NOAA PSL index format)")
+    first, last = int(head[0]), int(head[1])
+    n_years = last - first + 1
+    rows = lines[1 : 1 + n_years]
+    if len(rows) < n_years:
+        raise IngestError(f"{path}: truncated: expected {n_years} year rows, found {len(rows)}")
+    values = []
+    for k, row in enumerate(rows):
+        parts = row.split()
+        if len(parts) != 13 or not re.fullmatch(r"\d{4}", parts[0]) or int(parts[0]) != first + k:
+            raise IngestError(f"{path}: line {k + 2}: expected year {first + k} and 12 values")
+        try:
+            values.append([float(v) for v in parts[1:]])
+        except ValueError as exc:
+            raise IngestError(f"{path}: line {k + 2}: non-numeric value") from exc
+    try:
+        missing = float(lines[1 + n_years].split()[0])
+    except (IndexError, ValueError) as exc:
+        raise IngestError(f"{path}: line {n_years + 2}: expected the missing-value code") from exc
+    data = np.asarray(values).ravel()
+    data[np.isclose(data, missing)] = np.nan
+    time = pd.date_range(f"{first}-01", periods=data.size, freq="MS")
+    # trailing missing months of the current year are not data
+    last_valid = np.flatnonzero(~np.isnan(data))
+    if last_valid.size == 0:
+        raise IngestError(f"{path}: no valid values")
+    data, time = data[: last_valid[-1] + 1], time[: last_valid[-1] + 1]
+    return xr.Dataset({variable: ("time", data)}, coords={"time": time})
+
+
+OPENERS: dict[str, Callable[[Path, str], xr.Dataset]] = {
+    "cf-netcdf": open_cf_netcdf,
+    "noaa-psl-index": open_noaa_psl_index,
+}
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format of a file from its first bytes."""
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if magic[:3] == b"CDF" or magic[:8] == b"\x89HDF\r\n\x1a\n":
+        return "cf-netcdf"
+    if path.suffix in (".nc", ".nc4", ".netcdf"):
+        return "cf-netcdf"  # let the opener report the corruption
+    return "noaa-psl-index"
+
+
+def open_source(path: Path, variable: str, fmt: str | None = None) -> xr.Dataset:
+    fmt = fmt or detect_format(path)
+    if fmt not in OPENERS:
+        raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(OPENERS)})")
+    return OPENERS[fmt](path, variable)

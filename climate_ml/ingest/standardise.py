@@ -1,0 +1,99 @@
+"""Bring a freshly opened source into the canonical observation schema (see schema.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from climate_ml.errors import IngestError, SchemaError
+from climate_ml.schema import LAT, LON, TIME, month_start, unit_conversion, validate_obs
+
+_DIM_ALIASES = {
+    "latitude": LAT, "nav_lat": LAT, "y_lat": LAT, "Y": LAT,
+    "longitude": LON, "nav_lon": LON, "X": LON,
+    "T": TIME, "month": TIME, "date": TIME,
+}
+
+
+def standardise(
+    ds: xr.Dataset,
+    variable: str,
+    units: str | None = None,
+    name: str | None = None,
+    standard_name: str | None = None,
+    land_value: float | None = None,
+    source: str = "",
+) -> xr.Dataset:
+    """Canonical observations: dims (time[, lat, lon]); time = first of month; lat ascending;
+    lon in [0, 360) ascending; values in canonical units (degC for SST); land/fill as NaN.
+
+    ``units`` overrides the file's own units attribute (catalog entries declare them); the two
+    must agree when both are given, so a wrongly labelled file is caught.
+    """
+    where = f"{source}: " if source else ""
+    if variable not in ds:
+        raise IngestError(f"{where}variable {variable!r} not found")
+    da = ds[variable]
+    da = da.rename({d: _DIM_ALIASES[d] for d in da.dims if d in _DIM_ALIASES})
+    if TIME not in da.dims:
+        raise IngestError(f"{where}variable {variable!r} has no time dimension (dims: {da.dims})")
+    extra = [d for d in da.dims if d not in (TIME, LAT, LON)]
+    for d in extra:  # singleton level dims (e.g. lev=0) are dropped; others are an error
+        if da.sizes[d] != 1:
+            raise IngestError(f"{where}variable {variable!r} has unexpected dimension {d!r}")
+        da = da.isel({d: 0}, drop=True)
+
+    file_units = da.attrs.get("units")
+    declared = units or file_units
+    if declared is None:
+        raise IngestError(f"{where}variable {variable!r} has no units (declare them with --units)")
+    try:
+        canonical, scale, offset = unit_conversion(declared)
+        if units and file_units and unit_conversion(file_units) != (canonical, scale, offset):
+            raise IngestError(
+                f"{where}variable {variable!r} is in {file_units!r} but the catalog declares {units!r}"
+            )
+    except SchemaError as exc:
+        raise IngestError(f"{where}variable {variable!r}: {exc}") from exc
+
+    try:
+        times = month_start(da[TIME].values)
+    except SchemaError as exc:
+        raise IngestError(f"{where}{exc}") from exc
+
+    values = da.values.astype("float32")
+    if land_value is not None and LAT in da.dims:
+        # A cell that holds the land code at every time step is land.
+        is_land = np.all(values == np.float32(land_value), axis=da.dims.index(TIME))
+        values = np.where(np.expand_dims(is_land, da.dims.index(TIME)), np.nan, values)
+    if scale != 1.0 or offset != 0.0:
+        values = values * np.float32(scale) + np.float32(offset)
+
+    out = xr.DataArray(values, dims=da.dims, coords={d: da[d].values for d in da.dims if d != TIME})
+    out = out.assign_coords({TIME: times})
+    if LON in out.dims:
+        out = out.assign_coords({LON: (out[LON].values % 360.0).astype("float64")}).sortby(LON)
+        if np.unique(out[LON].values).size != out.sizes[LON]:
+            raise IngestError(f"{where}duplicate longitudes after wrapping to [0, 360)")
+    if LAT in out.dims:
+        out = out.assign_coords({LAT: out[LAT].values.astype("float64")}).sortby(LAT)
+    out = out.transpose(TIME, *[d for d in (LAT, LON) if d in out.dims])
+
+    keep = {k: v for k, v in da.attrs.items() if k in ("long_name", "standard_name", "comment", "cell_methods")}
+    keep["units"] = canonical
+    if standard_name:
+        keep["standard_name"] = standard_name
+    keep["source_variable"] = variable
+    keep["source_units"] = str(declared)
+    out.attrs = keep
+    name = name or variable
+    result = out.to_dataset(name=name)
+    result[TIME].attrs.update(standard_name="time", long_name="first day of the month")
+    if LAT in result.dims:
+        result[LAT].attrs.update(units="degrees_north", standard_name="latitude")
+    if LON in result.dims:
+        result[LON].attrs.update(units="degrees_east", standard_name="longitude")
+    try:
+        return validate_obs(result)
+    except SchemaError as exc:
+        raise IngestError(f"{where}{exc}") from exc

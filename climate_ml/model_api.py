@@ -1,0 +1,94 @@
+"""The forecaster contract and loading models by path, RAMP-style.
+
+A model file in ``models/`` defines ``make_model()`` returning an object with
+``fit(X, y) -> self`` and ``predict(X) -> DataArray(init_time, lead)``. ``X`` is an
+``xr.Dataset`` over ``init_time`` (the problem's features, only information available at each
+init); ``y`` is a ``DataArray(init_time, lead)`` of targets, NaN where not available for
+training. ``to_table`` turns X into a 2-D numpy matrix for tabular learners.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from climate_ml.errors import ModelError
+from climate_ml.schema import INIT, LEAD
+
+FACTORY = "make_model"
+
+
+def load_model_factory(path: str | Path) -> Callable[[], object]:
+    """Import a model file by path and return its ``make_model`` factory."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    mod_name = f"climate_ml_user_model_{path.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelError(f"{path}: import failed ({type(exc).__name__}: {exc})") from exc
+    factory = getattr(module, FACTORY, None)
+    if not callable(factory):
+        raise ModelError(f"{path}: no {FACTORY}() function")
+    return factory
+
+
+def model_name(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def to_table(X: xr.Dataset) -> tuple[np.ndarray, list[str]]:
+    """Flatten X to (n_init, n_features) float64, with feature names."""
+    cols, names = [], []
+    for name in sorted(X.data_vars):
+        da = X[name].transpose(INIT, ...)
+        other = [d for d in da.dims if d != INIT]
+        if not other:
+            cols.append(da.values.reshape(-1, 1))
+            names.append(name)
+            continue
+        stacked = da.stack(feature=other)
+        cols.append(stacked.values)
+        for idx in stacked["feature"].values:
+            parts = idx if isinstance(idx, tuple) else (idx,)
+            names.append(name + "_" + "_".join(f"{d}{v}" for d, v in zip(other, parts, strict=True)))
+    return np.column_stack(cols).astype("float64"), names
+
+
+def check_prediction(pred, X: xr.Dataset, leads, where: str = "model") -> xr.DataArray:
+    """Validate a model's predict() output against the contract; return it in canonical order."""
+    if not isinstance(pred, xr.DataArray):
+        raise ModelError(f"{where}: predict must return an xarray.DataArray, got {type(pred).__name__}")
+    for dim in (INIT, LEAD):
+        if dim not in pred.dims:
+            raise ModelError(f"{where}: prediction lacks dimension {dim!r} (dims: {pred.dims})")
+    if pred.sizes[INIT] != X.sizes[INIT] or not np.array_equal(
+        pd.DatetimeIndex(pred[INIT].values), pd.DatetimeIndex(X[INIT].values)
+    ):
+        raise ModelError(f"{where}: prediction init_time does not match the inits of X")
+    if sorted(int(v) for v in pred[LEAD].values) != sorted(int(v) for v in leads):
+        raise ModelError(f"{where}: prediction leads {list(pred[LEAD].values)} != problem leads {list(leads)}")
+    if not np.isfinite(pred.values).all():
+        raise ModelError(f"{where}: prediction contains NaN or infinite values")
+    extra = [d for d in pred.dims if d not in (INIT, LEAD, "member", "quantile")]
+    if extra:
+        raise ModelError(f"{where}: prediction has unexpected dimensions {extra}")
+    return pred.sel({LEAD: list(leads)}).transpose(INIT, LEAD, ...).astype("float64")

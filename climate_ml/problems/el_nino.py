@@ -1,0 +1,109 @@
+"""El Nino: forecast the Nino 3.4 3-month running-mean SST anomaly (ONI-style).
+
+init_time t means observations up to and including month t are known. The target at lead L
+is the mean anomaly of months t+L-1, t+L, t+L+1 (centred on valid_time = t+L), against a
+calendar-month climatology fitted on the training window only.
+
+Predictors at init t: Nino 3.4 / 3 / 4 / 1+2 anomalies at lags 0..11 months, the latest
+3-month mean of Nino 3.4 (``persistence``), 12-month mean, 3-month tendency, leading EOF
+principal components of tropical-Pacific SST anomalies (fitted on the training window) at
+several lags, and the calendar month.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from climate_ml.errors import ClimateMLError
+from climate_ml.features import (
+    anomalies,
+    centred_mean,
+    coarsen_field,
+    fit_climatology,
+    fit_eofs,
+    lagged,
+    nino_indices,
+    project_eofs,
+    trailing_mean,
+)
+from climate_ml.problems.base import FoldData, Problem
+from climate_ml.regions import REGIONS
+from climate_ml.schema import INIT, LEAD, TIME, add_valid_time
+
+
+@dataclass
+class ElNino(Problem):
+    name: str = "el_nino"
+    description: str = "Nino 3.4 3-month running-mean SST anomaly (ONI-style), leads 1-18 months"
+    leads: tuple[int, ...] = tuple(range(1, 19))
+    target_units: str = "degC"
+    index_lags: tuple[int, ...] = tuple(range(12))
+    n_eofs: int = 8
+    eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
+    eof_resolution: float = 5.0
+
+    def prepare(self, obs: xr.Dataset) -> xr.Dataset:
+        """Nino box means and a coarse tropical-Pacific field from an SST dataset (a field with
+        lat/lon), or the index itself from a 1-D dataset (e.g. an OISST Nino 3.4 series)."""
+        if len(obs.data_vars) != 1:
+            raise ClimateMLError(f"expected one SST variable, found {sorted(obs.data_vars)}")
+        sst = obs[next(iter(obs.data_vars))]
+        if "lat" not in sst.dims:
+            return xr.Dataset({"nino34": sst.astype("float64")}).compute()
+        out = nino_indices(sst).astype("float64")
+        box = REGIONS["tropical_pacific"]
+        field = sst.where(box.mask(sst["lat"], sst["lon"]), drop=True)
+        out["field"] = coarsen_field(field, self.eof_resolution).astype("float64")
+        return out.compute()
+
+    def target(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
+        """Observed target (init_time, lead) with the climatology fitted up to ``fit_end``."""
+        n34 = anomalies(prepared["nino34"], fit_climatology(prepared["nino34"], fit_end))
+        return add_valid_time(self._target_from_anomaly(n34))
+
+    def _target_from_anomaly(self, n34: xr.DataArray) -> xr.DataArray:
+        oni = centred_mean(n34, 3)
+        y = xr.concat(
+            [oni.shift({TIME: -lead}) for lead in self.leads], dim=pd.Index(list(self.leads), name=LEAD)
+        ).rename({TIME: INIT}).transpose(INIT, LEAD)
+        y = y.drop_vars([c for c in y.coords if c not in y.dims])
+        y.attrs = {"units": "degC", "long_name": "Nino 3.4 3-month mean SST anomaly centred on valid_time"}
+        return y
+
+    def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
+        fit_end = pd.Timestamp(fit_end)
+        feats: dict[str, xr.DataArray] = {}
+        idx_anom = {}
+        for region in ("nino34", "nino3", "nino4", "nino12"):
+            if region in prepared:
+                a = anomalies(prepared[region], fit_climatology(prepared[region], fit_end))
+                idx_anom[region] = a
+                feats[region] = lagged(a, self.index_lags)
+        n34 = idx_anom["nino34"]
+        feats["persistence"] = trailing_mean(n34, 3)
+        feats["nino34_mean12"] = trailing_mean(n34, 12)
+        feats["nino34_tendency"] = n34 - n34.shift({TIME: 3})
+        if "field" in prepared:
+            field = prepared["field"]
+            anom = anomalies(field, fit_climatology(field, fit_end))
+            pcs = project_eofs(anom, fit_eofs(anom, fit_end, self.n_eofs))
+            feats["pc"] = lagged(pcs, self.eof_lags, dim="pc_lag")
+        month = prepared[TIME].dt.month
+        feats["month"] = month.astype("float64")
+        feats["month_sin"] = np.sin(2 * np.pi * month / 12)
+        feats["month_cos"] = np.cos(2 * np.pi * month / 12)
+        X = xr.Dataset(feats).rename({TIME: INIT})
+        X = X.drop_vars([c for c in X.coords if c not in X.dims])
+
+        y = self._target_from_anomaly(n34)
+        times = pd.DatetimeIndex(n34[TIME].values)
+        end = np.array(
+            [[(t + pd.DateOffset(months=lead + 1)).to_datetime64() for lead in self.leads] for t in times],
+            dtype="datetime64[ns]",
+        )
+        target_end = xr.DataArray(end, dims=(INIT, LEAD), coords={INIT: times, LEAD: list(self.leads)})
+        return FoldData(fit_end, X, add_valid_time(y), target_end)

@@ -1,0 +1,66 @@
+"""Named regions (boxes in canonical lat / lon [0, 360)) and their area-weighted means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from climate_ml.errors import QueryError
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str
+    lat: tuple[float, float]
+    lon: tuple[float, float]  # degrees east in [0, 360); lon[0] > lon[1] wraps through 0
+    description: str = ""
+
+    def mask(self, lat: xr.DataArray, lon: xr.DataArray) -> xr.DataArray:
+        in_lat = (lat >= self.lat[0]) & (lat <= self.lat[1])
+        if self.lon[0] <= self.lon[1]:
+            in_lon = (lon >= self.lon[0]) & (lon <= self.lon[1])
+        else:
+            in_lon = (lon >= self.lon[0]) | (lon <= self.lon[1])
+        return in_lat & in_lon
+
+
+REGIONS: dict[str, Box] = {
+    b.name: b
+    for b in [
+        Box("nino34", (-5.0, 5.0), (190.0, 240.0), "Nino 3.4: 5S-5N, 170W-120W"),
+        Box("nino3", (-5.0, 5.0), (210.0, 270.0), "Nino 3: 5S-5N, 150W-90W"),
+        Box("nino4", (-5.0, 5.0), (160.0, 210.0), "Nino 4: 5S-5N, 160E-150W"),
+        Box("nino12", (-10.0, 0.0), (270.0, 280.0), "Nino 1+2: 10S-0, 90W-80W"),
+        Box("california", (32.0, 42.0), (235.0, 246.0), "California: 32N-42N, 125W-114W"),
+        Box("arctic", (60.0, 90.0), (0.0, 359.999), "Arctic: north of 60N"),
+        Box("tropical_pacific", (-30.0, 30.0), (120.0, 290.0), "Tropical Pacific: 30S-30N, 120E-70W"),
+    ]
+}
+
+
+def get_region(name: str) -> Box:
+    if name not in REGIONS:
+        raise QueryError(f"unknown region {name!r} (known: {', '.join(REGIONS)})")
+    return REGIONS[name]
+
+
+def box_mean(da: xr.DataArray, region: str | Box) -> xr.DataArray:
+    """Area-weighted (cos latitude) mean over a box, ignoring NaN (land). Lazy for Dask input.
+    A region with no grid cell inside is an error, not a silent NaN series."""
+    box = get_region(region) if isinstance(region, str) else region
+    m = box.mask(da["lat"], da["lon"])
+    if not bool(m.any()):
+        raise QueryError(f"region {box.name!r} contains no grid cell of this dataset")
+    lat_idx = np.flatnonzero(m.any("lon").values)
+    lon_idx = np.flatnonzero(m.any("lat").values)
+    sub = da.isel(lat=lat_idx, lon=lon_idx)
+    weights = np.cos(np.deg2rad(sub["lat"])).broadcast_like(sub.isel(time=0, drop=True))
+    weights = weights.where(m.isel(lat=lat_idx, lon=lon_idx))
+    valid = sub.notnull()
+    num = (sub.fillna(0) * weights.fillna(0)).sum(["lat", "lon"])
+    den = (valid * weights.fillna(0)).sum(["lat", "lon"])
+    out = num / den
+    out.attrs = {"units": da.attrs.get("units", ""), "long_name": f"{box.name} area mean", "region": box.name}
+    return out

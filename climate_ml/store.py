@@ -1,0 +1,198 @@
+"""The on-disk store: one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``) holding
+``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``, ``archive/<problem>.zarr`` and
+``runs/``.
+
+Every write goes to a temporary directory beside the target and is swapped in with renames,
+under a per-target file lock, so a crash never leaves a half-written store that reads as valid
+and concurrent writers are serialised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from filelock import FileLock
+
+from climate_ml import __version__
+from climate_ml.errors import StoreError
+from climate_ml.schema import TIME, validate_obs
+
+DEFAULT_ROOT = "climate-ml-data"
+OBS_TIME_CHUNK = 120  # months per chunk: ~8 MB for a 2-degree global float32 field
+
+
+def store_root(root: str | Path | None = None) -> Path:
+    root = root or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT
+    return Path(root).expanduser().resolve()
+
+
+def obs_path(root: Path, name: str) -> Path:
+    return root / "obs" / f"{name}.zarr"
+
+
+@contextlib.contextmanager
+def locked(root: Path, key: str, timeout: float = 600):
+    """Serialise writers of one store target across processes."""
+    lock_dir = root / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_dir / f"{key.replace('/', '_')}.lock"), timeout=timeout):
+        yield
+
+
+def _recover(final: Path) -> None:
+    """Finish a swap that a crash interrupted between its two renames."""
+    old = final.with_name(final.name + ".old")
+    if not final.exists() and old.exists():
+        os.replace(old, final)
+    elif old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def temp_beside(final: Path) -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def swap_in(tmp: Path, final: Path) -> None:
+    """Atomically (two renames) replace ``final`` with the fully written ``tmp``."""
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(tmp: Path) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    path: Path
+    action: str  # "created" | "appended" | "unchanged"
+    n_time: int
+    n_new: int
+
+
+def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
+    return bool(np.allclose(a.values, b.values, rtol=0, atol=1e-6, equal_nan=True))
+
+
+def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteResult:
+    """Write canonical observations to ``obs/<name>.zarr``.
+
+    Idempotent: months already stored must hold the same values (else StoreError, nothing
+    changed); months after the stored ones are appended; if there are none the store is not
+    touched at all.
+    """
+    validate_obs(ds)
+    final = obs_path(root, name)
+    with locked(root, f"obs-{name}"):
+        _recover(final)
+        now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        if not final.exists():
+            tmp = temp_beside(final)
+            try:
+                out = ds.copy()
+                out.attrs = {**ds.attrs, **provenance, "ingest_time": now, "climate_ml_version": __version__,
+                             "history": [f"{now} created from {provenance.get('source', '?')}"]}
+                encoding = {v: {"chunks": _chunks(ds[v])} for v in ds.data_vars}
+                out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+                swap_in(tmp, final)
+            except BaseException:
+                discard(tmp)
+                raise
+            return WriteResult(final, "created", ds.sizes[TIME], ds.sizes[TIME])
+
+        existing = xr.open_zarr(final, consolidated=False)
+        _check_compatible(existing, ds, final)
+        old_times = pd.DatetimeIndex(existing[TIME].values)
+        new_times = pd.DatetimeIndex(ds[TIME].values)
+        overlap = new_times.intersection(old_times)
+        for v in ds.data_vars:
+            if len(overlap) and not _same_values(existing[v].sel(time=overlap), ds[v].sel(time=overlap)):
+                diff = _first_differing_month(existing[v].sel(time=overlap), ds[v].sel(time=overlap))
+                raise StoreError(
+                    f"{final}: the source has different values for months already stored "
+                    f"(variable {v!r}, first at {diff}); refusing to overwrite"
+                )
+        if new_times[0] > old_times[-1] + pd.DateOffset(months=1):
+            raise StoreError(
+                f"{final}: new data starts {new_times[0]:%Y-%m}, leaving a gap after the stored {old_times[-1]:%Y-%m}"
+            )
+        if new_times[0] > old_times[0] and new_times[0] not in old_times:
+            raise StoreError(f"{final}: new data does not line up with stored months")
+        if new_times[0] < old_times[0]:
+            raise StoreError(
+                f"{final}: new data starts {new_times[0]:%Y-%m}, before the stored start {old_times[0]:%Y-%m}"
+            )
+        extra = ds.sel(time=new_times[new_times > old_times[-1]])
+        if extra.sizes[TIME] == 0:
+            return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
+        tmp = temp_beside(final)
+        try:
+            shutil.copytree(final, tmp)
+            extra = extra.copy()
+            extra.attrs = {}
+            extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
+            group = zarr.open_group(str(tmp), mode="r+")
+            history = list(group.attrs.get("history", []))
+            history.append(
+                f"{now} appended {extra.sizes[TIME]} months "
+                f"({extra[TIME].values[0]:.7}..{extra[TIME].values[-1]:.7}) from {provenance.get('source', '?')}"
+            )
+            group.attrs.update({**provenance, "history": history, "last_append_time": now})
+            swap_in(tmp, final)
+        except BaseException:
+            discard(tmp)
+            raise
+        return WriteResult(final, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+
+
+def _chunks(da: xr.DataArray) -> tuple[int, ...]:
+    return tuple(min(OBS_TIME_CHUNK, n) if d == TIME else n for d, n in zip(da.dims, da.shape, strict=True))
+
+
+def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: Path) -> None:
+    if set(existing.data_vars) != set(new.data_vars):
+        raise StoreError(f"{path}: stored variables {sorted(existing.data_vars)} differ from new {sorted(new.data_vars)}")
+    for dim in new.dims:
+        if dim == TIME:
+            continue
+        if dim not in existing.dims or existing.sizes[dim] != new.sizes[dim] or not np.allclose(
+            existing[dim].values, new[dim].values
+        ):
+            raise StoreError(f"{path}: the {dim!r} grid differs from the stored one")
+
+
+def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
+    av, bv = a.values, b.values
+    same = np.isclose(av, bv, atol=1e-6, equal_nan=True)
+    bad = ~same.reshape(same.shape[0], -1).all(axis=1)
+    return f"{pd.Timestamp(a[TIME].values[int(np.argmax(bad))]):%Y-%m}"
+
+
+def open_obs(root: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
+    """Open a stored observation dataset lazily (Dask, chunked by time)."""
+    final = obs_path(root, name)
+    _recover(final)
+    if not final.exists():
+        have = sorted(p.stem for p in (root / "obs").glob("*.zarr")) if (root / "obs").exists() else []
+        raise StoreError(
+            f"unknown dataset {name!r} in {root} (stored: {', '.join(have) or 'none'}; ingest it first)"
+        )
+    return xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
+
+
+def list_obs(root: Path) -> list[str]:
+    return sorted(p.stem for p in (root / "obs").glob("*.zarr")) if (root / "obs").exists() else []

@@ -1,0 +1,177 @@
+"""The embedded default data set: an ERSST-like SST field from a toy ocean.
+
+ENSO is a stochastically forced recharge oscillator (Jin 1997): eastern-Pacific temperature T
+and western-Pacific thermocline depth h obey
+    dT/dt = R(month) T + gamma h + noise,     dh/dt = -r h - alpha T + noise,
+with a period of about four years. The growth rate R peaks in boreal late summer, which locks
+events to boreal winter. T is projected on an eastern-Pacific cold-tongue pattern; the recharge
+state h leaves a weak footprint on western-Pacific and off-equatorial SST, so a model that reads
+those regions can predict beyond persistence (as warm-water volume does in the real ocean).
+The field adds a seasonal cycle, a warming trend, spatially coherent weather noise and land.
+The file mimics NOAA PSL's ``sst.mnmean.nc``: variable ``sst`` in degC, latitude descending,
+``days since 1800-01-01``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+
+def recharge_oscillator(
+    n_months: int,
+    seed: int = 42,
+    alpha: float = 0.13,
+    gamma: float = 0.13,
+    r: float = 0.025,
+    growth_mean: float = -0.05,
+    growth_seasonal: float = 0.18,
+    growth_peak_month: int = 8,
+    noise_t: float = 0.22,
+    noise_h: float = 0.08,
+    substeps: int = 10,
+    spinup: int = 120,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integrate the recharge oscillator (Euler-Maruyama, time in months).
+    Returns monthly means of T (degC-like) and h (nondimensional), both of length n_months."""
+    rng = np.random.default_rng(seed)
+    total = n_months + spinup
+    dt = 1.0 / substeps
+    t_state, h_state = 0.0, 0.0
+    t_out = np.empty(total)
+    h_out = np.empty(total)
+    # Red (AR1, ~2-month memory) weather forcing, like westerly wind bursts.
+    forcing = 0.0
+    for m in range(total):
+        month = m % 12 + 1
+        growth = growth_mean + growth_seasonal * np.cos(2 * np.pi * (month - growth_peak_month) / 12)
+        t_acc = h_acc = 0.0
+        for _ in range(substeps):
+            forcing = forcing * np.exp(-dt / 2.0) + np.sqrt(dt) * rng.normal()
+            dT = (growth * t_state + gamma * h_state) * dt + noise_t * forcing * dt
+            dh = (-r * h_state - alpha * t_state) * dt + noise_h * np.sqrt(dt) * rng.normal()
+            t_state += dT
+            h_state += dh
+            t_acc += t_state
+            h_acc += h_state
+        t_out[m] = t_acc / substeps
+        h_out[m] = h_acc / substeps
+    return t_out[spinup:], h_out[spinup:]
+
+
+def toy_ocean(
+    start: str = "1950-01",
+    end: str = "2024-12",
+    resolution: float = 2.0,
+    seed: int = 42,
+) -> xr.Dataset:
+    """The toy-ocean SST dataset in the *source* layout (lat descending, like ERSST)."""
+    time = pd.date_range(start, end, freq="MS")
+    n = len(time)
+    lat = np.arange(30.0, -30.0 - 1e-9, -resolution)
+    lon = np.arange(120.0, 290.0 + 1e-9, resolution)
+    lat2, lon2 = np.meshgrid(lat, lon, indexing="ij")
+    rng = np.random.default_rng(seed + 1)
+
+    enso_t, enso_h = recharge_oscillator(n, seed=seed)
+    scale = 0.9 / enso_t.std()
+    enso_t *= scale
+    enso_h = enso_h / enso_h.std()
+
+    cold_tongue = np.exp(-((lat2 / 8.0) ** 2)) * np.exp(-(((lon2 - 245.0) / 35.0) ** 2))
+    central = np.exp(-((lat2 / 6.0) ** 2)) * np.exp(-(((lon2 - 190.0) / 25.0) ** 2))
+    enso_pattern = cold_tongue + 0.5 * central
+    # Recharge footprint: warm western Pacific and off-equatorial central Pacific when h > 0.
+    warm_pool = np.exp(-(((lat2 - 0.0) / 10.0) ** 2)) * np.exp(-(((lon2 - 145.0) / 20.0) ** 2))
+    off_eq = (
+        np.exp(-(((lat2 - 12.0) / 5.0) ** 2)) + np.exp(-(((lat2 + 12.0) / 5.0) ** 2))
+    ) * np.exp(-(((lon2 - 200.0) / 40.0) ** 2))
+    recharge_pattern = 0.35 * warm_pool + 0.25 * off_eq
+
+    month = time.month.values
+    climatology = 29.0 - 0.006 * lat2**2 - 3.0 * cold_tongue
+    seasonal_amp = 0.4 + 1.2 * cold_tongue + 0.04 * np.abs(lat2)
+    season = np.cos(2 * np.pi * (month - 3) / 12)
+    # Seasonal phase shifts between hemispheres: north warm in Aug-Sep, south in Feb-Mar.
+    hemis = np.where(lat2 >= 0, -1.0, 1.0)
+    years = (np.arange(n) / 12.0)[:, None, None]
+    trend = 0.012 * years * (1.0 - 0.3 * cold_tongue)
+
+    # Weather noise: AR(1) in time (3-month memory), smoothed in space.
+    noise = np.empty((n, len(lat), len(lon)))
+    prev = np.zeros((len(lat), len(lon)))
+    phi = np.exp(-1.0 / 3.0)
+    kernel = np.exp(-0.5 * (np.arange(-4, 5) / 2.0) ** 2)
+    kernel /= kernel.sum()
+    for i in range(n):
+        white = rng.normal(size=(len(lat), len(lon)))
+        white = np.apply_along_axis(np.convolve, 1, white, kernel, mode="same")
+        white = np.apply_along_axis(np.convolve, 0, white, kernel, mode="same")
+        prev = phi * prev + np.sqrt(1 - phi**2) * white * 3.0
+        noise[i] = prev
+    noise *= 0.25
+
+    sst = (
+        climatology[None]
+        + (seasonal_amp * hemis)[None] * season[:, None, None]
+        + trend
+        + enso_t[:, None, None] * enso_pattern[None]
+        + enso_h[:, None, None] * recharge_pattern[None]
+        + noise
+    ).astype("float32")
+    # Land: Central America and a piece of the Maritime Continent.
+    land = ((lon2 > 276.0) & (lat2 > 8.0)) | ((lon2 < 126.0) & (lat2 < -2.0))
+    sst[:, land] = np.nan
+
+    ds = xr.Dataset(
+        {
+            "sst": (
+                ("time", "lat", "lon"),
+                sst,
+                {
+                    "long_name": "Monthly Means of Sea Surface Temperature",
+                    "units": "degC",
+                    "var_desc": "Sea Surface Temperature",
+                    "dataset": "climate-ml toy ocean (ERSST v5-like)",
+                    "standard_name": "sea_surface_temperature",
+                },
+            )
+        },
+        coords={
+            "time": ("time", time, {"long_name": "Time", "standard_name": "time", "axis": "T"}),
+            "lat": ("lat", lat.astype("float32"), {"units": "degrees_north", "standard_name": "latitude", "axis": "Y"}),
+            "lon": ("lon", lon.astype("float32"), {"units": "degrees_east", "standard_name": "longitude", "axis": "X"}),
+        },
+        attrs={
+            "title": "climate-ml toy ocean: ERSST-like SST with a recharge-oscillator ENSO",
+            "Conventions": "CF-1.6",
+            "source": "climate_ml.synthetic.toy_ocean (synthetic)",
+            "license": "MIT",
+            "seed": seed,
+        },
+    )
+    return ds
+
+
+def write_toy_ocean(path: str | Path, **kwargs) -> Path:
+    """Write the toy ocean as an ERSST-like NetCDF4 file (atomically) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = toy_ocean(**kwargs)
+    tmp = path.with_name(path.name + ".part")
+    ds.to_netcdf(
+        tmp,
+        format="NETCDF4",
+        encoding={
+            "time": {"units": "days since 1800-01-01", "calendar": "proleptic_gregorian", "dtype": "float64"},
+            "sst": {"_FillValue": np.float32(-9.96921e36), "zlib": True, "complevel": 1},
+        },
+    )
+    tmp.replace(path)
+    return path
+
+
+GENERATORS = {"toy-ocean": write_toy_ocean}

@@ -1,0 +1,132 @@
+"""Library-level steps that the CLI and the Prefect flows both call (so neither re-implements
+the other): open or ingest a dataset, backtest models against the references, issue and
+archive forecasts. Each step takes and returns plain values or xarray objects."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from climate_ml import __version__
+from climate_ml.archive import write_forecast
+from climate_ml.backtest import BacktestResult, backtest, issue_forecast
+from climate_ml.catalog import PROJECT_ROOT, load_catalog
+from climate_ml.errors import StoreError
+from climate_ml.ingest import ingest_entry
+from climate_ml.model_api import file_sha256, load_model_factory, model_name
+from climate_ml.problems import Problem
+from climate_ml.store import list_obs, open_obs
+
+MODELS_DIR = PROJECT_ROOT / "models"
+REFERENCE_MODELS = ("persistence", "climatology", "damped_persistence")
+DEFAULT_DATASET = {"el_nino": "toy-ocean"}
+
+
+def reference_paths() -> dict[str, Path]:
+    return {name: MODELS_DIR / f"{name}.py" for name in REFERENCE_MODELS}
+
+
+def registered_models() -> dict[str, Path]:
+    """Every model file in models/ (the references included, the template excluded)."""
+    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.py")) if not p.stem.startswith("_") and p.stem != "template"}
+
+
+def ensure_dataset(root: Path, name: str, log: Callable[[str], None] = lambda s: None) -> xr.Dataset:
+    """Open a stored dataset; a catalog entry not yet stored is ingested first."""
+    if name not in list_obs(root):
+        entries = load_catalog()
+        if name not in entries:
+            open_obs(root, name)  # raises the clear "unknown dataset" error
+        log(f"ingesting catalog entry {name!r} into {root}")
+        ingest_entry(entries[name], root)
+    return open_obs(root, name)
+
+
+def dataset_provenance(obs: xr.Dataset) -> dict:
+    return {k: obs.attrs.get(k) for k in ("source", "source_sha256", "catalog_entry") if k in obs.attrs}
+
+
+def run_backtest(
+    problem: Problem,
+    model_paths: list[Path],
+    prepared: xr.Dataset,
+    test_start,
+    test_end,
+    refit_every: int = 12,
+    progress: Callable[[str], None] | None = None,
+) -> BacktestResult:
+    """Backtest model files together with the reference models on the same folds."""
+    paths = {**{n: p for n, p in reference_paths().items()}, **{model_name(p): Path(p) for p in model_paths}}
+    factories = {n: load_model_factory(p) for n, p in paths.items()}
+    return backtest(problem, factories, prepared, test_start, test_end, refit_every, progress)
+
+
+def backtest_summary(
+    result: BacktestResult, model: str, dataset: str, test_start, test_end, refit_every: int, leads
+) -> dict:
+    """The ``--json`` object of ``climate-ml backtest``."""
+    refs = {r: {k: v for k, v in result.scores(r).items() if k != "n"} for r in REFERENCE_MODELS if r in result.forecasts}
+    out = {
+        "problem": result.problem,
+        "model": model,
+        "dataset": dataset,
+        "test_period": [f"{pd.Timestamp(test_start):%Y-%m}", f"{pd.Timestamp(test_end):%Y-%m}"],
+        "refit_every_months": refit_every,
+        "leads": [int(x) for x in leads],
+        "references": refs,
+    }
+    if model in result.failures:
+        out["error"] = result.failures[model]
+        return out
+    scores = result.scores(model)
+    out["n_verified"] = scores.pop("n")
+    out["scores"] = scores
+    out["skill"] = {
+        f"rmse_vs_{r}": result.skill(model, r, "rmse") for r in ("persistence", "climatology") if r in result.forecasts
+    }
+    return out
+
+
+def forecast_attrs(problem: Problem, model_path: Path, obs: xr.Dataset, dataset: str, train_end, kind: str) -> dict:
+    return {
+        "problem": problem.name,
+        "model": model_name(model_path),
+        "model_file_sha256": file_sha256(model_path),
+        "dataset": dataset,
+        "input": dataset_provenance(obs),
+        "training_period": [f"{pd.Timestamp(obs['time'].values[0]):%Y-%m}", f"{pd.Timestamp(train_end):%Y-%m}"],
+        "kind": kind,
+        "anomaly_convention": "departure from the monthly climatology of the training window",
+        "units": problem.target_units,
+        "climate_ml_version": __version__,
+        "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def forecast_and_archive(
+    root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
+    dataset: str, init, replace: bool = False,
+) -> tuple[xr.DataArray, str]:
+    factory = load_model_factory(model_path)
+    fc = issue_forecast(problem, factory, prepared, init, name=model_name(model_path))
+    attrs = forecast_attrs(problem, model_path, obs, dataset, init, "forecast")
+    action = write_forecast(root, problem.name, model_name(model_path), fc, attrs, replace=replace)
+    return fc, action
+
+
+def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,
+                     paths: dict[str, Path]) -> dict[str, str]:
+    """Archive each model's out-of-sample hindcasts (each made without lookahead)."""
+    actions = {}
+    for name, fc in result.forecasts.items():
+        train_end = pd.Timestamp(fc["init_time"].values[-1])
+        attrs = forecast_attrs(problem, paths[name], obs, dataset, train_end, "hindcast (rolling-origin backtest)")
+        try:
+            actions[name] = write_forecast(root, problem.name, name, fc, attrs)
+        except StoreError as exc:
+            actions[name] = f"kept existing ({exc})"
+    return actions

@@ -1,0 +1,1 @@
+"""Prefect flows: thin compositions of climate_ml library calls."""

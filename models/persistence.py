@@ -1,0 +1,17 @@
+"""Persistence: the latest observed value of the target (``X['persistence']``) at every lead."""
+
+import xarray as xr
+
+
+class Persistence:
+    def fit(self, X: xr.Dataset, y: xr.DataArray) -> "Persistence":
+        self.leads_ = y["lead"].values
+        return self
+
+    def predict(self, X: xr.Dataset) -> xr.DataArray:
+        p = X["persistence"]
+        return p.expand_dims(lead=self.leads_).transpose("init_time", "lead")
+
+
+def make_model():
+    return Persistence()
