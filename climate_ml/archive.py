@@ -140,8 +140,8 @@ def query(
             if lead not in ds[LEAD].values:
                 raise QueryError(f"lead {lead} not archived (leads: {ds[LEAD].values.min()}..{ds[LEAD].values.max()})")
             ds = ds.sel({LEAD: [lead]})
-        parts.append(ds.expand_dims({MODEL: [m]}))
-    out = xr.concat(parts, dim=MODEL, join="outer", combine_attrs="drop")
+        parts.append(ds.drop_vars(VALID).expand_dims({MODEL: [m]}))
+    out = add_valid_time(xr.concat(parts, dim=MODEL, join="outer", combine_attrs="drop", coords="minimal"))
     out["forecast"].attrs.update(units="degC", long_name=f"{problem} forecast")
     out.attrs = {"problem": problem}
     return out

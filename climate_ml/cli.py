@@ -212,8 +212,10 @@ def archive_query(
     store: StoreOpt = None,
 ):
     """Archived forecasts as CSV, JSON or NetCDF."""
-    from climate_ml.archive import export, query
+    from climate_ml.archive import export, parse_init_range, query
     from climate_ml.problems import get_problem
+
+    parse_init_range(init)  # validate parameters before touching the store
 
     if fmt not in ("csv", "json", "netcdf"):
         raise QueryError(f"bad --format {fmt!r} (csv, json or netcdf)")

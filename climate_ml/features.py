@@ -37,9 +37,16 @@ def fit_climatology(da: xr.DataArray, fit_end, min_years: int = 3) -> xr.DataArr
 
 
 def anomalies(da: xr.DataArray, climatology: xr.DataArray) -> xr.DataArray:
-    """Departure from a calendar-month climatology (lazy for Dask input)."""
-    out = da.groupby(f"{TIME}.month") - climatology
-    out = out.drop_vars("month", errors="ignore")
+    """Departure from a calendar-month climatology (lazy for Dask input).
+
+    The climatology is indexed by each month and chunked like ``da`` instead of using a
+    groupby-subtract, which builds tens of thousands of Dask tasks on long records."""
+    month = xr.DataArray(da[TIME].dt.month.values, dims=TIME, coords={TIME: da[TIME].values})
+    clim = climatology.chunk() if da.chunks is not None else climatology
+    clim_t = clim.sel(month=month).drop_vars("month")
+    if da.chunks is not None:
+        clim_t = clim_t.chunk({TIME: da.chunksizes[TIME]})
+    out = da - clim_t
     out.attrs = {**da.attrs, "anomaly": "departure from the training-window monthly climatology"}
     return out
 

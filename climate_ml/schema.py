@@ -127,14 +127,16 @@ def validate_obs(ds: xr.Dataset) -> xr.Dataset:
     return ds
 
 
+def add_months(times, months) -> np.ndarray:
+    """``times[:, None] + months[None, :]`` calendar months, as datetime64[ns] (vectorised)."""
+    t = np.asarray(times).astype("datetime64[M]")
+    m = np.asarray(months, dtype="int64").astype("timedelta64[M]")
+    return (t[:, None] + m[None, :]).astype("datetime64[ns]")
+
+
 def add_valid_time(ds: xr.Dataset | xr.DataArray):
     """Attach ``valid_time(init_time, lead) = init_time + lead months``."""
-    inits = pd.DatetimeIndex(ds[INIT].values)
-    leads = np.asarray(ds[LEAD].values, dtype=int)
-    vt = np.array(
-        [[(i + pd.DateOffset(months=int(lead))).to_datetime64() for lead in leads] for i in inits],
-        dtype="datetime64[ns]",
-    ).reshape(len(inits), len(leads))
+    vt = add_months(ds[INIT].values, ds[LEAD].values)
     return ds.assign_coords({VALID: ((INIT, LEAD), vt)})
 
 

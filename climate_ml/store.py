@@ -85,7 +85,9 @@ class WriteResult:
 
 
 def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
-    return bool(np.allclose(a.values, b.values, rtol=0, atol=1e-6, equal_nan=True))
+    """Equal within 1e-6 with NaN == NaN; evaluated chunk by chunk for Dask input."""
+    differs = (abs(a - b) > 1e-6) | (a.isnull() != b.isnull())
+    return not bool(differs.any().compute())
 
 
 def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteResult:
@@ -106,6 +108,7 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
                 out = ds.copy()
                 out.attrs = {**ds.attrs, **provenance, "ingest_time": now, "climate_ml_version": __version__,
                              "history": [f"{now} created from {provenance.get('source', '?')}"]}
+                out = out.chunk({d: (OBS_TIME_CHUNK if d == TIME else -1) for d in out.dims})
                 encoding = {v: {"chunks": _chunks(ds[v])} for v in ds.data_vars}
                 out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
                 swap_in(tmp, final)
@@ -142,7 +145,7 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
         tmp = temp_beside(final)
         try:
             shutil.copytree(final, tmp)
-            extra = extra.copy()
+            extra = extra.chunk({d: (OBS_TIME_CHUNK if d == TIME else -1) for d in extra.dims})
             extra.attrs = {}
             extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
             group = zarr.open_group(str(tmp), mode="r+")
@@ -176,9 +179,8 @@ def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: Path) -> None
 
 
 def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
-    av, bv = a.values, b.values
-    same = np.isclose(av, bv, atol=1e-6, equal_nan=True)
-    bad = ~same.reshape(same.shape[0], -1).all(axis=1)
+    differs = (abs(a - b) > 1e-6) | (a.isnull() != b.isnull())
+    bad = differs.any([d for d in differs.dims if d != TIME]).compute().values
     return f"{pd.Timestamp(a[TIME].values[int(np.argmax(bad))]):%Y-%m}"
 
 

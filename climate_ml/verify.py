@@ -43,9 +43,12 @@ def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset) -> xr.Dat
             dim=pd.Index(fc[MODEL].values, name=MODEL),
         )
     ds = xr.Dataset(out)
-    ds["n"] = ds["n"].fillna(0).astype(int)
+    n = ds["n"].fillna(0).astype(int)
+    for name in METRICS:
+        ds[name] = ds[name].where(n > 0)
+    ds["n"] = n
     ds.attrs = {"problem": problem.name, "verified_through": f"{pd.Timestamp(prepared['time'].values[-1]):%Y-%m}"}
-    return ds.where(ds["n"] > 0) if bool((ds["n"] == 0).any()) else ds
+    return ds
 
 
 def verification_records(ds: xr.Dataset) -> list[dict]:
@@ -55,6 +58,6 @@ def verification_records(ds: xr.Dataset) -> list[dict]:
             row = {"model": str(m), "lead": int(lead)}
             for v in ds.data_vars:
                 val = float(ds[v].sel({MODEL: m, LEAD: lead}))
-                row[v] = None if np.isnan(val) else round(val, 4)
+                row[v] = int(val) if v == "n" else (None if np.isnan(val) else round(val, 4))
             recs.append(row)
     return recs

@@ -8,8 +8,8 @@ skill table and write a skill-vs-lead PNG.
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 import json
+import logging
 import os
 from pathlib import Path
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import xarray as xr
 
 from climate_ml.catalog import CatalogEntry, download, expand_path, sha256_file
-from climate_ml.errors import IngestError
+from climate_ml.errors import ClimateMLError, IngestError
 from climate_ml.ingest.openers import OPENERS, detect_format, open_source
 from climate_ml.ingest.standardise import standardise
 from climate_ml.store import WriteResult, write_obs
@@ -80,7 +80,7 @@ def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> Wr
         "license": entry.license,
         "citation": entry.citation,
     }
-    return write_obs(ds, root, name or entry.name, prov)
+    return _write(ds, root, name or entry.name, prov, path)
 
 
 def ingest_file(
@@ -99,4 +99,16 @@ def ingest_file(
     fmt = fmt or detect_format(path)
     ds = load_standardised(path, variable, variable, fmt, units, None, land_value)
     prov = {"source": str(path.resolve()), "source_sha256": sha256_file(path), "catalog_entry": ""}
-    return write_obs(ds, root, name, prov)
+    return _write(ds, root, name, prov, path)
+
+
+def _write(ds: xr.Dataset, root: Path, name: str, prov: dict, path: Path) -> WriteResult:
+    """Write lazily opened data; a read error that only shows while streaming (a file cut
+    short inside its data) becomes a one-line IngestError, and the store is left as it was."""
+    try:
+        return write_obs(ds, root, name, prov)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, ClimateMLError):
+            raise
+        msg = f"{path}: data cannot be read ({type(exc).__name__}: {exc})"
+        raise IngestError(msg.splitlines()[0]) from exc

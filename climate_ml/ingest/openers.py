@@ -14,30 +14,30 @@ import xarray as xr
 from climate_ml.errors import IngestError
 
 
-def open_cf_netcdf(path: Path, variable: str) -> xr.Dataset:
-    """A CF NetCDF file; times decoded with cftime so that 360_day and other calendars work."""
+def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Dataset:
+    """A CF NetCDF file, opened lazily (Dask, chunked by time); times decoded with cftime so
+    that 360_day and other calendars work."""
     try:
         ds = xr.open_dataset(
             path,
             engine="netcdf4",
             decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
             mask_and_scale=True,
+            chunks={"time": time_chunk},
         )
     except FileNotFoundError as exc:
         raise IngestError(f"{path}: file not found") from exc
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
-        raise IngestError(f"{path}: not a readable NetCDF file ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+        raise IngestError(_one_line(f"{path}: not a readable NetCDF file ({type(exc).__name__}: {exc})")) from exc
     if variable not in ds.data_vars:
         have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
         ds.close()
         raise IngestError(f"{path}: variable {variable!r} not found (variables: {have})")
-    try:
-        out = ds[[variable]].load()
-    except Exception as exc:
-        raise IngestError(f"{path}: variable {variable!r} cannot be read ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
-    finally:
-        ds.close()
-    return out
+    return ds[[variable]]
+
+
+def _one_line(text: str) -> str:
+    return text.splitlines()[0] if text else text
 
 
 def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:

@@ -61,16 +61,16 @@ def standardise(
     except SchemaError as exc:
         raise IngestError(f"{where}{exc}") from exc
 
-    values = da.values.astype("float32")
-    if land_value is not None and LAT in da.dims:
+    # Stays lazy for Dask-backed input: the file is streamed chunk by chunk into Zarr.
+    out = da.astype("float32")
+    if land_value is not None and LAT in out.dims:
         # A cell that holds the land code at every time step is land.
-        is_land = np.all(values == np.float32(land_value), axis=da.dims.index(TIME))
-        values = np.where(np.expand_dims(is_land, da.dims.index(TIME)), np.nan, values)
+        is_land = (out == np.float32(land_value)).all(TIME)
+        out = out.where(~is_land)
     if scale != 1.0 or offset != 0.0:
-        values = values * np.float32(scale) + np.float32(offset)
-
-    out = xr.DataArray(values, dims=da.dims, coords={d: da[d].values for d in da.dims if d != TIME})
-    out = out.assign_coords({TIME: times})
+        out = out * np.float32(scale) + np.float32(offset)
+    out = out.drop_vars([c for c in out.coords if c not in out.dims])
+    out = out.assign_coords({TIME: times, **{d: da[d].values for d in out.dims if d != TIME}})
     if LON in out.dims:
         out = out.assign_coords({LON: (out[LON].values % 360.0).astype("float64")}).sortby(LON)
         if np.unique(out[LON].values).size != out.sizes[LON]:

@@ -32,7 +32,7 @@ from climate_ml.features import (
 )
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.regions import REGIONS
-from climate_ml.schema import INIT, LEAD, TIME, add_valid_time
+from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
 
 @dataclass
@@ -101,9 +101,6 @@ class ElNino(Problem):
 
         y = self._target_from_anomaly(n34)
         times = pd.DatetimeIndex(n34[TIME].values)
-        end = np.array(
-            [[(t + pd.DateOffset(months=lead + 1)).to_datetime64() for lead in self.leads] for t in times],
-            dtype="datetime64[ns]",
-        )
+        end = add_months(times, np.asarray(self.leads) + 1)
         target_end = xr.DataArray(end, dims=(INIT, LEAD), coords={INIT: times, LEAD: list(self.leads)})
         return FoldData(fit_end, X, add_valid_time(y), target_end)

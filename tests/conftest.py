@@ -1,0 +1,110 @@
+"""Shared fixtures: small datasets written in the real source formats, with their quirks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cftime
+import netCDF4
+import numpy as np
+import pandas as pd
+import pytest
+
+from climate_ml.catalog import real_data_dir
+
+os.environ.setdefault("PREFECT_HOME", str(Path(__file__).parent / ".prefect-home"))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    d = real_data_dir()
+    if not (d / "sst").is_dir():
+        pytest.skip(f"real data not found at {d} (set CLIMATE_ML_REAL_DATA)")
+    return d
+
+
+def tree_digest(path: Path) -> str:
+    """A digest of every file (name and bytes) under ``path``: equal digests = unchanged store."""
+    h = hashlib.sha256()
+    if not path.exists():
+        return "absent"
+    for p in sorted(path.rglob("*")):
+        if p.is_file() and ".locks" not in p.parts:
+            h.update(str(p.relative_to(path)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def write_ersst_like(
+    path: Path,
+    n_months: int = 48,
+    start: str = "2000-01",
+    units: str = "degC",
+    calendar: str = "proleptic_gregorian",
+    lat_descending: bool = True,
+    lon_180: bool = False,
+    variable: str = "sst",
+    land_value: float | None = None,
+    times: list | None = None,
+    seed: int = 0,
+) -> Path:
+    """A small NetCDF4 SST file in the layout of NOAA PSL / CDO products."""
+    rng = np.random.default_rng(seed)
+    lat = np.arange(-10.0, 10.1, 5.0)
+    lon = np.arange(150.0, 280.1, 10.0)
+    if lat_descending:
+        lat = lat[::-1]
+    if lon_180:
+        lon = ((lon + 180) % 360) - 180
+    t0 = pd.Timestamp(start)
+    if times is None:
+        dates = [cftime.datetime(t0.year + (t0.month - 1 + k) // 12, (t0.month - 1 + k) % 12 + 1, 15 if calendar != "360_day" else 1,
+                                 calendar=calendar) for k in range(n_months)]
+    else:
+        dates = [cftime.datetime(t.year, t.month, t.day, calendar=calendar) for t in map(pd.Timestamp, times)]
+    data = 27 + rng.normal(0, 1, (len(dates), lat.size, lon.size)).astype("float32")
+    if units.lower().startswith("k"):
+        data = data + 273.15
+    if land_value is not None:
+        data[:, 0, -1] = land_value
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("time", None)
+        nc.createDimension("lat", lat.size)
+        nc.createDimension("lon", lon.size)
+        t = nc.createVariable("time", "f8", ("time",))
+        t.units = "days since 1800-01-01" if calendar != "360_day" else "minutes since 1980-01-01 00:00"
+        t.calendar = calendar
+        t[:] = cftime.date2num(dates, t.units, calendar=calendar)
+        la = nc.createVariable("lat", "f4", ("lat",))
+        la.units = "degrees_north"
+        la[:] = lat
+        lo = nc.createVariable("lon", "f4", ("lon",))
+        lo.units = "degrees_east"
+        lo[:] = lon
+        v = nc.createVariable(variable, "f4", ("time", "lat", "lon"), fill_value=np.float32(-9.96921e36))
+        if units:
+            v.units = units
+        v.long_name = "Monthly Means of Sea Surface Temperature"
+        v[:] = data
+    return path
+
+
+def write_psl_index(path: Path, first: int = 1990, last: int = 1994, missing: float = -99.99, n_missing_tail: int = 3) -> Path:
+    rng = np.random.default_rng(1)
+    lines = [f" {first} {last}"]
+    for year in range(first, last + 1):
+        vals = 26.5 + rng.normal(0, 1, 12)
+        if year == last and n_missing_tail:
+            vals[-n_missing_tail:] = missing
+        lines.append(f" {year} " + " ".join(f"{v:8.2f}" for v in vals))
+    lines += [f"  {missing}", "  Nino 3.4 index (test copy)", "  https://psl.noaa.gov/data/correlation/nina34.data"]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,83 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.archive import export, list_models, parse_init_range, query, write_forecast
+from climate_ml.errors import QueryError, StoreError
+from climate_ml.schema import INIT, LEAD, add_valid_time, to_climpred, to_weatherbench
+from conftest import tree_digest
+
+
+def fc(inits, value=0.5, leads=(1, 2, 3)):
+    inits = pd.DatetimeIndex(inits)
+    da = xr.DataArray(np.full((len(inits), len(leads)), value) + np.arange(len(leads)), dims=(INIT, LEAD),
+                      coords={INIT: inits, LEAD: list(leads)})
+    return add_valid_time(da)
+
+
+def test_write_query_roundtrip_and_idempotent(store):
+    assert write_forecast(store, "el_nino", "m1", fc(["2020-01-01", "2020-02-01"]), {"model": "m1"}) == "created"
+    before = tree_digest(store / "archive")
+    assert write_forecast(store, "el_nino", "m1", fc(["2020-01-01"]), {"model": "m1"}) == "unchanged"
+    assert tree_digest(store / "archive") == before
+    assert write_forecast(store, "el_nino", "m1", fc(["2020-03-01"]), {"model": "m1"}) == "updated"
+    write_forecast(store, "el_nino", "m2", fc(["2020-02-01"], 1.0), {"model": "m2"})
+    ds = query(store, "el_nino", init="2020-02:2020-03", lead=2)
+    assert list(ds.model.values) == ["m1", "m2"]
+    assert ds.sizes[INIT] == 2 and list(ds[LEAD].values) == [2]
+    assert float(ds.forecast.sel(model="m2", init_time="2020-02-01", lead=2)) == pytest.approx(2.0)
+    assert pd.Timestamp(ds.valid_time.sel(init_time="2020-03-01", lead=2).values) == pd.Timestamp("2020-05-01")
+    assert list_models(store, "el_nino") == ["m1", "m2"]
+
+
+def test_different_forecast_needs_replace(store):
+    write_forecast(store, "el_nino", "m1", fc(["2020-01-01"]), {})
+    before = tree_digest(store / "archive")
+    with pytest.raises(StoreError, match="different m1 forecast for init 2020-01"):
+        write_forecast(store, "el_nino", "m1", fc(["2020-01-01"], 9.0), {})
+    assert tree_digest(store / "archive") == before
+    assert write_forecast(store, "el_nino", "m1", fc(["2020-01-01"], 9.0), {}, replace=True) == "updated"
+    assert float(query(store, "el_nino").forecast.max()) == pytest.approx(11.0)
+
+
+def test_exports(store, tmp_path):
+    write_forecast(store, "el_nino", "m1", fc(["2020-01-01"]), {"model": "m1", "input": {"a": 1}})
+    ds = query(store, "el_nino")
+    csv = export(ds, "csv").decode().splitlines()
+    assert csv[0] == "model,init_time,lead,valid_time,forecast"
+    assert csv[1] == "m1,2020-01,1,2020-02,0.5000"
+    recs = json.loads(export(ds, "json"))
+    assert recs[2] == {"model": "m1", "init_time": "2020-01", "lead": 3, "valid_time": "2020-04", "forecast": 2.5}
+    (tmp_path / "q.nc").write_bytes(export(ds, "netcdf"))
+    nc = xr.open_dataset(tmp_path / "q.nc")
+    assert float(nc.forecast.sel(lead=3).squeeze()) == pytest.approx(2.5)
+
+
+def test_conversions_are_one_line():
+    f = fc(["2020-01-01"])
+    assert "init" in to_climpred(f).dims
+    assert set(to_weatherbench(f).dims) == {"time", "prediction_timedelta"}
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("2020-13", "not YYYY-MM"), ("2020", "not YYYY-MM"), ("2020-01:2019-01", "end before start"),
+    ("a:b:c", "expected YYYY-MM"),
+])
+def test_bad_init_range(text, pattern):
+    with pytest.raises(QueryError, match=pattern):
+        parse_init_range(text)
+
+
+def test_bad_query_parameters(store):
+    with pytest.raises(QueryError, match="no forecasts archived for problem 'el_nino'"):
+        query(store, "el_nino")
+    write_forecast(store, "el_nino", "m1", fc(["2020-01-01"]), {})
+    with pytest.raises(QueryError, match="no forecasts from model 'zz'.*archived: m1"):
+        query(store, "el_nino", model="zz")
+    with pytest.raises(QueryError, match="lead 40 not archived"):
+        query(store, "el_nino", lead=40)
+    with pytest.raises(QueryError, match="unknown format 'xml'"):
+        export(query(store, "el_nino"), "xml")

@@ -1,0 +1,104 @@
+"""The command line, run as a user runs it (a subprocess), on small files in real formats."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from climate_ml.synthetic import write_toy_ocean
+from conftest import tree_digest, write_ersst_like
+
+
+def cli(*args, store=None, check=True):
+    env = {**os.environ}
+    if store is not None:
+        env["CLIMATE_ML_STORE"] = str(store)
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", *map(str, args)], capture_output=True, text=True, env=env, timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}: {p.stderr}")
+    return p
+
+
+def test_help_and_catalog():
+    assert "backtest" in cli("--help").stdout
+    out = cli("catalog", "list").stdout
+    assert "kaplan-local" in out and "toy-ocean" in out
+    show = cli("catalog", "show", "ersst-v5").stdout
+    assert "https://downloads.psl.noaa.gov/Datasets/noaa.ersst.v5/sst.mnmean.nc" in show
+
+
+def test_errors_are_one_line_with_nonzero_exit(tmp_path, store):
+    good = write_ersst_like(tmp_path / "good.nc")
+    cli("ingest", "--file", good, "--variable", "sst", "--name", "good", store=store)
+    digest = tree_digest(store)
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(good.read_bytes()[:500])
+    cases = [
+        (["ingest", "--file", bad, "--variable", "sst", "--name", "good"], "bad.nc: not a readable NetCDF file"),
+        (["ingest", "--file", good, "--variable", "tos", "--name", "good"], "variable 'tos' not found"),
+        (["ingest", "no-such-entry"], "unknown catalog entry 'no-such-entry'"),
+        (["backtest", "el_nino", tmp_path / "nomodel.py", "--dataset", "good"], "nomodel.py: model file not found"),
+        (["backtest", "el_nino", "models/persistence.py", "--dataset", "absent"], "unknown dataset 'absent'"),
+        (["archive", "query", "--problem", "el_nino", "--init", "2020-13"], "bad --init '2020-13'"),
+        (["archive", "query", "--problem", "el_nino", "--format", "xml"], "bad --format 'xml'"),
+        (["archive", "query", "--problem", "rain"], "unknown problem 'rain'"),
+        (["forecast", "el_nino", "models/persistence.py", "--init", "May 2020", "--dataset", "good"], "bad --init 'May 2020'"),
+    ]
+    for args, message in cases:
+        p = cli(*args, store=store, check=False)
+        assert p.returncode == 2, (args, p.returncode, p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, p.stderr)
+        assert tree_digest(store) == digest, args
+    debug = cli("--debug", "ingest", "--file", bad, "--variable", "sst", "--name", "good", store=store, check=False)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_malformed_catalog_yaml_via_cli(tmp_path):
+    (tmp_path / "broken.yaml").write_text("name: broken\n  description: : :\n")
+    env = {**os.environ, "CLIMATE_ML_CATALOG": str(tmp_path)}
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "catalog", "list"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2
+    assert p.stderr.strip() == f"error: {tmp_path / 'broken.yaml'}: malformed YAML at line 2"
+
+
+@pytest.fixture(scope="module")
+def toy_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toy")
+    raw = write_toy_ocean(d / "toy.nc", start="1950-01", end="1995-12")
+    cli("ingest", "--file", raw, "--variable", "sst", "--name", "toy", store=d / "store")
+    return d / "store"
+
+
+def test_index_backtest_forecast_query(toy_store):
+    idx = cli("index", "nino34", "--dataset", "toy", "--anomaly", "--format", "csv", store=toy_store).stdout.splitlines()
+    assert idx[0] == "time,value" and idx[1].startswith("1950-01,") and len(idx) == 1 + 46 * 12
+
+    p = cli("backtest", "el_nino", "models/damped_persistence.py", "--dataset", "toy", "--test-start", "1985-01",
+            "--test-end", "1994-12", "--refit-every", "60", "--json", store=toy_store)
+    out = json.loads(p.stdout)
+    assert out["problem"] == "el_nino" and out["model"] == "damped_persistence" and out["dataset"] == "toy"
+    assert out["test_period"] == ["1985-01", "1994-12"] and out["leads"] == list(range(1, 19))
+    assert set(out["scores"]) == {"acc", "rmse", "mae"} and set(out["scores"]["acc"]) == {str(k) for k in range(1, 19)}
+    assert set(out["references"]) == {"persistence", "climatology", "damped_persistence"}
+    assert out["scores"]["acc"]["1"] > 0.8
+
+    f = json.loads(cli("forecast", "el_nino", "models/persistence.py", "--init", "1995-06", "--dataset", "toy", "--json",
+                       store=toy_store).stdout)
+    assert f["archive"] == "created" and len(f["forecast"]) == 18 and f["forecast"][5]["valid_time"] == "1995-12"
+    again = json.loads(cli("forecast", "el_nino", "models/persistence.py", "--init", "1995-06", "--dataset", "toy", "--json",
+                           store=toy_store).stdout)
+    assert again["archive"] == "unchanged"
+
+    q = cli("archive", "query", "--problem", "el_nino", "--model", "persistence", "--init", "1995-06", "--lead", "6",
+            "--format", "csv", store=toy_store).stdout.splitlines()
+    assert q[0] == "model,init_time,lead,valid_time,forecast" and q[1].startswith("persistence,1995-06,6,1995-12,")
+    assert len(q) == 2
+    rows = json.loads(cli("archive", "query", "--problem", "el_nino", "--format", "json", store=toy_store).stdout)
+    assert len(rows) == 18
+    v = json.loads(cli("verify", "el_nino", "--dataset", "toy", "--json", store=toy_store).stdout)
+    assert {r["lead"] for r in v} == set(range(1, 19))
+    assert next(r for r in v if r["lead"] == 1)["n"] == 1  # the lead-1 target (1995-06..08) is observed
+    assert next(r for r in v if r["lead"] == 6)["n"] == 0  # lead 6 needs 1996-01: not yet observed

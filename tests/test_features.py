@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from climate_ml.errors import ClimateMLError, QueryError
+from climate_ml.features import (
+    anomalies,
+    fit_climatology,
+    fit_eofs,
+    lagged,
+    project_eofs,
+    trailing_mean,
+)
+from climate_ml.regions import Box, box_mean
+from climate_ml.schema import mock_sst
+
+
+def test_box_mean_is_cos_lat_weighted():
+    lat = np.array([-60.0, 0.0, 60.0])
+    da = xr.DataArray(np.array([[[1.0], [2.0], [4.0]]]), dims=("time", "lat", "lon"),
+                      coords={"time": pd.date_range("2000-01", periods=1, freq="MS"), "lat": lat, "lon": [200.0]})
+    box = Box("test", (-90, 90), (0, 359))
+    w = np.cos(np.deg2rad(lat))
+    assert float(box_mean(da, box).squeeze()) == pytest.approx(float((w * [1, 2, 4]).sum() / w.sum()))
+
+
+def test_box_mean_ignores_land_nan():
+    ds = mock_sst()
+    sst = ds.sst.copy()
+    sst[:, 2, 2] = np.nan
+    assert np.isfinite(box_mean(sst, "nino34").values).all()
+
+
+def test_box_outside_grid_is_an_error():
+    with pytest.raises(QueryError, match="contains no grid cell"):
+        box_mean(mock_sst().sst, "arctic")
+
+
+def test_climatology_uses_only_training_window():
+    ds = mock_sst(n_months=72)
+    clim = fit_climatology(ds.sst, "2002-12")
+    later = ds.sst.copy()
+    later.loc[{"time": slice("2003-01", None)}] += 100.0
+    xr.testing.assert_allclose(clim, fit_climatology(later, "2002-12"))
+    anom = anomalies(ds.sst.sel(time=slice(None, "2002-12")), clim)
+    assert abs(float(anom.mean())) < 1e-5
+
+
+def test_climatology_needs_enough_years():
+    with pytest.raises(ClimateMLError, match="at least 3 years"):
+        fit_climatology(mock_sst(n_months=24).sst, "2001-12")
+
+
+def test_negative_lag_rejected():
+    with pytest.raises(ClimateMLError, match="negative lag"):
+        lagged(mock_sst().sst, [-1, 0])
+
+
+def test_features_are_lazy_on_dask():
+    sst = mock_sst(n_months=60).sst.chunk({"time": 12})
+    out = trailing_mean(box_mean(anomalies(sst, fit_climatology(sst, "2003-12")), "nino34"), 3)
+    assert out.chunks is not None  # still a Dask graph
+    assert np.isfinite(out.compute().values[2:]).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(cut=st.integers(40, 70), lag=st.integers(0, 6), window=st.integers(1, 6))
+def test_time_features_never_look_ahead(cut, lag, window):
+    """Perturbing data after month `cut` leaves every feature at or before `cut` unchanged."""
+    ds = mock_sst(n_months=80)
+    fit_end = ds.time.values[36]
+    def feats(sst):
+        anom = anomalies(sst, fit_climatology(sst, fit_end))
+        idx = box_mean(anom, "nino34")
+        pcs = project_eofs(anom, fit_eofs(anom, fit_end, 3))
+        return xr.Dataset({"lag": lagged(idx, [lag]), "roll": trailing_mean(idx, window), "pc": pcs})
+    base = feats(ds.sst)
+    changed = ds.sst.copy()
+    changed[cut + 1:] = 99.0
+    probe = feats(changed)
+    xr.testing.assert_allclose(base.isel(time=slice(0, cut + 1)), probe.isel(time=slice(0, cut + 1)))
+    assert not np.allclose(base["roll"].values[cut + 1:], probe["roll"].values[cut + 1:])
+
+
+def test_eofs_explain_a_planted_pattern():
+    rng = np.random.default_rng(0)
+    ds = mock_sst(n_months=120)
+    pattern = np.outer(np.hanning(5), np.hanning(9)[1:-1])
+    signal = rng.normal(0, 3, 120)
+    sst = ds.sst + signal[:, None, None] * pattern
+    anom = anomalies(sst, fit_climatology(sst, ds.time.values[-1]))
+    eofs = fit_eofs(anom, ds.time.values[-1], 2)
+    pc1 = project_eofs(anom, eofs).sel(mode=1).values
+    # anomalies remove each calendar month's mean, from the planted signal too
+    months = np.arange(120) % 12
+    deseasonal = signal - np.array([signal[months == m].mean() for m in range(12)])[months]
+    assert abs(np.corrcoef(pc1, deseasonal)[0, 1]) > 0.95
+    assert eofs.explained[0] > 0.5

@@ -1,0 +1,34 @@
+"""The main job as a user runs it: ``climate-ml run --quick`` drives a real Prefect flow (with
+Prefect's local server), a real Dask LocalCluster (scheduler and worker processes), Zarr on disk."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import xarray as xr
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_quick_end_to_end(tmp_path):
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "run", "--quick", "--store", str(tmp_path / "store")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "ACC by lead" in p.stdout and "plot:" in p.stdout
+    runs = list((tmp_path / "store" / "runs").iterdir())
+    assert len(runs) == 1
+    png = runs[0] / "skill_vs_lead.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    scores = json.loads((runs[0] / "scores.json").read_text())
+    acc = {m: s["acc"] for m, s in scores["backtest"].items()}
+    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}
+    assert acc["lightgbm_lagged"]["6"] > acc["persistence"]["6"]
+    assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
+    # hindcasts and forecasts are in the archive, one Zarr group per model
+    arch = tmp_path / "store" / "archive" / "el_nino.zarr"
+    ds = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
+    assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
+    assert any(r["n"] > 0 for r in scores["verification"])

@@ -1,0 +1,185 @@
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from climate_ml.catalog import CatalogEntry
+from climate_ml.errors import ClimateMLError, IngestError, StoreError
+from climate_ml.ingest import ingest_entry, ingest_file
+from climate_ml.store import open_obs
+from conftest import tree_digest, write_ersst_like, write_psl_index
+
+
+def test_standardises_descending_lat_and_kelvin(tmp_path, store):
+    f = write_ersst_like(tmp_path / "k.nc", units="K")
+    res = ingest_file(f, "sst", "k", store)
+    ds = open_obs(store, "k").load()
+    assert res.action == "created"
+    assert (np.diff(ds.lat.values) > 0).all()
+    assert ds.sst.attrs["units"] == "degC"
+    assert 20 < float(ds.sst.mean()) < 35  # converted from ~300 K
+    assert ds.sst.attrs["source_units"] == "K"
+
+
+def test_wraps_longitudes_to_0_360(tmp_path, store):
+    f = write_ersst_like(tmp_path / "w.nc", lon_180=True)
+    ingest_file(f, "sst", "w", store)
+    lon = open_obs(store, "w").lon.values
+    assert lon.min() >= 0 and lon.max() < 360 and (np.diff(lon) > 0).all()
+
+
+def test_360_day_calendar_to_month_starts(tmp_path, store):
+    f = write_ersst_like(tmp_path / "c.nc", calendar="360_day", start="1980-01", n_months=30)
+    ingest_file(f, "sst", "c", store)
+    t = pd.DatetimeIndex(open_obs(store, "c").time.values)
+    assert t[0] == pd.Timestamp("1980-01-01") and t[-1] == pd.Timestamp("1982-06-01")
+    assert (t.day == 1).all()
+
+
+def test_land_code_becomes_nan(tmp_path, store):
+    f = write_ersst_like(tmp_path / "l.nc", land_value=0.0)
+    entry = CatalogEntry(name="l", description="x", source={"path": str(f)}, format="cf-netcdf", variable="sst",
+                         units="degC", license="x", citation="x", land_value=0.0)
+    ingest_entry(entry, store)
+    sst = open_obs(store, "l").sst.load()
+    assert int(sst.isel(time=0).isnull().sum()) == 1
+    assert int(sst.notnull().isel(time=0).sum()) == sst.lat.size * sst.lon.size - 1
+
+
+def test_reingest_changes_nothing(tmp_path, store):
+    f = write_ersst_like(tmp_path / "a.nc")
+    ingest_file(f, "sst", "a", store)
+    before = tree_digest(store / "obs")
+    res = ingest_file(f, "sst", "a", store)
+    assert res.action == "unchanged"
+    assert tree_digest(store / "obs") == before
+
+
+def test_new_months_are_appended(tmp_path, store):
+    ingest_file(write_ersst_like(tmp_path / "a.nc", n_months=24), "sst", "a", store)
+    first = open_obs(store, "a").load()
+    res = ingest_file(write_ersst_like(tmp_path / "b.nc", n_months=30), "sst", "a", store)
+    assert res.action == "appended" and res.n_new == 6
+    ds = open_obs(store, "a").load()
+    assert ds.sizes["time"] == 30
+    xr.testing.assert_equal(ds.sst.isel(time=slice(0, 24)), first.sst)
+    assert any("appended 6 months" in h for h in ds.attrs["history"])
+
+
+def test_revised_values_are_refused_and_store_kept(tmp_path, store):
+    ingest_file(write_ersst_like(tmp_path / "a.nc", seed=0), "sst", "a", store)
+    before = tree_digest(store / "obs")
+    with pytest.raises(StoreError, match="different values for months already stored"):
+        ingest_file(write_ersst_like(tmp_path / "b.nc", seed=1), "sst", "a", store)
+    assert tree_digest(store / "obs") == before
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n1=st.integers(12, 30), extra=st.integers(0, 12), repeats=st.integers(1, 3))
+def test_ingest_is_idempotent_property(tmp_path_factory, n1, extra, repeats):
+    """Ingesting a prefix then the full file (any number of times) equals ingesting the full file once."""
+    d = tmp_path_factory.mktemp("prop")
+    full = write_ersst_like(d / "full.nc", n_months=n1 + extra)
+    part = write_ersst_like(d / "part.nc", n_months=n1)
+    ingest_file(part, "sst", "x", d / "s1")
+    for _ in range(repeats):
+        ingest_file(full, "sst", "x", d / "s1")
+    ingest_file(full, "sst", "x", d / "s2")
+    a, b = open_obs(d / "s1", "x").load(), open_obs(d / "s2", "x").load()
+    xr.testing.assert_equal(a.sst, b.sst)
+
+
+def test_psl_index_text_format(tmp_path, store):
+    f = write_psl_index(tmp_path / "nina34.data")
+    ingest_file(f, "nino34", "psl", store, units="degC")
+    ds = open_obs(store, "psl").load()
+    assert ds.sizes["time"] == 5 * 12 - 3  # trailing missing months dropped
+    assert pd.Timestamp(ds.time.values[0]) == pd.Timestamp("1990-01-01")
+
+
+# --- bad input: one clear error each, store unchanged ---------------------------------------
+
+@pytest.fixture
+def populated(tmp_path, store):
+    ingest_file(write_ersst_like(tmp_path / "good.nc"), "sst", "good", store)
+    return store, tree_digest(store)
+
+
+def _expect(store_and_digest, exc, pattern, call):
+    store, digest = store_and_digest
+    with pytest.raises(exc, match=pattern) as info:
+        call()
+    assert "\n" not in str(info.value)
+    assert tree_digest(store) == digest
+
+
+def test_truncated_netcdf(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "t.nc")
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    _expect(populated, IngestError, r"t.nc: not a readable NetCDF file",
+            lambda: ingest_file(f, "sst", "good", populated[0]))
+
+
+def test_garbage_file(tmp_path, populated):
+    f = tmp_path / "g.nc"
+    f.write_bytes(b"this is not netcdf at all" * 10)
+    _expect(populated, IngestError, r"g.nc: not a readable NetCDF", lambda: ingest_file(f, "sst", "new", populated[0]))
+
+
+def test_missing_variable(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "v.nc", variable="tos")
+    _expect(populated, IngestError, r"v.nc: variable 'sst' not found \(variables: tos\)",
+            lambda: ingest_file(f, "sst", "good", populated[0]))
+
+
+def test_non_monthly_time_axis(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "d.nc", times=["2000-01-01", "2000-01-16", "2000-02-01"])
+    _expect(populated, IngestError, r"d.nc: time axis is not monthly: 2000-01 appears twice",
+            lambda: ingest_file(f, "sst", "good", populated[0]))
+
+
+def test_gap_in_time_axis(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "gap.nc", times=["2000-01-01", "2000-02-01", "2000-05-01"])
+    _expect(populated, IngestError, r"gap of 3 months after 2000-02",
+            lambda: ingest_file(f, "sst", "good", populated[0]))
+
+
+def test_unknown_units(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "u.nc", units="furlongs")
+    _expect(populated, IngestError, r"u.nc: variable 'sst': unknown units 'furlongs'",
+            lambda: ingest_file(f, "sst", "good", populated[0]))
+
+
+def test_units_disagree_with_catalog(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "k.nc", units="K")
+    entry = CatalogEntry(name="good", description="x", source={"path": str(f)}, format="cf-netcdf",
+                         variable="sst", units="degC", license="x", citation="x")
+    _expect(populated, IngestError, r"is in 'K' but the catalog declares 'degC'",
+            lambda: ingest_entry(entry, populated[0]))
+
+
+def test_missing_file(tmp_path, populated):
+    _expect(populated, IngestError, r"nope.nc: file not found",
+            lambda: ingest_file(tmp_path / "nope.nc", "sst", "good", populated[0]))
+
+
+def test_unknown_dataset(populated):
+    _expect(populated, StoreError, r"unknown dataset 'absent'.*stored: good", lambda: open_obs(populated[0], "absent"))
+
+
+def test_truncated_psl_index(tmp_path, populated):
+    f = write_psl_index(tmp_path / "p.data", first=1990, last=1995)
+    f.write_text("\n".join(f.read_text().splitlines()[:3]) + "\n")
+    _expect(populated, ClimateMLError, r"p.data: truncated: expected 6 year rows, found 2",
+            lambda: ingest_file(f, "nino34", "psl", populated[0], units="degC"))
+
+
+def test_file_cut_short_inside_its_data(tmp_path, populated):
+    f = write_ersst_like(tmp_path / "cut.nc", n_months=400)
+    data = f.read_bytes()
+    f.write_bytes(data[: int(len(data) * 0.9)])
+    _expect(populated, IngestError, r"cut.nc: (not a readable NetCDF file|data cannot be read)",
+            lambda: ingest_file(f, "sst", "cut", populated[0]))
