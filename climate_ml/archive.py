@@ -19,7 +19,7 @@ import xarray as xr
 
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import INIT, LEAD, MODEL, VALID, add_valid_time, validate_forecast
-from climate_ml.store import _recover, discard, locked, swap_in, temp_beside
+from climate_ml.store import discard, locked, recover, swap_in, temp_beside
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -42,7 +42,7 @@ def write_forecast(
     validate_forecast(forecast)
     target = _model_dir(root, problem, model)
     with locked(root, f"archive-{problem}-{model}"):
-        _recover(target)
+        recover(target)
         new = forecast.rename("forecast").to_dataset()
         if target.exists():
             old = xr.open_zarr(target, consolidated=False).load()

@@ -17,7 +17,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from climate_ml.errors import ClimateMLError, QueryError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0] if __doc__ else "")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="climate-ml: ingest gridded observations into Zarr, backtest forecasters without lookahead, "
+    "issue, archive and verify forecasts. Add --debug anywhere for full tracebacks on errors.",
+)
 catalog_app = typer.Typer(no_args_is_help=True, help="Browse the data catalog.")
 archive_app = typer.Typer(no_args_is_help=True, help="Query the forecast archive.")
 app.add_typer(catalog_app, name="catalog")
@@ -46,7 +51,7 @@ def _month(text: str | None, what: str) -> pd.Timestamp | None:
     return ts
 
 
-def _progress(total: int | None, label: str):
+def _progress(label: str):
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.description}"),
                     TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
 
@@ -155,7 +160,7 @@ def backtest_cmd(
     obs = ensure_dataset(_root(store), dataset, log=err.print)
     prepared = prob.prepare(obs)
     end = end or pd.Timestamp(prepared["time"].values[-1])
-    with _progress(None, "backtest") as bar:
+    with _progress("backtest") as bar:
         task = bar.add_task("", total=None)
         res = run_backtest(prob, [model_path], prepared, start, end, refit_every,
                            progress=lambda msg: bar.update(task, description=msg))
@@ -266,6 +271,27 @@ def run(
 
     summary = climate_ml_run(store=str(_root(store)), quick=quick)
     typer.echo(summary["text"])
+
+
+@app.command("serve")
+def serve_cmd(
+    cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 6 5 * *",
+    problem: Annotated[str, typer.Option("--problem")] = "el_nino",
+    dataset: Annotated[str, typer.Option("--dataset", help="Catalog entry to ingest each month.")] = "toy-ocean",
+    store: StoreOpt = None,
+):
+    """Serve the monthly forecast flow as a Prefect deployment on a cron schedule (needs a
+    Prefect server: set PREFECT_API_URL, e.g. after `prefect server start`)."""
+    from climate_ml.catalog import get_entry
+    from climate_ml.problems import get_problem
+    from flows.monthly import serve
+
+    get_problem(problem)
+    get_entry(dataset)
+    parts = cron.split()
+    if len(parts) != 5:
+        raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
+    serve(cron=cron, problem=problem, dataset=dataset, store=str(_root(store)))
 
 
 def main(argv: list[str] | None = None) -> int:

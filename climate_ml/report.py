@@ -50,8 +50,10 @@ def plot_skill(scores: dict[str, dict[str, dict[str, float]]], path: str | Path,
             ax.plot(lead_vals, [float("nan") if v is None else v for v in ys], style, marker="o", ms=3, label=name)
     axes[0].set_ylabel("anomaly correlation (ACC)")
     axes[0].axhline(0.5, color="grey", lw=0.6, ls=":")
-    axes[1].set_ylabel("RMSE")
+    axes[1].set_ylabel("RMSE (degC)")
+    ticks = [k for k in lead_vals if k in (1, 3, 6, 9, 12, 15, 18, 24)] or lead_vals
     for ax in axes:
+        ax.set_xticks(ticks)
         ax.set_xlabel(f"{LEAD} (months)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

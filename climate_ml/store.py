@@ -49,7 +49,7 @@ def locked(root: Path, key: str, timeout: float = 600):
         yield
 
 
-def _recover(final: Path) -> None:
+def recover(final: Path) -> None:
     """Finish a swap that a crash interrupted between its two renames."""
     old = final.with_name(final.name + ".old")
     if not final.exists() and old.exists():
@@ -100,7 +100,7 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
     validate_obs(ds)
     final = obs_path(root, name)
     with locked(root, f"obs-{name}"):
-        _recover(final)
+        recover(final)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         if not final.exists():
             tmp = temp_beside(final)
@@ -187,7 +187,7 @@ def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
 def open_obs(root: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
     """Open a stored observation dataset lazily (Dask, chunked by time)."""
     final = obs_path(root, name)
-    _recover(final)
+    recover(final)
     if not final.exists():
         have = sorted(p.stem for p in (root / "obs").glob("*.zarr")) if (root / "obs").exists() else []
         raise StoreError(

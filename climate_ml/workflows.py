@@ -60,7 +60,7 @@ def run_backtest(
     progress: Callable[[str], None] | None = None,
 ) -> BacktestResult:
     """Backtest model files together with the reference models on the same folds."""
-    paths = {**{n: p for n, p in reference_paths().items()}, **{model_name(p): Path(p) for p in model_paths}}
+    paths = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
     factories = {n: load_model_factory(p) for n, p in paths.items()}
     return backtest(problem, factories, prepared, test_start, test_end, refit_every, progress)
 

@@ -103,12 +103,12 @@ def ingest_file(
 
 
 def _write(ds: xr.Dataset, root: Path, name: str, prov: dict, path: Path) -> WriteResult:
-    """Write lazily opened data; a read error that only shows while streaming (a file cut
-    short inside its data) becomes a one-line IngestError, and the store is left as it was."""
+    """Write lazily opened data. An error that only shows while streaming (a file cut short
+    inside its data, a full disk) becomes a one-line IngestError; the store is left as it was."""
     try:
         return write_obs(ds, root, name, prov)
     except (OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, ClimateMLError):
             raise
-        msg = f"{path}: data cannot be read ({type(exc).__name__}: {exc})"
+        msg = f"{path}: ingest failed while streaming the data into the store ({type(exc).__name__}: {exc})"
         raise IngestError(msg.splitlines()[0]) from exc

@@ -1,0 +1,76 @@
+"""The scheduled job against a real Prefect server: `prefect server start` on loopback,
+`climate-ml serve` registering the cron deployment, the Prefect CLI listing and triggering it."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = None
+    try:
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}/api/health"), 120, "the Prefect server")
+        serve = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve", "--store", str(tmp_path / "store"),
+                                  "--cron", "0 6 5 * *"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def listed():
+            out = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True)
+            return out.returncode == 0 and "climate-ml-monthly/monthly" in out.stdout
+        wait_for(listed, 120, "the deployment to be registered")
+        inspect = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "climate-ml-monthly/monthly"],
+                                 env=env, capture_output=True, text=True, check=True)
+        assert "0 6 5 * *" in inspect.stdout
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "climate-ml-monthly/monthly", "--watch"],
+                             env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
+        arch = tmp_path / "store" / "archive" / "el_nino.zarr"
+        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "damped_persistence", "lightgbm_lagged", "persistence"]
+        fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
+        assert str(fc.init_time.values[-1])[:7] == "2024-12" and fc.attrs["kind"] == "forecast"
+        assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
+    finally:
+        for p in (serve, server):
+            if p is not None:
+                p.terminate()
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
