@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import QueryError, StoreError
-from climate_ml.schema import INIT, LEAD, MODEL, VALID, add_valid_time, validate_forecast
+from climate_ml.schema import INIT, LEAD, MEMBER, MODEL, VALID, add_valid_time, validate_forecast
 from climate_ml.store import discard, locked, recover, swap_in, temp_beside
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -169,3 +169,99 @@ def export(ds: xr.Dataset, fmt: str) -> bytes:
             out.to_netcdf(path, format="NETCDF4")
             return path.read_bytes()
     raise QueryError(f"unknown format {fmt!r} (csv, json, netcdf)")
+
+
+def read_external_forecasts(path: Path, problem, column: str | None = None,
+                            model: str | None = None) -> tuple[xr.DataArray, list[int]]:
+    """Forecasts issued by another system: a CSV with columns ``init`` (or ``init_time``,
+    YYYY-MM or a date), ``lead`` (months), optionally ``member``, and a value column (``column``,
+    else the model name, else ``forecast``); or a NetCDF with such a variable over
+    (init_time|init, lead[, member]). Checked against the problem's target definition.
+    Returns the forecasts on the problem's leads and the leads dropped (beyond the problem's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"{path}: file not found")
+    if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
+        try:
+            ds = xr.load_dataset(path)
+        except Exception as exc:
+            raise QueryError(f"{path}: not a readable NetCDF file ({type(exc).__name__})") from exc
+        ds = ds.rename({"init": INIT}) if "init" in ds.dims else ds
+        name = column or (model if model in ds.data_vars else "forecast")
+        if name not in ds.data_vars:
+            raise QueryError(f"{path}: variable {name!r} not found (variables: {', '.join(map(str, ds.data_vars))})")
+        da = ds[name]
+        for dim in (INIT, LEAD):
+            if dim not in da.dims:
+                raise QueryError(f"{path}: variable {name!r} has no {dim!r} dimension")
+        inits = pd.DatetimeIndex(da[INIT].values)
+    else:
+        try:
+            df = pd.read_csv(path)
+        except Exception as exc:
+            raise QueryError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
+        init_col = "init" if "init" in df.columns else INIT
+        for needed, label in ((init_col, "'init' (or 'init_time')"), (LEAD, "'lead'")):
+            if needed not in df.columns:
+                raise QueryError(f"{path}: missing column {label} (columns: {', '.join(df.columns)})")
+        name = column or (model if model in df.columns else "forecast")
+        if name not in df.columns:
+            raise QueryError(f"{path}: no forecast column {name!r} (columns: {', '.join(df.columns)}); use --column")
+        try:
+            df[INIT] = pd.to_datetime(df[init_col].astype(str).str.slice(0, 7) + "-01", format="%Y-%m-%d")
+        except ValueError as exc:
+            raise QueryError(f"{path}: column {init_col!r} has values that are not YYYY-MM dates") from exc
+        if not pd.api.types.is_integer_dtype(df[LEAD]):
+            raise QueryError(f"{path}: column 'lead' must hold whole months")
+        keys = [INIT, LEAD] + (["member"] if "member" in df.columns else [])
+        dup = df.duplicated(keys)
+        if dup.any():
+            row = df[dup].iloc[0]
+            raise QueryError(f"{path}: duplicate forecast for init {row[INIT]:%Y-%m} lead {row[LEAD]}")
+        da = df.set_index(keys)[name].astype(float).to_xarray()
+        inits = pd.DatetimeIndex(da[INIT].values)
+    if not (inits == inits.to_period("M").to_timestamp()).all():
+        raise QueryError(f"{path}: init times must be months")
+    leads = [int(v) for v in da[LEAD].values]
+    if min(leads) < 1:
+        raise QueryError(f"{path}: lead {min(leads)} is not a positive number of months")
+    dropped = sorted(set(leads) - set(problem.leads))
+    if len(dropped) == len(set(leads)):
+        raise QueryError(f"{path}: none of the leads {leads[0]}..{leads[-1]} are leads of {problem.name}")
+    da = da.sel({LEAD: [k for k in leads if k in problem.leads]})
+    values = da.values[np.isfinite(da.values)]
+    if values.size == 0:
+        raise QueryError(f"{path}: no forecast values in {name!r}")
+    lo, hi = getattr(problem, "plausible_range", (-np.inf, np.inf))
+    if values.min() < lo or values.max() > hi:
+        raise QueryError(
+            f"{path}: values in {name!r} range {values.min():.2f}..{values.max():.2f} {problem.target_units}, outside "
+            f"{lo}..{hi}: not the {problem.name} target ({problem.description})"
+        )
+    da = da.reindex({LEAD: list(problem.leads)}).transpose(INIT, LEAD, ...)
+    return add_valid_time(da.rename("forecast").drop_vars([c for c in da.coords if c not in da.dims])), dropped
+
+
+def import_forecasts(root: Path, problem, path: Path, model: str, column: str | None = None,
+                     note: str = "", replace: bool = False) -> tuple[xr.DataArray, str, list[int]]:
+    """Check and archive forecasts made elsewhere, with their provenance."""
+    from climate_ml.catalog import sha256_file
+
+    fc, dropped = read_external_forecasts(path, problem, column, model)
+    attrs = {"dropped_leads": dropped,
+        "problem": problem.name, "model": model, "kind": "imported", "source_file": str(Path(path).resolve()),
+        "source_sha256": sha256_file(path), "source_column": column or (model if model else "forecast"),
+        "target": problem.description, "units": problem.target_units, "note": note,
+    }
+    return fc, write_forecast(root, problem.name, model, fc, attrs, replace=replace), dropped
+
+
+def imported_forecasts(root: Path, problem: str) -> dict[str, xr.DataArray]:
+    """Archived forecasts whose provenance says they were imported (ensemble mean if members)."""
+    out = {}
+    for m in list_models(root, problem):
+        ds = xr.open_zarr(_model_dir(root, problem, m), consolidated=False)
+        if ds.attrs.get("kind") == "imported":
+            fc = ds["forecast"].load()
+            out[m] = (fc.mean(MEMBER) if MEMBER in fc.dims else fc).drop_vars(VALID, errors="ignore")
+    return out

@@ -8,16 +8,19 @@ init in the block from predictors at that init. Each model in a run sees the sam
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import time as _time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError, ModelError
-from climate_ml.model_api import check_prediction
+from climate_ml.model_api import check_prediction, load_model_factory
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.schema import INIT, LEAD, add_valid_time
 from climate_ml.scores import METRICS, N_VERIFIED, skill_score
@@ -83,47 +86,162 @@ def _per_lead(da: xr.DataArray) -> dict[str, float]:
     return {str(int(k)): (None if np.isnan(v) else round(float(v), 4)) for k, v in zip(da[LEAD].values, da.values, strict=True)}
 
 
+ModelSpec = Factory | str | Path  # a factory, or a model file loaded by path (needed for processes)
+
+
+def _resolve(spec: ModelSpec) -> Factory:
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        return _factory_cache(str(path), path.stat().st_mtime_ns if path.exists() else 0)
+    return spec
+
+
+@functools.lru_cache(maxsize=64)
+def _factory_cache(path: str, mtime_ns: int) -> Factory:  # mtime in the key: an edited file is reloaded
+    return load_model_factory(path)
+
+
+def _plan(prepared: xr.Dataset, test_start, test_end, refit_every: int) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
+    times = pd.DatetimeIndex(prepared["time"].values)
+    test_end = min(pd.Timestamp(test_end), times[-1])
+    test_start = pd.Timestamp(test_start)
+    if test_start < times[0]:
+        raise ClimateMLError(f"test start {test_start:%Y-%m} is before the data starts ({times[0]:%Y-%m})")
+    plan = []
+    for t0 in fold_starts(test_start, test_end, refit_every):
+        block_end = min(t0 + pd.DateOffset(months=refit_every - 1), test_end)
+        plan.append((t0, month_range(t0, block_end)))
+    return plan
+
+
+# Worker state for process pools: the prepared data and problem are sent once per worker,
+# and the most recent fold is reused by the next model of the same fold.
+_WORKER: dict = {}
+
+
+def _init_worker(problem: Problem, prepared: xr.Dataset) -> None:
+    _WORKER.clear()
+    _WORKER.update(problem=problem, prepared=prepared, fold=None)
+
+
+def _fold(problem: Problem, prepared: xr.Dataset, t0: pd.Timestamp, cache: dict) -> FoldData:
+    fold = cache.get("fold")
+    if fold is None or fold.fit_end != t0:
+        fold = problem.fold_data(prepared, fit_end=t0)
+        cache["fold"] = fold
+    return fold
+
+
+def _unit(name: str, spec: ModelSpec, t0: pd.Timestamp, inits: pd.DatetimeIndex,
+          problem: Problem | None = None, prepared: xr.Dataset | None = None) -> tuple[str, object, float]:
+    """One (model, fold): fit and predict. Returns (name, prediction or error text, seconds)."""
+    problem = problem if problem is not None else _WORKER["problem"]
+    prepared = prepared if prepared is not None else _WORKER["prepared"]
+    tic = _time.perf_counter()
+    try:
+        fold = _fold(problem, prepared, t0, _WORKER)
+        pred = fit_predict(_resolve(spec), fold, inits, problem.leads, name)
+        return name, pred, _time.perf_counter() - tic
+    except ModelError as exc:
+        return name, str(exc), _time.perf_counter() - tic
+
+
 def backtest(
     problem: Problem,
-    factories: dict[str, Factory],
+    models: dict[str, ModelSpec],
     prepared: xr.Dataset,
     test_start,
     test_end,
     refit_every: int = 12,
     progress: Callable[[str], None] | None = None,
+    n_jobs: int = 1,
+    scheduler: str | None = None,
+    time_limit: float | None = None,
 ) -> BacktestResult:
-    """Backtest several models on the same folds. A model that fails is recorded in
-    ``failures`` with its reason; the others still run."""
-    inits_all = pd.DatetimeIndex(prepared["time"].values)
-    test_end = min(pd.Timestamp(test_end), inits_all[-1])
-    test_start = pd.Timestamp(test_start)
-    if test_start < inits_all[0]:
-        raise ClimateMLError(f"test start {test_start:%Y-%m} is before the data starts ({inits_all[0]:%Y-%m})")
-    starts = fold_starts(test_start, test_end, refit_every)
-    pieces: dict[str, list[xr.DataArray]] = {n: [] for n in factories}
-    obs_pieces = []
+    """Backtest several models on the same folds. Work is split into (model, fold) units run
+    in this process (``n_jobs=1``), in ``n_jobs`` local processes, or on a Dask cluster
+    (``scheduler`` address); results are assembled in fold order, so the numbers do not depend
+    on the parallelism. A model that raises, returns a bad forecast or runs longer than
+    ``time_limit`` seconds in a fold becomes a failure with its reason; the others still run."""
+    plan = _plan(prepared, test_start, test_end, refit_every)
+    units = [(name, spec, t0, inits) for t0, inits in plan for name, spec in models.items()]
+    done: dict[tuple[str, pd.Timestamp], xr.DataArray] = {}
     failures: dict[str, str] = {}
-    seconds = dict.fromkeys(factories, 0.0)
-    for k, t0 in enumerate(starts):
-        fold = problem.fold_data(prepared, fit_end=t0)
-        block_end = min(t0 + pd.DateOffset(months=refit_every - 1), test_end)
-        inits = month_range(t0, block_end)
-        obs_pieces.append(fold.y.sel({INIT: inits}))
-        for name, factory in factories.items():
-            if name in failures:
-                continue
-            tic = _time.perf_counter()
-            try:
-                pieces[name].append(fit_predict(factory, fold, inits, problem.leads, name))
-            except ModelError as exc:
-                failures[name] = str(exc)
-            seconds[name] += _time.perf_counter() - tic
-        if progress:
-            progress(f"fold {k + 1}/{len(starts)} (fit up to {t0:%Y-%m})")
+    seconds = dict.fromkeys(models, 0.0)
+
+    def record(name, t0, out, secs):
+        seconds[name] += secs
+        if name in failures:
+            return
+        if isinstance(out, str):
+            failures[name] = out
+        else:
+            done[(name, t0)] = out
+
+    def timed_out(name, t0):
+        failures.setdefault(name, f"{name}: exceeded the time limit of {time_limit:g} s (fold fitted up to {t0:%Y-%m})")
+
+    total = len(units)
+    if scheduler:
+        from dask.distributed import Client
+        from dask.distributed import TimeoutError as DaskTimeout
+
+        with Client(scheduler) as client:
+            [prep_f] = client.scatter([prepared], broadcast=True)
+            futures = [(u, client.submit(_unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)) for u in units]
+            for k, ((name, _, t0, _), fut) in enumerate(futures):
+                try:
+                    r = fut.result(timeout=time_limit)
+                    record(r[0], t0, r[1], r[2])
+                except DaskTimeout:
+                    timed_out(name, t0)
+                    fut.cancel()
+                if progress:
+                    progress(f"{k + 1}/{total} model-folds")
+    elif n_jobs > 1 or time_limit is not None:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(max(1, n_jobs), initializer=_init_worker, initargs=(problem, prepared))
+        stuck = False
+        try:
+            handles = [(u, pool.apply_async(_unit, (u[0], u[1], u[2], u[3]))) for u in units]
+            for k, ((name, _, t0, _), h) in enumerate(handles):
+                if name in failures and not h.ready():
+                    stuck = stuck or "time limit" in failures[name]
+                    continue
+                try:
+                    r = h.get(timeout=time_limit)
+                    record(r[0], t0, r[1], r[2])
+                except multiprocessing.TimeoutError:
+                    timed_out(name, t0)
+                    stuck = True
+                if progress:
+                    progress(f"{k + 1}/{total} model-folds")
+        finally:
+            if stuck:
+                pool.terminate()  # a model still running past its limit is killed
+            else:
+                pool.close()
+            pool.join()
+    else:
+        cache: dict = {}
+        for k, (t0, inits) in enumerate(plan):
+            for name, spec in models.items():
+                if name in failures:
+                    continue
+                tic = _time.perf_counter()
+                try:
+                    fold = _fold(problem, prepared, t0, cache)
+                    record(name, t0, fit_predict(_resolve(spec), fold, inits, problem.leads, name), _time.perf_counter() - tic)
+                except ModelError as exc:
+                    record(name, t0, str(exc), _time.perf_counter() - tic)
+            if progress:
+                progress(f"fold {k + 1}/{len(plan)} (fit up to {t0:%Y-%m})")
+
     forecasts = {
-        n: add_valid_time(xr.concat(p, dim=INIT)) for n, p in pieces.items() if n not in failures
+        name: add_valid_time(xr.concat([done[(name, t0)] for t0, _ in plan], dim=INIT))
+        for name in models if name not in failures
     }
-    obs = xr.concat(obs_pieces, dim=INIT)
+    obs = xr.concat([problem.target(prepared, t0).sel({INIT: inits}) for t0, inits in plan], dim=INIT)
     return BacktestResult(problem.name, forecasts, obs, failures, seconds)
 
 

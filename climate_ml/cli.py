@@ -138,42 +138,176 @@ def index(
 @app.command("backtest")
 def backtest_cmd(
     problem: Annotated[str, typer.Argument(help="el_nino")],
-    model_path: Annotated[Path, typer.Argument(help="A model file, e.g. models/lightgbm_lagged.py")],
+    model_paths: Annotated[list[Path], typer.Argument(help="One or more model files, e.g. models/lightgbm_lagged.py")],
     dataset: DatasetOpt = None,
     test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "1990-01",
     test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
     refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Local worker processes for (model, fold) units.")] = 1,
+    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on.")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds allowed per model and fold; slower models fail.")] = None,
+    blend: Annotated[bool, typer.Option("--blend/--no-blend", help="Add a Caruana blend of all models, selected inside each fold.")] = True,
+    record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run for the leaderboard.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
-    """Rolling-origin backtest of MODEL_PATH against persistence, climatology and damped persistence."""
+    """Rolling-origin backtest of model files against persistence, climatology and damped
+    persistence on the same folds; each run is recorded for `climate-ml leaderboard`."""
+    from climate_ml.backtest import fold_starts
+    from climate_ml.blend import blend_backtest
+    from climate_ml.leaderboard import record_backtest
     from climate_ml.model_api import load_model_factory, model_name
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
-    from climate_ml.workflows import DEFAULT_DATASET, backtest_summary, ensure_dataset, run_backtest
+    from climate_ml.workflows import (
+        DEFAULT_DATASET,
+        backtest_summary,
+        ensure_dataset,
+        reference_paths,
+        run_backtest,
+    )
 
     prob = get_problem(problem)
-    load_model_factory(model_path)  # fail fast on a broken path before any data work
+    for path in model_paths:
+        load_model_factory(path)  # fail fast on a broken path before any data work
+    if n_jobs < 1:
+        raise QueryError(f"bad --n-jobs {n_jobs}: must be at least 1")
     dataset = dataset or DEFAULT_DATASET[prob.name]
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
-    obs = ensure_dataset(_root(store), dataset, log=err.print)
+    root = _root(store)
+    obs = ensure_dataset(root, dataset, log=err.print)
     prepared = prob.prepare(obs)
-    end = end or pd.Timestamp(prepared["time"].values[-1])
+    end = min(end, pd.Timestamp(prepared["time"].values[-1])) if end else pd.Timestamp(prepared["time"].values[-1])
     with _progress("backtest") as bar:
         task = bar.add_task("", total=None)
-        res = run_backtest(prob, [model_path], prepared, start, end, refit_every,
-                           progress=lambda msg: bar.update(task, description=msg))
-    summary = backtest_summary(res, model_name(model_path), dataset, start, end, refit_every, prob.leads)
+        res = run_backtest(prob, model_paths, prepared, start, end, refit_every,
+                           progress=lambda msg: bar.update(task, description=msg),
+                           n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
+    files = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
+    contributivity = None
+    if blend and len(res.forecasts) >= 2:
+        submitted = [model_name(p) for p in model_paths if model_name(p) in res.forecasts]
+        b = blend_backtest(prob, res.forecasts, res.obs, fold_starts(start, end, refit_every), prior=submitted or None)
+        res.forecasts["blend"] = b.forecast
+        files["blend"] = Path("blend")
+        contributivity = b.contributivity()
+    record_dir = None
+    if record:
+        record_dir = record_backtest(root, prob, res, dataset, obs.attrs.get("source_sha256", ""), start, end,
+                                     refit_every, files)
+    names = [model_name(p) for p in model_paths] + (["blend"] if "blend" in res.forecasts else [])
+    summaries = {n: backtest_summary(res, n, dataset, start, end, refit_every, prob.leads) for n in names}
     if as_json:
-        typer.echo(json.dumps(summary))
+        if len(model_paths) == 1:
+            out = summaries[names[0]]
+        else:
+            first = summaries[names[0]]
+            out = {k: first[k] for k in ("problem", "dataset", "test_period", "refit_every_months", "leads", "references")}
+            out["models"] = {n: {k: v for k, v in s.items() if k in ("scores", "skill", "n_verified", "error")} for n, s in summaries.items()}
+        if contributivity is not None:
+            out["blend_contributivity"] = contributivity
+        out["record"] = str(record_dir) if record_dir else None
+        typer.echo(json.dumps(out))
     else:
         scores = {n: res.scores(n) for n in res.forecasts}
         for metric in ("acc", "rmse"):
             typer.echo(skill_table(scores, metric, prob.leads) + "\n")
-    if "error" in summary:
-        err.print(f"error: {summary['error']}")
+        if contributivity:
+            typer.echo("blend contributivity: " + ", ".join(f"{k} {v:.0%}" for k, v in contributivity.items() if v > 0))
+        for name, reason in res.failures.items():
+            typer.echo(f"FAILED {name}: {reason}")
+        if record_dir:
+            err.print(f"recorded in {record_dir}", soft_wrap=True)
+    if any(model_name(p) in res.failures for p in model_paths):
         raise typer.Exit(3)
+
+
+@app.command("leaderboard")
+def leaderboard_cmd(
+    problem: Annotated[str, typer.Argument(help="el_nino")],
+    score: Annotated[str, typer.Option("--score", help="acc, rmse or mae")] = "acc",
+    lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
+    reference: Annotated[str, typer.Option("--reference", help="Model that differences are taken against.")] = "damped_persistence",
+    work: Annotated[str | None, typer.Option("--work", help="Work key (default: that of the newest run).")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+):
+    """Models x leads from recorded backtests of the same work (plus imported forecasts on the
+    same inits), with block-bootstrap (by year) confidence intervals."""
+    from climate_ml.archive import imported_forecasts
+    from climate_ml.leaderboard import assemble, format_board, score_board
+    from climate_ml.problems import get_problem
+    from climate_ml.scores import METRICS
+
+    get_problem(problem)
+    if score not in METRICS:
+        raise QueryError(f"bad --score {score!r} (acc, rmse or mae)")
+    if n_boot < 100:
+        raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
+    root = _root(store)
+    board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
+    table = score_board(board, score, reference, n_boot=n_boot)
+    typer.echo(json.dumps(table) if as_json else format_board(table, lead))
+
+
+@archive_app.command("import")
+def archive_import(
+    problem: Annotated[str, typer.Argument(help="el_nino")],
+    file: Annotated[Path, typer.Option("--file", help="CSV or NetCDF of forecasts by init and lead.")],
+    model: Annotated[str, typer.Option("--model", help="Name for these forecasts in the archive.")],
+    column: Annotated[str | None, typer.Option("--column", help="Value column/variable (default: the model name, else 'forecast').")] = None,
+    note: Annotated[str, typer.Option("--note", help="Provenance note (e.g. the citation).")] = "",
+    replace: Annotated[bool, typer.Option("--replace")] = False,
+    store: StoreOpt = None,
+):
+    """Archive forecasts issued elsewhere, checked against the problem's target definition; they
+    then appear on the leaderboard, scored on the same inits as the other models."""
+    from climate_ml.archive import import_forecasts
+    from climate_ml.problems import get_problem
+
+    prob = get_problem(problem)
+    fc, action, dropped = import_forecasts(_root(store), prob, file, model, column, note, replace)
+    inits = pd.DatetimeIndex(fc["init_time"].values)
+    typer.echo(f"{action}: {model} forecasts for {len(inits)} inits {inits[0]:%Y-%m}..{inits[-1]:%Y-%m}, "
+               f"leads {int(fc['lead'].min())}..{int(fc['lead'].max())}"
+               + (f" (dropped leads {dropped[0]}..{dropped[-1]}, beyond {prob.name}'s)" if dropped else ""))
+
+
+@app.command("stress")
+def stress_cmd(
+    problem: Annotated[str, typer.Argument(help="el_nino")],
+    model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
+    dataset: DatasetOpt = None,
+    train_end: Annotated[str, typer.Option("--train-end", help="Last month of the training era.")] = "1949-12",
+    test_start: Annotated[str, typer.Option("--test-start")] = "1980-01",
+    test_end: Annotated[str | None, typer.Option("--test-end")] = None,
+    refit_every: Annotated[int, typer.Option("--refit-every", help="Refits of the in-regime comparison.")] = 12,
+    lead: Annotated[int, typer.Option("--lead", help="Lead shown in the text table.")] = 6,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+):
+    """Regime shift: train on one era and test on another, against the usual refitted backtest;
+    skill by target season and ENSO phase at the init."""
+    from climate_ml.model_api import load_model_factory, model_name
+    from climate_ml.problems import get_problem
+    from climate_ml.stress import format_stress, stress_test
+    from climate_ml.workflows import DEFAULT_DATASET, ensure_dataset, reference_paths
+
+    prob = get_problem(problem)
+    for path in model_paths:
+        load_model_factory(path)
+    if lead not in prob.leads:
+        raise QueryError(f"bad --lead {lead}: {prob.name} leads are {prob.leads[0]}..{prob.leads[-1]}")
+    obs = ensure_dataset(_root(store), dataset or DEFAULT_DATASET[prob.name], log=err.print)
+    prepared = prob.prepare(obs)
+    end = _month(test_end, "--test-end") or pd.Timestamp(prepared["time"].values[-1])
+    specs = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
+    report = stress_test(prob, specs, prepared, _month(train_end, "--train-end"), _month(test_start, "--test-start"),
+                         end, refit_every)
+    typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
 @app.command()

@@ -58,11 +58,14 @@ def run_backtest(
     test_end,
     refit_every: int = 12,
     progress: Callable[[str], None] | None = None,
+    n_jobs: int = 1,
+    scheduler: str | None = None,
+    time_limit: float | None = None,
 ) -> BacktestResult:
     """Backtest model files together with the reference models on the same folds."""
     paths = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
-    factories = {n: load_model_factory(p) for n, p in paths.items()}
-    return backtest(problem, factories, prepared, test_start, test_end, refit_every, progress)
+    return backtest(problem, paths, prepared, test_start, test_end, refit_every, progress,
+                    n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
 
 
 def backtest_summary(

@@ -1,14 +1,18 @@
 """Real observational data from ../shared/data (skipped when absent)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from climate_ml.archive import import_forecasts, imported_forecasts
 from climate_ml.catalog import load_catalog
 from climate_ml.ingest import ingest_entry
+from climate_ml.leaderboard import assemble, record_backtest, score_board
 from climate_ml.problems import get_problem
 from climate_ml.store import open_obs
-from climate_ml.workflows import run_backtest
+from climate_ml.workflows import reference_paths, run_backtest
 
 pytestmark = pytest.mark.realdata
 
@@ -42,20 +46,45 @@ def test_every_real_sst_file_ingests_canonically(real_store):
     assert 10 < float(open_obs(real_store, "ersst-v5-local").sst.mean()) < 20
 
 
-def test_kaplan_backtest_lightgbm_beats_damped_persistence(real_store):
+@pytest.fixture(scope="module")
+def kaplan_backtest(real_store):
     """Train from 1856, test inits 1984-01..2014-10 (coarser refit than the README table: every
-    5 years). References must match the numbers measured for this setup in the issue, and
-    LightGBM must beat damped persistence at every lead from 3 up."""
+    5 years), LightGBM and the references on the same folds."""
     problem = get_problem("el_nino")
     prepared = problem.prepare(open_obs(real_store, "kaplan-local"))
     res = run_backtest(problem, ["models/lightgbm_lagged.py"], prepared, "1984-01", "2014-10", refit_every=60)
     assert res.failures == {}
+    return problem, res
+
+
+def test_kaplan_backtest_lightgbm_beats_damped_persistence(kaplan_backtest):
+    """References must match the numbers measured for this setup in the issue, and LightGBM
+    must beat damped persistence at every lead from 3 up."""
+    _, res = kaplan_backtest
     acc = {n: res.scores(n)["acc"] for n in res.forecasts}
     assert acc["persistence"]["6"] == pytest.approx(0.32, abs=0.03)
     assert acc["persistence"]["12"] == pytest.approx(-0.08, abs=0.03)
     assert acc["damped_persistence"]["6"] == pytest.approx(0.48, abs=0.04)
     for lead in range(3, 19):
         assert acc["lightgbm_lagged"][str(lead)] > acc["damped_persistence"][str(lead)], lead
+
+
+def test_ham2019_cnn_import_on_the_leaderboard(kaplan_backtest, real_data, tmp_path):
+    """The published CNN forecasts, imported, are scored on exactly the backtest's inits."""
+    problem, res = kaplan_backtest
+    files = {**reference_paths(), "lightgbm_lagged": Path("models/lightgbm_lagged.py")}
+    record_backtest(tmp_path, problem, res, "kaplan-local", "x", "1984-01", "2014-10", 60, files)
+    _, action, dropped = import_forecasts(tmp_path, problem, real_data / "forecasts" / "ham2019_cnn_nino34_by_init_lead.csv",
+                                          "cnn", note="Ham, Kim & Luo 2019")
+    assert action == "created" and dropped == [19, 20, 21, 22, 23]
+    table = score_board(assemble(tmp_path, "el_nino", imported=imported_forecasts(tmp_path, "el_nino")), "acc", n_boot=300)
+    rows = {r["model"]: r["leads"] for r in table["rows"]}
+    assert set(rows) == {"cnn", "lightgbm_lagged", "persistence", "climatology", "damped_persistence"}
+    assert table["n_pairs"]["6"] == 363  # inits 1984-01..2014-10 whose lead-6 target is observed
+    assert rows["cnn"]["6"]["score"] == pytest.approx(0.81, abs=0.02)
+    assert rows["cnn"]["12"]["score"] == pytest.approx(0.66, abs=0.02)
+    assert rows["cnn"]["6"]["significantly_better_than_reference"]
+    assert rows["cnn"]["12"]["leader"]
 
 
 def test_oisst_index_backtest_runs_on_a_1d_index(real_store):

@@ -61,5 +61,9 @@ class Problem(ABC):
         """Observed target (init_time, lead) in the anomaly convention of a fit up to fit_end."""
 
     @abstractmethod
+    def target_end(self, inits) -> xr.DataArray:
+        """(init_time, lead): the last month the target of each pair depends on."""
+
+    @abstractmethod
     def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
         """Features and targets with every learned statistic fitted up to ``fit_end``."""

@@ -41,6 +41,7 @@ class ElNino(Problem):
     description: str = "Nino 3.4 3-month running-mean SST anomaly (ONI-style), leads 1-18 months"
     leads: tuple[int, ...] = tuple(range(1, 19))
     target_units: str = "degC"
+    plausible_range: tuple[float, float] = (-6.0, 6.0)  # a Nino 3.4 anomaly outside this is not an anomaly
     index_lags: tuple[int, ...] = tuple(range(12))
     n_eofs: int = 8
     eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
@@ -101,6 +102,10 @@ class ElNino(Problem):
 
         y = self._target_from_anomaly(n34)
         times = pd.DatetimeIndex(n34[TIME].values)
-        end = add_months(times, np.asarray(self.leads) + 1)
-        target_end = xr.DataArray(end, dims=(INIT, LEAD), coords={INIT: times, LEAD: list(self.leads)})
-        return FoldData(fit_end, X, add_valid_time(y), target_end)
+        return FoldData(fit_end, X, add_valid_time(y), self.target_end(times))
+
+    def target_end(self, inits) -> xr.DataArray:
+        """The last month each (init, lead) target depends on: init + lead + 1 (centred 3-month mean)."""
+        inits = pd.DatetimeIndex(inits)
+        end = add_months(inits, np.asarray(self.leads) + 1)
+        return xr.DataArray(end, dims=(INIT, LEAD), coords={INIT: inits, LEAD: list(self.leads)})

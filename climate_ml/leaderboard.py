@@ -1,0 +1,281 @@
+"""Backtest records and the leaderboard, with block-bootstrap confidence intervals.
+
+Every backtest is recorded under ``runs/backtests/<problem>/<run_id>/``: ``record.json`` (the
+problem definition, dataset and its checksum, test period, refit policy, code version, and each
+model's file hash, status and time) and ``forecasts.nc`` (out-of-sample forecasts and the
+observed target). Two records are comparable only when their *work key* (a hash of the problem
+definition, the data checksum, the test period and the refit policy) is the same; the
+leaderboard merges the newest result of each model within one work key, adds forecasts
+imported into the archive, and scores every model on exactly the same (init, lead) pairs.
+
+Significance: years of inits are resampled with replacement (block bootstrap by year, which
+keeps the autocorrelation within a year); each score and each difference (model minus the
+reference, model minus the leader) gets a percentile interval.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from climate_ml import __version__
+from climate_ml.backtest import BacktestResult
+from climate_ml.catalog import PROJECT_ROOT
+from climate_ml.errors import QueryError
+from climate_ml.model_api import file_sha256
+from climate_ml.problems.base import Problem
+from climate_ml.schema import INIT, LEAD, MODEL
+from climate_ml.scores import METRICS
+
+REFERENCE = "damped_persistence"
+
+
+def code_version() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def problem_definition(problem: Problem) -> dict:
+    d = dataclasses.asdict(problem) if dataclasses.is_dataclass(problem) else {"name": problem.name}
+    return {"class": f"{type(problem).__module__}.{type(problem).__qualname__}", **{k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}}
+
+
+def work_key(work: dict) -> str:
+    return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def record_backtest(root: Path, problem: Problem, result: BacktestResult, dataset: str, data_sha256: str,
+                    test_start, test_end, refit_every: int, model_files: dict[str, Path]) -> Path:
+    """Write one backtest record; returns its directory."""
+    work = {
+        "problem": problem_definition(problem),
+        "dataset": dataset,
+        "data_sha256": data_sha256,
+        "test_period": [f"{pd.Timestamp(test_start):%Y-%m}", f"{pd.Timestamp(test_end):%Y-%m}"],
+        "refit_every_months": refit_every,
+    }
+    key = work_key(work)
+    now = _dt.datetime.now(_dt.UTC)
+    run_dir = root / "runs" / "backtests" / problem.name / f"{now:%Y%m%dT%H%M%S%fZ}-{key}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    models = {}
+    for name, path in model_files.items():
+        if name not in result.forecasts and name not in result.failures:
+            continue  # not part of this run
+        entry = {"file": str(path), "sha256": file_sha256(path) if Path(path).is_file() else None,
+                 "seconds": round(result.seconds.get(name, 0.0), 2)}
+        entry.update({"status": "failed", "error": result.failures[name]} if name in result.failures else {"status": "ok"})
+        models[name] = entry
+    record = {"problem": problem.name, "work_key": key, "work": work, "code_version": code_version(),
+              "created": now.isoformat(timespec="seconds"), "models": models}
+    if result.forecasts:
+        ds = xr.Dataset({"forecast": xr.concat([result.forecasts[n].drop_vars("valid_time", errors="ignore")
+                                                for n in result.forecasts],
+                                               dim=pd.Index(list(result.forecasts), name=MODEL)),
+                         "obs": result.obs.drop_vars("valid_time", errors="ignore")})
+        ds.to_netcdf(run_dir / "forecasts.nc")
+    (run_dir / "record.json").write_text(json.dumps(record, indent=1))
+    return run_dir
+
+
+def list_records(root: Path, problem: str) -> list[dict]:
+    base = root / "runs" / "backtests" / problem
+    out = []
+    for p in sorted(base.glob("*/record.json")) if base.exists() else []:
+        rec = json.loads(p.read_text())
+        rec["dir"] = str(p.parent)
+        out.append(rec)
+    return out
+
+
+@dataclass
+class Board:
+    problem: str
+    work_key: str
+    work: dict
+    forecasts: dict[str, xr.DataArray]
+    obs: xr.DataArray
+    failed: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, dict] = field(default_factory=dict)
+
+
+def assemble(root: Path, problem: str, key: str | None = None, dataset: str | None = None,
+             imported: dict[str, xr.DataArray] | None = None) -> Board:
+    """Merge the newest result of each model among records of one work key."""
+    records = list_records(root, problem)
+    if dataset:
+        records = [r for r in records if r["work"]["dataset"] == dataset]
+    if not records:
+        raise QueryError(f"no backtests recorded for problem {problem!r}" + (f" on dataset {dataset!r}" if dataset else "")
+                         + " (run `climate-ml backtest` first)")
+    key = key or records[-1]["work_key"]
+    records = [r for r in records if r["work_key"] == key]
+    if not records:
+        raise QueryError(f"no backtests with work key {key!r} for {problem!r}")
+    forecasts: dict[str, xr.DataArray] = {}
+    failed: dict[str, str] = {}
+    sources: dict[str, dict] = {}
+    obs = None
+    for rec in records:  # oldest first: newer results replace older ones
+        path = Path(rec["dir"]) / "forecasts.nc"
+        ds = xr.load_dataset(path) if path.exists() else None
+        if ds is not None and obs is None:
+            obs = ds["obs"]
+        for name, meta in rec["models"].items():
+            sources[name] = {**meta, "record": Path(rec["dir"]).name, "code_version": rec["code_version"]}
+            if meta["status"] == "ok" and ds is not None:
+                forecasts[name] = ds["forecast"].sel({MODEL: name}).drop_vars(MODEL)
+                failed.pop(name, None)
+            else:
+                failed[name] = meta.get("error", "failed")
+                forecasts.pop(name, None)
+    if obs is None:
+        raise QueryError(f"the backtests with work key {key!r} produced no forecasts")
+    for name, fc in (imported or {}).items():
+        fc = fc.reindex({INIT: obs[INIT].values, LEAD: obs[LEAD].values})
+        forecasts[name] = fc
+        sources[name] = {"status": "ok", "file": "archive (imported)"}
+    return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources)
+
+
+def _common_pairs(board: Board) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(model, init, lead) forecasts and (init, lead) obs, NaN wherever any model or obs is missing."""
+    names = list(board.forecasts)
+    F = np.stack([board.forecasts[n].transpose(INIT, LEAD).values for n in names])
+    obs_arr = board.obs.transpose(INIT, LEAD).values.copy()
+    ok = np.isfinite(obs_arr) & np.isfinite(F).all(axis=0)
+    obs_arr[~ok] = np.nan
+    F[:, ~ok] = np.nan
+    return F, obs_arr, names
+
+
+def _yearly_stats(F: np.ndarray, obs_arr: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-year sufficient statistics: S[year, model, lead, k] for k in
+    (n, sum f, sum o, sum f^2, sum o^2, sum f*o, sum |f-o|)."""
+    uy = np.unique(years)
+    ok = np.isfinite(obs_arr)
+    f = np.where(ok, F, 0.0)
+    o = np.where(ok, obs_arr, 0.0)[None]
+    n = np.broadcast_to(ok, F.shape).astype(float)
+    parts = [n, f, np.broadcast_to(o, F.shape), f * f, np.broadcast_to(o * o, F.shape), f * o, np.abs(f - o) * n]
+    stats = np.stack(parts, axis=-1)  # model, init, lead, k
+    S = np.stack([stats[:, years == y].sum(axis=1) for y in uy])  # year, model, lead, k
+    return S, uy
+
+
+def _scores_from_stats(S: np.ndarray) -> dict[str, np.ndarray]:
+    """Scores from summed statistics S[..., k]; any leading dims are kept."""
+    n, sf, so, sff, soo, sfo, sabs = (S[..., k] for k in range(7))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mse = (sff - 2 * sfo + soo) / n
+        cov = sfo / n - (sf / n) * (so / n)
+        vf = sff / n - (sf / n) ** 2
+        vo = soo / n - (so / n) ** 2
+        return {"acc": cov / np.sqrt(vf * vo), "rmse": np.sqrt(np.maximum(mse, 0)), "mae": sabs / n}
+
+
+def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_boot: int = 1000,
+                seed: int = 0, level: float = 0.95) -> dict:
+    """Scores per model and lead on common pairs, with block-bootstrap intervals for the score,
+    the difference from ``reference`` and the difference from the leader at each lead."""
+    if score not in METRICS:
+        raise QueryError(f"unknown score {score!r} (known: {', '.join(METRICS)})")
+    F, obs_arr, names = _common_pairs(board)
+    if reference not in names:
+        raise QueryError(f"reference {reference!r} is not on this leaderboard (models: {', '.join(names)})")
+    years = pd.DatetimeIndex(board.obs[INIT].values).year.values
+    S, uy = _yearly_stats(F, obs_arr, years)
+    point = _scores_from_stats(S.sum(axis=0))[score]  # model, lead
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, len(uy), len(uy)), minlength=len(uy)) for _ in range(n_boot)])
+    boot = _scores_from_stats(np.einsum("by,ymlk->bmlk", counts, S))[score]  # boot, model, lead
+    lower_better = METRICS[score].lower_is_better
+    sign = -1.0 if lower_better else 1.0
+    leader = np.nanargmax(sign * point, axis=0)  # per lead
+    ref = names.index(reference)
+    a = (1 - level) / 2
+    q = lambda x: (np.nanquantile(x, a, axis=0), np.nanquantile(x, 1 - a, axis=0))  # noqa: E731
+    lo, hi = q(boot)
+    d_ref = boot - boot[:, [ref], :]
+    d_lead = boot - np.take_along_axis(boot, leader[None, None, :].repeat(boot.shape[0], 0), axis=1)
+    dr_lo, dr_hi = q(d_ref)
+    dl_lo, dl_hi = q(d_lead)
+    leads = [int(v) for v in board.obs[LEAD].values]
+    n_pairs = np.isfinite(obs_arr).sum(axis=0)
+    rows = []
+    for i, name in enumerate(names):
+        per_lead = {}
+        for j, lead in enumerate(leads):
+            better_than_ref = (dr_lo[i, j] > 0) if not lower_better else (dr_hi[i, j] < 0)
+            per_lead[str(lead)] = {
+                "score": _r(point[i, j]), "ci": [_r(lo[i, j]), _r(hi[i, j])],
+                "minus_reference": _r(point[i, j] - point[ref, j]), "minus_reference_ci": [_r(dr_lo[i, j]), _r(dr_hi[i, j])],
+                "significantly_better_than_reference": bool(better_than_ref) and i != ref,
+                "minus_leader": _r(point[i, j] - point[leader[j], j]), "minus_leader_ci": [_r(dl_lo[i, j]), _r(dl_hi[i, j])],
+                "leader": bool(leader[j] == i),
+            }
+        rows.append({"model": name, "leads": per_lead, "source": board.sources.get(name, {})})
+    mean_score = {r["model"]: np.nanmean([v["score"] for v in r["leads"].values() if v["score"] is not None]) for r in rows}
+    rows.sort(key=lambda r: sign * -mean_score[r["model"]])
+    return {
+        "problem": board.problem, "work_key": board.work_key, "dataset": board.work["dataset"],
+        "test_period": board.work["test_period"], "refit_every_months": board.work["refit_every_months"],
+        "score": score, "lower_is_better": lower_better, "reference": reference, "confidence": level,
+        "bootstrap": {"blocks": "calendar years of init_time", "n_years": len(uy), "n_boot": n_boot},
+        "leads": leads, "n_pairs": {str(lead): int(n) for lead, n in zip(leads, n_pairs, strict=True)},
+        "rows": rows, "failed": [{"model": k, "error": v} for k, v in board.failed.items()],
+    }
+
+
+def _r(x) -> float | None:
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def format_board(table: dict, lead: int | None = None) -> str:
+    """Text table: models x leads (``*`` = significantly better than the reference), or one
+    lead with intervals."""
+    lines = [f"{table['problem']} leaderboard: {table['score'].upper()} "
+             f"({'lower' if table['lower_is_better'] else 'higher'} is better), dataset {table['dataset']}, "
+             f"inits {table['test_period'][0]}..{table['test_period'][1]}, refit every {table['refit_every_months']} months, "
+             f"work {table['work_key']}"]
+    width = max(len(r["model"]) for r in table["rows"]) + 2
+    if lead is None:
+        leads = [str(x) for x in table["leads"]]
+        lines.append("model".ljust(width) + "".join(f"{'L' + x:>8}" for x in leads))
+        for r in table["rows"]:
+            cells = []
+            for x in leads:
+                v = r["leads"][x]
+                mark = "*" if v["significantly_better_than_reference"] else " "
+                cells.append(f"{v['score']:>7.2f}{mark}" if v["score"] is not None else f"{'-':>8}")
+            lines.append(r["model"].ljust(width) + "".join(cells))
+        lines.append(f"* = better than {table['reference']} with {table['confidence']:.0%} confidence "
+                     f"(block bootstrap over {table['bootstrap']['n_years']} years)")
+    else:
+        x = str(lead)
+        if x not in table["rows"][0]["leads"]:
+            raise QueryError(f"lead {lead} is not on this leaderboard (leads: {table['leads'][0]}..{table['leads'][-1]})")
+        lines.append(f"lead {lead} months, {table['n_pairs'][x]} verified inits, {table['confidence']:.0%} intervals")
+        lines.append("model".ljust(width) + f"{'score':>8} {'interval':>17} {'- ' + table['reference']:>26} {'- leader':>24}")
+        for r in table["rows"]:
+            v = r["leads"][x]
+            fmt = lambda a: "[" + ", ".join("  -  " if t is None else f"{t:+.2f}" for t in a) + "]"  # noqa: E731
+            lines.append(r["model"].ljust(width) + f"{v['score']:>8.3f} {fmt(v['ci']):>17} "
+                         f"{v['minus_reference']:>+8.3f} {fmt(v['minus_reference_ci']):>17} "
+                         f"{v['minus_leader']:>+8.3f} {fmt(v['minus_leader_ci']):>15}")
+    for f in table["failed"]:
+        lines.append(f"FAILED {f['model']}: {f['error']}")
+    return "\n".join(lines)

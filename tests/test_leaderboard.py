@@ -1,0 +1,199 @@
+"""Leaderboard, block bootstrap, blending, imports of external forecasts, regime-shift stress."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.archive import import_forecasts, imported_forecasts, query
+from climate_ml.backtest import backtest, fold_starts
+from climate_ml.blend import blend_backtest, caruana_weights
+from climate_ml.errors import ClimateMLError, QueryError
+from climate_ml.ingest import standardise
+from climate_ml.leaderboard import (
+    _scores_from_stats,
+    _yearly_stats,
+    assemble,
+    format_board,
+    record_backtest,
+    score_board,
+)
+from climate_ml.problems.el_nino import ElNino
+from climate_ml.schema import INIT, LEAD
+from climate_ml.scores import METRICS
+from climate_ml.stress import format_stress, stress_test
+from climate_ml.synthetic import toy_ocean
+from climate_ml.workflows import MODELS_DIR
+from conftest import tree_digest
+
+PROBLEM = ElNino(leads=(1, 3, 6))
+REFS = {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "climatology", "damped_persistence")}
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return PROBLEM.prepare(standardise(toy_ocean(start="1950-01", end="1999-12"), "sst"))
+
+
+@pytest.fixture(scope="module")
+def result(prepared):
+    return backtest(PROBLEM, {**REFS, "lightgbm_lagged": MODELS_DIR / "lightgbm_lagged.py"}, prepared,
+                    "1980-01", "1998-12", 24)
+
+
+def test_caruana_prefers_the_accurate_model():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=500)
+    preds = np.stack([y + rng.normal(0, 0.3, 500), y + rng.normal(0, 1.5, 500), -y])
+    w = caruana_weights(preds, y)
+    assert w.sum() == pytest.approx(1.0) and w[0] > 0.7 and w[0] > w[1] and w[2] < 0.1
+
+
+def test_blend_never_uses_targets_observed_after_the_fold(result):
+    starts = fold_starts("1980-01", "1998-12", 24)
+    base = blend_backtest(PROBLEM, result.forecasts, result.obs, starts)
+    changed = result.obs.copy()
+    late = pd.DatetimeIndex(changed[INIT].values) >= pd.Timestamp("1990-01-01")
+    changed.values[late] = 50.0  # only targets of inits from 1990 on change
+    probe = blend_backtest(PROBLEM, result.forecasts, changed, starts)
+    # weights for folds starting up to 1990-01 use only targets that ended by then
+    early = pd.DatetimeIndex(base.weights["fold"].values) <= pd.Timestamp("1990-01-01")
+    np.testing.assert_array_equal(base.weights.values[early], probe.weights.values[early])
+    assert not np.array_equal(base.weights.values[~early], probe.weights.values[~early])
+    c = base.contributivity()
+    assert sum(c.values()) == pytest.approx(1.0, abs=1e-3) and c["lightgbm_lagged"] > c["climatology"]
+
+
+def test_bootstrap_statistics_match_the_metric_objects(result):
+    names = list(result.forecasts)
+    F = np.stack([result.forecasts[n].transpose(INIT, LEAD).values for n in names])
+    O = result.obs.transpose(INIT, LEAD).values  # noqa: E741
+    years = pd.DatetimeIndex(result.obs[INIT].values).year.values
+    S, _ = _yearly_stats(F, O, years)
+    got = _scores_from_stats(S.sum(axis=0))
+    for metric in ("acc", "rmse", "mae"):
+        for i, n in enumerate(names):
+            want = METRICS[metric].compute(result.forecasts[n], result.obs).values
+            np.testing.assert_allclose(got[metric][i], want, rtol=1e-9, atol=1e-12)
+
+
+def test_leaderboard_merges_same_work_only(result, prepared, store):
+    files = {**REFS, "lightgbm_lagged": MODELS_DIR / "lightgbm_lagged.py"}
+    record_backtest(store, PROBLEM, result, "toy", "abc", "1980-01", "1998-12", 24, files)
+    other = backtest(PROBLEM, {"persistence": REFS["persistence"], "damped_persistence": REFS["damped_persistence"]},
+                     prepared, "1985-01", "1998-12", 24)
+    record_backtest(store, PROBLEM, other, "toy", "abc", "1985-01", "1998-12", 24, REFS)
+    newest = assemble(store, PROBLEM.name)  # the newest work: only its two models
+    assert set(newest.forecasts) == {"persistence", "damped_persistence"}
+    keys = {p.name.split("-")[-1] for p in (store / "runs" / "backtests" / "el_nino").iterdir()}
+    assert len(keys) == 2
+    full_key = next(k for k in keys if k != newest.work_key)
+    board = assemble(store, PROBLEM.name, key=full_key)
+    assert set(board.forecasts) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}
+    table = score_board(board, "acc", n_boot=300)
+    rows = {r["model"]: r["leads"] for r in table["rows"]}
+    for name in rows:
+        lo, hi = rows[name]["6"]["ci"]
+        assert lo <= rows[name]["6"]["score"] <= hi
+    assert rows["lightgbm_lagged"]["6"]["significantly_better_than_reference"]
+    assert not rows["climatology"]["6"]["significantly_better_than_reference"]
+    assert table["rows"][0]["model"] == "lightgbm_lagged"
+    assert "lead 6 months" in format_board(table, lead=6)
+
+
+def test_imported_forecasts_are_scored_on_the_same_pairs(result, store, tmp_path):
+    files = {**REFS, "lightgbm_lagged": MODELS_DIR / "lightgbm_lagged.py"}
+    record_backtest(store, PROBLEM, result, "toy", "abc", "1980-01", "1998-12", 24, files)
+    # an external system that forecast only 1990-1994, perfectly
+    inits = pd.date_range("1990-01", "1994-12", freq="MS")
+    obs = result.obs.sel({INIT: inits})
+    rows = [{"init": f"{t:%Y-%m}", "lead": int(k), "ext": float(obs.sel({INIT: t, LEAD: k}))}
+            for t in inits for k in PROBLEM.leads]
+    pd.DataFrame(rows).to_csv(tmp_path / "ext.csv", index=False)
+    _, action, dropped = import_forecasts(store, PROBLEM, tmp_path / "ext.csv", "ext")
+    assert action == "created" and dropped == []
+    board = assemble(store, PROBLEM.name, imported=imported_forecasts(store, PROBLEM.name))
+    table = score_board(board, "rmse", n_boot=200)
+    assert table["n_pairs"]["6"] == 60  # every model scored on the 60 inits the external system covers
+    rows = {r["model"]: r["leads"] for r in table["rows"]}
+    assert rows["ext"]["6"]["score"] == pytest.approx(0.0, abs=1e-6) and rows["ext"]["6"]["leader"]
+
+
+@pytest.mark.parametrize("content,pattern", [
+    ("init,lead,x\n1990-01,1,0.1\n", r"no forecast column 'forecast'"),
+    ("lead,forecast\n1,0.1\n", r"missing column 'init'"),
+    ("init,lead,forecast\n1990-01,1,0.1\n1990-01,1,0.2\n", r"duplicate forecast for init 1990-01 lead 1"),
+    ("init,lead,forecast\n1990-01,1,27.1\n", r"range 27.10..27.10 degC, outside -6.0..6.0: not the el_nino target"),
+    ("init,lead,forecast\n1990-01,40,0.1\n", r"none of the leads 40..40 are leads of el_nino"),
+    ("init,lead,forecast\nJan 1990,1,0.1\n", r"not YYYY-MM dates"),
+    ("init,lead,forecast\n1990-01,1.5,0.1\n", r"'lead' must hold whole months"),
+])
+def test_bad_imports_are_one_line_errors_and_archive_unchanged(store, tmp_path, content, pattern):
+    import_forecasts(store, PROBLEM, _good_csv(tmp_path), "good")
+    before = tree_digest(store)
+    (tmp_path / "bad.csv").write_text(content)
+    with pytest.raises(QueryError, match=pattern) as info:
+        import_forecasts(store, PROBLEM, tmp_path / "bad.csv", "good")
+    assert "\n" not in str(info.value)
+    assert tree_digest(store) == before
+
+
+def _good_csv(tmp_path):
+    p = tmp_path / "good.csv"
+    p.write_text("init,lead,forecast\n1990-01,1,0.1\n1990-01,3,0.2\n")
+    return p
+
+
+def test_stress_freezes_the_model(prepared):
+    specs = {"persistence": REFS["persistence"], "damped_persistence": REFS["damped_persistence"]}
+    rep = stress_test(PROBLEM, specs, prepared, "1969-12", "1985-01", "1998-12", refit_every=24)
+    p, d = rep["models"]["persistence"], rep["models"]["damped_persistence"]
+    assert p["in_regime"]["acc"] == p["out_of_regime"]["acc"]  # nothing to learn, nothing lost
+    assert d["in_regime"]["acc"] != d["out_of_regime"]["acc"]  # coefficients frozen in 1969
+    assert rep["n_inits"]["all"] == 14 * 12
+    assert sum(rep["n_inits"][k] for k in ("el_nino", "la_nina", "neutral")) == rep["n_inits"]["all"]
+    assert set(d["in_regime"]["by_target_season"]) == {"DJF", "MAM", "JJA", "SON"}
+    assert "damped_persistence" in format_stress(rep, lead=6)
+    with pytest.raises(ClimateMLError, match="must be before"):
+        stress_test(PROBLEM, specs, prepared, "1990-01", "1985-01", "1998-12")
+
+
+def cli(*args, store):
+    env = {**os.environ, "CLIMATE_ML_STORE": str(store)}
+    return subprocess.run([sys.executable, "-m", "climate_ml.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_cli_backtest_many_then_leaderboard(tmp_path):
+    from climate_ml.synthetic import write_toy_ocean
+    store = tmp_path / "store"
+    raw = write_toy_ocean(tmp_path / "toy.nc", start="1950-01", end="1995-12")
+    assert cli("ingest", "--file", raw, "--variable", "sst", "--name", "toy", store=store).returncode == 0
+    p = cli("backtest", "el_nino", "models/template.py", "models/damped_persistence.py", "--dataset", "toy",
+            "--test-start", "1985-01", "--test-end", "1994-12", "--refit-every", "60", "--n-jobs", "2", "--json", store=store)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert set(out["models"]) == {"template", "damped_persistence", "blend"}
+    assert sum(out["blend_contributivity"].values()) == pytest.approx(1.0, abs=1e-3)
+    rec = json.loads((tmp_path / out["record"] / "record.json").read_text())
+    assert rec["models"]["template"]["sha256"] and rec["work"]["dataset"] == "toy" and rec["code_version"]
+    lb = cli("leaderboard", "el_nino", "--json", "--n-boot", "200", store=store)
+    assert lb.returncode == 0, lb.stderr
+    table = json.loads(lb.stdout)
+    assert {r["model"] for r in table["rows"]} == {"template", "damped_persistence", "blend", "persistence", "climatology"}
+    bad = cli("leaderboard", "el_nino", "--score", "brier", store=store)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: bad --score 'brier' (acc, rmse or mae)"
+    bad = cli("leaderboard", "el_nino", "--lead", "40", store=store)
+    assert bad.returncode == 2 and "lead 40 is not on this leaderboard" in bad.stderr
+
+
+def test_archive_query_includes_imports(store, tmp_path):
+    import_forecasts(store, PROBLEM, _good_csv(tmp_path), "good")
+    ds = query(store, "el_nino", model="good")
+    assert float(ds.forecast.sel(lead=3).squeeze()) == pytest.approx(0.2)
+    assert xr.open_zarr(store / "archive" / "el_nino.zarr" / "good", consolidated=False).attrs["kind"] == "imported"

@@ -1,0 +1,87 @@
+"""Many model files, folds in parallel (local processes or a real Dask cluster), failures as rows."""
+
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from climate_ml.backtest import backtest
+from climate_ml.ingest import standardise
+from climate_ml.problems.el_nino import ElNino
+from climate_ml.synthetic import toy_ocean
+from climate_ml.workflows import MODELS_DIR
+
+PROBLEM = ElNino(leads=(1, 6))
+
+HANG = """
+import time
+from climate_ml.model_api import to_table
+class M:
+    def fit(self, X, y):
+        time.sleep(600)
+        return self
+def make_model():
+    return M()
+"""
+RAISE = """
+class M:
+    def fit(self, X, y):
+        raise RuntimeError("boom in fit")
+def make_model():
+    return M()
+"""
+WRONG_DIMS = """
+import xarray as xr, numpy as np
+class M:
+    def fit(self, X, y):
+        return self
+    def predict(self, X):
+        return xr.DataArray(np.zeros(X.sizes["init_time"]), dims=("init_time",), coords={"init_time": X.init_time.values})
+def make_model():
+    return M()
+"""
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return PROBLEM.prepare(standardise(toy_ocean(start="1950-01", end="1995-12"), "sst"))
+
+
+def models():
+    return {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "damped_persistence", "lightgbm_lagged")}
+
+
+def test_numbers_do_not_depend_on_parallelism(prepared):
+    args = (PROBLEM, models(), prepared, "1985-01", "1994-12", 36)
+    serial = backtest(*args)
+    in_procs = backtest(*args, n_jobs=2)
+    for name in models():
+        xr.testing.assert_identical(serial.forecasts[name], in_procs.forecasts[name])
+    xr.testing.assert_identical(serial.obs, in_procs.obs)
+
+
+@pytest.mark.slow
+def test_dask_cluster_gives_the_same_numbers(prepared):
+    from dask.distributed import LocalCluster
+
+    args = (PROBLEM, models(), prepared, "1988-01", "1993-12", 36)
+    serial = backtest(*args)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        on_dask = backtest(*args, scheduler=cluster.scheduler_address)
+    for name in models():
+        xr.testing.assert_identical(serial.forecasts[name], on_dask.forecasts[name])
+
+
+def test_broken_submissions_become_failed_rows(prepared, tmp_path):
+    for name, code in (("hang", HANG), ("raise", RAISE), ("wrongdims", WRONG_DIMS)):
+        (tmp_path / f"{name}.py").write_text(code)
+    specs = {"persistence": MODELS_DIR / "persistence.py", **{n: tmp_path / f"{n}.py" for n in ("hang", "raise", "wrongdims")}}
+    tic = time.perf_counter()
+    res = backtest(PROBLEM, specs, prepared, "1990-01", "1991-12", 12, n_jobs=2, time_limit=20)
+    assert time.perf_counter() - tic < 120  # the hanging model was killed, not waited for
+    assert "exceeded the time limit of 20 s" in res.failures["hang"]
+    assert "RuntimeError in fit/predict: boom in fit" in res.failures["raise"]
+    assert "lacks dimension 'lead'" in res.failures["wrongdims"]
+    assert set(res.forecasts) == {"persistence"}
+    assert np.isfinite(res.forecasts["persistence"].values).all()
