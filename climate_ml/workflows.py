@@ -57,15 +57,12 @@ def run_backtest(
     test_start,
     test_end,
     refit_every: int = 12,
-    progress: Callable[[str], None] | None = None,
-    n_jobs: int = 1,
-    scheduler: str | None = None,
-    time_limit: float | None = None,
+    **options,
 ) -> BacktestResult:
-    """Backtest model files together with the reference models on the same folds."""
+    """Backtest model files together with the reference models on the same folds.
+    ``options`` go to ``backtest.backtest`` (progress, n_jobs, scheduler, time_limit)."""
     paths = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
-    return backtest(problem, paths, prepared, test_start, test_end, refit_every, progress,
-                    n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
+    return backtest(problem, paths, prepared, test_start, test_end, refit_every, **options)
 
 
 def backtest_summary(

@@ -2,6 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from climate_ml.backtest import backtest, issue_forecast, lookahead_violations
 from climate_ml.ingest import standardise
@@ -103,3 +105,15 @@ def test_problem_registry_rejects_unknown():
     from climate_ml.errors import QueryError
     with pytest.raises(QueryError, match="unknown problem 'snow'"):
         get_problem("snow")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fit_offset=st.integers(300, 560), init_offset=st.integers(0, 30))
+def test_no_lookahead_property(prepared, fit_offset, init_offset):
+    """For any fit month and any init at or after it, data after the init never changes the forecast."""
+    times = pd.DatetimeIndex(prepared["time"].values)
+    fit_end = times[fit_offset]
+    init = times[min(fit_offset + init_offset, len(times) - 1)]
+    for name in ("persistence", "damped_persistence", "climatology"):
+        factory = load_model_factory(registered_models()[name])
+        assert lookahead_violations(PROBLEM, factory, prepared, [init], fit_end, seed=fit_offset) == [], name
