@@ -24,13 +24,13 @@ from climate_ml.errors import CatalogError, IngestError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-Format = Literal["cf-netcdf", "noaa-psl-index"]
+Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text"]
 
 
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
     urls: list[str] = Field(default_factory=list, description="official download URLs")
-    path: str | None = Field(None, description="a local file; may use ${CLIMATE_ML_REAL_DATA}")
+    path: str | None = Field(None, description="a local file or folder; may use ${CLIMATE_ML_REAL_DATA}")
     generator: str | None = Field(None, description="name of an embedded data generator")
 
     @model_validator(mode="after")
@@ -66,6 +66,7 @@ class CatalogEntry(BaseModel):
         None, description="a code the source uses for land instead of a fill value (e.g. 0)"
     )
     subset: Subset | None = None
+    region: str | None = Field(None, description="which series of a multi-series file (nClimDiv: e.g. california)")
 
 
 def real_data_dir() -> Path:

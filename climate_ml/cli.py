@@ -61,9 +61,11 @@ def catalog_list():
     """List catalog entries."""
     from climate_ml.catalog import load_catalog
 
-    for name, e in load_catalog().items():
+    entries = load_catalog()
+    width = max(len(n) for n in entries) + 1
+    for name, e in entries.items():
         kind = "generated" if e.source.generator else ("local" if e.source.path else "download")
-        typer.echo(f"{name:30s} {e.format:15s} {kind:9s} {e.description[:70]}")
+        typer.echo(f"{name:{width}s} {e.format:17s} {kind:9s} {e.description[:70]}")
 
 
 @catalog_app.command("show")
@@ -86,11 +88,14 @@ def ingest(
     file: Annotated[Path | None, typer.Option("--file", help="Ad hoc: a file you already have.")] = None,
     variable: Annotated[str | None, typer.Option("--variable", help="Variable inside --file.")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name in the store.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="cf-netcdf or noaa-psl-index (auto-detected).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="cf-netcdf, noaa-psl-index, nsidc-monthly-csv, nsidc-daily-csv or nclimdiv-text (auto-detected).")] = None,
     units: Annotated[str | None, typer.Option("--units", help="Units, when the file does not say.")] = None,
+    region: Annotated[str | None, typer.Option("--region", help="Series to select from a multi-series file (nClimDiv: california).")] = None,
     store: StoreOpt = None,
 ):
-    """Ingest a catalog entry, or a file with --file/--variable/--name, into the Zarr store."""
+    """Ingest a catalog entry, or a file with --file/--name, into the Zarr store. PATH may be a
+    NetCDF file, a NOAA PSL index, the folder of the twelve NSIDC monthly CSVs, the NSIDC
+    daily CSV, or an nClimDiv file (with --region)."""
     from climate_ml.catalog import get_entry
     from climate_ml.ingest import ingest_entry, ingest_file
 
@@ -98,9 +103,9 @@ def ingest(
     if file is not None:
         if entry is not None:
             raise QueryError("give either a catalog entry or --file, not both")
-        if not variable or not name:
-            raise QueryError("--file needs --variable and --name")
-        res = ingest_file(file, variable, name, root, fmt=fmt, units=units)
+        if not name:
+            raise QueryError("--file needs --name (the dataset name in the store)")
+        res = ingest_file(file, variable, name, root, fmt=fmt, units=units, region=region)
     else:
         if entry is None:
             raise QueryError("give a catalog entry name or --file PATH")

@@ -6,13 +6,14 @@ Both are idempotent: re-running changes nothing; new months in the source are ap
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import xarray as xr
 
 from climate_ml.catalog import CatalogEntry, download, expand_path, sha256_file
 from climate_ml.errors import ClimateMLError, IngestError
-from climate_ml.ingest.openers import OPENERS, detect_format, open_source
+from climate_ml.ingest.openers import FORMAT_DEFAULTS, OPENERS, detect_format, open_source
 from climate_ml.ingest.standardise import standardise
 from climate_ml.store import WriteResult, write_obs
 from climate_ml.synthetic import GENERATORS
@@ -35,11 +36,15 @@ def resolve_entry(entry: CatalogEntry, root: Path) -> Path:
         if not path.exists():
             GENERATORS[src.generator](path)
         return path
-    url = src.urls[0]
-    path = root / "raw" / entry.name / Path(url.split("?")[0]).name
-    if not path.exists():
-        download(url, path, sha256=entry.sha256)
-    return path
+    folder = root / "raw" / entry.name
+    paths = []
+    for url in src.urls:
+        path = folder / Path(url.split("?")[0]).name
+        if not path.exists():
+            # a checksum can only be declared for a single-file source
+            download(url, path, sha256=entry.sha256 if len(src.urls) == 1 else None)
+        paths.append(path)
+    return paths[0] if len(paths) == 1 else folder
 
 
 def load_standardised(
@@ -51,8 +56,9 @@ def load_standardised(
     standard_name: str | None = None,
     land_value: float | None = None,
     subset=None,
+    region: str | None = None,
 ) -> xr.Dataset:
-    raw = open_source(path, variable, fmt)
+    raw = open_source(path, variable, fmt, region=region)
     ds = standardise(raw, variable, units=units, name=name, standard_name=standard_name,
                      land_value=land_value, source=str(path))
     if subset is not None:
@@ -67,11 +73,11 @@ def load_standardised(
 
 def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> WriteResult:
     path = resolve_entry(entry, root)
-    digest = sha256_file(path)
+    digest = sha256_source(path)
     if entry.sha256 and digest != entry.sha256:
         raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
     ds = load_standardised(path, entry.variable, entry.variable, entry.format, entry.units,
-                           entry.standard_name, entry.land_value, entry.subset)
+                           entry.standard_name, entry.land_value, entry.subset, entry.region)
     prov = {
         "source": str(path),
         "source_urls": list(entry.source.urls),
@@ -85,21 +91,43 @@ def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> Wr
 
 def ingest_file(
     path: str | Path,
-    variable: str,
+    variable: str | None,
     name: str,
     root: Path,
     fmt: str | None = None,
     units: str | None = None,
     land_value: float | None = None,
+    region: str | None = None,
 ) -> WriteResult:
-    """Ad hoc ingest of a file someone already has, without writing YAML first."""
+    """Ad hoc ingest of a file (or a folder of NSIDC monthly CSVs) someone already has, without
+    writing YAML first. Tabular formats know their variable, units and standard name."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: file not found")
     fmt = fmt or detect_format(path)
-    ds = load_standardised(path, variable, variable, fmt, units, None, land_value)
-    prov = {"source": str(path.resolve()), "source_sha256": sha256_file(path), "catalog_entry": ""}
+    if fmt not in FORMAT_DEFAULTS:
+        raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMAT_DEFAULTS)})")
+    default_var, default_units, standard_name = FORMAT_DEFAULTS[fmt]
+    variable = variable or default_var
+    if variable is None:
+        raise IngestError(f"{path}: give --variable (the variable inside the {fmt} file)")
+    ds = load_standardised(path, variable, variable, fmt, units or default_units, standard_name, land_value,
+                           region=region)
+    prov = {"source": str(path.resolve()), "source_sha256": sha256_source(path), "catalog_entry": "",
+            "format": fmt, **({"region": region} if region else {})}
     return _write(ds, root, name, prov, path)
+
+
+def sha256_source(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.iterdir() if p.is_file()):
+        h.update(f.name.encode())
+        h.update(bytes.fromhex(sha256_file(f)))
+    return h.hexdigest()
 
 
 def _write(ds: xr.Dataset, root: Path, name: str, prov: dict, path: Path) -> WriteResult:

@@ -82,25 +82,55 @@ def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
     return xr.Dataset({variable: ("time", data)}, coords={"time": time})
 
 
-OPENERS: dict[str, Callable[[Path, str], xr.Dataset]] = {
+def _tabular(name):
+    from climate_ml.ingest import tabular
+
+    return getattr(tabular, name)
+
+
+OPENERS: dict[str, Callable[..., xr.Dataset]] = {
     "cf-netcdf": open_cf_netcdf,
     "noaa-psl-index": open_noaa_psl_index,
+    "nsidc-monthly-csv": lambda path, variable, **kw: _tabular("open_nsidc_monthly")(path, variable),
+    "nsidc-daily-csv": lambda path, variable, **kw: _tabular("open_nsidc_daily")(path, variable),
+    "nclimdiv-text": lambda path, variable, region=None, **kw: _tabular("open_nclimdiv")(path, variable, region=region),
+}
+
+# Per format: (default variable, units the source uses, CF standard name)
+FORMAT_DEFAULTS: dict[str, tuple[str | None, str | None, str | None]] = {
+    "cf-netcdf": (None, None, None),
+    "noaa-psl-index": (None, None, None),
+    "nsidc-monthly-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
+    "nsidc-daily-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
+    "nclimdiv-text": ("precip", "inches", "precipitation_amount"),
 }
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format of a file from its first bytes."""
+    """Guess the format of a file (or a folder of NSIDC monthly CSVs) from its content."""
+    path = Path(path)
+    if path.is_dir():
+        if list(path.glob("[NS]_[0-1][0-9]_extent_v*.csv")):
+            return "nsidc-monthly-csv"
+        raise IngestError(f"{path}: a folder, but not of NSIDC monthly CSVs (N_MM_extent_v4.0.csv)")
     with open(path, "rb") as f:
-        magic = f.read(8)
-    if magic[:3] == b"CDF" or magic[:8] == b"\x89HDF\r\n\x1a\n":
+        head = f.read(64)
+    if head[:3] == b"CDF" or head[:8] == b"\x89HDF\r\n\x1a\n":
         return "cf-netcdf"
     if path.suffix in (".nc", ".nc4", ".netcdf"):
         return "cf-netcdf"  # let the opener report the corruption
+    text = head.decode("latin-1").replace(" ", "").lower()
+    if text.startswith("year,month,day,extent"):
+        return "nsidc-daily-csv"
+    if text.startswith("year,mo,"):
+        return "nsidc-monthly-csv"
+    if re.fullmatch(r"\d{10}", head[:10].decode("latin-1")):
+        return "nclimdiv-text"
     return "noaa-psl-index"
 
 
-def open_source(path: Path, variable: str, fmt: str | None = None) -> xr.Dataset:
+def open_source(path: Path, variable: str, fmt: str | None = None, **options) -> xr.Dataset:
     fmt = fmt or detect_format(path)
     if fmt not in OPENERS:
         raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(OPENERS)})")
-    return OPENERS[fmt](path, variable)
+    return OPENERS[fmt](path, variable, **options)
