@@ -26,7 +26,7 @@ from climate_ml.report import markdown_table
 from climate_ml.schema import INIT, LEAD
 from climate_ml.scores import METRICS
 from climate_ml.store import list_obs, open_obs
-from climate_ml.workflows import REFERENCE_MODELS, registered_models, run_backtest
+from climate_ml.workflows import registered_models, run_backtest
 
 
 def ham_cnn(leads) -> tuple[xr.DataArray, xr.DataArray]:
@@ -50,7 +50,7 @@ def main() -> None:
         ingest_entry(load_catalog()["kaplan-local"], root)
     problem = get_problem("el_nino")
     prepared = problem.prepare(open_obs(root, "kaplan-local"))
-    models = [p for n, p in registered_models().items() if n not in REFERENCE_MODELS]
+    models = [p for n, p in registered_models("el_nino").items() if n not in problem.references]
     tic = time.perf_counter()
     res = run_backtest(problem, models, prepared, "1984-01", "2014-10", args.refit_every)
     print(f"backtest: {time.perf_counter() - tic:.0f} s, refit every {args.refit_every} months, failures: {res.failures or 'none'}")

@@ -69,17 +69,23 @@ class BacktestResult:
     obs: xr.DataArray
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    baseline: xr.DataArray | None = None  # (init_time, lead): scores use anomalies from it
+
+    def _anomalies(self, fc: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
+        if self.baseline is None:
+            return fc, self.obs
+        return fc - self.baseline, self.obs - self.baseline
 
     def scores(self, name: str) -> dict[str, dict[str, float]]:
-        fc = self.forecasts[name]
-        out = {m: _per_lead(metric.compute(fc, self.obs)) for m, metric in METRICS.items()}
-        out["n"] = _per_lead(N_VERIFIED.compute(fc, self.obs))
+        fc, obs = self._anomalies(self.forecasts[name])
+        out = {m: _per_lead(metric.compute(fc, obs)) for m, metric in METRICS.items()}
+        out["n"] = _per_lead(N_VERIFIED.compute(fc, obs))
         return out
 
     def skill(self, name: str, reference: str, metric: str = "rmse") -> dict[str, float]:
-        return _per_lead(
-            skill_score(METRICS[metric], self.forecasts[name], self.obs, self.forecasts[reference])
-        )
+        fc, obs = self._anomalies(self.forecasts[name])
+        ref, _ = self._anomalies(self.forecasts[reference])
+        return _per_lead(skill_score(METRICS[metric], fc, obs, ref))
 
 
 def _per_lead(da: xr.DataArray) -> dict[str, float]:
@@ -242,7 +248,12 @@ def backtest(
         for name in models if name not in failures
     }
     obs = xr.concat([problem.target(prepared, t0).sel({INIT: inits}) for t0, inits in plan], dim=INIT)
-    return BacktestResult(problem.name, forecasts, obs, failures, seconds)
+    baselines = [problem.baseline(prepared, t0) for t0, _ in plan]
+    baseline = None
+    if baselines[0] is not None:
+        baseline = xr.concat([b.sel({INIT: inits}) for b, (_, inits) in zip(baselines, plan, strict=True)], dim=INIT)
+        baseline = baseline.drop_vars("valid_time", errors="ignore")
+    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline)
 
 
 def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:

@@ -189,7 +189,7 @@ def backtest_cmd(
         res = run_backtest(prob, model_paths, prepared, start, end, refit_every,
                            progress=lambda msg: bar.update(task, description=msg),
                            n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
-    files = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
+    files = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
     contributivity = None
     if blend and len(res.forecasts) >= 2:
         submitted = [model_name(p) for p in model_paths if model_name(p) in res.forecasts]
@@ -309,7 +309,7 @@ def stress_cmd(
     obs = ensure_dataset(_root(store), dataset or DEFAULT_DATASET[prob.name], log=err.print)
     prepared = prob.prepare(obs)
     end = _month(test_end, "--test-end") or pd.Timestamp(prepared["time"].values[-1])
-    specs = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
+    specs = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
     report = stress_test(prob, specs, prepared, _month(train_end, "--train-end"), _month(test_start, "--test-start"),
                          end, refit_every)
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))

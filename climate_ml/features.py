@@ -126,3 +126,27 @@ def coarsen_field(da: xr.DataArray, target_deg: float = 5.0) -> xr.DataArray:
     if factor == 1:
         return da
     return da.coarsen(lat=factor, lon=factor, boundary="trim").mean()
+
+
+def fit_monthly_trend(series: xr.DataArray, fit_end, min_years: int = 5) -> np.ndarray:
+    """Least-squares linear trend for each calendar month over months up to ``fit_end``:
+    coefficients (12, 2) of value = a + b * (year - 2000). Missing months are skipped."""
+    train = _upto(series, fit_end)
+    t = pd.DatetimeIndex(train[TIME].values)
+    v = np.asarray(train.values, dtype=float)
+    coef = np.full((12, 2), np.nan)
+    for m in range(1, 13):
+        ok = (t.month == m) & np.isfinite(v)
+        if ok.sum() < min_years:
+            raise ClimateMLError(
+                f"a trend for calendar month {m} needs {min_years} years up to {pd.Timestamp(fit_end):%Y-%m}; found {ok.sum()}"
+            )
+        coef[m - 1] = np.polyfit(t.year[ok] - 2000.0, v[ok], 1)[::-1]
+    return coef
+
+
+def monthly_trend_at(times, coef: np.ndarray) -> np.ndarray:
+    """Evaluate per-calendar-month trends (from fit_monthly_trend) at any datetimes (any shape)."""
+    idx = pd.DatetimeIndex(np.asarray(times).ravel())
+    out = coef[idx.month - 1, 0] + coef[idx.month - 1, 1] * (idx.year - 2000.0)
+    return np.asarray(out).reshape(np.shape(times))

@@ -86,6 +86,8 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
                                                 for n in result.forecasts],
                                                dim=pd.Index(list(result.forecasts), name=MODEL)),
                          "obs": result.obs.drop_vars("valid_time", errors="ignore")})
+        if result.baseline is not None:
+            ds["baseline"] = result.baseline
         ds.to_netcdf(run_dir / "forecasts.nc")
     (run_dir / "record.json").write_text(json.dumps(record, indent=1))
     return run_dir
@@ -110,6 +112,7 @@ class Board:
     obs: xr.DataArray
     failed: dict[str, str] = field(default_factory=dict)
     sources: dict[str, dict] = field(default_factory=dict)
+    baseline: xr.DataArray | None = None  # scores are taken on anomalies from it
 
 
 def assemble(root: Path, problem: str, key: str | None = None, dataset: str | None = None,
@@ -128,12 +131,13 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
     forecasts: dict[str, xr.DataArray] = {}
     failed: dict[str, str] = {}
     sources: dict[str, dict] = {}
-    obs = None
+    obs = baseline = None
     for rec in records:  # oldest first: newer results replace older ones
         path = Path(rec["dir"]) / "forecasts.nc"
         ds = xr.load_dataset(path) if path.exists() else None
         if ds is not None and obs is None:
             obs = ds["obs"]
+            baseline = ds["baseline"] if "baseline" in ds else None
         for name, meta in rec["models"].items():
             sources[name] = {**meta, "record": Path(rec["dir"]).name, "code_version": rec["code_version"]}
             if meta["status"] == "ok" and ds is not None:
@@ -148,7 +152,7 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
         fc = fc.reindex({INIT: obs[INIT].values, LEAD: obs[LEAD].values})
         forecasts[name] = fc
         sources[name] = {"status": "ok", "file": "archive (imported)"}
-    return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources)
+    return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources, baseline)
 
 
 def _common_pairs(board: Board) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -156,6 +160,10 @@ def _common_pairs(board: Board) -> tuple[np.ndarray, np.ndarray, list[str]]:
     names = list(board.forecasts)
     F = np.stack([board.forecasts[n].transpose(INIT, LEAD).values for n in names])
     obs_arr = board.obs.transpose(INIT, LEAD).values.copy()
+    if board.baseline is not None:
+        base = board.baseline.transpose(INIT, LEAD).values
+        F = F - base[None]
+        obs_arr = obs_arr - base
     ok = np.isfinite(obs_arr) & np.isfinite(F).all(axis=0)
     obs_arr[~ok] = np.nan
     F[:, ~ok] = np.nan

@@ -26,8 +26,23 @@ def observed_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray:
     for _, group in pd.Series(inits, index=inits).groupby(inits.year):
         fit_end = min(group.iloc[0], last)
         y = problem.target(prepared, fit_end)
+        base = problem.baseline(prepared, fit_end)
+        if base is not None:  # anomaly scores: forecast and obs both minus the baseline
+            y = y - base.reindex({INIT: y[INIT].values})
         rows.append(y.reindex({INIT: group.index}))
     return xr.concat(rows, dim=INIT)
+
+
+def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray | None:
+    inits = pd.DatetimeIndex(inits)
+    last = pd.Timestamp(prepared["time"].values[-1])
+    parts = []
+    for _, group in pd.Series(inits, index=inits).groupby(inits.year):
+        base = problem.baseline(prepared, min(group.iloc[0], last))
+        if base is None:
+            return None
+        parts.append(base.drop_vars("valid_time", errors="ignore").reindex({INIT: group.index}))
+    return xr.concat(parts, dim=INIT)
 
 
 def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset) -> xr.Dataset:
@@ -36,6 +51,9 @@ def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset) -> xr.Dat
     fc = query(root, problem.name)
     inits = pd.DatetimeIndex(fc[INIT].values)
     obs = observed_for(problem, prepared, inits).reindex({LEAD: fc[LEAD].values})
+    base = _baseline_for(problem, prepared, inits)
+    if base is not None:
+        fc["forecast"] = fc["forecast"] - base.reindex({LEAD: fc[LEAD].values})
     out = {}
     for name, metric in {**METRICS, "n": N_VERIFIED}.items():
         out[name] = xr.concat(

@@ -5,6 +5,7 @@ archive forecasts. Each step takes and returns plain values or xarray objects.""
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,17 +23,35 @@ from climate_ml.problems import Problem
 from climate_ml.store import list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
-REFERENCE_MODELS = ("persistence", "climatology", "damped_persistence")
-DEFAULT_DATASET = {"el_nino": "toy-ocean"}
+DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "nsidc-seaice-monthly-north-local"}
+_PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 
 
-def reference_paths() -> dict[str, Path]:
-    return {name: MODELS_DIR / f"{name}.py" for name in REFERENCE_MODELS}
+def reference_paths(problem: Problem | str = "el_nino") -> dict[str, Path]:
+    """The problem's reference model files."""
+    from climate_ml.problems import get_problem
+
+    prob = get_problem(problem) if isinstance(problem, str) else problem
+    return {name: MODELS_DIR / f"{name}.py" for name in prob.references}
 
 
-def registered_models() -> dict[str, Path]:
-    """Every model file in models/ (the references included, the template excluded)."""
-    return {p.stem: p for p in sorted(MODELS_DIR.glob("*.py")) if not p.stem.startswith("_") and p.stem != "template"}
+def model_problems(path: Path) -> tuple[str, ...] | None:
+    """The problems a model file declares with ``PROBLEMS = (...)``; None means any problem.
+    Read from the text, so listing models imports nothing."""
+    m = _PROBLEMS_LINE.search(Path(path).read_text())
+    return tuple(re.findall(r"[\"']([a-z_]+)[\"']", m.group(1))) if m else None
+
+
+def registered_models(problem: str = "el_nino") -> dict[str, Path]:
+    """Model files in models/ that serve ``problem`` (the template excluded)."""
+    out = {}
+    for p in sorted(MODELS_DIR.glob("*.py")):
+        if p.stem.startswith("_") or p.stem == "template":
+            continue
+        declared = model_problems(p)
+        if declared is None or problem in declared:
+            out[p.stem] = p
+    return out
 
 
 def ensure_dataset(root: Path, name: str, log: Callable[[str], None] = lambda s: None) -> xr.Dataset:
@@ -61,7 +80,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Backtest model files together with the reference models on the same folds.
     ``options`` go to ``backtest.backtest`` (progress, n_jobs, scheduler, time_limit)."""
-    paths = {**reference_paths(), **{model_name(p): Path(p) for p in model_paths}}
+    paths = {**reference_paths(problem), **{model_name(p): Path(p) for p in model_paths}}
     return backtest(problem, paths, prepared, test_start, test_end, refit_every, **options)
 
 
@@ -69,7 +88,10 @@ def backtest_summary(
     result: BacktestResult, model: str, dataset: str, test_start, test_end, refit_every: int, leads
 ) -> dict:
     """The ``--json`` object of ``climate-ml backtest``."""
-    refs = {r: {k: v for k, v in result.scores(r).items() if k != "n"} for r in REFERENCE_MODELS if r in result.forecasts}
+    from climate_ml.problems import get_problem
+
+    references = get_problem(result.problem).references
+    refs = {r: {k: v for k, v in result.scores(r).items() if k != "n"} for r in references if r in result.forecasts}
     out = {
         "problem": result.problem,
         "model": model,
@@ -85,9 +107,7 @@ def backtest_summary(
     scores = result.scores(model)
     out["n_verified"] = scores.pop("n")
     out["scores"] = scores
-    out["skill"] = {
-        f"rmse_vs_{r}": result.skill(model, r, "rmse") for r in ("persistence", "climatology") if r in result.forecasts
-    }
+    out["skill"] = {f"rmse_vs_{r}": result.skill(model, r, "rmse") for r in references if r in result.forecasts}
     return out
 
 

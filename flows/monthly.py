@@ -38,7 +38,7 @@ def forecast_model(root: str, problem_name: str, dataset: str, model: str) -> di
     obs = open_obs(Path(root), dataset)
     prepared = problem.prepare(obs)
     init = pd.Timestamp(prepared["time"].values[-1])
-    fc, action = forecast_and_archive(Path(root), problem, registered_models()[model], obs, prepared, dataset, init)
+    fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset, init)
     return {"model": model, "init": f"{init:%Y-%m}", "archive": action,
             "forecast": {int(k): round(float(v), 3) for k, v in zip(fc["lead"].values, fc.values[0], strict=True)}}
 
@@ -56,10 +56,11 @@ def monthly_forecast(problem: str = "el_nino", dataset: str = "toy-ocean", store
     logger = get_run_logger()
     root = str(store_root(store))
     logger.info(ingest_new_months(root, dataset))
-    names = models or list(registered_models())
-    unknown = sorted(set(names) - set(registered_models()))
+    available = registered_models(problem)
+    names = models or list(available)
+    unknown = sorted(set(names) - set(available))
     if unknown:
-        raise ValueError(f"unknown models {unknown} (registered: {sorted(registered_models())})")
+        raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
     issued = [forecast_model(root, problem, dataset, m) for m in names]
     verified = verify_all(root, problem, dataset)
     run_dir = Path(root) / "runs" / f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-monthly-{problem}"

@@ -56,8 +56,8 @@ def build_features(root: str, problem_name: str, scheduler: str | None) -> xr.Da
 @task
 def backtest_all(problem_name: str, prepared: xr.Dataset, test_start: str, refit_every: int):
     problem = get_problem(problem_name)
-    paths = registered_models()
-    extra = [p for n, p in paths.items() if n not in ("persistence", "climatology", "damped_persistence")]
+    paths = registered_models(problem_name)
+    extra = [p for n, p in paths.items() if n not in problem.references]
     test_end = pd.Timestamp(prepared["time"].values[-2])
     return run_backtest(problem, extra, prepared, test_start, test_end, refit_every)
 
@@ -65,7 +65,7 @@ def backtest_all(problem_name: str, prepared: xr.Dataset, test_start: str, refit
 @task
 def archive_hindcasts(root: str, problem_name: str, result) -> dict:
     obs = ensure_dataset(Path(root), DATASET)
-    return archive_backtest(Path(root), get_problem(problem_name), result, obs, DATASET, registered_models())
+    return archive_backtest(Path(root), get_problem(problem_name), result, obs, DATASET, registered_models(problem_name))
 
 
 @task
@@ -73,7 +73,7 @@ def issue(root: str, problem_name: str, model: str, prepared: xr.Dataset) -> dic
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), DATASET)
     init = pd.Timestamp(prepared["time"].values[-1])
-    fc, action = forecast_and_archive(Path(root), problem, registered_models()[model], obs, prepared, DATASET, init)
+    fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared, DATASET, init)
     return {"model": model, "init": f"{init:%Y-%m}", "archive": action,
             "lead6": round(float(fc.sel(lead=6).values[0]), 3) if 6 in fc["lead"].values else None}
 
@@ -98,7 +98,7 @@ def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str
     if result.failures:
         logger.warning(f"failed models: {result.failures}")
     actions = archive_hindcasts(root, problem.name, result)
-    issued = [issue(root, problem.name, m, prepared) for m in registered_models()]
+    issued = [issue(root, problem.name, m, prepared) for m in registered_models(problem.name)]
     verified = verify(root, problem.name, prepared)
 
     scores = {n: result.scores(n) for n in result.forecasts}

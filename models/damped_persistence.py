@@ -4,6 +4,8 @@ calendar month m of the init and each lead L (p = the latest observed target val
 import numpy as np
 import xarray as xr
 
+PROBLEMS = ("el_nino",)
+
 
 class DampedPersistence:
     def fit(self, X: xr.Dataset, y: xr.DataArray) -> "DampedPersistence":

@@ -1,5 +1,7 @@
 """LightGBM on lagged features: one gradient-boosted regressor per lead on every predictor the
-problem provides (lagged indices, EOF principal components, calendar month)."""
+problem provides (lagged indices, EOF principal components, calendar month). When the problem
+provides a ``baseline`` (init_time, lead), e.g. a trend, the trees learn the departure from it:
+trees cannot extrapolate a trend, but they can correct one."""
 
 import lightgbm as lgb
 import numpy as np
@@ -22,17 +24,23 @@ class LightGBMLagged:
         table, self.feature_names_ = to_table(X)
         self.leads_ = y["lead"].values
         self.boosters_ = []
+        base = self._baseline(X, y)
         for j in range(len(self.leads_)):
-            target = y.values[:, j]
+            target = y.values[:, j] - base[:, j]
             ok = np.isfinite(target)
             model = lgb.LGBMRegressor(**self.params)
             model.fit(table[ok], target[ok])
             self.boosters_.append(model)
         return self
 
+    def _baseline(self, X: xr.Dataset, y=None) -> np.ndarray:
+        if "baseline" not in X:
+            return np.zeros((X.sizes["init_time"], len(self.leads_)))
+        return X["baseline"].sel(lead=self.leads_).transpose("init_time", "lead").values
+
     def predict(self, X: xr.Dataset) -> xr.DataArray:
         table, _ = to_table(X)
-        out = np.column_stack([b.predict(table) for b in self.boosters_])
+        out = np.column_stack([b.predict(table) for b in self.boosters_]) + self._baseline(X)
         return xr.DataArray(out, dims=("init_time", "lead"),
                             coords={"init_time": X["init_time"].values, "lead": self.leads_})
 

@@ -1,4 +1,5 @@
-"""Persistence: the latest observed value of the target (``X['persistence']``) at every lead."""
+"""Persistence: the latest observed value of the target (``X['persistence']``) at every lead.
+For El Nino the latest 3-month mean anomaly; for sea ice the latest monthly extent."""
 
 import xarray as xr
 

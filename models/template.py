@@ -23,6 +23,8 @@ from sklearn.preprocessing import StandardScaler
 
 from climate_ml.model_api import to_table
 
+PROBLEMS = ("el_nino",)  # the problems this model serves (omit the line for any problem)
+
 
 class TemplateModel:
     def __init__(self, alpha: float = 10.0):

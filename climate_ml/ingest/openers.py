@@ -89,8 +89,8 @@ def _tabular(name):
 
 
 OPENERS: dict[str, Callable[..., xr.Dataset]] = {
-    "cf-netcdf": open_cf_netcdf,
-    "noaa-psl-index": open_noaa_psl_index,
+    "cf-netcdf": lambda path, variable, **kw: open_cf_netcdf(path, variable),
+    "noaa-psl-index": lambda path, variable, **kw: open_noaa_psl_index(path, variable),
     "nsidc-monthly-csv": lambda path, variable, **kw: _tabular("open_nsidc_monthly")(path, variable),
     "nsidc-daily-csv": lambda path, variable, **kw: _tabular("open_nsidc_daily")(path, variable),
     "nclimdiv-text": lambda path, variable, region=None, **kw: _tabular("open_nclimdiv")(path, variable, region=region),

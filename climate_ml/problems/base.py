@@ -50,6 +50,12 @@ class Problem(ABC):
     description: str
     leads: tuple[int, ...]
     target_units: str
+    references: tuple[str, ...]  # reference model files (models/<name>.py) every backtest includes
+
+    def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray | None:
+        """A known-at-init expectation (init_time, lead) that anomaly scores (ACC) are taken
+        against, e.g. a trend; None when targets are already anomalies."""
+        return None
 
     @abstractmethod
     def prepare(self, obs: xr.Dataset) -> xr.Dataset:

@@ -1,0 +1,85 @@
+"""Arctic sea ice: forecast monthly Northern Hemisphere sea-ice extent (10^6 km^2), leads 1-6.
+
+init_time t means the extent of month t is known. The target at lead L is the extent of month
+t+L. The baseline is a linear trend per calendar month fitted on the training window (the
+baseline IceNet reports against); ACC is computed on anomalies from it.
+
+Predictors at init t: extent at lags 0-11, extent anomalies from the trend at lags 0-11, the
+latest extent (``persistence``), ``baseline(init_time, lead)`` = the trend at the valid month,
+``trend_persistence(init_time, lead)`` = baseline + latest anomaly, and the calendar month.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from climate_ml.errors import ClimateMLError
+from climate_ml.features import fit_monthly_trend, lagged, monthly_trend_at
+from climate_ml.problems.base import FoldData, Problem
+from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
+
+
+@dataclass
+class ArcticSeaIce(Problem):
+    name: str = "arctic_sea_ice"
+    description: str = "Northern Hemisphere monthly sea-ice extent (10^6 km^2), leads 1-6 months"
+    leads: tuple[int, ...] = tuple(range(1, 7))
+    target_units: str = "1e6 km2"
+    plausible_range: tuple[float, float] = (0.0, 25.0)
+    references: tuple[str, ...] = ("climatology", "linear_trend", "trend_persistence")
+    lags: tuple[int, ...] = tuple(range(12))
+
+    def prepare(self, obs: xr.Dataset) -> xr.Dataset:
+        if "extent" not in obs.data_vars:
+            raise ClimateMLError(f"arctic_sea_ice needs a sea-ice 'extent' series; the dataset has {sorted(obs.data_vars)}")
+        if "lat" in obs["extent"].dims or "y" in obs["extent"].dims:
+            raise ClimateMLError("arctic_sea_ice takes an extent series; concentration fields are not supported yet")
+        return xr.Dataset({"extent": obs["extent"].astype("float64")}).compute()
+
+    def _trend(self, prepared: xr.Dataset, fit_end) -> np.ndarray:
+        return fit_monthly_trend(prepared["extent"], pd.Timestamp(fit_end))
+
+    def target(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
+        ext = prepared["extent"]
+        y = xr.concat([ext.shift({TIME: -lead}) for lead in self.leads], dim=pd.Index(list(self.leads), name=LEAD))
+        y = y.rename({TIME: INIT}).transpose(INIT, LEAD)
+        y = y.drop_vars([c for c in y.coords if c not in y.dims])
+        y.attrs = {"units": self.target_units, "long_name": "sea-ice extent at valid_time"}
+        return add_valid_time(y)
+
+    def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
+        times = pd.DatetimeIndex(prepared[TIME].values)
+        valid = add_months(times, self.leads)
+        values = monthly_trend_at(valid, self._trend(prepared, fit_end))
+        return xr.DataArray(values, dims=(INIT, LEAD), coords={INIT: times, LEAD: list(self.leads)},
+                            attrs={"units": self.target_units, "long_name": "linear trend per calendar month at valid_time"})
+
+    def target_end(self, inits) -> xr.DataArray:
+        inits = pd.DatetimeIndex(inits)
+        return xr.DataArray(add_months(inits, self.leads), dims=(INIT, LEAD), coords={INIT: inits, LEAD: list(self.leads)})
+
+    def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
+        fit_end = pd.Timestamp(fit_end)
+        ext = prepared["extent"]
+        coef = self._trend(prepared, fit_end)
+        anomaly = ext - monthly_trend_at(ext[TIME].values, coef)
+        baseline = self.baseline(prepared, fit_end)
+        month = prepared[TIME].dt.month
+        feats = {
+            "extent": lagged(ext, self.lags),
+            "anomaly": lagged(anomaly, self.lags),
+            "persistence": ext,
+            "month": month.astype("float64"),
+            "month_sin": np.sin(2 * np.pi * month / 12),
+            "month_cos": np.cos(2 * np.pi * month / 12),
+        }
+        X = xr.Dataset(feats).rename({TIME: INIT})
+        X = X.drop_vars([c for c in X.coords if c not in X.dims])
+        X["baseline"] = baseline
+        X["trend_persistence"] = baseline + X["anomaly"].sel(lag=0, drop=True)
+        times = pd.DatetimeIndex(prepared[TIME].values)
+        return FoldData(fit_end, X, self.target(prepared, fit_end), self.target_end(times))

@@ -1,0 +1,99 @@
+"""The arctic_sea_ice problem: trend baseline fitted on the training window, references,
+lookahead guard for every sea-ice model, and real-data skill."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.backtest import lookahead_violations
+from climate_ml.features import fit_monthly_trend, monthly_trend_at
+from climate_ml.model_api import load_model_factory
+from climate_ml.problems import get_problem
+from climate_ml.workflows import registered_models, run_backtest
+
+
+def synthetic_extent(start="1979-01", end="2020-12", seed=0) -> xr.Dataset:
+    """Seasonal cycle, a declining trend, and persistent (AR1, 4-month) anomalies."""
+    rng = np.random.default_rng(seed)
+    t = pd.date_range(start, end, freq="MS")
+    anom = np.zeros(len(t))
+    for i in range(1, len(t)):
+        anom[i] = 0.78 * anom[i - 1] + rng.normal(0, 0.2)
+    ext = 12 + 3.5 * np.cos(2 * np.pi * (t.month.values - 3) / 12) - 0.05 * (t.year.values - 1979) + anom
+    return xr.Dataset({"extent": ("time", ext, {"units": "1e6 km2"})}, coords={"time": t})
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return get_problem("arctic_sea_ice").prepare(synthetic_extent())
+
+
+def test_monthly_trend_recovers_planted_trend(prepared):
+    coef = fit_monthly_trend(prepared["extent"], "2010-12")
+    assert coef[:, 1] == pytest.approx(np.full(12, -0.05), abs=0.02)
+    later = prepared["extent"].copy()
+    later.loc[{"time": slice("2011-01", None)}] += 5.0
+    np.testing.assert_array_equal(coef, fit_monthly_trend(later, "2010-12"))  # training window only
+    assert monthly_trend_at(np.array(["2000-03-01"], dtype="datetime64[ns]"), coef)[0] == pytest.approx(coef[2, 0])
+
+
+def test_sea_ice_models_pass_the_lookahead_guard(prepared):
+    problem = get_problem("arctic_sea_ice")
+    models = registered_models("arctic_sea_ice")
+    assert {"linear_trend", "trend_persistence", "damped_anomaly_persistence", "lightgbm_lagged", "climatology"} <= set(models)
+    assert "damped_persistence" not in models  # declared for el_nino only
+    for name, path in models.items():
+        bad = lookahead_violations(problem, load_model_factory(path), prepared, ["2005-01", "2005-07"], "2005-01")
+        assert bad == [], f"{name}: {bad}"
+
+
+def test_references_on_synthetic_extent(prepared):
+    problem = get_problem("arctic_sea_ice")
+    res = run_backtest(problem, ["models/damped_anomaly_persistence.py"], prepared, "2005-01", "2020-06", 24)
+    rmse = {n: res.scores(n)["rmse"] for n in res.forecasts}
+    acc = {n: res.scores(n)["acc"] for n in res.forecasts}
+    assert rmse["trend_persistence"]["1"] < rmse["linear_trend"]["1"] < rmse["climatology"]["1"]
+    assert acc["linear_trend"]["1"] is None  # the trend has no anomaly: ACC is undefined, not faked
+    assert acc["trend_persistence"]["1"] > 0.6  # AR1 anomalies persist (0.78 per month)
+    for lead in range(1, 7):  # damping beats both references when anomalies are AR1
+        best_ref = min(rmse["trend_persistence"][str(lead)], rmse["linear_trend"][str(lead)])
+        assert rmse["damped_anomaly_persistence"][str(lead)] < best_ref, lead
+
+
+def test_extent_problem_rejects_other_data():
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.schema import mock_sst
+
+    with pytest.raises(ClimateMLError, match="needs a sea-ice 'extent' series"):
+        get_problem("arctic_sea_ice").prepare(mock_sst())
+
+
+@pytest.mark.realdata
+def test_real_sea_ice_skill(real_data, store):
+    """Inits 2012-01..2024-12, training on all earlier months, refit yearly. References must
+    match the figures measured for this setup in the issue."""
+    from climate_ml.catalog import load_catalog
+    from climate_ml.ingest import ingest_entry
+    from climate_ml.store import open_obs
+
+    ingest_entry(load_catalog()["nsidc-seaice-monthly-north-local"], store)
+    problem = get_problem("arctic_sea_ice")
+    prepared = problem.prepare(open_obs(store, "nsidc-seaice-monthly-north-local"))
+    res = run_backtest(problem, ["models/damped_anomaly_persistence.py", "models/lightgbm_lagged.py"],
+                       prepared, "2012-01", "2024-12", 12)
+    assert res.failures == {}
+    rmse = {n: res.scores(n)["rmse"] for n in res.forecasts}
+    for lead in range(1, 7):
+        assert rmse["linear_trend"][str(lead)] == pytest.approx(0.40, abs=0.02)
+    for lead, quoted in ((1, 0.26), (2, 0.35), (3, 0.41), (6, 0.49)):
+        assert rmse["trend_persistence"][str(lead)] == pytest.approx(quoted, abs=0.035)
+    for lead in range(1, 6):
+        best_ref = min(rmse["trend_persistence"][str(lead)], rmse["linear_trend"][str(lead)])
+        assert rmse["damped_anomaly_persistence"][str(lead)] < best_ref, lead
+    # LightGBM (departures from the trend) beats the trend up to lead 3 and trend persistence
+    # from lead 2 on; it does not beat the better of the two at lead 1 (see README)
+    for lead in range(1, 4):
+        assert rmse["lightgbm_lagged"][str(lead)] < rmse["linear_trend"][str(lead)], lead
+    for lead in range(2, 7):
+        assert rmse["lightgbm_lagged"][str(lead)] < rmse["trend_persistence"][str(lead)], lead
