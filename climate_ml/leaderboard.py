@@ -215,7 +215,10 @@ def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_
     leader = np.nanargmax(sign * point, axis=0)  # per lead
     ref = names.index(reference)
     a = (1 - level) / 2
-    q = lambda x: (np.nanquantile(x, a, axis=0), np.nanquantile(x, 1 - a, axis=0))  # noqa: E731
+
+    def q(x):
+        return np.nanquantile(x, a, axis=0), np.nanquantile(x, 1 - a, axis=0)
+
     lo, hi = q(boot)
     d_ref = boot - boot[:, [ref], :]
     d_lead = boot - np.take_along_axis(boot, leader[None, None, :].repeat(boot.shape[0], 0), axis=1)
@@ -252,6 +255,10 @@ def _r(x) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
+def _interval(pair) -> str:
+    return "[" + ", ".join("  -  " if t is None else f"{t:+.2f}" for t in pair) + "]"
+
+
 def format_board(table: dict, lead: int | None = None) -> str:
     """Text table: models x leads (``*`` = significantly better than the reference), or one
     lead with intervals."""
@@ -280,10 +287,9 @@ def format_board(table: dict, lead: int | None = None) -> str:
         lines.append("model".ljust(width) + f"{'score':>8} {'interval':>17} {'- ' + table['reference']:>26} {'- leader':>24}")
         for r in table["rows"]:
             v = r["leads"][x]
-            fmt = lambda a: "[" + ", ".join("  -  " if t is None else f"{t:+.2f}" for t in a) + "]"  # noqa: E731
-            lines.append(r["model"].ljust(width) + f"{v['score']:>8.3f} {fmt(v['ci']):>17} "
-                         f"{v['minus_reference']:>+8.3f} {fmt(v['minus_reference_ci']):>17} "
-                         f"{v['minus_leader']:>+8.3f} {fmt(v['minus_leader_ci']):>15}")
+            lines.append(r["model"].ljust(width) + f"{v['score']:>8.3f} {_interval(v['ci']):>17} "
+                         f"{v['minus_reference']:>+8.3f} {_interval(v['minus_reference_ci']):>17} "
+                         f"{v['minus_leader']:>+8.3f} {_interval(v['minus_leader_ci']):>15}")
     for f in table["failed"]:
         lines.append(f"FAILED {f['model']}: {f['error']}")
     return "\n".join(lines)

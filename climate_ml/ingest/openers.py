@@ -12,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import IngestError
+from climate_ml.ingest.tabular import open_nclimdiv, open_nsidc_daily, open_nsidc_monthly
 
 
 def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Dataset:
@@ -82,18 +83,13 @@ def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
     return xr.Dataset({variable: ("time", data)}, coords={"time": time})
 
 
-def _tabular(name):
-    from climate_ml.ingest import tabular
-
-    return getattr(tabular, name)
-
-
+# Every opener is called as opener(path, variable, region=...); only nClimDiv uses the region.
 OPENERS: dict[str, Callable[..., xr.Dataset]] = {
-    "cf-netcdf": lambda path, variable, **kw: open_cf_netcdf(path, variable),
-    "noaa-psl-index": lambda path, variable, **kw: open_noaa_psl_index(path, variable),
-    "nsidc-monthly-csv": lambda path, variable, **kw: _tabular("open_nsidc_monthly")(path, variable),
-    "nsidc-daily-csv": lambda path, variable, **kw: _tabular("open_nsidc_daily")(path, variable),
-    "nclimdiv-text": lambda path, variable, region=None, **kw: _tabular("open_nclimdiv")(path, variable, region=region),
+    "cf-netcdf": lambda path, variable, region=None: open_cf_netcdf(path, variable),
+    "noaa-psl-index": lambda path, variable, region=None: open_noaa_psl_index(path, variable),
+    "nsidc-monthly-csv": lambda path, variable, region=None: open_nsidc_monthly(path, variable),
+    "nsidc-daily-csv": lambda path, variable, region=None: open_nsidc_daily(path, variable),
+    "nclimdiv-text": lambda path, variable, region=None: open_nclimdiv(path, variable, region=region),
 }
 
 # Per format: (default variable, units the source uses, CF standard name)
@@ -129,8 +125,8 @@ def detect_format(path: Path) -> str:
     return "noaa-psl-index"
 
 
-def open_source(path: Path, variable: str, fmt: str | None = None, **options) -> xr.Dataset:
+def open_source(path: Path, variable: str, fmt: str | None = None, region: str | None = None) -> xr.Dataset:
     fmt = fmt or detect_format(path)
     if fmt not in OPENERS:
         raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(OPENERS)})")
-    return OPENERS[fmt](path, variable, **options)
+    return OPENERS[fmt](path, variable, region=region)
