@@ -150,3 +150,14 @@ def monthly_trend_at(times, coef: np.ndarray) -> np.ndarray:
     idx = pd.DatetimeIndex(np.asarray(times).ravel())
     out = coef[idx.month - 1, 0] + coef[idx.month - 1, 1] * (idx.year - 2000.0)
     return np.asarray(out).reshape(np.shape(times))
+
+
+def sea_ice_extent(concentration: xr.DataArray, cell_area: xr.DataArray, threshold: float = 0.15) -> xr.DataArray:
+    """Sea-ice extent (10^6 km^2): total area (m^2) of cells with concentration >= threshold
+    (a fraction, 0-1). Land (NaN) never counts. Lazy for Dask input."""
+    spatial = [d for d in concentration.dims if d != TIME]
+    covered = (concentration >= threshold) & concentration.notnull()
+    out = (covered * cell_area).sum(spatial) / 1e12
+    out.attrs = {"units": "1e6 km2", "standard_name": "sea_ice_extent",
+                 "long_name": f"area of cells with concentration >= {threshold:.0%}"}
+    return out

@@ -18,7 +18,10 @@ from climate_ml.errors import SchemaError
 TIME, LAT, LON = "time", "lat", "lon"
 INIT, LEAD, VALID, MEMBER, MODEL = "init_time", "lead", "valid_time", "member", "model"
 
+Y, X = "y", "x"  # projected grids (e.g. NSIDC polar stereographic), with 2-D lat/lon coordinates
+
 CANONICAL_UNITS = {
+    "sea_ice_area_fraction": "1",
     "sea_surface_temperature": "degC",
     "sea_surface_temperature_anomaly": "degC",
     "precipitation_amount": "mm",
@@ -49,6 +52,10 @@ _UNIT_ALIASES: dict[str, tuple[str, float, float]] = {
     "inch": ("mm", 25.4, 0.0),
     "inches": ("mm", 25.4, 0.0),
     "1e6 km2": ("1e6 km2", 1.0, 0.0),
+    "1": ("1", 1.0, 0.0),
+    "fraction": ("1", 1.0, 0.0),
+    "percent": ("1", 0.01, 0.0),
+    "%": ("1", 0.01, 0.0),
     "10^6 sq km": ("1e6 km2", 1.0, 0.0),
     "10^6 km^2": ("1e6 km2", 1.0, 0.0),
     "million km2": ("1e6 km2", 1.0, 0.0),

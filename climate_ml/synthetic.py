@@ -175,3 +175,96 @@ def write_toy_ocean(path: str | Path, **kwargs) -> Path:
 
 
 GENERATORS = {"toy-ocean": write_toy_ocean}
+
+
+# --- embedded sea-ice default ------------------------------------------------------------
+
+EARTH_RADIUS_M = 6_371_000.0
+TRUE_LAT = 70.0  # NSIDC polar stereographic north: true scale at 70N, central meridian 45W
+CENTRAL_LON = -45.0
+
+
+def polar_stereographic_grid(resolution_m: float = 100_000.0):
+    """The NSIDC north polar stereographic grid (x -3850..3750 km, y 5850..-5350 km) at a given
+    resolution, on a sphere: returns x, y (m), 2-D lat, lon (degrees east, [0, 360)) and
+    cell area (m^2, the projected cell area divided by the squared scale factor)."""
+    x = np.arange(-3_850_000.0 + resolution_m / 2, 3_750_000.0, resolution_m)
+    y = np.arange(5_850_000.0 - resolution_m / 2, -5_350_000.0, -resolution_m)
+    xx, yy = np.meshgrid(x, y)
+    rho = np.hypot(xx, yy)
+    k0 = 1 + np.sin(np.deg2rad(TRUE_LAT))
+    lat = 90.0 - 2 * np.rad2deg(np.arctan(rho / (EARTH_RADIUS_M * k0)))
+    lon = (CENTRAL_LON + np.rad2deg(np.arctan2(xx, -yy))) % 360.0
+    scale = k0 / (1 + np.sin(np.deg2rad(lat)))
+    area = resolution_m**2 / scale**2
+    return x, y, lat, lon, area
+
+
+def _arctic_land(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """A crude land mask: Greenland, the Canadian Archipelago, North America and Eurasia south
+    of their coasts (Hudson Bay, the Barents, Bering and Okhotsk seas stay ocean)."""
+    greenland = (lat > 60) & (lat < 83.5) & (lon > 300) & (lon < 340)
+    archipelago = (lat > 69) & (lat < 82) & (lon > 240) & (lon < 295)
+    america = (lat < 69) & (lon > 195) & (lon < 300) & ~((lat > 52) & (lat < 64) & (lon > 265) & (lon < 290))
+    eurasia = (lat < 71) & (lon > 25) & (lon < 180) & ~((lat > 52) & (lat < 62) & (lon > 140) & (lon < 160))
+    return greenland | archipelago | america | eurasia
+
+
+def toy_sea_ice(start: str = "1979-01", end: str = "2024-12", resolution_m: float = 100_000.0,
+                seed: int = 7) -> xr.Dataset:
+    """Sea-ice concentration (fraction 0-1) on the NSIDC polar stereographic grid: the ice edge
+    migrates between about 62N in March and 78N in September, retreats northwards (faster in
+    summer), and carries persistent anomalies (AR1, about 5-month memory) that are coherent
+    around the pole. Land is NaN. Mimics NSIDC CDR files: variable ``cdr_seaice_conc``,
+    dims (time, y, x), 2-D lat/lon and cell area coordinates."""
+    time = pd.date_range(start, end, freq="MS")
+    x, y, lat, lon, area = polar_stereographic_grid(resolution_m)
+    rng = np.random.default_rng(seed)
+    month = time.month.values
+    years = time.year.values - 1979 + (month - 1) / 12
+    season = -np.cos(2 * np.pi * (month - 3) / 12)  # -1 in March, +1 in September
+    mean_edge = 70.0 + 8.0 * season
+    trend = (0.03 + 0.05 * (season + 1) / 2) * years  # degrees north per year, faster in summer
+    phi = np.exp(-1 / 5)
+    modes = np.zeros((len(time), 3))
+    for i in range(1, len(time)):
+        modes[i] = phi * modes[i - 1] + np.sqrt(1 - phi**2) * rng.normal(0, [0.9, 0.7, 0.7])
+    lon_r = np.deg2rad(lon)
+    atlantic = 5.0 * np.cos(np.deg2rad(lon - 20.0)) * (1 - 0.4 * season[:, None, None])  # warm Atlantic inflow
+    edge = (mean_edge + trend)[:, None, None] + atlantic + (
+        modes[:, 0, None, None] + modes[:, 1, None, None] * np.cos(lon_r) + modes[:, 2, None, None] * np.sin(lon_r))
+    conc = 0.98 / (1 + np.exp(-(lat[None] - edge) / 1.2))
+    conc = np.clip(conc + rng.normal(0, 0.02, conc.shape), 0, 1).astype("float32")
+    conc[:, _arctic_land(lat, lon)] = np.nan
+    ds = xr.Dataset(
+        {"cdr_seaice_conc": (("time", "y", "x"), conc, {
+            "long_name": "NOAA/NSIDC Climate Data Record of Passive Microwave Sea Ice Concentration (toy)",
+            "standard_name": "sea_ice_area_fraction", "units": "1"})},
+        coords={
+            "time": time,
+            "y": ("y", y, {"units": "m", "standard_name": "projection_y_coordinate"}),
+            "x": ("x", x, {"units": "m", "standard_name": "projection_x_coordinate"}),
+            "lat": (("y", "x"), lat, {"units": "degrees_north", "standard_name": "latitude"}),
+            "lon": (("y", "x"), lon, {"units": "degrees_east", "standard_name": "longitude"}),
+            "cell_area": (("y", "x"), area, {"units": "m2", "long_name": "grid cell area on the sphere"}),
+        },
+        attrs={"title": "climate-ml toy sea ice on the NSIDC polar stereographic grid",
+               "grid": f"NSIDC north polar stereographic (true at {TRUE_LAT}N, central meridian 45W), "
+                       f"{resolution_m / 1000:.0f} km, spherical earth",
+               "source": "climate_ml.synthetic.toy_sea_ice (synthetic)", "license": "MIT", "seed": seed},
+    )
+    return ds
+
+
+def write_toy_sea_ice(path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    toy_sea_ice(**kwargs).to_netcdf(tmp, format="NETCDF4", encoding={
+        "time": {"units": "days since 1978-01-01", "dtype": "float64"},
+        "cdr_seaice_conc": {"zlib": True, "complevel": 1, "_FillValue": np.float32(np.nan)}})
+    tmp.replace(path)
+    return path
+
+
+GENERATORS["toy-sea-ice"] = write_toy_sea_ice

@@ -23,7 +23,7 @@ from climate_ml.problems import Problem
 from climate_ml.store import list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
-DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "nsidc-seaice-monthly-north-local"}
+DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice"}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 
 

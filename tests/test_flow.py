@@ -18,13 +18,17 @@ def test_run_quick_end_to_end(tmp_path):
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ACC by lead" in p.stdout and "plot:" in p.stdout
-    runs = list((tmp_path / "store" / "runs").iterdir())
-    assert len(runs) == 1
-    png = runs[0] / "skill_vs_lead.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
-    scores = json.loads((runs[0] / "scores.json").read_text())
+    runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir()}
+    assert set(runs) == {"el_nino", "arctic_sea_ice"}
+    for run in runs.values():
+        png = run / "skill_vs_lead.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    ice = json.loads((runs["arctic_sea_ice"] / "scores.json").read_text())["backtest"]
+    assert {"linear_trend", "trend_persistence", "climatology", "lightgbm_lagged"} <= set(ice)
+    assert ice["damped_anomaly_persistence"]["rmse"]["3"] < min(ice["linear_trend"]["rmse"]["3"], ice["trend_persistence"]["rmse"]["3"])
+    scores = json.loads((runs["el_nino"] / "scores.json").read_text())
     acc = {m: s["acc"] for m, s in scores["backtest"].items()}
-    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}
+    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}  # el_nino models only
     assert acc["lightgbm_lagged"]["6"] > acc["persistence"]["6"]
     assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
     # hindcasts and forecasts are in the archive, one Zarr group per model

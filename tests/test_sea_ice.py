@@ -97,3 +97,52 @@ def test_real_sea_ice_skill(real_data, store):
         assert rmse["lightgbm_lagged"][str(lead)] < rmse["linear_trend"][str(lead)], lead
     for lead in range(2, 7):
         assert rmse["lightgbm_lagged"][str(lead)] < rmse["trend_persistence"][str(lead)], lead
+
+
+def test_toy_sea_ice_field_is_nsidc_like_and_gives_extent(store, tmp_path):
+    """The embedded default: polar stereographic (y, x) grid with 2-D lat/lon and cell area;
+    extent has a March maximum, a September minimum and a declining September trend."""
+    from climate_ml.catalog import load_catalog
+    from climate_ml.ingest import ingest_entry
+    from climate_ml.store import open_obs
+    from climate_ml.synthetic import polar_stereographic_grid
+
+    x, y, lat, lon, area = polar_stereographic_grid(100_000.0)
+    assert lat.max() > 89 and 30 < lat.min() < 35
+    # cell areas sum to the spherical area of the domain's cap north of 60N (within 1%)
+    cap = 2 * np.pi * 6_371_000.0**2 * (1 - np.sin(np.deg2rad(60)))
+    assert area[lat >= 60].sum() == pytest.approx(cap, rel=0.01)
+    ingest_entry(load_catalog()["toy-sea-ice"], store)
+    ds = open_obs(store, "toy-sea-ice")
+    conc = ds["cdr_seaice_conc"]
+    assert conc.dims == ("time", "y", "x") and ds["lat"].dims == ("y", "x") and "cell_area" in ds.coords
+    assert conc.attrs["units"] == "1" and float(conc.max()) <= 1.0
+    ext = get_problem("arctic_sea_ice").prepare(ds)["extent"].to_series()
+    by_month = ext.groupby(ext.index.month).mean()
+    assert by_month.idxmax() == 3 and by_month.idxmin() == 9
+    assert 13 < by_month[3] < 17 and 3 < by_month[9] < 8
+    sept = ext[ext.index.month == 9]
+    assert sept["2015":].mean() < sept[:"1988"].mean() - 1.0
+
+
+def test_extent_counts_cells_at_or_above_15_percent():
+    from climate_ml.features import sea_ice_extent
+
+    conc = xr.DataArray([[[0.14, 0.15], [np.nan, 1.0]]], dims=("time", "y", "x"),
+                        coords={"time": pd.date_range("2000-01", periods=1, freq="MS")})
+    area = xr.DataArray([[1e12, 2e12], [4e12, 8e12]], dims=("y", "x"))
+    assert float(sea_ice_extent(conc, area).item()) == pytest.approx(10.0)  # 2 + 8, land and 14% excluded
+
+
+def test_percent_concentration_is_converted(tmp_path, store):
+    from climate_ml.ingest import ingest_file
+    from climate_ml.store import open_obs
+    from climate_ml.synthetic import toy_sea_ice
+
+    ds = toy_sea_ice(start="2000-01", end="2001-12")
+    ds["cdr_seaice_conc"] = ds["cdr_seaice_conc"] * 100
+    ds["cdr_seaice_conc"].attrs = {"units": "percent", "standard_name": "sea_ice_area_fraction"}
+    ds.to_netcdf(tmp_path / "pct.nc")
+    ingest_file(tmp_path / "pct.nc", "cdr_seaice_conc", "pct", store)
+    conc = open_obs(store, "pct")["cdr_seaice_conc"]
+    assert conc.attrs["units"] == "1" and 0.9 < float(conc.max()) <= 1.0

@@ -4,6 +4,7 @@ Dataset in the source's own layout (names, units, calendar untouched apart from 
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,13 +20,16 @@ def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Datas
     """A CF NetCDF file, opened lazily (Dask, chunked by time); times decoded with cftime so
     that 360_day and other calendars work."""
     try:
-        ds = xr.open_dataset(
-            path,
-            engine="netcdf4",
-            decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-            mask_and_scale=True,
-            chunks={"time": time_chunk},
-        )
+        with warnings.catch_warnings():
+            # our time chunks rarely align with a file's internal chunking; harmless here
+            warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
+            ds = xr.open_dataset(
+                path,
+                engine="netcdf4",
+                decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+                mask_and_scale=True,
+                chunks={"time": time_chunk},
+            )
     except FileNotFoundError as exc:
         raise IngestError(f"{path}: file not found") from exc
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...

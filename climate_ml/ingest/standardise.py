@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from climate_ml.errors import IngestError, SchemaError
-from climate_ml.schema import LAT, LON, TIME, month_start, unit_conversion, validate_obs
+from climate_ml.schema import LAT, LON, TIME, X, Y, month_start, unit_conversion, validate_obs
 
 _DIM_ALIASES = {
     "latitude": LAT, "nav_lat": LAT, "y_lat": LAT, "Y": LAT,
@@ -37,7 +37,7 @@ def standardise(
     da = da.rename({d: _DIM_ALIASES[d] for d in da.dims if d in _DIM_ALIASES})
     if TIME not in da.dims:
         raise IngestError(f"{where}variable {variable!r} has no time dimension (dims: {da.dims})")
-    extra = [d for d in da.dims if d not in (TIME, LAT, LON)]
+    extra = [d for d in da.dims if d not in (TIME, LAT, LON, Y, X)]
     for d in extra:  # singleton level dims (e.g. lev=0) are dropped; others are an error
         if da.sizes[d] != 1:
             raise IngestError(f"{where}variable {variable!r} has unexpected dimension {d!r}")
@@ -69,15 +69,21 @@ def standardise(
         out = out.where(~is_land)
     if scale != 1.0 or offset != 0.0:
         out = out * np.float32(scale) + np.float32(offset)
+    # 2-D coordinates of projected grids (lat, lon, cell_area over y/x) travel with the data
+    grid_coords = {c: da[c] for c in da.coords
+                   if c not in da.dims and da[c].dims and set(da[c].dims) <= {Y, X} and Y in da.dims}
     out = out.drop_vars([c for c in out.coords if c not in out.dims])
     out = out.assign_coords({TIME: times, **{d: da[d].values for d in out.dims if d != TIME}})
+    for c, v in grid_coords.items():
+        values = v.values % 360.0 if c == LON else v.values
+        out = out.assign_coords({c: (v.dims, values, dict(v.attrs))})
     if LON in out.dims:
         out = out.assign_coords({LON: (out[LON].values % 360.0).astype("float64")}).sortby(LON)
         if np.unique(out[LON].values).size != out.sizes[LON]:
             raise IngestError(f"{where}duplicate longitudes after wrapping to [0, 360)")
     if LAT in out.dims:
         out = out.assign_coords({LAT: out[LAT].values.astype("float64")}).sortby(LAT)
-    out = out.transpose(TIME, *[d for d in (LAT, LON) if d in out.dims])
+    out = out.transpose(TIME, *[d for d in (LAT, LON, Y, X) if d in out.dims])
 
     keep = {k: v for k, v in da.attrs.items() if k in ("long_name", "standard_name", "comment", "cell_methods")}
     keep["units"] = canonical

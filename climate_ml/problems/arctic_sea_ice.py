@@ -18,7 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.features import fit_monthly_trend, lagged, monthly_trend_at
+from climate_ml.features import fit_monthly_trend, lagged, monthly_trend_at, sea_ice_extent
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
@@ -34,11 +34,18 @@ class ArcticSeaIce(Problem):
     lags: tuple[int, ...] = tuple(range(12))
 
     def prepare(self, obs: xr.Dataset) -> xr.Dataset:
-        if "extent" not in obs.data_vars:
-            raise ClimateMLError(f"arctic_sea_ice needs a sea-ice 'extent' series; the dataset has {sorted(obs.data_vars)}")
-        if "lat" in obs["extent"].dims or "y" in obs["extent"].dims:
-            raise ClimateMLError("arctic_sea_ice takes an extent series; concentration fields are not supported yet")
-        return xr.Dataset({"extent": obs["extent"].astype("float64")}).compute()
+        """An extent series as it is, or a concentration field (fraction, with a ``cell_area``
+        coordinate in m^2) reduced to extent: the area of cells at or above 15%."""
+        if "extent" in obs.data_vars:
+            return xr.Dataset({"extent": obs["extent"].astype("float64")}).compute()
+        fields = [v for v in obs.data_vars if obs[v].attrs.get("standard_name") == "sea_ice_area_fraction"
+                  or obs[v].attrs.get("units") == "1"]
+        if not fields or "cell_area" not in obs.coords:
+            raise ClimateMLError(
+                "arctic_sea_ice needs a sea-ice 'extent' series or a concentration field with a 'cell_area' "
+                f"coordinate; the dataset has {sorted(obs.data_vars)}")
+        extent = sea_ice_extent(obs[fields[0]], obs["cell_area"])
+        return xr.Dataset({"extent": extent.astype("float64")}).compute()
 
     def _trend(self, prepared: xr.Dataset, fit_end) -> np.ndarray:
         return fit_monthly_trend(prepared["extent"], pd.Timestamp(fit_end))

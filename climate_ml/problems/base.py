@@ -51,6 +51,7 @@ class Problem(ABC):
     leads: tuple[int, ...]
     target_units: str
     references: tuple[str, ...]  # reference model files (models/<name>.py) every backtest includes
+    target_is_anomaly: bool = False  # True when targets are departures from a climatology
 
     def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray | None:
         """A known-at-init expectation (init_time, lead) that anomaly scores (ACC) are taken
