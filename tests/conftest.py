@@ -43,6 +43,15 @@ def tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def expect_clean_error(store: Path, digest: str, exc, pattern: str, call) -> None:
+    """``call`` must raise ``exc`` with a one-line message matching ``pattern`` and leave every
+    file under ``store`` as it was (``digest`` from tree_digest before the call)."""
+    with pytest.raises(exc, match=pattern) as info:
+        call()
+    assert "\n" not in str(info.value)
+    assert tree_digest(store) == digest
+
+
 def write_ersst_like(
     path: Path,
     n_months: int = 48,

@@ -16,7 +16,7 @@ from climate_ml.errors import IngestError
 from climate_ml.ingest import ingest_entry, ingest_file
 from climate_ml.ingest.openers import detect_format
 from climate_ml.store import open_obs
-from conftest import tree_digest
+from conftest import expect_clean_error, tree_digest
 
 
 def write_nsidc_monthly(folder, years=range(1979, 1991), missing=((1987, 12), (1988, 1)), hemisphere="N"):
@@ -102,11 +102,7 @@ def populated(tmp_path, store):
 
 
 def _expect(populated, pattern, call):
-    store, digest = populated
-    with pytest.raises(IngestError, match=pattern) as info:
-        call()
-    assert "\n" not in str(info.value)
-    assert tree_digest(store) == digest
+    expect_clean_error(*populated, IngestError, pattern, call)
 
 
 def test_truncated_daily_csv(tmp_path, populated):

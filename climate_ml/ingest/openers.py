@@ -13,7 +13,12 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import IngestError
-from climate_ml.ingest.tabular import open_nclimdiv, open_nsidc_daily, open_nsidc_monthly
+from climate_ml.ingest.tabular import (
+    open_nclimdiv,
+    open_nsidc_daily,
+    open_nsidc_monthly,
+    read_lines,
+)
 
 
 def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Dataset:
@@ -49,12 +54,7 @@ def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
     """NOAA PSL monthly index text format:
     line 1 ``first_year last_year``; then one line per year ``YYYY v1 ... v12``; then one line
     with the missing-value code; then free-text notes."""
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError as exc:
-        raise IngestError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path}: not a text file") from exc
+    lines = read_lines(path)
     head = lines[0].split() if lines else []
     if len(head) != 2 or not all(h.isdigit() for h in head):
         raise IngestError(f"{path}: line 1 must be 'first_year last_year' (NOAA PSL index format)")

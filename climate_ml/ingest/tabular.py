@@ -31,6 +31,16 @@ MIN_DAILY_COVERAGE = 0.4  # a month needs data on 40% of its days (every other d
 EDGE_DAYS = 5  # ... and data within 5 days of its start and of its end
 
 
+def read_lines(path: Path) -> list[str]:
+    """The lines of a text source, with one-line errors for a missing or binary file."""
+    try:
+        return Path(path).read_text().splitlines()
+    except FileNotFoundError as exc:
+        raise IngestError(f"{path}: file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise IngestError(f"{path}: not a text file") from exc
+
+
 def _series(values: np.ndarray, times: pd.DatetimeIndex, variable: str) -> xr.Dataset:
     return xr.Dataset({variable: ("time", values.astype("float64"))}, coords={"time": times})
 
@@ -117,12 +127,7 @@ def open_nsidc_daily(path: Path, variable: str = "extent") -> xr.Dataset:
     its days and within 5 days of both its ends; otherwise it is missing (NaN), never averaged
     from a few days."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError as exc:
-        raise IngestError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path}: not a text file") from exc
+    lines = read_lines(path)
     if len(lines) < 3 or not lines[0].replace(" ", "").lower().startswith("year,month,day,extent"):
         raise IngestError(f"{path}: not an NSIDC daily extent CSV (header 'Year, Month, Day, Extent, Missing, ...')")
     if not lines[1].strip().startswith("YYYY"):
@@ -184,12 +189,7 @@ def open_nclimdiv(path: Path, variable: str = "precip", region: str | None = "ca
     state = STATE_CODES.get(region, region if re.fullmatch(r"\d{3}", str(region)) else None)
     if state is None:
         raise IngestError(f"{path}: unknown region {region!r} for nClimDiv (known: {', '.join(STATE_CODES)} or a 3-digit state code)")
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError as exc:
-        raise IngestError(f"{path}: file not found") from exc
-    except UnicodeDecodeError as exc:
-        raise IngestError(f"{path}: not a text file") from exc
+    lines = read_lines(path)
     states = set()
     years, values = [], []
     for k, line in enumerate(lines, start=1):
