@@ -100,7 +100,7 @@ def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestam
         return None, None
     parts = text.split(":")
     if len(parts) > 2:
-        raise QueryError(f"bad --init {text!r}: expected YYYY-MM or YYYY-MM:YYYY-MM")
+        raise QueryError(f"bad init {text!r}: expected YYYY-MM or YYYY-MM:YYYY-MM")
     if len(parts) == 1:
         parts = [parts[0], parts[0]]
     out = []
@@ -109,10 +109,10 @@ def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestam
             out.append(None)
             continue
         if not re.fullmatch(r"\d{4}-\d{2}", p) or not 1 <= int(p[5:]) <= 12:
-            raise QueryError(f"bad --init {text!r}: {p!r} is not YYYY-MM")
+            raise QueryError(f"bad init {text!r}: {p!r} is not YYYY-MM")
         out.append(pd.Timestamp(p + "-01"))
     if out[0] is not None and out[1] is not None and out[1] < out[0]:
-        raise QueryError(f"bad --init {text!r}: end before start")
+        raise QueryError(f"bad init {text!r}: end before start")
     return out[0], out[1]
 
 

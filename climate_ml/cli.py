@@ -433,6 +433,22 @@ def serve_cmd(
     serve(cron=cron, problem=problem, dataset=dataset, store=str(_root(store)))
 
 
+@app.command("serve-api")
+def serve_api(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    store: StoreOpt = None,
+):
+    """Serve the forecast archive and leaderboard over HTTP (GET /forecasts, /leaderboard)."""
+    import uvicorn
+
+    from climate_ml.api import create_app
+
+    if not 0 < port < 65536:
+        raise QueryError(f"bad --port {port}")
+    uvicorn.run(create_app(_root(store)), host=host, port=port, log_level="warning")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

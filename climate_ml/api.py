@@ -1,0 +1,69 @@
+"""HTTP service over the forecast archive and the leaderboard (thin: parse, call, return).
+
+    GET /health
+    GET /problems
+    GET /forecasts?problem=el_nino[&model=M][&init=YYYY-MM:YYYY-MM][&lead=L][&format=json|csv|netcdf]
+    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae][&dataset=NAME][&reference=M]
+
+Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.
+Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from climate_ml import __version__
+from climate_ml.archive import export, imported_forecasts, parse_init_range, query
+from climate_ml.errors import ClimateMLError, QueryError
+from climate_ml.leaderboard import assemble, score_board
+from climate_ml.problems import PROBLEMS, get_problem
+from climate_ml.scores import METRICS
+
+MEDIA = {"json": "application/json", "csv": "text/csv", "netcdf": "application/x-netcdf"}
+
+
+def create_app(root: Path) -> FastAPI:
+    app = FastAPI(title="climate-ml archive", version=__version__)
+
+    @app.exception_handler(ClimateMLError)
+    async def bad_input(request: Request, exc: ClimateMLError):
+        return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "store": str(root), "version": __version__}
+
+    @app.get("/problems")
+    def problems() -> list[dict]:
+        return [{"name": n, "description": get_problem(n).description, "leads": list(get_problem(n).leads),
+                 "units": get_problem(n).target_units} for n in PROBLEMS]
+
+    @app.get("/forecasts")
+    def forecasts(problem: str, model: str | None = None, init: str | None = None, lead: int | None = None,
+                  format: str = "json") -> Response:
+        if format not in MEDIA:
+            raise QueryError(f"bad format {format!r} (json, csv or netcdf)")
+        get_problem(problem)
+        parse_init_range(init)
+        if lead is not None and lead < 1:
+            raise QueryError(f"bad lead {lead}: leads are positive months")
+        data = export(query(root, problem, model, init, lead), format)
+        headers = {"Content-Disposition": f'attachment; filename="{problem}.nc"'} if format == "netcdf" else None
+        return Response(content=data, media_type=MEDIA[format], headers=headers)
+
+    @app.get("/leaderboard")
+    def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
+                    n_boot: int = 500) -> dict:
+        prob = get_problem(problem)
+        if score not in METRICS:
+            raise QueryError(f"bad score {score!r} (acc, rmse or mae)")
+        if not 100 <= n_boot <= 5000:
+            raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
+        board = assemble(root, problem, dataset=dataset, imported=imported_forecasts(root, problem))
+        return score_board(board, score, reference or prob.references[-1], n_boot=n_boot)
+
+    return app

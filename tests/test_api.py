@@ -1,0 +1,90 @@
+"""The HTTP service as a client sees it: a real uvicorn server on loopback over a real store."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.archive import write_forecast
+from climate_ml.schema import INIT, LEAD, add_valid_time
+
+pytestmark = pytest.mark.slow
+
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.headers.get("content-type"), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type"), e.read()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    store = tmp_path_factory.mktemp("api") / "store"
+    inits = pd.date_range("2020-01", periods=3, freq="MS")
+    fc = add_valid_time(xr.DataArray(np.arange(3 * 18, dtype=float).reshape(3, 18) / 10, dims=(INIT, LEAD),
+                                     coords={INIT: inits, LEAD: list(range(1, 19))}))
+    write_forecast(store, "el_nino", "m1", fc, {"model": "m1"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store)],
+                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(60):
+        try:
+            if get(base + "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError("server did not start: " + proc.stderr.read().decode()[-2000:])
+    yield base
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_forecasts_as_json_csv_and_netcdf(server, tmp_path):
+    status, ctype, body = get(server + "/forecasts?problem=el_nino&init=2020-02:2020-03&lead=6")
+    assert status == 200 and ctype.startswith("application/json")
+    rows = json.loads(body)
+    assert [(r["init_time"], r["lead"], r["valid_time"]) for r in rows] == [("2020-02", 6, "2020-08"), ("2020-03", 6, "2020-09")]
+    assert rows[0]["forecast"] == pytest.approx(2.3)
+    status, ctype, body = get(server + "/forecasts?problem=el_nino&model=m1&lead=1&format=csv")
+    assert status == 200 and ctype.startswith("text/csv")
+    assert body.decode().splitlines()[:2] == ["model,init_time,lead,valid_time,forecast", "m1,2020-01,1,2020-02,0.0000"]
+    status, ctype, body = get(server + "/forecasts?problem=el_nino&format=netcdf")
+    (tmp_path / "f.nc").write_bytes(body)
+    assert status == 200 and xr.open_dataset(tmp_path / "f.nc").sizes[INIT] == 3
+
+
+@pytest.mark.parametrize("query,message", [
+    ("problem=snow", "unknown problem 'snow'"),
+    ("problem=el_nino&init=2020-13", "bad init '2020-13'"),
+    ("problem=el_nino&lead=0", "bad lead 0"),
+    ("problem=el_nino&lead=40", "lead 40 not archived"),
+    ("problem=el_nino&model=zz", "no forecasts from model 'zz'"),
+    ("problem=el_nino&format=xml", "bad format 'xml'"),
+])
+def test_bad_query_parameters_are_400_with_one_line(server, query, message):
+    status, ctype, body = get(server + "/forecasts?" + query)
+    err = json.loads(body)["error"]
+    assert status == 400 and message in err and "\n" not in err
+
+
+def test_leaderboard_without_runs_is_a_clear_400(server):
+    status, _, body = get(server + "/leaderboard?problem=el_nino")
+    assert status == 400 and "no backtests recorded for problem 'el_nino'" in json.loads(body)["error"]
+    status, _, body = get(server + "/leaderboard?problem=el_nino&score=brier")
+    assert status == 400 and "bad score 'brier'" in json.loads(body)["error"]
