@@ -152,7 +152,8 @@ def to_records(ds: xr.Dataset) -> pd.DataFrame:
     df = df.dropna(subset=["forecast"])
     df[INIT] = pd.to_datetime(df[INIT]).dt.strftime("%Y-%m")
     df[VALID] = pd.to_datetime(df[VALID]).dt.strftime("%Y-%m")
-    return df[[MODEL, INIT, LEAD, VALID, "forecast"]].sort_values([MODEL, INIT, LEAD]).reset_index(drop=True)
+    keys = [MODEL, INIT, LEAD] + ([MEMBER] if MEMBER in df.columns else [])
+    return df[keys[:3] + [VALID] + keys[3:] + ["forecast"]].sort_values(keys).reset_index(drop=True)
 
 
 def export(ds: xr.Dataset, fmt: str) -> bytes:

@@ -197,3 +197,22 @@ def test_archive_query_includes_imports(store, tmp_path):
     ds = query(store, "el_nino", model="good")
     assert float(ds.forecast.sel(lead=3).squeeze()) == pytest.approx(0.2)
     assert xr.open_zarr(store / "archive" / "el_nino.zarr" / "good", consolidated=False).attrs["kind"] == "imported"
+
+
+def test_ensemble_import_keeps_members_and_scores_the_mean(result, store, tmp_path):
+    files = {**REFS, "lightgbm_lagged": MODELS_DIR / "lightgbm_lagged.py"}
+    record_backtest(store, PROBLEM, result, "toy", "abc", "1980-01", "1998-12", 24, files)
+    inits = pd.date_range("1990-01", "1991-12", freq="MS")
+    obs = result.obs.sel({INIT: inits})
+    rows = [{"init": f"{t:%Y-%m}", "lead": int(k), "member": m, "forecast": float(obs.sel({INIT: t, LEAD: k})) + d}
+            for t in inits for k in PROBLEM.leads for m, d in ((0, -0.5), (1, 0.5))]
+    pd.DataFrame(rows).to_csv(tmp_path / "ens.csv", index=False)
+    fc, _, _ = import_forecasts(store, PROBLEM, tmp_path / "ens.csv", "ens")
+    assert fc.sizes["member"] == 2
+    csv = query(store, "el_nino", model="ens", init="1990-01", lead=1)
+    from climate_ml.archive import export
+    lines = export(csv, "csv").decode().splitlines()
+    assert lines[0] == "model,init_time,lead,valid_time,member,forecast" and len(lines) == 3
+    table = score_board(assemble(store, PROBLEM.name, imported=imported_forecasts(store, PROBLEM.name)), "rmse", n_boot=200)
+    ens = next(r for r in table["rows"] if r["model"] == "ens")
+    assert ens["leads"]["3"]["score"] == pytest.approx(0.0, abs=1e-6)  # members -0.5/+0.5 around the truth
