@@ -7,6 +7,7 @@ Pairs where either side is missing are ignored.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ def _prepare(forecast: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, x
 
 
 @dataclass(frozen=True)
-class Metric:
+class Metric(ABC):
     name: str
     lower_is_better: bool
     description: str = ""
@@ -35,8 +36,9 @@ class Metric:
         out.name = self.name
         return out
 
+    @abstractmethod
     def _compute(self, f: xr.DataArray, o: xr.DataArray) -> xr.DataArray:
-        raise NotImplementedError  # each concrete metric overrides this
+        """The score per lead from aligned, jointly masked forecast and obs."""
 
 
 class RMSE(Metric):
