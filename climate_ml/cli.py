@@ -234,7 +234,7 @@ def leaderboard_cmd(
     score: Annotated[str, typer.Option("--score", help="acc, rmse or mae")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
-    reference: Annotated[str, typer.Option("--reference", help="Model that differences are taken against.")] = "damped_persistence",
+    reference: Annotated[str | None, typer.Option("--reference", help="Model that differences are taken against (default: the problem's strongest reference).")] = None,
     work: Annotated[str | None, typer.Option("--work", help="Work key (default: that of the newest run).")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -247,14 +247,14 @@ def leaderboard_cmd(
     from climate_ml.problems import get_problem
     from climate_ml.scores import METRICS
 
-    get_problem(problem)
+    prob = get_problem(problem)
     if score not in METRICS:
         raise QueryError(f"bad --score {score!r} (acc, rmse or mae)")
     if n_boot < 100:
         raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
     root = _root(store)
     board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
-    table = score_board(board, score, reference, n_boot=n_boot)
+    table = score_board(board, score, reference or prob.references[-1], n_boot=n_boot)
     typer.echo(json.dumps(table) if as_json else format_board(table, lead))
 
 
@@ -302,6 +302,8 @@ def stress_cmd(
     from climate_ml.workflows import DEFAULT_DATASET, ensure_dataset, reference_paths
 
     prob = get_problem(problem)
+    if prob.name != "el_nino":
+        raise QueryError(f"stress supports el_nino only (its breakdown is by ENSO phase at the init), not {prob.name!r}")
     for path in model_paths:
         load_model_factory(path)
     if lead not in prob.leads:
