@@ -20,15 +20,7 @@ INIT, LEAD, VALID, MEMBER, MODEL = "init_time", "lead", "valid_time", "member", 
 
 Y, X = "y", "x"  # projected grids (e.g. NSIDC polar stereographic), with 2-D lat/lon coordinates
 
-CANONICAL_UNITS = {
-    "sea_ice_area_fraction": "1",
-    "sea_surface_temperature": "degC",
-    "sea_surface_temperature_anomaly": "degC",
-    "precipitation_amount": "mm",
-    "sea_ice_extent": "1e6 km2",
-}
-
-# Unit spellings found in real files, mapped to (canonical unit, function converting values).
+# Unit spellings found in real files, mapped to (canonical unit, scale, offset).
 _UNIT_ALIASES: dict[str, tuple[str, float, float]] = {
     # name: (canonical, scale, offset) -> canonical = value * scale + offset
     "degc": ("degC", 1.0, 0.0),
