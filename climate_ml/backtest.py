@@ -70,6 +70,9 @@ class BacktestResult:
     failures: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     baseline: xr.DataArray | None = None  # (init_time, lead): scores use anomalies from it
+    fit_end: xr.DataArray | None = None  # (init_time): the training cut-off of each init's fold
+    context: dict[str, xr.DataArray] = field(default_factory=dict)  # the problem's scoring_context per init
+    definition: Problem | None = None  # the problem object (for its extra scores)
 
     def _anomalies(self, fc: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
         if self.baseline is None:
@@ -80,7 +83,13 @@ class BacktestResult:
         fc, obs = self._anomalies(self.forecasts[name])
         out = {m: _per_lead(metric.compute(fc, obs)) for m, metric in METRICS.items()}
         out["n"] = _per_lead(N_VERIFIED.compute(fc, obs))
+        if self.definition is not None:
+            out.update(self.definition.extra_scores(self, name)[0])
         return out
+
+    def extra(self, name: str) -> dict:
+        """Problem-specific summaries beyond per-lead scores (e.g. the rainfall wet season)."""
+        return self.definition.extra_scores(self, name)[1] if self.definition is not None else {}
 
     def skill(self, name: str, reference: str, metric: str = "rmse") -> dict[str, float]:
         fc, obs = self._anomalies(self.forecasts[name])
@@ -107,9 +116,9 @@ def _factory_cache(path: str, mtime_ns: int) -> Factory:  # mtime in the key: an
     return load_model_factory(path)
 
 
-def _plan(prepared: xr.Dataset, test_start, test_end, refit_every: int) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
+def _plan(problem: Problem, prepared: xr.Dataset, test_start, test_end, refit_every: int) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
     times = pd.DatetimeIndex(prepared["time"].values)
-    test_end = min(pd.Timestamp(test_end), times[-1])
+    test_end = min(pd.Timestamp(test_end), problem.last_init(prepared))
     test_start = pd.Timestamp(test_start)
     if test_start < times[0]:
         raise ClimateMLError(f"test start {test_start:%Y-%m} is before the data starts ({times[0]:%Y-%m})")
@@ -169,7 +178,7 @@ def backtest(
     (``scheduler`` address); results are assembled in fold order, so the numbers do not depend
     on the parallelism. A model that raises, returns a bad forecast or runs longer than
     ``time_limit`` seconds in a fold becomes a failure with its reason; the others still run."""
-    plan = _plan(prepared, test_start, test_end, refit_every)
+    plan = _plan(problem, prepared, test_start, test_end, refit_every)
     units = [(name, spec, t0, inits) for t0, inits in plan for name, spec in models.items()]
     done: dict[tuple[str, pd.Timestamp], xr.DataArray] = {}
     failures: dict[str, str] = {}
@@ -253,7 +262,12 @@ def backtest(
     if baselines[0] is not None:
         baseline = xr.concat([b.sel({INIT: inits}) for b, (_, inits) in zip(baselines, plan, strict=True)], dim=INIT)
         baseline = baseline.drop_vars("valid_time", errors="ignore")
-    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline)
+    fit_end = xr.concat([xr.DataArray(np.full(len(inits), np.datetime64(t0, "ns")), dims=INIT, coords={INIT: inits})
+                         for t0, inits in plan], dim=INIT)
+    contexts = [problem.scoring_context(prepared, t0) for t0, _ in plan]
+    context = {k: xr.concat([c[k].sel({INIT: inits}) for c, (_, inits) in zip(contexts, plan, strict=True)], dim=INIT)
+               for k in contexts[0]}
+    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline, fit_end, context, problem)
 
 
 def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:

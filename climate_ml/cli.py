@@ -30,7 +30,10 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store root (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry (default: the embedded toy-ocean).")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
+PredictorOpt = Annotated[list[str] | None, typer.Option(
+    "--predictor-dataset", help="A dataset adding predictors, e.g. an SST data set for rainfall (repeatable; "
+    "default: the default data's predictors with the default dataset, none otherwise).")]
 
 
 def _root(store):
@@ -142,9 +145,10 @@ def index(
 
 @app.command("backtest")
 def backtest_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     model_paths: Annotated[list[Path], typer.Argument(help="One or more model files, e.g. models/lightgbm_lagged.py")],
     dataset: DatasetOpt = None,
+    predictor_dataset: PredictorOpt = None,
     test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "1990-01",
     test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
     refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
@@ -156,34 +160,26 @@ def backtest_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
-    """Rolling-origin backtest of model files against persistence, climatology and damped
-    persistence on the same folds; each run is recorded for `climate-ml leaderboard`."""
+    """Rolling-origin backtest of model files against the problem's references on the same
+    folds; each run is recorded for `climate-ml leaderboard`."""
     from climate_ml.backtest import fold_starts
     from climate_ml.blend import blend_backtest
     from climate_ml.leaderboard import record_backtest
     from climate_ml.model_api import load_model_factory, model_name
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
-    from climate_ml.workflows import (
-        DEFAULT_DATASET,
-        backtest_summary,
-        ensure_dataset,
-        reference_paths,
-        run_backtest,
-    )
+    from climate_ml.workflows import backtest_summary, problem_inputs, reference_paths, run_backtest
 
     prob = get_problem(problem)
     for path in model_paths:
         load_model_factory(path)  # fail fast on a broken path before any data work
     if n_jobs < 1:
         raise QueryError(f"bad --n-jobs {n_jobs}: must be at least 1")
-    dataset = dataset or DEFAULT_DATASET[prob.name]
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
     root = _root(store)
-    obs = ensure_dataset(root, dataset, log=err.print)
-    prepared = prob.prepare(obs)
-    end = min(end, pd.Timestamp(prepared["time"].values[-1])) if end else pd.Timestamp(prepared["time"].values[-1])
+    dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    end = min(end, prob.last_init(prepared)) if end else prob.last_init(prepared)
     with _progress("backtest") as bar:
         task = bar.add_task("", total=None)
         res = run_backtest(prob, model_paths, prepared, start, end, refit_every,
@@ -218,6 +214,11 @@ def backtest_cmd(
         scores = {n: res.scores(n) for n in res.forecasts}
         for metric in ("acc", "rmse"):
             typer.echo(skill_table(scores, metric, prob.leads) + "\n")
+        for name in res.forecasts:
+            season = res.extra(name).get("season")
+            if season:
+                typer.echo(f"{name}: wet season " + ", ".join(
+                    f"{k} {season[k]['all']}" for k in ("rmse", "correlation", "bss_upper_tercile", "rpss")))
         if contributivity:
             typer.echo("blend contributivity: " + ", ".join(f"{k} {v:.0%}" for k, v in contributivity.items() if v > 0))
         for name, reason in res.failures.items():
@@ -230,7 +231,7 @@ def backtest_cmd(
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     score: Annotated[str, typer.Option("--score", help="acc, rmse or mae")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
@@ -260,7 +261,7 @@ def leaderboard_cmd(
 
 @archive_app.command("import")
 def archive_import(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     file: Annotated[Path, typer.Option("--file", help="CSV or NetCDF of forecasts by init and lead.")],
     model: Annotated[str, typer.Option("--model", help="Name for these forecasts in the archive.")],
     column: Annotated[str | None, typer.Option("--column", help="Value column/variable (default: the model name, else 'forecast').")] = None,
@@ -283,7 +284,7 @@ def archive_import(
 
 @app.command("stress")
 def stress_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
     dataset: DatasetOpt = None,
     train_end: Annotated[str, typer.Option("--train-end", help="Last month of the training era.")] = "1949-12",
@@ -299,7 +300,7 @@ def stress_cmd(
     from climate_ml.model_api import load_model_factory, model_name
     from climate_ml.problems import get_problem
     from climate_ml.stress import format_stress, stress_test
-    from climate_ml.workflows import DEFAULT_DATASET, ensure_dataset, reference_paths
+    from climate_ml.workflows import problem_inputs, reference_paths
 
     prob = get_problem(problem)
     if prob.name != "el_nino":
@@ -308,9 +309,8 @@ def stress_cmd(
         load_model_factory(path)
     if lead not in prob.leads:
         raise QueryError(f"bad --lead {lead}: {prob.name} leads are {prob.leads[0]}..{prob.leads[-1]}")
-    obs = ensure_dataset(_root(store), dataset or DEFAULT_DATASET[prob.name], log=err.print)
-    prepared = prob.prepare(obs)
-    end = _month(test_end, "--test-end") or pd.Timestamp(prepared["time"].values[-1])
+    _, _, prepared = problem_inputs(_root(store), prob, dataset, log=err.print)
+    end = _month(test_end, "--test-end") or prob.last_init(prepared)
     specs = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
     report = stress_test(prob, specs, prepared, _month(train_end, "--train-end"), _month(test_start, "--test-start"),
                          end, refit_every)
@@ -319,24 +319,24 @@ def stress_cmd(
 
 @app.command()
 def forecast(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     model_path: Annotated[Path, typer.Argument(help="A model file.")],
     init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used).")],
     dataset: DatasetOpt = None,
+    predictor_dataset: PredictorOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a different archived forecast for this init.")] = False,
     store: StoreOpt = None,
 ):
     """Train on data up to --init, forecast every lead, and archive the forecast."""
     from climate_ml.problems import get_problem
-    from climate_ml.workflows import DEFAULT_DATASET, ensure_dataset, forecast_and_archive
+    from climate_ml.workflows import forecast_and_archive, problem_inputs
 
     prob = get_problem(problem)
     init_ts = _month(init, "--init")
-    dataset = dataset or DEFAULT_DATASET[prob.name]
     root = _root(store)
-    obs = ensure_dataset(root, dataset, log=err.print)
-    fc, action = forecast_and_archive(root, prob, model_path, obs, prob.prepare(obs), dataset, init_ts, replace)
+    dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
     rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
             for lead, v, x in zip(fc["lead"].values, fc["valid_time"].values[0], fc.values[0], strict=True)]
     if as_json:
@@ -344,7 +344,8 @@ def forecast(
     else:
         typer.echo(f"{prob.name} forecast from {model_path.stem}, init {init} ({action} in archive)")
         for r in rows:
-            typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:+.2f} {prob.target_units}")
+            typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
+                       f"{prob.target_units}")
 
 
 @archive_app.command("query")
@@ -382,20 +383,21 @@ def archive_query(
 
 @app.command()
 def verify(
-    problem: Annotated[str, typer.Argument(help="el_nino")],
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     dataset: DatasetOpt = None,
+    predictor_dataset: PredictorOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
 ):
     """Score every archived forecast whose target has been observed, per model and lead."""
     from climate_ml.problems import get_problem
     from climate_ml.verify import verification_records, verify_archive
-    from climate_ml.workflows import DEFAULT_DATASET, ensure_dataset
+    from climate_ml.workflows import problem_inputs
 
     prob = get_problem(problem)
     root = _root(store)
-    obs = ensure_dataset(root, dataset or DEFAULT_DATASET[prob.name], log=err.print)
-    recs = verification_records(verify_archive(root, prob, prob.prepare(obs)))
+    _, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    recs = verification_records(verify_archive(root, prob, prepared))
     if as_json:
         typer.echo(json.dumps(recs))
     else:
@@ -418,7 +420,8 @@ def run(
 def serve_cmd(
     cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 6 5 * *",
     problem: Annotated[str, typer.Option("--problem")] = "el_nino",
-    dataset: Annotated[str, typer.Option("--dataset", help="Catalog entry to ingest each month.")] = "toy-ocean",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Catalog entry to ingest each month (default: the problem's embedded data).")] = None,
+    predictor_dataset: PredictorOpt = None,
     store: StoreOpt = None,
 ):
     """Serve the monthly forecast flow as a Prefect deployment on a cron schedule (needs a
@@ -428,11 +431,13 @@ def serve_cmd(
     from flows.monthly import serve
 
     get_problem(problem)
-    get_entry(dataset)
+    for name in [dataset, *(predictor_dataset or [])]:
+        if name is not None:
+            get_entry(name)
     parts = cron.split()
     if len(parts) != 5:
         raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
-    serve(cron=cron, problem=problem, dataset=dataset, store=str(_root(store)))
+    serve(cron=cron, problem=problem, dataset=dataset, store=str(_root(store)), predictors=predictor_dataset)
 
 
 @app.command("serve-api")

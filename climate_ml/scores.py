@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from climate_ml.schema import INIT, MEMBER
@@ -87,3 +88,62 @@ def skill_score(metric: Metric, forecast, obs, reference) -> xr.DataArray:
     out = 1 - s / s_ref if metric.lower_is_better else s - s_ref
     out.name = f"{metric.name}_skill"
     return out
+
+
+# --- tercile (probabilistic) scores ------------------------------------------------------
+
+CATEGORY = "category"  # below, near, above normal
+CATEGORIES = ("below", "near", "above")
+
+
+def tercile_edges(samples: xr.DataArray, dim: str = "sample") -> xr.DataArray:
+    """Lower and upper tercile edges (dim ``edge``) of climatological samples."""
+    q = samples.quantile([1 / 3, 2 / 3], dim=dim, skipna=True).rename(quantile="edge")
+    return q.assign_coords(edge=["lower", "upper"])
+
+
+def shifted_climatology_probabilities(forecast: xr.DataArray, samples: xr.DataArray, spread_ratio: xr.DataArray,
+                                      dim: str = "sample") -> xr.DataArray:
+    """Tercile probabilities (dim ``category``) from the climatological samples moved to the
+    forecast and scaled: the predictive members are ``forecast + r (x_i - mean(x))``. A forecast
+    of the climatological mean with r = 1 gives the climatological 1/3 each (up to ties), and
+    skewed variables such as rainfall keep their skew."""
+    edges = tercile_edges(samples, dim)
+    members = forecast + spread_ratio * (samples - samples.mean(dim, skipna=True))
+    valid = samples.notnull()
+    n = valid.sum(dim)
+    lo, hi = edges.isel(edge=0, drop=True), edges.isel(edge=1, drop=True)
+    p_below = ((members < lo) & valid).sum(dim) / n
+    p_above = ((members > hi) & valid).sum(dim) / n
+    probs = xr.concat([p_below, 1 - p_below - p_above, p_above], dim=pd.Index(list(CATEGORIES), name=CATEGORY))
+    return probs.where(forecast.notnull() & (n > 0))
+
+
+def observed_category(obs: xr.DataArray, edges: xr.DataArray) -> xr.DataArray:
+    """One-hot observed category (dim ``category``) against edges (dim ``edge``); NaN where obs is."""
+    lo = edges.isel(edge=0, drop=True)
+    hi = edges.isel(edge=1, drop=True)
+    cats = [obs < lo, (obs >= lo) & (obs <= hi), obs > hi]
+    onehot = xr.concat([c.astype(float) for c in cats], dim=pd.Index(list(CATEGORIES), name=CATEGORY))
+    return onehot.where(obs.notnull())
+
+
+def brier_skill_upper_tercile(probs: xr.DataArray, onehot: xr.DataArray, dim=INIT) -> xr.DataArray:
+    """Brier skill score of P(upper tercile) against the climatological 1/3 (1 perfect, 0 no
+    better than climatology)."""
+    p, o = probs.sel({CATEGORY: "above"}), onehot.sel({CATEGORY: "above"})
+    ok = p.notnull() & o.notnull()
+    bs = ((p - o) ** 2).where(ok).mean(dim)
+    bs_ref = ((1 / 3 - o) ** 2).where(ok).mean(dim)
+    return 1 - bs / bs_ref
+
+
+def ranked_probability_skill(probs: xr.DataArray, onehot: xr.DataArray, dim=INIT) -> xr.DataArray:
+    """Ranked probability skill score for terciles against climatological (1/3, 1/3, 1/3)."""
+    cf = probs.cumsum(CATEGORY).isel({CATEGORY: slice(0, 2)})
+    co = onehot.cumsum(CATEGORY).isel({CATEGORY: slice(0, 2)})
+    clim = xr.DataArray([1 / 3, 2 / 3], dims=CATEGORY, coords={CATEGORY: list(CATEGORIES[:2])})
+    ok = cf.notnull().all(CATEGORY) & co.notnull().all(CATEGORY)
+    rps = ((cf - co) ** 2).sum(CATEGORY).where(ok).mean(dim)
+    rps_ref = ((clim - co) ** 2).sum(CATEGORY).where(ok).mean(dim)
+    return 1 - rps / rps_ref

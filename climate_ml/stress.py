@@ -35,7 +35,7 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
     if train_end >= test_start:
         raise ClimateMLError(f"--train-end {train_end:%Y-%m} must be before --test-start {test_start:%Y-%m}")
     inside = backtest(problem, models, prepared, test_start, test_end, refit_every)
-    folds = [(problem.fold_data(prepared, t0), inits) for t0, inits in _plan(prepared, test_start, test_end, refit_every)]
+    folds = [(problem.fold_data(prepared, t0), inits) for t0, inits in _plan(problem, prepared, test_start, test_end, refit_every)]
     X_train, y_train = problem.fold_data(prepared, train_end).training_set()
     outside: dict[str, xr.DataArray] = {}
     failures = dict(inside.failures)

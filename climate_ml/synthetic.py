@@ -268,3 +268,67 @@ def write_toy_sea_ice(path: str | Path, **kwargs) -> Path:
 
 
 GENERATORS["toy-sea-ice"] = write_toy_sea_ice
+
+
+# --- embedded precipitation default --------------------------------------------------------
+
+# Statewide monthly mean precipitation (mm, Jan..Dec), roughly like the 1950-2024 nClimDiv
+# means, and the ENSO response of the wet season (per standard deviation of Nino 3.4): wetter
+# in the south-west in El Nino winters, drier in the Pacific Northwest.
+_WEST_CLIMATE = {
+    "002": ((25, 24, 24, 10, 5, 5, 50, 55, 30, 22, 18, 26), 0.22),  # Arizona
+    "004": ((105, 95, 80, 35, 15, 5, 3, 4, 10, 30, 62, 98), 0.20),  # California
+    "026": ((25, 24, 24, 16, 16, 9, 10, 10, 10, 14, 19, 23), 0.12),  # Nevada
+    "035": ((155, 120, 115, 75, 55, 40, 15, 17, 35, 80, 160, 165), -0.10),  # Oregon
+    "045": ((160, 120, 120, 80, 60, 45, 20, 25, 45, 100, 170, 170), -0.12),  # Washington
+}
+_ENSO_SEASON = np.array([1.0, 1.0, 0.8, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.3, 0.7, 1.0])  # Jan..Dec
+
+
+def toy_precip(start: str = "1950-01", end: str = "2024-12", seed: int = 42, shape: float = 1.6) -> xr.Dataset:
+    """Monthly statewide precipitation (mm) for five western states, driven by the toy ocean's
+    ENSO (the same recharge-oscillator run as ``toy_ocean`` with the same seed and start):
+    gamma-distributed totals around a wet-season climatology, scaled by exp(b * w(month) *
+    Nino3.4 / sd), plus a persistent (AR1, 2-month memory) regional anomaly common to all states.
+    With the default shape the Nov-Mar California total correlates with Sep-Oct Nino 3.4 at about
+    0.3, i.e. a weak teleconnection like the observed one."""
+    time = pd.date_range(start, end, freq="MS")
+    n = len(time)
+    enso, _ = recharge_oscillator(n, seed=seed)
+    enso = enso / enso.std()
+    rng = np.random.default_rng(seed + 2)
+    month = time.month.values - 1
+    regional = np.zeros(n)
+    for i in range(1, n):
+        regional[i] = np.exp(-1 / 2) * regional[i - 1] + np.sqrt(1 - np.exp(-1)) * rng.normal(0, 0.25)
+    data = {}
+    for state, (clim, response) in _WEST_CLIMATE.items():
+        mean = np.asarray(clim, dtype=float)[month] * np.exp(response * _ENSO_SEASON[month] * enso + regional)
+        data[state] = rng.gamma(shape, mean / shape)
+    ds = xr.Dataset({f"precip_{s}": ("time", v, {"units": "mm"}) for s, v in data.items()}, coords={"time": time})
+    ds.attrs = {"source": "climate_ml.synthetic.toy_precip (synthetic)", "seed": seed}
+    return ds
+
+
+def write_toy_precip(path: str | Path, **kwargs) -> Path:
+    """Write the toy precipitation as an nClimDiv statewide text file (inches, 2 decimals, the
+    10-character id of state, division 0, element 01 and year; -9.99 pads the last year)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds = toy_precip(**kwargs)
+    time = pd.DatetimeIndex(ds["time"].values)
+    lines = []
+    for state in sorted(_WEST_CLIMATE):
+        inches = ds[f"precip_{state}"].values / 25.4
+        for year in range(time[0].year, time[-1].year + 1):
+            row = np.full(12, -9.99)
+            sel = time.year == year
+            row[time.month[sel] - 1] = inches[sel]
+            lines.append(f"{state}001{year}" + "".join(f"{v:7.2f}" for v in row) + "   ")
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+GENERATORS["toy-california-precip"] = write_toy_precip

@@ -23,7 +23,9 @@ from climate_ml.problems import Problem
 from climate_ml.store import list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
-DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice"}
+DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice", "california_rainfall": "toy-california-precip"}
+# Predictor data sets used with the default data set (the toy rainfall is driven by the toy ocean's ENSO).
+DEFAULT_PREDICTORS = {"california_rainfall": ("toy-ocean",)}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 
 
@@ -65,8 +67,24 @@ def ensure_dataset(root: Path, name: str, log: Callable[[str], None] = lambda s:
     return open_obs(root, name)
 
 
+def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, predictors: list[str] | None = None,
+                   log: Callable[[str], None] = lambda s: None) -> tuple[str, xr.Dataset, xr.Dataset]:
+    """(dataset name, stored target observations, prepared inputs) for a problem. Without a
+    dataset, the problem's embedded default and its default predictors are used; ``predictors``
+    names further stored datasets or catalog entries (e.g. an SST data set for rainfall)."""
+    if predictors is None:
+        predictors = list(DEFAULT_PREDICTORS.get(problem.name, ())) if dataset is None else []
+    name = dataset or DEFAULT_DATASET[problem.name]
+    obs = ensure_dataset(root, name, log=log)
+    extra = {p: ensure_dataset(root, p, log=log) for p in predictors}
+    prepared = problem.prepare(obs, extra)
+    if extra:
+        obs = obs.assign_attrs(predictors=", ".join(predictors))
+    return name, obs, prepared
+
+
 def dataset_provenance(obs: xr.Dataset) -> dict:
-    return {k: obs.attrs.get(k) for k in ("source", "source_sha256", "catalog_entry") if k in obs.attrs}
+    return {k: obs.attrs.get(k) for k in ("source", "source_sha256", "catalog_entry", "predictors") if k in obs.attrs}
 
 
 def run_backtest(
@@ -91,7 +109,8 @@ def backtest_summary(
     from climate_ml.problems import get_problem
 
     references = get_problem(result.problem).references
-    refs = {r: {k: v for k, v in result.scores(r).items() if k != "n"} for r in references if r in result.forecasts}
+    refs = {r: {**{k: v for k, v in result.scores(r).items() if k != "n"}, **result.extra(r)}
+            for r in references if r in result.forecasts}
     out = {
         "problem": result.problem,
         "model": model,
@@ -107,6 +126,7 @@ def backtest_summary(
     scores = result.scores(model)
     out["n_verified"] = scores.pop("n")
     out["scores"] = scores
+    out.update(result.extra(model))
     out["skill"] = {f"rmse_vs_{r}": result.skill(model, r, "rmse") for r in references if r in result.forecasts}
     return out
 

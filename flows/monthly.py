@@ -12,15 +12,20 @@ import datetime as _dt
 import json
 from pathlib import Path
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 
 from climate_ml.catalog import get_entry
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
-from climate_ml.store import open_obs, store_root
+from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
-from climate_ml.workflows import forecast_and_archive, registered_models
+from climate_ml.workflows import (
+    DEFAULT_DATASET,
+    DEFAULT_PREDICTORS,
+    forecast_and_archive,
+    problem_inputs,
+    registered_models,
+)
 
 DEFAULT_CRON = "0 6 5 * *"  # 06:00 UTC on the 5th: monthly SST analyses are out by then
 
@@ -33,51 +38,57 @@ def ingest_new_months(root: str, dataset: str) -> str:
 
 
 @task
-def forecast_model(root: str, problem_name: str, dataset: str, model: str) -> dict:
+def forecast_model(root: str, problem_name: str, dataset: str, predictors: list[str], model: str) -> dict:
     problem = get_problem(problem_name)
-    obs = open_obs(Path(root), dataset)
-    prepared = problem.prepare(obs)
-    init = pd.Timestamp(prepared["time"].values[-1])
+    _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
+    init = problem.last_init(prepared)
     fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset, init)
     return {"model": model, "init": f"{init:%Y-%m}", "archive": action,
             "forecast": {int(k): round(float(v), 3) for k, v in zip(fc["lead"].values, fc.values[0], strict=True)}}
 
 
 @task
-def verify_all(root: str, problem_name: str, dataset: str) -> list[dict]:
+def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]) -> list[dict]:
     problem = get_problem(problem_name)
-    return verification_records(verify_archive(Path(root), problem, problem.prepare(open_obs(Path(root), dataset))))
+    _, _, prepared = problem_inputs(Path(root), problem, dataset, predictors)
+    return verification_records(verify_archive(Path(root), problem, prepared))
 
 
 @flow(name="climate-ml-monthly", log_prints=True)
-def monthly_forecast(problem: str = "el_nino", dataset: str = "toy-ocean", store: str | None = None,
-                     models: list[str] | None = None) -> dict:
-    """Ingest new observations, forecast with every model, archive, verify."""
+def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store: str | None = None,
+                     models: list[str] | None = None, predictors: list[str] | None = None) -> dict:
+    """Ingest new observations (the target's and the predictors'), forecast with every model,
+    archive, verify. Without a dataset: the problem's default data and predictors."""
     logger = get_run_logger()
     root = str(store_root(store))
-    logger.info(ingest_new_months(root, dataset))
+    get_problem(problem)
+    if predictors is None:
+        predictors = list(DEFAULT_PREDICTORS.get(problem, ())) if dataset is None else []
+    dataset = dataset or DEFAULT_DATASET[problem]
+    for name in [dataset, *predictors]:
+        logger.info(ingest_new_months(root, name))
     available = registered_models(problem)
     names = models or list(available)
     unknown = sorted(set(names) - set(available))
     if unknown:
         raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
-    issued = [forecast_model(root, problem, dataset, m) for m in names]
-    verified = verify_all(root, problem, dataset)
+    issued = [forecast_model(root, problem, dataset, predictors, m) for m in names]
+    verified = verify_all(root, problem, dataset, predictors)
     run_dir = Path(root) / "runs" / f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-monthly-{problem}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"problem": problem, "dataset": dataset, "forecasts": issued, "verification": verified}
+    summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued, "verification": verified}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
     logger.info(f"issued {len(issued)} forecasts from {issued[0]['init'] if issued else '-'}; summary in {run_dir}")
     return summary
 
 
-def serve(cron: str = DEFAULT_CRON, problem: str = "el_nino", dataset: str = "toy-ocean", store: str | None = None,
-          name: str = "monthly") -> None:
+def serve(cron: str = DEFAULT_CRON, problem: str = "el_nino", dataset: str | None = None, store: str | None = None,
+          name: str = "monthly", predictors: list[str] | None = None) -> None:
     """Register the monthly deployment with the Prefect server ($PREFECT_API_URL) and run its
     flow runs as they come due (blocks until interrupted)."""
     monthly_forecast.serve(
         name=name,
         cron=cron,
-        parameters={"problem": problem, "dataset": dataset, "store": str(store_root(store))},
+        parameters={"problem": problem, "dataset": dataset, "store": str(store_root(store)), "predictors": predictors},
         description="Ingest new observations, forecast with every model, archive, verify.",
     )

@@ -1,5 +1,6 @@
 """``climate-ml run``: the main job as a Prefect flow, over every problem with an embedded
-default data set (El Nino on the toy ocean, Arctic sea ice on the toy sea-ice field).
+default data set (El Nino on the toy ocean, Arctic sea ice on the toy sea-ice field, California
+rainfall on the toy nClimDiv precipitation with the toy ocean as predictor).
 
 Per problem (a subflow): make/ingest the default data -> build features on a Dask cluster ->
 backtest every model in models/ that serves the problem -> issue and archive forecasts from
@@ -24,18 +25,21 @@ from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     DEFAULT_DATASET,
+    DEFAULT_PREDICTORS,
     archive_backtest,
     ensure_dataset,
     forecast_and_archive,
+    problem_inputs,
     registered_models,
     run_backtest,
 )
 
-PROBLEMS = ("el_nino", "arctic_sea_ice")
+PROBLEMS = ("el_nino", "arctic_sea_ice", "california_rainfall")
 # (first test init, months between refits): full run, then --quick
 SCHEDULE = {
     "el_nino": (("1990-01", 24), ("2016-01", 60)),
     "arctic_sea_ice": (("2005-01", 12), ("2018-01", 36)),
+    "california_rainfall": (("1985-01", 12), ("2010-01", 60)),
 }
 
 
@@ -52,20 +56,20 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
     from dask.distributed import Client, LocalCluster
 
     problem = get_problem(problem_name)
-    obs = ensure_dataset(Path(root), dataset)
+    predictors = list(DEFAULT_PREDICTORS.get(problem_name, ()))
     if scheduler:
         with Client(scheduler):
-            return problem.prepare(obs)
+            return problem_inputs(Path(root), problem, dataset, predictors)[2]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.WARNING) as cluster, Client(cluster):
-        return problem.prepare(obs)
+        return problem_inputs(Path(root), problem, dataset, predictors)[2]
 
 
 @task
 def backtest_all(problem_name: str, prepared: xr.Dataset, test_start: str, refit_every: int):
     problem = get_problem(problem_name)
     extra = [p for n, p in registered_models(problem_name).items() if n not in problem.references]
-    test_end = pd.Timestamp(prepared["time"].values[-2])
+    test_end = min(problem.last_init(prepared), pd.Timestamp(prepared["time"].values[-2]))
     return run_backtest(problem, extra, prepared, test_start, test_end, refit_every)
 
 
@@ -79,7 +83,7 @@ def archive_hindcasts(root: str, problem_name: str, dataset: str, result) -> dic
 def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
-    init = pd.Timestamp(prepared["time"].values[-1])
+    init = problem.last_init(prepared)
     fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared,
                                       dataset, init)
     last = int(fc["lead"].values[-1])
@@ -92,13 +96,25 @@ def verify(root: str, problem_name: str, prepared: xr.Dataset) -> list[dict]:
     return verification_records(verify_archive(Path(root), get_problem(problem_name), prepared))
 
 
+def season_lines(result) -> list[str]:
+    """The wet-season summary per model, for problems that have one."""
+    lines = []
+    for name in result.forecasts:
+        season = result.extra(name).get("season")
+        if season:
+            lines.append(f"  {name:<18} wet season (all inits): " + ", ".join(
+                f"{k} {season[k]['all']}" for k in ("rmse", "correlation", "bss_upper_tercile", "rpss")))
+    return ["Nov-Mar total from Aug-Nov inits:", *lines, ""] if lines else []
+
+
 @flow(name="climate-ml-problem", log_prints=True)
 def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None) -> dict:
     logger = get_run_logger()
     problem = get_problem(problem_name)
     dataset = DEFAULT_DATASET[problem_name]
     test_start, refit = SCHEDULE[problem_name][1 if quick else 0]
-    logger.info(ingest_default(root, dataset))
+    for name in [dataset, *DEFAULT_PREDICTORS.get(problem_name, ())]:
+        logger.info(ingest_default(root, name))
     prepared = build_features(root, problem_name, dataset, scheduler)
     result = backtest_all(problem_name, prepared, test_start, refit)
     if result.failures:
@@ -108,12 +124,13 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     verified = verify(root, problem_name, prepared)
 
     scores = {n: result.scores(n) for n in result.forecasts}
+    extra = {n: result.extra(n) for n in result.forecasts}
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = Path(root) / "runs" / f"{stamp}-{problem_name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     png = plot_skill(scores, run_dir / "skill_vs_lead.png",
                      f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads)
-    (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "verification": verified, "forecasts": issued}, indent=1))
+    (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")
     text = "\n".join([
         f"== {problem_name} ({problem.description}) on {dataset}",
@@ -121,6 +138,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
         "",
         skill_table(scores, "rmse", problem.leads),
         "",
+        *season_lines(result),
         "forecasts issued from " + (issued[0]["init"] if issued else "-") + ": "
         + ", ".join(f"{i['model']} lead {i['lead']} = {i['value']:{'+' if problem.target_is_anomaly else ''}.2f} "
                     f"{problem.target_units}" for i in issued),

@@ -3,6 +3,8 @@ For El Nino the latest 3-month mean anomaly; for sea ice the latest monthly exte
 
 import xarray as xr
 
+PROBLEMS = ("el_nino", "arctic_sea_ice")
+
 
 class Persistence:
     def fit(self, X: xr.Dataset, y: xr.DataArray) -> "Persistence":

@@ -19,7 +19,7 @@ def test_run_quick_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ACC by lead" in p.stdout and "plot:" in p.stdout
     runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir()}
-    assert set(runs) == {"el_nino", "arctic_sea_ice"}
+    assert set(runs) == {"el_nino", "arctic_sea_ice", "california_rainfall"}
     for run in runs.values():
         png = run / "skill_vs_lead.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
@@ -36,3 +36,10 @@ def test_run_quick_end_to_end(tmp_path):
     ds = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
     assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
     assert any(r["n"] > 0 for r in scores["verification"])
+    rain = json.loads((runs["california_rainfall"] / "scores.json").read_text())
+    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged"}
+    assert {"bss_upper_tercile", "rpss", "rmse", "acc"} <= set(rain["backtest"]["lightgbm_lagged"])
+    season = rain["extra"]["lightgbm_lagged"]["season"]
+    assert season["n"]["all"] > 0 and set(season["n"]) == {"Aug", "Sep", "Oct", "Nov", "all"}
+    assert "Nov-Mar total from Aug-Nov inits" in p.stdout
+    assert {f["init"] for f in rain["forecasts"]} == {"2024-12"}

@@ -26,7 +26,7 @@ from climate_ml.errors import IngestError
 
 NSIDC_MISSING = -9999.0
 NCLIMDIV_MISSING = -9.99
-STATE_CODES = {"california": "004"}  # nClimDiv statewide codes (alphabetical, 48 states)
+STATE_CODES = {"arizona": "002", "california": "004", "nevada": "026", "oregon": "035", "washington": "045"}  # nClimDiv statewide codes (alphabetical, 48 states)
 MIN_DAILY_COVERAGE = 0.4  # a month needs data on 40% of its days (every other day passes) ...
 EDGE_DAYS = 5  # ... and data within 5 days of its start and of its end
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from climate_ml.errors import QueryError
 from climate_ml.problems.arctic_sea_ice import ArcticSeaIce
 from climate_ml.problems.base import FoldData, Problem
+from climate_ml.problems.california_rainfall import CaliforniaRainfall
 from climate_ml.problems.el_nino import ElNino
 
-PROBLEMS: dict[str, type[Problem]] = {"el_nino": ElNino, "arctic_sea_ice": ArcticSeaIce}
+PROBLEMS: dict[str, type[Problem]] = {
+    "el_nino": ElNino, "arctic_sea_ice": ArcticSeaIce, "california_rainfall": CaliforniaRainfall}
 
 
 def get_problem(name: str, **options) -> Problem:

@@ -33,7 +33,7 @@ class ArcticSeaIce(Problem):
     references: tuple[str, ...] = ("climatology", "linear_trend", "trend_persistence")
     lags: tuple[int, ...] = tuple(range(12))
 
-    def prepare(self, obs: xr.Dataset) -> xr.Dataset:
+    def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """An extent series as it is, or a concentration field (fraction, with a ``cell_area``
         coordinate in m^2) reduced to extent: the area of cells at or above 15%."""
         if "extent" in obs.data_vars:

@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.schema import INIT, LEAD
+from climate_ml.errors import ClimateMLError
+from climate_ml.features import nino_indices
+from climate_ml.schema import INIT, LEAD, TIME
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,44 @@ class Problem(ABC):
         against, e.g. a trend; None when targets are already anomalies."""
         return None
 
+    def prepare(self, obs: xr.Dataset, predictors: dict[str, xr.Dataset] | None = None) -> xr.Dataset:
+        """Reduce stored observations (and any predictor datasets) to what the problem needs,
+        independent of any training window; lazy Dask work is computed here. Predictor series
+        are named ``sst_<index>`` and put on the target's time axis (NaN where absent)."""
+        prepared = self.prepare_target(obs)
+        if predictors:
+            extra = predictor_series(predictors)
+            clash = sorted(set(extra.data_vars) & set(prepared.data_vars))
+            if clash:
+                raise ClimateMLError(f"predictor variables {clash} clash with the problem's own inputs")
+            prepared = prepared.merge(extra.reindex({TIME: prepared[TIME].values}))
+        return prepared
+
     @abstractmethod
-    def prepare(self, obs: xr.Dataset) -> xr.Dataset:
-        """Reduce stored observations to what the problem needs (lazy Dask work computed here),
-        independent of any training window."""
+    def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
+        """The problem's own inputs from its target dataset (computed, over ``time``)."""
+
+    def last_init(self, prepared: xr.Dataset) -> pd.Timestamp:
+        """The last month at which every input is known (predictor records may end earlier)."""
+        times = pd.DatetimeIndex(prepared[TIME].values)
+        known = np.ones(len(times), dtype=bool)
+        for v in prepared.data_vars:
+            da = prepared[v]
+            other = [d for d in da.dims if d != TIME]
+            known &= np.asarray((da.notnull().any(other) if other else da.notnull()).values)
+        if not known.any():
+            raise ClimateMLError(f"{self.name}: no month has every input ({', '.join(sorted(prepared.data_vars))})")
+        return times[np.flatnonzero(known)[-1]]
+
+    def scoring_context(self, prepared: xr.Dataset, fit_end) -> dict[str, xr.DataArray]:
+        """Per-init data (dim ``init_time``) that the problem's extra scores need for a fold
+        fitted up to ``fit_end``, e.g. tercile edges from the training window."""
+        return {}
+
+    def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
+        """Problem-specific scores of one model in a ``BacktestResult``: per-lead scores merged
+        into ``scores()`` and extra blocks for the JSON summary."""
+        return {}, {}
 
     @abstractmethod
     def target(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
@@ -74,3 +110,25 @@ class Problem(ABC):
     @abstractmethod
     def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
         """Features and targets with every learned statistic fitted up to ``fit_end``."""
+
+
+def predictor_series(predictors: dict[str, xr.Dataset]) -> xr.Dataset:
+    """Predictor datasets as index series: an SST field (lat/lon) becomes the Nino box means,
+    a 1-D series stays itself. Variables are named ``sst_<name>``."""
+    out: dict[str, xr.DataArray] = {}
+    for dataset, ds in predictors.items():
+        if len(ds.data_vars) != 1:
+            raise ClimateMLError(f"predictor dataset {dataset!r}: expected one variable, found {sorted(ds.data_vars)}")
+        da = ds[next(iter(ds.data_vars))]
+        if "lat" in da.dims and "lon" in da.dims:
+            idx = nino_indices(da).compute()
+            for region in idx.data_vars:
+                out[f"sst_{region}"] = idx[region].astype("float64")
+        elif da.dims == (TIME,):
+            name = da.name if str(da.name).startswith("nino") else dataset.replace("-", "_")
+            out[f"sst_{name}"] = da.astype("float64").compute()
+        else:
+            raise ClimateMLError(f"predictor dataset {dataset!r}: a (time, lat, lon) field or a time series expected, "
+                                 f"got dims {da.dims}")
+    ds = xr.Dataset(out)
+    return ds.drop_vars([c for c in ds.coords if c not in ds.dims])

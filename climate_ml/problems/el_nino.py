@@ -49,7 +49,7 @@ class ElNino(Problem):
     eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
     eof_resolution: float = 5.0
 
-    def prepare(self, obs: xr.Dataset) -> xr.Dataset:
+    def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """Nino box means and a coarse tropical-Pacific field from an SST dataset (a field with
         lat/lon), or the index itself from a 1-D dataset (e.g. an OISST Nino 3.4 series)."""
         if len(obs.data_vars) != 1:
