@@ -1,0 +1,177 @@
+"""California rainfall: targets, the wet-season product, tercile scores, the embedded default in
+the nClimDiv format, predictors from another data set, and the no-lookahead guard."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from climate_ml.backtest import backtest, lookahead_violations
+from climate_ml.cli import main
+from climate_ml.errors import ClimateMLError
+from climate_ml.ingest import standardise
+from climate_ml.ingest.tabular import open_nclimdiv
+from climate_ml.model_api import load_model_factory
+from climate_ml.problems import get_problem
+from climate_ml.schema import INIT, LEAD
+from climate_ml.scores import (
+    brier_skill_upper_tercile,
+    observed_category,
+    ranked_probability_skill,
+    shifted_climatology_probabilities,
+    tercile_edges,
+)
+from climate_ml.synthetic import toy_ocean, toy_precip, write_toy_precip
+from climate_ml.workflows import registered_models
+
+PROBLEM = get_problem("california_rainfall")
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    precip = toy_precip(end="2004-12")["precip_004"].assign_attrs(units="mm")
+    ocean = standardise(toy_ocean(end="2004-12"), "sst")
+    return PROBLEM.prepare(xr.Dataset({"precip": precip}), {"toy-ocean": ocean})
+
+
+def test_prepare_adds_predictor_indices_on_the_precip_axis(prepared):
+    assert {"precip", "sst_nino34", "sst_nino3", "sst_nino4"} <= set(prepared.data_vars)
+    assert prepared.sizes["time"] == 55 * 12
+    assert float(prepared["sst_nino34"].std()) > 0.3
+
+
+def test_wrong_units_and_bad_predictors_are_clear_errors(prepared):
+    pr = xr.Dataset({"precip": prepared["precip"].assign_attrs(units="inches")})
+    with pytest.raises(ClimateMLError, match="mm.*inches"):
+        PROBLEM.prepare(pr)
+    good = xr.Dataset({"precip": prepared["precip"].assign_attrs(units="mm")})
+    two = xr.Dataset({"a": prepared["precip"], "b": prepared["precip"]})
+    with pytest.raises(ClimateMLError, match="predictor dataset 'two'.*one variable"):
+        PROBLEM.prepare(good, {"two": two})
+
+
+def test_target_is_the_monthly_total_at_valid_time(prepared):
+    y = PROBLEM.target(prepared, "1990-01")
+    t = pd.Timestamp("1980-08-01")
+    for lead in PROBLEM.leads:
+        want = float(prepared["precip"].sel(time=t + pd.DateOffset(months=lead)))
+        assert float(y.sel({INIT: t, LEAD: lead})) == pytest.approx(want)
+    assert pd.Timestamp(y.sel({INIT: t, LEAD: 3}).valid_time.values) == pd.Timestamp("1980-11-01")
+
+
+def test_season_context_splits_known_and_forecast_months(prepared):
+    ctx = PROBLEM.scoring_context(prepared, "1990-01")
+    pr = prepared["precip"].to_series()
+    w = ctx["season_weights"]
+    aug, nov, jan = (pd.Timestamp(f"1985-{m}-01") for m in ("08", "11", "01"))
+    assert list(w.sel({INIT: aug}).values) == [0, 0, 1, 1, 1, 1, 1]  # Nov..Mar = leads 3..7
+    assert list(w.sel({INIT: nov}).values) == [1, 1, 1, 1, 0, 0, 0]  # Dec..Mar; Nov is known
+    assert float(ctx["season_known"].sel({INIT: nov})) == pytest.approx(pr[nov])
+    assert float(ctx["season_known"].sel({INIT: aug})) == 0.0
+    assert np.isnan(float(ctx["season_known"].sel({INIT: jan})))
+    season = pr["1985-11":"1986-03"].sum()
+    assert float(ctx["season_obs"].sel({INIT: aug})) == pytest.approx(season)
+    assert float(ctx["season_obs"].sel({INIT: nov})) == pytest.approx(season)
+
+
+def test_tercile_samples_come_from_the_training_window_only(prepared):
+    """Changing every month after the cut-off leaves the climatological samples unchanged."""
+    fit_end = pd.Timestamp("1990-01-01")
+    later = prepared.copy(deep=True)
+    later["precip"] = later["precip"].where(later.time <= np.datetime64(fit_end), 9999.0)
+    a, b = PROBLEM.scoring_context(prepared, fit_end), PROBLEM.scoring_context(later, fit_end)
+    for key in ("climate_samples", "season_samples"):
+        xr.testing.assert_identical(a[key], b[key])
+    assert np.nanmax(a["climate_samples"].values) < 9999.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**31 - 1))
+def test_climatological_forecast_scores_zero_and_perfect_scores_one(seed):
+    rng = np.random.default_rng(seed)
+    samples = xr.DataArray(rng.gamma(1.5, 40.0, (200, 60)), dims=(INIT, "sample"))
+    obs = xr.DataArray(rng.gamma(1.5, 40.0, 200), dims=INIT)
+    edges = tercile_edges(samples)
+    onehot = observed_category(obs, edges)
+    clim = xr.full_like(onehot, 1 / 3)
+    assert float(ranked_probability_skill(clim, onehot)) == pytest.approx(0.0, abs=1e-12)
+    assert float(brier_skill_upper_tercile(clim, onehot)) == pytest.approx(0.0, abs=1e-12)
+    assert float(ranked_probability_skill(onehot, onehot)) == pytest.approx(1.0)
+    assert float(brier_skill_upper_tercile(onehot, onehot)) == pytest.approx(1.0)
+    # the climatological mean with unit spread gives the climatological 1/3 each
+    probs = shifted_climatology_probabilities(samples.mean("sample"), samples, xr.ones_like(obs))
+    np.testing.assert_allclose(probs.values, 1 / 3, atol=1 / 60 + 1e-9)
+    np.testing.assert_allclose(probs.sum("category").values, 1.0)
+
+
+def test_every_rainfall_model_passes_lookahead_guard(prepared):
+    for name, path in registered_models("california_rainfall").items():
+        factory = load_model_factory(path)
+        bad = lookahead_violations(PROBLEM, factory, prepared, ["1990-01", "1990-09"], "1990-01")
+        assert bad == [], f"{name}: {bad}"
+
+
+def test_backtest_scores_the_season_and_terciles(prepared):
+    paths = registered_models("california_rainfall")
+    assert set(paths) == {"climatology", "enso_regression", "lightgbm_lagged"}
+    res = backtest(PROBLEM, paths, prepared, "1980-01", "2003-12", refit_every=48)
+    assert res.failures == {}
+    for name in paths:
+        s = res.scores(name)
+        assert set(s["bss_upper_tercile"]) == {str(k) for k in PROBLEM.leads}
+        assert all(v is not None and v <= 1 for v in s["rpss"].values())
+        season = res.extra(name)["season"]
+        assert season["n"] == {"Aug": 24, "Sep": 24, "Oct": 24, "Nov": 24, "all": 96}
+    clim = res.extra("climatology")["season"]
+    # a climatological forecast has (close to) no probabilistic skill, by construction
+    assert abs(clim["rpss"]["Aug"]) < 0.1 and abs(clim["bss_upper_tercile"]["Aug"]) < 0.1
+    # the toy teleconnection is real: the ENSO-aware models find it in the season total
+    enso = res.extra("enso_regression")["season"]
+    assert enso["rmse"]["all"] < clim["rmse"]["all"] and enso["rpss"]["all"] > clim["rpss"]["all"]
+    assert enso["correlation"]["all"] > 0.15
+    seas = PROBLEM.season_forecasts(res, "lightgbm_lagged")
+    assert (seas["probability"].sum("category") - 1).pipe(abs).max() < 1e-9
+    assert set(pd.DatetimeIndex(seas[INIT].values).month) == {8, 9, 10, 11}
+
+
+def test_toy_precip_is_a_wet_season_climate_with_a_weak_enso_link(tmp_path):
+    path = write_toy_precip(tmp_path / "climdiv-pcpnst-toy.txt")
+    first = path.read_text().splitlines()[0]
+    assert first[:10] == "0020011950" and len(first.split()) == 13
+    ca = open_nclimdiv(path, "precip", region="california")["precip"].to_series() * 25.4
+    direct = toy_precip()["precip_004"].to_series()
+    np.testing.assert_allclose(ca.values, direct.values, atol=0.005 * 25.4 + 1e-9)  # 2 decimals in inches
+    by_month = ca.groupby(ca.index.month).mean()
+    assert by_month[[11, 12, 1, 2, 3]].sum() > 0.7 * by_month.sum()
+    ocean = toy_ocean()
+    n34 = ocean["sst"].sel(lat=slice(5, -5), lon=slice(190, 240)).mean(["lat", "lon"]).to_series()
+    n34 = n34.groupby(n34.index.month).transform(lambda s: s - s.mean())
+    so = n34[n34.index.month.isin([9, 10])]
+    so = so.groupby(so.index.year).mean()
+    season = ca.rolling(5).sum().shift(-4)
+    season = season[season.index.month == 11]
+    season.index = season.index.year
+    r = so.corr(season.reindex(so.index))
+    assert 0.1 < r < 0.5, r
+
+
+def test_cli_backtest_json_has_tercile_scores_and_references(tmp_path, capsys):
+    store = tmp_path / "store"
+    rc = main(["backtest", "california_rainfall", "models/lightgbm_lagged.py", "--test-start", "2000-01",
+               "--refit-every", "60", "--json", "--no-blend", "--store", str(store)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["problem"] == "california_rainfall" and out["dataset"] == "toy-california-precip"
+    assert {"bss_upper_tercile", "rpss", "rmse", "acc"} <= set(out["scores"])
+    assert set(out["references"]) == {"climatology", "enso_regression"}
+    for ref in out["references"].values():
+        assert {"bss_upper_tercile", "rpss", "season"} <= set(ref)
+    assert set(out["season"]) == {"n", "rmse", "correlation", "bss_upper_tercile", "rpss"}
+    rc = main(["backtest", "california_rainfall", "models/lightgbm_lagged.py", "--predictor-dataset", "no-such-sst",
+               "--store", str(store)])
+    assert rc == 2
+    assert "no-such-sst" in capsys.readouterr().err
