@@ -37,7 +37,7 @@ def test_run_quick_end_to_end(tmp_path):
     assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
     assert any(r["n"] > 0 for r in scores["verification"])
     rain = json.loads((runs["california_rainfall"] / "scores.json").read_text())
-    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged"}
+    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain"}
     assert {"bss_upper_tercile", "rpss", "rmse", "acc"} <= set(rain["backtest"]["lightgbm_lagged"])
     season = rain["extra"]["lightgbm_lagged"]["season"]
     assert season["n"]["all"] > 0 and set(season["n"]) == {"Aug", "Sep", "Oct", "Nov", "all"}

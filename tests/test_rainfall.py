@@ -117,7 +117,7 @@ def test_every_rainfall_model_passes_lookahead_guard(prepared):
 
 def test_backtest_scores_the_season_and_terciles(prepared):
     paths = registered_models("california_rainfall")
-    assert set(paths) == {"climatology", "enso_regression", "lightgbm_lagged"}
+    assert set(paths) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain"}
     res = backtest(PROBLEM, paths, prepared, "1980-01", "2003-12", refit_every=48)
     assert res.failures == {}
     for name in paths:

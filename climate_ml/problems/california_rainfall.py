@@ -272,3 +272,51 @@ def season_scores(ds: xr.Dataset) -> dict:
         out["bss_upper_tercile"][key] = _round(brier_skill_upper_tercile(part["probability"], onehot))
         out["rpss"][key] = _round(ranked_probability_skill(part["probability"], onehot))
     return out
+
+
+def season_skill_interval(problem: CaliforniaRainfall, result, name: str, reference: str = "climatology",
+                          n_boot: int = 2000, seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """Point value and 95% bootstrap interval, resampling whole seasons (a season's Aug-Nov
+    inits stay together), of the wet-season BSS (upper tercile), RPSS and RMSE skill against
+    ``reference`` (1 - rmse / rmse_ref), over all init months."""
+    fc, ref = problem.season_forecasts(result, name), problem.season_forecasts(result, reference)
+    ok = (fc["forecast"].notnull() & fc["observed"].notnull() & ref["forecast"].notnull()).values
+    fc, ref = fc.isel({INIT: ok}), ref.isel({INIT: ok})
+    years = pd.DatetimeIndex(fc[INIT].values).year.values
+    onehot = observed_category(fc["observed"], fc["edges"])
+    obs = fc["observed"].values
+    bs = ((fc["probability"].sel(category="above") - onehot.sel(category="above")) ** 2).values
+    bs_ref = ((1 / 3 - onehot.sel(category="above")) ** 2).values
+    cum = fc["probability"].cumsum("category").isel(category=slice(0, 2))
+    cum_o = onehot.cumsum("category").isel(category=slice(0, 2))
+    rps = ((cum - cum_o) ** 2).sum("category").values
+    rps_ref = ((np.array([1 / 3, 2 / 3]) - cum_o.transpose(INIT, "category").values) ** 2).sum(1)
+    se = (fc["forecast"].values - obs) ** 2
+    se_ref = (ref["forecast"].values - obs) ** 2
+
+    def stats(idx):
+        return (1 - bs[idx].mean() / bs_ref[idx].mean(), 1 - rps[idx].mean() / rps_ref[idx].mean(),
+                1 - np.sqrt(se[idx].mean() / se_ref[idx].mean()))
+
+    uniq = np.unique(years)
+    members = [np.flatnonzero(years == y) for y in uniq]
+    rng = np.random.default_rng(seed)
+    draws = np.array([stats(np.concatenate([members[k] for k in rng.integers(0, len(uniq), len(uniq))]))
+                      for _ in range(n_boot)])
+    point = stats(np.arange(len(years)))
+    keys = ("bss_upper_tercile", "rpss", f"rmse_skill_vs_{reference}")
+    return {k: (round(float(point[i]), 4), round(float(np.percentile(draws[:, i], 2.5)), 4),
+                round(float(np.percentile(draws[:, i], 97.5)), 4)) for i, k in enumerate(keys)}
+
+
+def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
+    """Correlation of the Sep-Oct mean Nino 3.4 anomaly with the following Nov-Mar total."""
+    n34 = prepared["sst_nino34"].to_series()
+    n34 = n34 - n34.groupby(n34.index.month).transform("mean")
+    so = n34[n34.index.month.isin([9, 10])]
+    so = so.groupby(so.index.year).mean()
+    total = prepared["precip"].to_series().rolling(5).sum().shift(-4)
+    total = total[total.index.month == 11]
+    total.index = total.index.year
+    both = pd.concat([so, total], axis=1).loc[first:last].dropna()
+    return float(both.corr().iloc[0, 1])
