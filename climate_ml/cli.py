@@ -317,6 +317,47 @@ def stress_cmd(
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
+@app.command("sea-ice-fields")
+def sea_ice_fields_cmd(
+    dataset: Annotated[str, typer.Option("--dataset", help="A sea-ice concentration field (fraction, with cell_area).")] = "toy-sea-ice",
+    test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "2012-01",
+    test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
+    refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    store: StoreOpt = None,
+):
+    """Backtest per-cell concentration-field forecasts (climatology, linear trend, trend
+    persistence, damped anomaly persistence) at leads 1-6 and score them by integrated ice-edge
+    error, sea-ice-extent error and binary accuracy (ice = concentration >= 15%)."""
+    from climate_ml.report import skill_table
+    from climate_ml.sea_ice_fields import (
+        concentration_field,
+        field_backtest,
+        summarise_field_scores,
+    )
+    from climate_ml.workflows import ensure_dataset
+
+    start = _month(test_start, "--test-start")
+    end = _month(test_end, "--test-end")
+    if refit_every < 1:
+        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
+    conc, area = concentration_field(ensure_dataset(_root(store), dataset, log=err.print))
+    conc = conc.load()
+    end = end or pd.Timestamp(conc["time"].values[-1])
+    leads = list(range(1, 7))
+    with _progress("field backtest") as bar:
+        task = bar.add_task("", total=None)
+        scores = field_backtest(conc, area, leads, start, end, refit_every,
+                                progress=lambda msg: bar.update(task, description=msg))
+    summary = summarise_field_scores(scores)
+    if as_json:
+        typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{end:%Y-%m}"],
+                               "refit_every_months": refit_every, "leads": leads, "scores": summary}))
+        return
+    for metric in ("iiee", "sie_rmse", "binary_accuracy"):
+        typer.echo(skill_table(summary, metric, leads) + "\n")
+
+
 @app.command()
 def forecast(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],

@@ -37,20 +37,31 @@ def markdown_table(scores: dict[str, dict[str, dict[str, float]]], metric: str, 
     return "\n".join(lines)
 
 
-def plot_skill(scores: dict[str, dict[str, dict[str, float]]], path: str | Path, title: str, leads) -> Path:
-    """ACC and RMSE against lead for every model; references dashed."""
+AXIS_LABELS = {
+    "acc": "anomaly correlation (ACC)", "rmse": "RMSE", "bss_upper_tercile": "Brier skill score, upper tercile",
+    "rpss": "ranked probability skill score", "iiee": "integrated ice-edge error (10^6 km^2)",
+    "binary_accuracy": "binary accuracy (ice >= 15%)", "sie_rmse": "RMSE of sea-ice extent (10^6 km^2)",
+}
+
+
+def plot_skill(scores: dict[str, dict[str, dict[str, float]]], path: str | Path, title: str, leads,
+               units: str = "", metrics=("acc", "rmse")) -> Path:
+    """One panel per metric against lead for every model; references dashed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), constrained_layout=True, squeeze=False)
+    axes = axes[0]
     lead_vals = [int(x) for x in leads]
     for name, s in scores.items():
         style = "--" if name in REFERENCES else "-"
-        for ax, metric in zip(axes, ("acc", "rmse"), strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
             ys = [s[metric].get(str(k)) for k in lead_vals]
             ax.plot(lead_vals, [float("nan") if v is None else v for v in ys], style, marker="o", ms=3, label=name)
-    axes[0].set_ylabel("anomaly correlation (ACC)")
-    axes[0].axhline(0.5, color="grey", lw=0.6, ls=":")
-    axes[1].set_ylabel("RMSE (degC)")
+    for ax, metric in zip(axes, metrics, strict=True):
+        label = AXIS_LABELS.get(metric, metric)
+        ax.set_ylabel(f"{label} ({units})" if metric in ("rmse", "mae") and units else label)
+        if metric == "acc":
+            ax.axhline(0.5, color="grey", lw=0.6, ls=":")
     ticks = [k for k in lead_vals if k in (1, 3, 6, 9, 12, 15, 18, 24)] or lead_vals
     for ax in axes:
         ax.set_xticks(ticks)
@@ -59,5 +70,31 @@ def plot_skill(scores: dict[str, dict[str, dict[str, float]]], path: str | Path,
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ice_edge(observed, forecasts: dict, path: str | Path, title: str, threshold: float = 0.15) -> Path:
+    """The observed concentration (y, x) as a map, with the observed ice edge (black) and each
+    forecast's ice edge (coloured contours) at ``threshold``."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(5.5, 7), constrained_layout=True)
+    obs = np.asarray(observed)
+    im = ax.imshow(obs, cmap="Blues_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.contour(np.nan_to_num(obs, nan=0.0), levels=[threshold], colors="black", linewidths=1.4)
+    handles = [plt.Line2D([], [], color="black", lw=1.4, label="observed")]
+    for (name, field), color in zip(forecasts.items(), ("tab:red", "tab:orange", "tab:green", "tab:purple"), strict=False):
+        ax.contour(np.nan_to_num(np.asarray(field), nan=0.0), levels=[threshold], colors=color, linewidths=1.0)
+        handles.append(plt.Line2D([], [], color=color, lw=1.0, label=name))
+    ax.set_facecolor("tan")  # land (NaN)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
+    fig.colorbar(im, ax=ax, shrink=0.6, label="sea-ice concentration")
+    ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -184,9 +184,9 @@ TRUE_LAT = 70.0  # NSIDC polar stereographic north: true scale at 70N, central m
 CENTRAL_LON = -45.0
 
 
-def polar_stereographic_grid(resolution_m: float = 100_000.0):
-    """The NSIDC north polar stereographic grid (x -3850..3750 km, y 5850..-5350 km) at a given
-    resolution, on a sphere: returns x, y (m), 2-D lat, lon (degrees east, [0, 360)) and
+def polar_stereographic_grid(resolution_m: float = 25_000.0):
+    """The NSIDC north polar stereographic grid (x -3850..3750 km, y 5850..-5350 km; 304 x 448
+    cells at the NSIDC standard 25 km) at a given resolution, on a sphere: returns x, y (m), 2-D lat, lon (degrees east, [0, 360)) and
     cell area (m^2, the projected cell area divided by the squared scale factor)."""
     x = np.arange(-3_850_000.0 + resolution_m / 2, 3_750_000.0, resolution_m)
     y = np.arange(5_850_000.0 - resolution_m / 2, -5_350_000.0, -resolution_m)
@@ -210,7 +210,7 @@ def _arctic_land(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return greenland | archipelago | america | eurasia
 
 
-def toy_sea_ice(start: str = "1979-01", end: str = "2024-12", resolution_m: float = 100_000.0,
+def toy_sea_ice(start: str = "1979-01", end: str = "2024-12", resolution_m: float = 25_000.0,
                 seed: int = 7) -> xr.Dataset:
     """Sea-ice concentration (fraction 0-1) on the NSIDC polar stereographic grid: the ice edge
     migrates between about 62N in March and 78N in September, retreats northwards (faster in

@@ -20,7 +20,7 @@ import xarray as xr
 from prefect import flow, get_run_logger, task
 
 from climate_ml.problems import get_problem
-from climate_ml.report import markdown_table, plot_skill, skill_table
+from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
 from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
@@ -92,8 +92,42 @@ def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.D
 
 
 @task
+def field_skill(root: str, dataset: str, test_start: str, refit_every: int, run_dir: str) -> dict:
+    """Concentration-field forecasts (per-cell references) scored by IIEE, extent error and
+    binary accuracy; a skill plot and a map of the ice edge in the last verifiable September."""
+    from climate_ml.sea_ice_fields import (
+        concentration_field,
+        field_backtest,
+        field_forecast_maps,
+        summarise_field_scores,
+    )
+
+    conc, area = concentration_field(ensure_dataset(Path(root), dataset))
+    conc = conc.load()
+    times = pd.DatetimeIndex(conc["time"].values)
+    leads = list(get_problem("arctic_sea_ice").leads)
+    summary = summarise_field_scores(field_backtest(conc, area, leads, test_start, times[-2], refit_every))
+    plot_skill(summary, Path(run_dir) / "field_skill_vs_lead.png",
+               f"sea-ice concentration fields on {dataset}: inits {test_start}.., refit every {refit_every} months",
+               leads, metrics=("binary_accuracy", "iiee"))
+    september = times[times.month == 9][-1]
+    init = september - pd.DateOffset(months=3)
+    maps = field_forecast_maps(conc, init, 3, ("linear_trend", "damped_anomaly_persistence"))
+    png = plot_ice_edge(conc.sel(time=september).values, {k: v.values for k, v in maps.items()},
+                        Path(run_dir) / "ice_edge.png", f"{september:%Y-%m}: observed vs lead-3 forecasts from {init:%Y-%m}")
+    return {"scores": summary, "map": str(png)}
+
+
+@task
 def verify(root: str, problem_name: str, prepared: xr.Dataset) -> list[dict]:
     return verification_records(verify_archive(Path(root), get_problem(problem_name), prepared))
+
+
+def field_lines(fields: dict | None) -> list[str]:
+    if not fields:
+        return []
+    return ["Concentration-field forecasts:", skill_table(fields["scores"], "binary_accuracy", range(1, 7)), "",
+            skill_table(fields["scores"], "iiee", range(1, 7)), "", f"ice-edge map: {fields['map']}", ""]
 
 
 def season_lines(result) -> list[str]:
@@ -129,8 +163,13 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     run_dir = Path(root) / "runs" / f"{stamp}-{problem_name}"
     run_dir.mkdir(parents=True, exist_ok=True)
     png = plot_skill(scores, run_dir / "skill_vs_lead.png",
-                     f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads)
-    (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "verification": verified, "forecasts": issued}, indent=1))
+                     f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads,
+                     units=problem.target_units)
+    fields = None
+    if problem_name == "arctic_sea_ice" and "cell_area" in ensure_dataset(Path(root), dataset).coords:
+        fields = field_skill(root, dataset, test_start, refit, str(run_dir))
+    (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
+                                                     "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")
     text = "\n".join([
         f"== {problem_name} ({problem.description}) on {dataset}",
@@ -139,6 +178,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
         skill_table(scores, "rmse", problem.leads),
         "",
         *season_lines(result),
+        *field_lines(fields),
         "forecasts issued from " + (issued[0]["init"] if issued else "-") + ": "
         + ", ".join(f"{i['model']} lead {i['lead']} = {i['value']:{'+' if problem.target_is_anomaly else ''}.2f} "
                     f"{problem.target_units}" for i in issued),

@@ -108,6 +108,7 @@ def test_toy_sea_ice_field_is_nsidc_like_and_gives_extent(store, tmp_path):
     from climate_ml.synthetic import polar_stereographic_grid
 
     x, y, lat, lon, area = polar_stereographic_grid(100_000.0)
+    assert polar_stereographic_grid()[2].shape == (448, 304)  # the NSIDC 25 km grid
     assert lat.max() > 89 and 30 < lat.min() < 35
     # cell areas sum to the spherical area of the domain's cap north of 60N (within 1%)
     cap = 2 * np.pi * 6_371_000.0**2 * (1 - np.sin(np.deg2rad(60)))
@@ -116,6 +117,7 @@ def test_toy_sea_ice_field_is_nsidc_like_and_gives_extent(store, tmp_path):
     ds = open_obs(store, "toy-sea-ice")
     conc = ds["cdr_seaice_conc"]
     assert conc.dims == ("time", "y", "x") and ds["lat"].dims == ("y", "x") and "cell_area" in ds.coords
+    assert conc.shape[1:] == (448, 304)
     assert conc.attrs["units"] == "1" and float(conc.max()) <= 1.0
     ext = get_problem("arctic_sea_ice").prepare(ds)["extent"].to_series()
     by_month = ext.groupby(ext.index.month).mean()

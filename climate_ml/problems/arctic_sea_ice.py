@@ -6,7 +6,9 @@ baseline IceNet reports against); ACC is computed on anomalies from it.
 
 Predictors at init t: extent at lags 0-11, extent anomalies from the trend at lags 0-11, the
 latest extent (``persistence``), ``baseline(init_time, lead)`` = the trend at the valid month,
-``trend_persistence(init_time, lead)`` = baseline + latest anomaly, and the calendar month.
+``trend_persistence(init_time, lead)`` = baseline + latest anomaly, and the calendar month. From a
+concentration field also the extent of four 90-degree longitude sectors (departures from their
+training climatology, lags 0-1); with predictor datasets (e.g. SST) their indices at lags 0-3.
 """
 
 from __future__ import annotations
@@ -18,9 +20,22 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.features import fit_monthly_trend, lagged, monthly_trend_at, sea_ice_extent
+from climate_ml.features import (
+    anomalies,
+    fit_climatology,
+    fit_monthly_trend,
+    lagged,
+    monthly_trend_at,
+    sea_ice_extent,
+)
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
+
+SECTORS = (0, 90, 180, 270)  # western longitude edges of four 90-degree sectors (degrees east)
+
+
+def _sector(lon: xr.DataArray, west: float) -> xr.DataArray:
+    return ((lon % 360) >= west) & ((lon % 360) < west + 90)
 
 
 @dataclass
@@ -44,8 +59,11 @@ class ArcticSeaIce(Problem):
             raise ClimateMLError(
                 "arctic_sea_ice needs a sea-ice 'extent' series or a concentration field with a 'cell_area' "
                 f"coordinate; the dataset has {sorted(obs.data_vars)}")
-        extent = sea_ice_extent(obs[fields[0]], obs["cell_area"])
-        return xr.Dataset({"extent": extent.astype("float64")}).compute()
+        conc = obs[fields[0]]
+        extent = sea_ice_extent(conc, obs["cell_area"])
+        sectors = xr.concat([sea_ice_extent(conc.where(_sector(obs["lon"], lo)), obs["cell_area"]) for lo in SECTORS],
+                            dim=pd.Index(list(SECTORS), name="sector"))
+        return xr.Dataset({"extent": extent.astype("float64"), "sector_extent": sectors.astype("float64")}).compute()
 
     def _trend(self, prepared: xr.Dataset, fit_end) -> np.ndarray:
         return fit_monthly_trend(prepared["extent"], pd.Timestamp(fit_end))
@@ -84,6 +102,13 @@ class ArcticSeaIce(Problem):
             "month_sin": np.sin(2 * np.pi * month / 12),
             "month_cos": np.cos(2 * np.pi * month / 12),
         }
+        if "sector_extent" in prepared:  # from a concentration field: where the ice is, by sector
+            sec = prepared["sector_extent"]
+            feats["sector_anomaly"] = lagged(anomalies(sec, fit_climatology(sec, fit_end)), (0, 1), dim="sector_lag")
+        for v in prepared.data_vars:
+            if v.startswith("sst_"):  # predictor datasets (--predictor-dataset)
+                a = anomalies(prepared[v], fit_climatology(prepared[v], fit_end))
+                feats[v] = lagged(a, (0, 1, 2, 3), dim="predictor_lag")
         X = xr.Dataset(feats).rename({TIME: INIT})
         X = X.drop_vars([c for c in X.coords if c not in X.dims])
         X["baseline"] = baseline

@@ -1,0 +1,79 @@
+"""Concentration-field forecasts and their scores: IIEE, extent error, binary accuracy."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.cli import main
+from climate_ml.errors import ClimateMLError
+from climate_ml.sea_ice_fields import (
+    concentration_field,
+    field_backtest,
+    field_forecast_maps,
+    field_scores,
+    summarise_field_scores,
+)
+from climate_ml.synthetic import toy_sea_ice
+
+
+def test_scores_on_a_hand_made_grid():
+    """Four cells of 1, 2, 3 and 4 (10^6 km^2): the forecast puts ice in cells 0 and 1, the
+    observation in cells 1 and 2, cell 3 is land in the observation."""
+    area = np.array([1.0, 2.0, 3.0, 4.0]) * 1e12
+    fc = np.array([0.8, 0.5, 0.1, 0.9])
+    obs = np.array([0.1, 0.9, 0.2, np.nan])
+    s = field_scores(fc, obs, area)
+    assert s["iiee"] == pytest.approx(1.0 + 3.0)  # over in cell 0, under in cell 2; land ignored
+    assert s["sie_error"] == pytest.approx((1 + 2) - (2 + 3))
+    assert s["binary_accuracy"] == pytest.approx(1 - 4.0 / 6.0)  # active region: cells 0-2
+    active = np.array([False, False, False, False])
+    perfect = field_scores(obs, obs, area, active)
+    assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0}
+
+
+@pytest.fixture(scope="module")
+def ice():
+    return toy_sea_ice(start="1990-01", end="2012-12", resolution_m=100_000.0)
+
+
+def test_field_forecasts_do_not_look_ahead(ice):
+    conc = ice["cdr_seaice_conc"]
+    init = pd.Timestamp("2008-06-01")
+    ref = field_forecast_maps(conc, init, 3)
+    probe = conc.where(conc.time <= np.datetime64(init), 0.5)  # every later month changed
+    got = field_forecast_maps(probe, init, 3)
+    for method in ref:
+        xr.testing.assert_equal(ref[method], got[method])
+    assert np.isnan(ref["linear_trend"].values).any()  # land stays land
+
+
+def test_field_backtest_scores_and_references(ice):
+    scores = field_backtest(ice["cdr_seaice_conc"], ice["cell_area"], range(1, 7), "2005-01", "2011-12", 24)
+    assert scores.sizes == {"method": 4, "init_time": 84, "lead": 6}
+    table = summarise_field_scores(scores)
+    trend, damped, clim = (table[m]["iiee"] for m in ("linear_trend", "damped_anomaly_persistence", "climatology"))
+    # the toy retreats northwards: a trend beats climatology; its anomalies persist for months
+    assert trend["3"] < clim["3"] and damped["1"] < trend["1"]
+    assert all(0.5 < table[m]["binary_accuracy"]["1"] <= 1 for m in table)
+    sie = scores["sie_error"].sel({"method": "linear_trend"})
+    assert float(abs(sie).mean()) <= float(scores["iiee"].sel({"method": "linear_trend"}).mean()) + 1e-12
+
+
+def test_extent_series_is_not_a_field(store):
+    ds = xr.Dataset({"extent": ("time", np.ones(24))}, coords={"time": pd.date_range("2000-01", periods=24, freq="MS")})
+    with pytest.raises(ClimateMLError, match="concentration field"):
+        concentration_field(ds)
+
+
+def test_cli_sea_ice_fields_json_and_bad_input(tmp_path, capsys):
+    store = tmp_path / "store"
+    rc = main(["sea-ice-fields", "--test-start", "2020-01", "--refit-every", "60", "--json", "--store", str(store)])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["scores"]) == {"climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence"}
+    assert set(out["scores"]["linear_trend"]) == {"iiee", "sie_rmse", "binary_accuracy"}
+    rc = main(["sea-ice-fields", "--test-start", "2020-13", "--store", str(store)])
+    assert rc == 2 and "bad --test-start '2020-13'" in capsys.readouterr().err
