@@ -287,6 +287,7 @@ def stress_cmd(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
     dataset: DatasetOpt = None,
+    predictor_dataset: PredictorOpt = None,
     train_end: Annotated[str, typer.Option("--train-end", help="Last month of the training era.")] = "1949-12",
     test_start: Annotated[str, typer.Option("--test-start")] = "1980-01",
     test_end: Annotated[str | None, typer.Option("--test-end")] = None,
@@ -303,13 +304,14 @@ def stress_cmd(
     from climate_ml.workflows import problem_inputs, reference_paths
 
     prob = get_problem(problem)
-    if prob.name != "el_nino":
-        raise QueryError(f"stress supports el_nino only (its breakdown is by ENSO phase at the init), not {prob.name!r}")
+    if prob.enso_phase is None:
+        raise QueryError(f"stress breaks skill down by ENSO phase at the init; {prob.name!r} has no ENSO phase "
+                         "(el_nino and california_rainfall do)")
     for path in model_paths:
         load_model_factory(path)
     if lead not in prob.leads:
         raise QueryError(f"bad --lead {lead}: {prob.name} leads are {prob.leads[0]}..{prob.leads[-1]}")
-    _, _, prepared = problem_inputs(_root(store), prob, dataset, log=err.print)
+    _, _, prepared = problem_inputs(_root(store), prob, dataset, predictor_dataset, log=err.print)
     end = _month(test_end, "--test-end") or prob.last_init(prepared)
     specs = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
     report = stress_test(prob, specs, prepared, _month(train_end, "--train-end"), _month(test_start, "--test-start"),

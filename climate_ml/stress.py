@@ -31,6 +31,8 @@ def _acc_by(fc: xr.DataArray, obs: xr.DataArray, mask: np.ndarray) -> dict[str, 
 
 def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, train_end,
                 test_start, test_end, refit_every: int = 12) -> dict:
+    if problem.enso_phase is None:
+        raise ClimateMLError(f"stress needs an ENSO phase at the init; {problem.name} has none")
     train_end, test_start = pd.Timestamp(train_end), pd.Timestamp(test_start)
     if train_end >= test_start:
         raise ClimateMLError(f"--train-end {train_end:%Y-%m} must be before --test-start {test_start:%Y-%m}")
@@ -52,8 +54,13 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
             failures[name] = str(exc)
         except Exception as exc:
             failures[name] = f"{name}: {type(exc).__name__} in fit: {exc}"
-    phase_var = xr.concat([fold.test_set(inits)["persistence"] for fold, inits in folds], dim=INIT)
-    obs = inside.obs.drop_vars("valid_time", errors="ignore")
+    if problem.enso_phase not in folds[0][0].X:
+        raise ClimateMLError(f"stress needs the ENSO phase {problem.enso_phase!r} in {problem.name}'s features "
+                             "(for rainfall: give an SST data set with --predictor-dataset)")
+    phase_var = xr.concat([fold.test_set(inits)[problem.enso_phase] for fold, inits in folds], dim=INIT)
+    # scores on departures from the problem's baseline (e.g. the rainfall climatology), as in backtests
+    base = 0.0 if inside.baseline is None else inside.baseline.drop_vars("valid_time", errors="ignore")
+    obs = inside.obs.drop_vars("valid_time", errors="ignore") - base
     inits = pd.DatetimeIndex(obs[INIT].values)
     valid_month = ((inits.month.values[:, None] - 1 + np.asarray(problem.leads)[None, :]) % 12) + 1
     phases = {
@@ -68,7 +75,7 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
             continue
         row = {}
         for label, fc in (("in_regime", inside.forecasts[name]), ("out_of_regime", outside[name])):
-            fc = fc.drop_vars("valid_time", errors="ignore")
+            fc = fc.drop_vars("valid_time", errors="ignore") - base
             row[label] = {
                 "acc": _acc_by(fc, obs, everything),
                 "rmse": {str(int(k)): round(float(v), 4) for k, v in zip(problem.leads, METRICS["rmse"].compute(fc, obs).values, strict=True)},

@@ -44,7 +44,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, store):
         (["archive", "query", "--problem", "el_nino", "--init", "2020-13"], "bad init '2020-13'"),
         (["archive", "query", "--problem", "el_nino", "--format", "xml"], "bad --format 'xml'"),
         (["archive", "query", "--problem", "rain"], "unknown problem 'rain'"),
-        (["stress", "arctic_sea_ice", "models/linear_trend.py"], "stress supports el_nino only"),
+        (["stress", "arctic_sea_ice", "models/linear_trend.py"], "stress breaks skill down by ENSO phase"),
         (["forecast", "el_nino", "models/persistence.py", "--init", "May 2020", "--dataset", "good"], "bad --init 'May 2020'"),
     ]
     for args, message in cases:

@@ -54,6 +54,7 @@ class Problem(ABC):
     target_units: str
     references: tuple[str, ...]  # reference model files (models/<name>.py) every backtest includes
     target_is_anomaly: bool = False  # True when targets are departures from a climatology
+    enso_phase: str | None = None  # the X variable with the latest 3-month Nino 3.4 anomaly, if any
 
     def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray | None:
         """A known-at-init expectation (init_time, lead) that anomaly scores (ACC) are taken

@@ -54,6 +54,7 @@ class CaliforniaRainfall(Problem):
     target_units: str = "mm"
     plausible_range: tuple[float, float] = (0.0, 3000.0)
     references: tuple[str, ...] = ("climatology", "enso_regression")
+    enso_phase = "enso"  # not a field: the ENSO phase variable in X (for `stress`)
     season_months: tuple[int, ...] = (11, 12, 1, 2, 3)
     season_inits: tuple[int, ...] = (8, 9, 10, 11)
     precip_lags: tuple[int, ...] = tuple(range(6))

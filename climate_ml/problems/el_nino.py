@@ -44,6 +44,7 @@ class ElNino(Problem):
     plausible_range: tuple[float, float] = (-6.0, 6.0)  # a Nino 3.4 anomaly outside this is not an anomaly
     references: tuple[str, ...] = ("persistence", "climatology", "damped_persistence")
     target_is_anomaly: bool = True
+    enso_phase = "persistence"  # not a field: the ENSO phase variable in X (for `stress`)
     index_lags: tuple[int, ...] = tuple(range(12))
     n_eofs: int = 8
     eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
