@@ -142,7 +142,9 @@ def query(
             ds = ds.sel({LEAD: [lead]})
         parts.append(ds.drop_vars(VALID).expand_dims({MODEL: [m]}))
     out = add_valid_time(xr.concat(parts, dim=MODEL, join="outer", combine_attrs="drop", coords="minimal"))
-    out["forecast"].attrs.update(units="degC", long_name=f"{problem} forecast")
+    from climate_ml.problems import get_problem
+
+    out["forecast"].attrs.update(units=get_problem(problem).target_units, long_name=f"{problem} forecast")
     out.attrs = {"problem": problem}
     return out
 

@@ -373,22 +373,36 @@ def forecast(
 ):
     """Train on data up to --init, forecast every lead, and archive the forecast."""
     from climate_ml.problems import get_problem
-    from climate_ml.workflows import forecast_and_archive, problem_inputs
+    from climate_ml.workflows import forecast_and_archive, probabilistic_outlook, problem_inputs
 
     prob = get_problem(problem)
     init_ts = _month(init, "--init")
     root = _root(store)
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
     fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
+    outlook = probabilistic_outlook(prob, model_path, prepared, fc)
     rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
             for lead, v, x in zip(fc["lead"].values, fc["valid_time"].values[0], fc.values[0], strict=True)]
-    if as_json:
-        typer.echo(json.dumps({"problem": prob.name, "model": model_path.stem, "init_time": init, "archive": action, "forecast": rows}))
-    else:
-        typer.echo(f"{prob.name} forecast from {model_path.stem}, init {init} ({action} in archive)")
+    if outlook:
         for r in rows:
-            typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
-                       f"{prob.target_units}")
+            r["terciles"] = outlook["monthly_terciles"][str(r["lead"])]
+    if as_json:
+        out = {"problem": prob.name, "model": model_path.stem, "init_time": init, "archive": action, "forecast": rows}
+        if outlook and "season" in outlook:
+            out["season"] = outlook["season"]
+        typer.echo(json.dumps(out))
+        return
+    typer.echo(f"{prob.name} forecast from {model_path.stem}, init {init} ({action} in archive)")
+    for r in rows:
+        terc = r.get("terciles")
+        typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
+                   f"{prob.target_units}" + (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}"
+                                             if terc else ""))
+    if outlook and "season" in outlook:
+        s = outlook["season"]
+        p = s["probability"]
+        typer.echo(f"  {s['months']} total {s['forecast']:.0f} {s['units']} (terciles {s['tercile_edges'][0]:.0f} / "
+                   f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
 
 
 @archive_app.command("query")

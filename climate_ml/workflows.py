@@ -16,7 +16,7 @@ from climate_ml import __version__
 from climate_ml.archive import write_forecast
 from climate_ml.backtest import BacktestResult, backtest, issue_forecast
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
-from climate_ml.errors import StoreError
+from climate_ml.errors import ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import file_sha256, load_model_factory, model_name
 from climate_ml.problems import Problem
@@ -156,6 +156,23 @@ def forecast_and_archive(
     attrs = forecast_attrs(problem, model_path, obs, dataset, init, "forecast")
     action = write_forecast(root, problem.name, model_name(model_path), fc, attrs, replace=replace)
     return fc, action
+
+
+def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Dataset, forecast: xr.DataArray,
+                          years: int = 20) -> dict | None:
+    """Tercile probabilities for a live forecast, for problems that issue them: the model is
+    backtested on the ``years`` before the init (data up to the init only, refit every 5 years)
+    to calibrate its spread. None for other problems."""
+    if not hasattr(problem, "outlook"):
+        return None
+    init = pd.Timestamp(forecast["init_time"].values[0])
+    known = prepared.sel(time=slice(None, init))
+    last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init
+    first = last - pd.DateOffset(years=years) + pd.DateOffset(months=1)
+    recent = backtest(problem, {model_name(model_path): model_path}, known, first, last, refit_every=60)
+    if recent.failures:
+        raise ModelError(next(iter(recent.failures.values())))
+    return problem.outlook(known, forecast, recent, model_name(model_path))
 
 
 def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,

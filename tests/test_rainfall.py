@@ -175,3 +175,30 @@ def test_cli_backtest_json_has_tercile_scores_and_references(tmp_path, capsys):
                "--store", str(store)])
     assert rc == 2
     assert "no-such-sst" in capsys.readouterr().err
+
+
+def test_live_outlook_probabilities_use_only_data_up_to_the_init(prepared):
+    from climate_ml.backtest import issue_forecast, perturb_after
+    from climate_ml.workflows import probabilistic_outlook
+
+    path = registered_models("california_rainfall")["lightgbm_enso_rain"]
+    init = "1998-10"
+    fc = issue_forecast(PROBLEM, load_model_factory(path), prepared, init)
+    out = probabilistic_outlook(PROBLEM, path, prepared, fc, years=12)
+    season = out["season"]
+    assert season["months"] == "Nov-Mar" and season["past_forecasts_in_spread"] == 48  # 12 years x Aug-Nov
+    assert sum(season["probability"].values()) == pytest.approx(1.0, abs=2e-3)
+    assert season["tercile_edges"][0] < season["forecast"] + 1000 and season["tercile_edges"][0] < season["tercile_edges"][1]
+    assert set(out["monthly_terciles"]) == {str(k) for k in PROBLEM.leads}
+    later = perturb_after(prepared, init, scale=500.0)
+    fc2 = issue_forecast(PROBLEM, load_model_factory(path), later, init)
+    assert probabilistic_outlook(PROBLEM, path, later, fc2, years=12) == out
+
+
+def test_cli_forecast_prints_the_season_outlook(tmp_path, capsys):
+    rc = main(["forecast", "california_rainfall", "models/enso_regression.py", "--init", "2020-08", "--json",
+               "--store", str(tmp_path / "store")])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["season"]["units"] == "mm" and len(out["forecast"]) == 7
+    assert all(abs(sum(r["terciles"].values()) - 1) < 2e-3 for r in out["forecast"])

@@ -231,6 +231,41 @@ class CaliforniaRainfall(Problem):
         ds["forecast"].attrs = {"units": self.target_units, "long_name": "Nov-Mar precipitation total"}
         return ds
 
+    def outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str) -> dict:
+        """Tercile probabilities for a live forecast (one init): monthly totals at every lead and,
+        from an init in the season's init months, the wet-season total. The spread ratio comes
+        from ``recent``, a backtest of the same model on data up to the init (its out-of-sample
+        errors); the tercile edges from the data up to the init."""
+        init = pd.Timestamp(forecast[INIT].values[0])
+        known = prepared.sel({TIME: slice(None, init)})
+        ctx = {k: v.sel({INIT: [init]}) for k, v in self.scoring_context(known, init).items()}
+        fc = _mean(forecast).sel({INIT: [init]})
+        samples = ctx["climate_samples"]
+        spread = np.maximum(recent.context["climate_samples"].std("sample", skipna=True), 0.1)
+        errors = (_mean(recent.forecasts[name]) - recent.obs) / spread
+        n = errors.notnull().sum(INIT)
+        ratio = np.sqrt((errors**2).mean(INIT)).where(n >= self.min_past_errors, 1.0)
+        probs = shifted_climatology_probabilities(fc, samples, ratio)
+        monthly = {str(int(lead)): {c: round(float(probs.sel({LEAD: lead, "category": c}).values[0]), 3)
+                                    for c in probs["category"].values}
+                   for lead in fc[LEAD].values}
+        out = {"init_time": f"{init:%Y-%m}", "monthly_terciles": monthly,
+               "spread_ratio": {str(int(k)): round(float(v), 3) for k, v in zip(ratio[LEAD].values, ratio.values, strict=True)}}
+        if init.month in self.season_inits:
+            total = float((ctx["season_known"] + (fc * ctx["season_weights"]).sum(LEAD)).values[0])
+            past = self.season_forecasts(recent, name)
+            s_err = ((past["forecast"] - past["observed"]) / np.maximum(ctx["season_samples"].std("sample", skipna=True).values[0], 0.1)).values
+            s_err = s_err[np.isfinite(s_err)]
+            s_ratio = float(np.sqrt(np.mean(s_err**2))) if s_err.size >= self.min_past_seasons else 1.0
+            p = shifted_climatology_probabilities(xr.DataArray([total], dims=INIT), ctx["season_samples"].drop_vars(INIT),
+                                                  xr.DataArray([s_ratio], dims=INIT))
+            edges = tercile_edges(ctx["season_samples"]).isel({INIT: 0}).values
+            out["season"] = {"months": "Nov-Mar", "forecast": round(total, 1), "units": self.target_units,
+                             "tercile_edges": [round(float(e), 1) for e in edges], "spread_ratio": round(s_ratio, 3),
+                             "probability": {c: round(float(p.sel(category=c).values[0]), 3) for c in p["category"].values},
+                             "past_forecasts_in_spread": int(s_err.size)}
+        return out
+
     def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
         probs = self.monthly_probabilities(result, name)
         onehot = observed_category(result.obs, tercile_edges(result.context["climate_samples"]))
