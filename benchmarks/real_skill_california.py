@@ -48,7 +48,7 @@ def main() -> None:
     for metric in ("rmse", "acc", "bss_upper_tercile", "rpss"):
         print(f"\nmonthly totals, {metric} (rows: models, columns: lead in months)\n")
         print(markdown_table(scores, metric, problem.leads))
-    for metric in ("rmse", "correlation", "bss_upper_tercile", "rpss"):
+    for metric in ("rmse", "correlation", "brier_upper_tercile", "bss_upper_tercile", "rpss"):
         seasons = {n: res.extra(n)["season"][metric] for n in res.forecasts}
         cols = list(next(iter(seasons.values())))
         print(f"\nNov-Mar total, {metric} by init month\n")

@@ -128,6 +128,13 @@ def observed_category(obs: xr.DataArray, edges: xr.DataArray) -> xr.DataArray:
     return onehot.where(obs.notnull())
 
 
+def brier_score_upper_tercile(probs: xr.DataArray, onehot: xr.DataArray, dim=INIT) -> xr.DataArray:
+    """Brier score of P(upper tercile): mean squared probability error (0 perfect; 2/9 for
+    climatological 1/3 on average)."""
+    p, o = probs.sel({CATEGORY: "above"}), onehot.sel({CATEGORY: "above"})
+    return ((p - o) ** 2).where(p.notnull() & o.notnull()).mean(dim)
+
+
 def brier_skill_upper_tercile(probs: xr.DataArray, onehot: xr.DataArray, dim=INIT) -> xr.DataArray:
     """Brier skill score of P(upper tercile) against the climatological 1/3 (1 perfect, 0 no
     better than climatology)."""

@@ -170,7 +170,7 @@ def test_cli_backtest_json_has_tercile_scores_and_references(tmp_path, capsys):
     assert set(out["references"]) == {"climatology", "enso_regression"}
     for ref in out["references"].values():
         assert {"bss_upper_tercile", "rpss", "season"} <= set(ref)
-    assert set(out["season"]) == {"n", "rmse", "correlation", "bss_upper_tercile", "rpss"}
+    assert set(out["season"]) == {"n", "rmse", "correlation", "brier_upper_tercile", "bss_upper_tercile", "rpss"}
     rc = main(["backtest", "california_rainfall", "models/lightgbm_lagged.py", "--predictor-dataset", "no-such-sst",
                "--store", str(store)])
     assert rc == 2

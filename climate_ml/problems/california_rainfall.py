@@ -35,6 +35,7 @@ from climate_ml.features import anomalies, fit_climatology, lagged, trailing_mea
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.schema import INIT, LEAD, MEMBER, TIME, add_months, add_valid_time
 from climate_ml.scores import (
+    brier_score_upper_tercile,
     brier_skill_upper_tercile,
     observed_category,
     ranked_probability_skill,
@@ -270,6 +271,7 @@ class CaliforniaRainfall(Problem):
         probs = self.monthly_probabilities(result, name)
         onehot = observed_category(result.obs, tercile_edges(result.context["climate_samples"]))
         per_lead = {
+            "brier_upper_tercile": _by_lead(brier_score_upper_tercile(probs, onehot)),
             "bss_upper_tercile": _by_lead(brier_skill_upper_tercile(probs, onehot)),
             "rpss": _by_lead(ranked_probability_skill(probs, onehot)),
         }
@@ -290,12 +292,12 @@ def _round(v) -> float | None:
 
 
 def season_scores(ds: xr.Dataset) -> dict:
-    """RMSE, correlation, BSS (upper tercile) and RPSS of wet-season forecasts, per init month
+    """RMSE, correlation, Brier score and BSS (upper tercile) and RPSS of wet-season forecasts, per init month
     (``Aug``...) and over all init months (``all``)."""
     months = pd.DatetimeIndex(ds[INIT].values).month
     groups = {MONTH_ABBR[m - 1]: months == m for m in sorted(set(months))}
     groups["all"] = np.ones(len(months), dtype=bool)
-    out: dict[str, dict] = {k: {} for k in ("n", "rmse", "correlation", "bss_upper_tercile", "rpss")}
+    out: dict[str, dict] = {k: {} for k in ("n", "rmse", "correlation", "brier_upper_tercile", "bss_upper_tercile", "rpss")}
     for key, sel in groups.items():
         part = ds.isel({INIT: sel})
         ok = (part["forecast"].notnull() & part["observed"].notnull()).values
@@ -305,6 +307,7 @@ def season_scores(ds: xr.Dataset) -> dict:
         out["n"][key] = int(ok.sum())
         out["rmse"][key] = _round(np.sqrt(np.mean((f - o) ** 2))) if f.size else None
         out["correlation"][key] = _round(np.corrcoef(f, o)[0, 1]) if f.size > 2 else None
+        out["brier_upper_tercile"][key] = _round(brier_score_upper_tercile(part["probability"], onehot))
         out["bss_upper_tercile"][key] = _round(brier_skill_upper_tercile(part["probability"], onehot))
         out["rpss"][key] = _round(ranked_probability_skill(part["probability"], onehot))
     return out
