@@ -57,6 +57,7 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
 
     problem = get_problem(problem_name)
     predictors = list(DEFAULT_PREDICTORS.get(problem_name, ()))
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter, incl. closed comms
     if scheduler:
         with Client(scheduler):
             return problem_inputs(Path(root), problem, dataset, predictors)[2]
