@@ -2,10 +2,11 @@
 #   make demo   install everything and run the main job on the embedded default data
 #   make test   install everything and run the test suite
 PYTHON ?= python3
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 $(BIN)/climate-ml: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,15 @@ install: $(BIN)/climate-ml
 demo: install
 	$(BIN)/climate-ml run
 
-test: install
+# Headless Chromium for the web-page test, from Debian's packages (needs root or sudo; the test
+# skips without it outside CI).
+browser:
+	@command -v chromedriver >/dev/null && command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
+	  || echo "warning: could not install chromium and chromium-driver; the browser test will be skipped"; }
+
+test: install browser
 	$(BIN)/ruff check climate_ml flows models tests benchmarks
 	$(BIN)/python -m pytest -q --durations=10
 

@@ -1,5 +1,6 @@
 """HTTP service over the forecast archive and the leaderboard (thin: parse, call, return).
 
+    GET /            the leaderboard web page (climate_ml/web/index.html)
     GET /health
     GET /problems
     GET /forecasts?problem=el_nino[&model=M][&init=YYYY-MM:YYYY-MM][&lead=L][&format=json|csv|netcdf]
@@ -14,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from climate_ml import __version__
 from climate_ml.archive import export, imported_forecasts, parse_init_range, query
@@ -23,6 +24,7 @@ from climate_ml.leaderboard import assemble, score_board
 from climate_ml.problems import PROBLEMS, get_problem
 from climate_ml.scores import METRICS
 
+PAGE = Path(__file__).parent / "web" / "index.html"
 MEDIA = {"json": "application/json", "csv": "text/csv", "netcdf": "application/x-netcdf"}
 
 
@@ -32,6 +34,10 @@ def create_app(root: Path) -> FastAPI:
     @app.exception_handler(ClimateMLError)
     async def bad_input(request: Request, exc: ClimateMLError):
         return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
 
     @app.get("/health")
     def health() -> dict:

@@ -1,11 +1,6 @@
 """The HTTP service as a client sees it: a real uvicorn server on loopback over a real store."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +11,7 @@ import xarray as xr
 
 from climate_ml.archive import write_forecast
 from climate_ml.schema import INIT, LEAD, add_valid_time
+from conftest import running_api
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +31,8 @@ def server(tmp_path_factory):
     fc = add_valid_time(xr.DataArray(np.arange(3 * 18, dtype=float).reshape(3, 18) / 10, dims=(INIT, LEAD),
                                      coords={INIT: inits, LEAD: list(range(1, 19))}))
     write_forecast(store, "el_nino", "m1", fc, {"model": "m1"})
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store)],
-                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(60):
-        try:
-            if get(base + "/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start: " + proc.stderr.read().decode()[-2000:])
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    with running_api(store) as base:
+        yield base
 
 
 def test_forecasts_as_json_csv_and_netcdf(server, tmp_path):

@@ -1,0 +1,106 @@
+"""The leaderboard web page in a real browser: headless Chromium (Debian's chromium and
+chromium-driver, installed by `make test`) driven by Selenium against `climate-ml serve-api`
+on loopback, over a store with a recorded backtest."""
+
+import json
+import os
+import shutil
+import urllib.request
+
+import pytest
+
+from climate_ml.backtest import backtest
+from climate_ml.ingest import standardise
+from climate_ml.leaderboard import record_backtest
+from climate_ml.problems.el_nino import ElNino
+from climate_ml.synthetic import toy_ocean
+from climate_ml.workflows import MODELS_DIR
+from conftest import running_api
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are missing; `make test` installs them from Debian's packages")
+        pytest.skip("chromium/chromedriver not installed (make browser installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,900"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    store = tmp_path_factory.mktemp("web") / "store"
+    problem = ElNino(leads=(1, 3, 6))
+    prepared = problem.prepare(standardise(toy_ocean(start="1950-01", end="1995-12"), "sst"))
+    files = {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "climatology", "damped_persistence", "lightgbm_lagged")}
+    res = backtest(problem, files, prepared, "1980-01", "1994-12", 60)
+    record_backtest(store, problem, res, "toy", "sha", "1980-01", "1994-12", 60, files)
+    with running_api(store) as base:
+        yield base
+
+
+def _wait(driver, condition, timeout=30):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def _table(driver) -> dict[str, list[str]]:
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
+    return {r.find_elements(By.TAG_NAME, "td")[0].text: [c.text for c in r.find_elements(By.TAG_NAME, "td")[1:]]
+            for r in rows}
+
+
+def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(site + "/?problem=el_nino&score=acc")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#board tbody tr")) == 4)
+    api = json.loads(urllib.request.urlopen(site + "/leaderboard?problem=el_nino&score=acc").read())
+    table = _table(browser)
+    assert set(table) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}
+    for row in api["rows"]:  # the page shows exactly what the API computed
+        assert table[row["model"]] == [f"{row['leads'][k]['score']:.2f}" for k in ("1", "3", "6")]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#board td.leader")) == 3  # one leader per lead
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#chart path.series")) == 4
+    assert "damped_persistence" in browser.find_element(By.ID, "meta").text
+    # switch to RMSE through the form, as a user would
+    Select(browser.find_element(By.ID, "score")).select_by_value("rmse")
+    browser.find_element(By.ID, "load").click()
+    api = json.loads(urllib.request.urlopen(site + "/leaderboard?problem=el_nino&score=rmse").read())
+    want = {r["model"]: [f"{r['leads'][k]['score']:.2f}" for k in ("1", "3", "6")] for r in api["rows"]}
+    _wait(browser, lambda d: _table(d) == want)
+    assert "score=rmse" in browser.current_url
+    shot = tmp_path / "leaderboard.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_page_shows_bad_parameters_as_one_line(browser, site):
+    from selenium.webdriver.common.by import By
+
+    browser.get(site + "/?problem=snow")
+    _wait(browser, lambda d: d.find_element(By.ID, "error").text != "")
+    assert "unknown problem 'snow'" in browser.find_element(By.ID, "error").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#board tbody tr") == []
+    browser.get(site + "/?problem=el_nino&reference=nobody")
+    _wait(browser, lambda d: d.find_element(By.ID, "error").text != "")
+    assert "reference 'nobody' is not on this leaderboard" in browser.find_element(By.ID, "error").text
