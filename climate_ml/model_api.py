@@ -55,10 +55,14 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def to_table(X: xr.Dataset) -> tuple[np.ndarray, list[str]]:
-    """Flatten X to (n_init, n_features) float64, with feature names."""
+def to_table(X: xr.Dataset, fields: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Flatten X to (n_init, n_features) float64, with feature names. Maps (variables with lat
+    and lon dimensions, e.g. ``field_anomaly``) are left out unless ``fields`` is True: they are
+    for spatial models, and would swamp a tabular learner with thousands of columns."""
     cols, names = [], []
     for name in sorted(X.data_vars):
+        if not fields and {"lat", "lon"} <= set(X[name].dims):
+            continue
         da = X[name].transpose(INIT, ...)
         other = [d for d in da.dims if d != INIT]
         if not other:

@@ -28,7 +28,7 @@ def test_run_quick_end_to_end(tmp_path):
     assert ice["damped_anomaly_persistence"]["rmse"]["3"] < min(ice["linear_trend"]["rmse"]["3"], ice["trend_persistence"]["rmse"]["3"])
     scores = json.loads((runs["el_nino"] / "scores.json").read_text())
     acc = {m: s["acc"] for m, s in scores["backtest"].items()}
-    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged"}  # el_nino models only
+    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged", "convlstm"}  # el_nino models only
     assert acc["lightgbm_lagged"]["6"] > acc["persistence"]["6"]
     assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
     # hindcasts and forecasts are in the archive, one Zarr group per model

@@ -7,7 +7,8 @@ calendar-month climatology fitted on the training window only.
 Predictors at init t: Nino 3.4 / 3 / 4 / 1+2 anomalies at lags 0..11 months, the latest
 3-month mean of Nino 3.4 (``persistence``), 12-month mean, 3-month tendency, leading EOF
 principal components of tropical-Pacific SST anomalies (fitted on the training window) at
-several lags, and the calendar month.
+several lags, the anomaly maps themselves (``field_anomaly``, lags 0-5, for spatial models such
+as the ConvLSTM; ``to_table`` leaves them out), and the calendar month.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ElNino(Problem):
     n_eofs: int = 8
     eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
     eof_resolution: float = 5.0
+    field_lags: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """Nino box means and a coarse tropical-Pacific field from an SST dataset (a field with
@@ -96,6 +98,9 @@ class ElNino(Problem):
             anom = anomalies(field, fit_climatology(field, fit_end))
             pcs = project_eofs(anom, fit_eofs(anom, fit_end, self.n_eofs))
             feats["pc"] = lagged(pcs, self.eof_lags, dim="pc_lag")
+            if self.field_lags:  # the anomaly maps themselves, for spatial models; land (always NaN) is 0
+                ocean = field.sel({TIME: slice(None, fit_end)}).notnull().any(TIME)  # land as known at fit_end
+                feats["field_anomaly"] = lagged(anom.where(ocean, 0.0), self.field_lags, dim="field_lag")
         month = prepared[TIME].dt.month
         feats["month"] = month.astype("float64")
         feats["month_sin"] = np.sin(2 * np.pi * month / 12)
