@@ -23,6 +23,7 @@ from climate_ml.workflows import (
     DEFAULT_DATASET,
     DEFAULT_PREDICTORS,
     forecast_and_archive,
+    probabilistic_outlook,
     problem_inputs,
     registered_models,
 )
@@ -42,9 +43,16 @@ def forecast_model(root: str, problem_name: str, dataset: str, predictors: list[
     problem = get_problem(problem_name)
     _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
     init = problem.last_init(prepared)
-    fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset, init)
-    return {"model": model, "init": f"{init:%Y-%m}", "archive": action,
-            "forecast": {int(k): round(float(v), 3) for k, v in zip(fc["lead"].values, fc.values[0], strict=True)}}
+    path = registered_models(problem_name)[model]
+    fc, action = forecast_and_archive(Path(root), problem, path, obs, prepared, dataset, init)
+    out = {"model": model, "init": f"{init:%Y-%m}", "archive": action,
+           "forecast": {int(k): round(float(v), 3) for k, v in zip(fc["lead"].values, fc.values[0], strict=True)}}
+    outlook = probabilistic_outlook(problem, path, prepared, fc)
+    if outlook:  # tercile probabilities (rainfall), calibrated on the model's recent out-of-sample errors
+        out["terciles"] = outlook["monthly_terciles"]
+        if "season" in outlook:
+            out["season"] = outlook["season"]
+    return out
 
 
 @task

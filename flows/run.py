@@ -29,6 +29,7 @@ from climate_ml.workflows import (
     archive_backtest,
     ensure_dataset,
     forecast_and_archive,
+    probabilistic_outlook,
     problem_inputs,
     registered_models,
     run_backtest,
@@ -88,8 +89,14 @@ def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.D
     fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared,
                                       dataset, init)
     last = int(fc["lead"].values[-1])
-    return {"model": model, "init": f"{init:%Y-%m}", "archive": action, "lead": last,
-            "value": round(float(fc.sel(lead=last).values[0]), 3)}
+    out = {"model": model, "init": f"{init:%Y-%m}", "archive": action, "lead": last,
+           "value": round(float(fc.sel(lead=last).values[0]), 3)}
+    outlook = probabilistic_outlook(problem, registered_models(problem_name)[model], prepared, fc)
+    if outlook:  # tercile probabilities (rainfall)
+        out["terciles"] = outlook["monthly_terciles"]
+        if "season" in outlook:
+            out["season"] = outlook["season"]
+    return out
 
 
 @task

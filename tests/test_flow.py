@@ -43,3 +43,6 @@ def test_run_quick_end_to_end(tmp_path):
     assert season["n"]["all"] > 0 and set(season["n"]) == {"Aug", "Sep", "Oct", "Nov", "all"}
     assert "Nov-Mar total from Aug-Nov inits" in p.stdout
     assert {f["init"] for f in rain["forecasts"]} == {"2024-12"}
+    for issued in rain["forecasts"]:  # tercile probabilities for every lead, summing to one
+        assert set(issued["terciles"]) == {str(k) for k in range(1, 8)}
+        assert all(abs(sum(p.values()) - 1) < 2e-3 for p in issued["terciles"].values())
