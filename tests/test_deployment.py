@@ -62,7 +62,7 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
         arch = tmp_path / "store" / "archive" / "el_nino.zarr"
-        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "damped_persistence", "lightgbm_lagged", "persistence"]
+        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "convlstm", "damped_persistence", "lightgbm_lagged", "persistence"]
         fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
         assert str(fc.init_time.values[-1])[:7] == "2024-12" and fc.attrs["kind"] == "forecast"
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
