@@ -28,7 +28,13 @@ from climate_ml.features import (
     monthly_trend_at,
     sea_ice_extent,
 )
-from climate_ml.problems.base import FoldData, Problem
+from climate_ml.problems.base import (
+    FoldData,
+    Problem,
+    feature_dataset,
+    lead_stack,
+    predictor_features,
+)
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
 SECTORS = (0, 90, 180, 270)  # western longitude edges of four 90-degree sectors (degrees east)
@@ -69,12 +75,7 @@ class ArcticSeaIce(Problem):
         return fit_monthly_trend(prepared["extent"], pd.Timestamp(fit_end))
 
     def target(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
-        ext = prepared["extent"]
-        y = xr.concat([ext.shift({TIME: -lead}) for lead in self.leads], dim=pd.Index(list(self.leads), name=LEAD))
-        y = y.rename({TIME: INIT}).transpose(INIT, LEAD)
-        y = y.drop_vars([c for c in y.coords if c not in y.dims])
-        y.attrs = {"units": self.target_units, "long_name": "sea-ice extent at valid_time"}
-        return add_valid_time(y)
+        return add_valid_time(lead_stack(prepared["extent"], self.leads, "sea-ice extent at valid_time", self.target_units))
 
     def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
         times = pd.DatetimeIndex(prepared[TIME].values)
@@ -93,24 +94,12 @@ class ArcticSeaIce(Problem):
         coef = self._trend(prepared, fit_end)
         anomaly = ext - monthly_trend_at(ext[TIME].values, coef)
         baseline = self.baseline(prepared, fit_end)
-        month = prepared[TIME].dt.month
-        feats = {
-            "extent": lagged(ext, self.lags),
-            "anomaly": lagged(anomaly, self.lags),
-            "persistence": ext,
-            "month": month.astype("float64"),
-            "month_sin": np.sin(2 * np.pi * month / 12),
-            "month_cos": np.cos(2 * np.pi * month / 12),
-        }
+        feats = {"extent": lagged(ext, self.lags), "anomaly": lagged(anomaly, self.lags), "persistence": ext}
         if "sector_extent" in prepared:  # from a concentration field: where the ice is, by sector
             sec = prepared["sector_extent"]
             feats["sector_anomaly"] = lagged(anomalies(sec, fit_climatology(sec, fit_end)), (0, 1), dim="sector_lag")
-        for v in prepared.data_vars:
-            if v.startswith("sst_"):  # predictor datasets (--predictor-dataset)
-                a = anomalies(prepared[v], fit_climatology(prepared[v], fit_end))
-                feats[v] = lagged(a, (0, 1, 2, 3), dim="predictor_lag")
-        X = xr.Dataset(feats).rename({TIME: INIT})
-        X = X.drop_vars([c for c in X.coords if c not in X.dims])
+        feats.update(predictor_features(prepared, fit_end))  # --predictor-dataset, e.g. SST
+        X = feature_dataset(feats)
         X["baseline"] = baseline
         X["trend_persistence"] = baseline + X["anomaly"].sel(lag=0, drop=True)
         times = pd.DatetimeIndex(prepared[TIME].values)

@@ -10,7 +10,7 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.features import nino_indices
+from climate_ml.features import anomalies, fit_climatology, lagged, nino_indices
 from climate_ml.schema import INIT, LEAD, TIME
 
 
@@ -133,3 +133,37 @@ def predictor_series(predictors: dict[str, xr.Dataset]) -> xr.Dataset:
                                  f"got dims {da.dims}")
     ds = xr.Dataset(out)
     return ds.drop_vars([c for c in ds.coords if c not in ds.dims])
+
+
+PREDICTOR_LAGS = (0, 1, 2, 3)
+
+
+def predictor_features(prepared: xr.Dataset, fit_end, lags=PREDICTOR_LAGS) -> dict[str, xr.DataArray]:
+    """Features from predictor series (``sst_*``): departures from their climatology fitted up to
+    ``fit_end``, at ``lags`` (dim ``predictor_lag``)."""
+    out = {}
+    for v in prepared.data_vars:
+        if v.startswith("sst_"):
+            a = anomalies(prepared[v], fit_climatology(prepared[v], fit_end))
+            out[v] = lagged(a, lags, dim="predictor_lag")
+    return out
+
+
+def feature_dataset(feats: dict[str, xr.DataArray]) -> xr.Dataset:
+    """X over ``init_time`` from features over ``time``, with the calendar month of the init
+    added (``month``, ``month_sin``, ``month_cos``) and non-dimension coordinates dropped."""
+    some = next(iter(feats.values()))
+    month = some[TIME].dt.month
+    feats = {**feats, "month": month.astype("float64"), "month_sin": np.sin(2 * np.pi * month / 12),
+             "month_cos": np.cos(2 * np.pi * month / 12)}
+    X = xr.Dataset(feats).rename({TIME: INIT})
+    return X.drop_vars([c for c in X.coords if c not in X.dims])
+
+
+def lead_stack(series: xr.DataArray, leads, long_name: str, units: str) -> xr.DataArray:
+    """(init_time, lead) from a monthly series: the value of month init + lead (NaN past the end)."""
+    y = xr.concat([series.shift({TIME: -lead}) for lead in leads], dim=pd.Index(list(leads), name=LEAD))
+    y = y.rename({TIME: INIT}).transpose(INIT, LEAD)
+    y = y.drop_vars([c for c in y.coords if c not in y.dims])
+    y.attrs = {"units": units, "long_name": long_name}
+    return y

@@ -32,7 +32,13 @@ import xarray as xr
 
 from climate_ml.errors import ClimateMLError
 from climate_ml.features import anomalies, fit_climatology, lagged, trailing_mean
-from climate_ml.problems.base import FoldData, Problem
+from climate_ml.problems.base import (
+    FoldData,
+    Problem,
+    feature_dataset,
+    lead_stack,
+    predictor_features,
+)
 from climate_ml.schema import INIT, LEAD, MEMBER, TIME, add_months, add_valid_time
 from climate_ml.scores import (
     brier_score_upper_tercile,
@@ -86,12 +92,8 @@ class CaliforniaRainfall(Problem):
         return fit_climatology(prepared["precip"], fit_end)
 
     def target(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
-        pr = prepared["precip"]
-        y = xr.concat([pr.shift({TIME: -lead}) for lead in self.leads], dim=pd.Index(list(self.leads), name=LEAD))
-        y = y.rename({TIME: INIT}).transpose(INIT, LEAD)
-        y = y.drop_vars([c for c in y.coords if c not in y.dims])
-        y.attrs = {"units": self.target_units, "long_name": "precipitation total of the month valid_time"}
-        return add_valid_time(y)
+        return add_valid_time(lead_stack(prepared["precip"], self.leads, "precipitation total of the month valid_time",
+                                         self.target_units))
 
     def target_end(self, inits) -> xr.DataArray:
         inits = pd.DatetimeIndex(inits)
@@ -112,20 +114,11 @@ class CaliforniaRainfall(Problem):
     def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
         fit_end = pd.Timestamp(fit_end)
         pr = prepared["precip"]
-        feats = {"precip_anomaly": lagged(anomalies(pr, self._climatology(prepared, fit_end)), self.precip_lags)}
-        for v in prepared.data_vars:
-            if not v.startswith("sst_"):
-                continue
-            a = anomalies(prepared[v], fit_climatology(prepared[v], fit_end))
-            feats[v] = lagged(a, self.predictor_lags, dim="predictor_lag")
-            if v == "sst_nino34":
-                feats["enso"] = trailing_mean(a, 3)
-        month = prepared[TIME].dt.month
-        feats["month"] = month.astype("float64")
-        feats["month_sin"] = np.sin(2 * np.pi * month / 12)
-        feats["month_cos"] = np.cos(2 * np.pi * month / 12)
-        X = xr.Dataset(feats).rename({TIME: INIT})
-        X = X.drop_vars([c for c in X.coords if c not in X.dims])
+        feats = {"precip_anomaly": lagged(anomalies(pr, self._climatology(prepared, fit_end)), self.precip_lags),
+                 **predictor_features(prepared, fit_end, self.predictor_lags)}
+        if "sst_nino34" in feats:  # the ENSO state: the latest 3-month mean Nino 3.4 anomaly
+            feats["enso"] = trailing_mean(feats["sst_nino34"].sel(predictor_lag=0, drop=True), 3)
+        X = feature_dataset(feats)
         X["baseline"] = self.baseline(prepared, fit_end)
         times = pd.DatetimeIndex(prepared[TIME].values)
         return FoldData(fit_end, X, self.target(prepared, fit_end), self.target_end(times))

@@ -31,7 +31,7 @@ from climate_ml.features import (
     project_eofs,
     trailing_mean,
 )
-from climate_ml.problems.base import FoldData, Problem
+from climate_ml.problems.base import FoldData, Problem, feature_dataset
 from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
@@ -101,12 +101,7 @@ class ElNino(Problem):
             if self.field_lags:  # the anomaly maps themselves, for spatial models; land (always NaN) is 0
                 ocean = field.sel({TIME: slice(None, fit_end)}).notnull().any(TIME)  # land as known at fit_end
                 feats["field_anomaly"] = lagged(anom.where(ocean, 0.0), self.field_lags, dim="field_lag")
-        month = prepared[TIME].dt.month
-        feats["month"] = month.astype("float64")
-        feats["month_sin"] = np.sin(2 * np.pi * month / 12)
-        feats["month_cos"] = np.cos(2 * np.pi * month / 12)
-        X = xr.Dataset(feats).rename({TIME: INIT})
-        X = X.drop_vars([c for c in X.coords if c not in X.dims])
+        X = feature_dataset(feats)
 
         y = self._target_from_anomaly(n34)
         times = pd.DatetimeIndex(n34[TIME].values)
