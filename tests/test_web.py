@@ -55,17 +55,19 @@ def site(tmp_path_factory):
 
 
 def _wait(driver, condition, timeout=30):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout).until(condition)
+    # the page rebuilds the table on every load: an element read mid-rebuild is retried
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _table(driver) -> dict[str, list[str]]:
-    from selenium.webdriver.common.by import By
-
-    rows = driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")
-    return {r.find_elements(By.TAG_NAME, "td")[0].text: [c.text for c in r.find_elements(By.TAG_NAME, "td")[1:]]
-            for r in rows}
+    """The table's cells as the page shows them, read in one script call (atomic w.r.t. re-renders)."""
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#board tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))")
+    return {r[0]: r[1:] for r in rows}
 
 
 def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
