@@ -17,13 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from climate_ml.catalog import load_catalog
-from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.problems.california_rainfall import enso_rain_correlation, season_skill_interval
 from climate_ml.report import markdown_table
-from climate_ml.store import list_obs, open_obs
-from climate_ml.workflows import registered_models, run_backtest
+from climate_ml.workflows import ensure_dataset, registered_models, run_backtest
 
 TARGET, SST = "nclimdiv-precip-california-local", "kaplan-local"
 
@@ -34,11 +31,8 @@ def main() -> None:
     ap.add_argument("--store", default=None)
     args = ap.parse_args()
     root = Path(args.store or tempfile.mkdtemp(prefix="climate-ml-real-"))
-    for name in (TARGET, SST):
-        if name not in list_obs(root):
-            ingest_entry(load_catalog()[name], root)
     problem = get_problem("california_rainfall")
-    prepared = problem.prepare(open_obs(root, TARGET), {SST: open_obs(root, SST)})
+    prepared = problem.prepare(ensure_dataset(root, TARGET), {SST: ensure_dataset(root, SST)})
     print(f"corr(Sep-Oct Nino 3.4, Nov-Mar total), 1950-2014: {enso_rain_correlation(prepared):.2f}")
     models = [p for n, p in registered_models(problem.name).items() if n not in problem.references]
     tic = time.perf_counter()

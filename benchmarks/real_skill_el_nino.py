@@ -19,14 +19,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.catalog import load_catalog, real_data_dir
-from climate_ml.ingest import ingest_entry
+from climate_ml.catalog import real_data_dir
 from climate_ml.problems import get_problem
 from climate_ml.report import markdown_table
 from climate_ml.schema import INIT, LEAD
 from climate_ml.scores import METRICS
-from climate_ml.store import list_obs, open_obs
-from climate_ml.workflows import registered_models, run_backtest
+from climate_ml.workflows import ensure_dataset, registered_models, run_backtest
 
 
 def ham_cnn(leads) -> tuple[xr.DataArray, xr.DataArray]:
@@ -46,10 +44,8 @@ def main() -> None:
     ap.add_argument("--store", default=None)
     args = ap.parse_args()
     root = Path(args.store or tempfile.mkdtemp(prefix="climate-ml-real-"))
-    if "kaplan-local" not in list_obs(root):
-        ingest_entry(load_catalog()["kaplan-local"], root)
     problem = get_problem("el_nino")
-    prepared = problem.prepare(open_obs(root, "kaplan-local"))
+    prepared = problem.prepare(ensure_dataset(root, "kaplan-local"))
     models = [p for n, p in registered_models("el_nino").items() if n not in problem.references]
     tic = time.perf_counter()
     res = run_backtest(problem, models, prepared, "1984-01", "2014-10", args.refit_every)

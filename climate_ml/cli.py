@@ -284,7 +284,7 @@ def archive_import(
 
 @app.command("stress")
 def stress_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help="el_nino or california_rainfall (problems with an ENSO phase)")],
     model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
