@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from climate_ml import __version__
 from climate_ml.archive import export, imported_forecasts, parse_init_range, query
 from climate_ml.errors import ClimateMLError, QueryError
-from climate_ml.leaderboard import assemble, score_board
+from climate_ml.leaderboard import assemble, default_reference, score_board
 from climate_ml.problems import PROBLEMS, get_problem
 from climate_ml.scores import METRICS
 
@@ -70,6 +70,6 @@ def create_app(root: Path) -> FastAPI:
         if not 100 <= n_boot <= 5000:
             raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
         board = assemble(root, problem, dataset=dataset, imported=imported_forecasts(root, problem))
-        return score_board(board, score, reference or prob.references[-1], n_boot=n_boot)
+        return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 
     return app

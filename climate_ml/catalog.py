@@ -24,7 +24,8 @@ from climate_ml.errors import CatalogError, IngestError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text"]
+Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text", "monthly-csv"]
+ALL_VARIABLES = "*"  # ``variable: "*"`` takes every data variable of the source
 
 
 class Source(BaseModel):
@@ -56,9 +57,12 @@ class CatalogEntry(BaseModel):
     description: str
     source: Source
     format: Format
-    variable: str = Field(description="variable name inside the source file")
-    units: str = Field(description="units of the variable as the source declares them")
-    standard_name: str = "sea_surface_temperature"
+    variable: str | list[str] = Field(
+        description='variable name inside the source file, a list of names, or "*" for every variable')
+    units: str | dict[str, str] = Field(
+        description="units as the source declares them: one for every variable, or one per variable")
+    standard_name: str | dict[str, str] = "sea_surface_temperature"
+    anomaly: bool = Field(False, description="the values are already anomalies (whatever their units attribute says)")
     license: str
     citation: str
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
@@ -67,6 +71,21 @@ class CatalogEntry(BaseModel):
     )
     subset: Subset | None = None
     region: str | None = Field(None, description="which series of a multi-series file (nClimDiv: e.g. california)")
+
+    @model_validator(mode="after")
+    def _per_variable_keys(self):
+        names = self.variable if isinstance(self.variable, list) else [self.variable]
+        if not names or any(not n for n in names):
+            raise ValueError("'variable' needs at least one name")
+        for key in ("units", "standard_name"):
+            table = getattr(self, key)
+            if isinstance(table, dict) and self.variable != ALL_VARIABLES:
+                unknown = sorted(set(table) - set(names))
+                if unknown:
+                    raise ValueError(f"'{key}' names variables that are not ingested: {unknown}")
+                if key == "units" and set(names) - set(table):
+                    raise ValueError(f"'units' has no entry for {sorted(set(names) - set(table))}")
+        return self
 
 
 def real_data_dir() -> Path:

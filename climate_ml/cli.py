@@ -31,6 +31,9 @@ err = Console(stderr=True)
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store root (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
+TargetVarOpt = Annotated[str | None, typer.Option(
+    "--target-variable", help="The target's variable in a data set with several (e.g. Nino34 in an index file); "
+    "the other variables become predictors.")]
 PredictorOpt = Annotated[list[str] | None, typer.Option(
     "--predictor-dataset", help="A dataset adding predictors, e.g. an SST data set for rainfall (repeatable; "
     "default: the default data's predictors with the default dataset, none otherwise).")]
@@ -52,6 +55,20 @@ def _month(text: str | None, what: str) -> pd.Timestamp | None:
     if ts is None:
         raise QueryError(f"bad {what} {text!r}: expected YYYY-MM")
     return ts
+
+
+def _units(values: list[str] | None):
+    """``--units U`` (every variable) or ``--units VAR=U`` (repeatable) as the ingest expects."""
+    if not values:
+        return None
+    pairs = [v.split("=", 1) for v in values if "=" in v]
+    if not pairs:
+        if len(values) > 1:
+            raise QueryError(f"bad --units {values}: give one unit, or VAR=UNIT for each variable")
+        return values[0]
+    if len(pairs) != len(values):
+        raise QueryError(f"bad --units {values}: mix of UNIT and VAR=UNIT")
+    return {k: v for k, v in pairs}
 
 
 def _progress(label: str):
@@ -89,10 +106,11 @@ def catalog_show(name: str):
 def ingest(
     entry: Annotated[str | None, typer.Argument(help="Catalog entry name.")] = None,
     file: Annotated[Path | None, typer.Option("--file", help="Ad hoc: a file you already have.")] = None,
-    variable: Annotated[str | None, typer.Option("--variable", help="Variable inside --file.")] = None,
+    variable: Annotated[list[str] | None, typer.Option("--variable", help="Variable inside --file (repeatable; '*' for all).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name in the store.")] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="cf-netcdf, noaa-psl-index, nsidc-monthly-csv, nsidc-daily-csv or nclimdiv-text (auto-detected).")] = None,
-    units: Annotated[str | None, typer.Option("--units", help="Units, when the file does not say.")] = None,
+    units: Annotated[list[str] | None, typer.Option("--units", help="Units, when the file does not say: U for every variable, or VAR=U (repeatable).")] = None,
+    anomaly: Annotated[bool, typer.Option("--anomaly", help="The values are already anomalies (recorded with the data).")] = False,
     region: Annotated[str | None, typer.Option("--region", help="Series to select from a multi-series file (nClimDiv: california).")] = None,
     store: StoreOpt = None,
 ):
@@ -108,7 +126,7 @@ def ingest(
             raise QueryError("give either a catalog entry or --file, not both")
         if not name:
             raise QueryError("--file needs --name (the dataset name in the store)")
-        res = ingest_file(file, variable, name, root, fmt=fmt, units=units, region=region)
+        res = ingest_file(file, variable, name, root, fmt=fmt, units=_units(units), region=region, anomaly=anomaly)
     else:
         if entry is None:
             raise QueryError("give a catalog entry name or --file PATH")
@@ -149,6 +167,7 @@ def backtest_cmd(
     model_paths: Annotated[list[Path], typer.Argument(help="One or more model files, e.g. models/lightgbm_lagged.py")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
+    target_variable: TargetVarOpt = None,
     test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "1990-01",
     test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
     refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
@@ -170,7 +189,7 @@ def backtest_cmd(
     from climate_ml.report import skill_table
     from climate_ml.workflows import backtest_summary, problem_inputs, reference_paths, run_backtest
 
-    prob = get_problem(problem)
+    prob = get_problem(problem, target_variable=target_variable)
     for path in model_paths:
         load_model_factory(path)  # fail fast on a broken path before any data work
     if n_jobs < 1:
@@ -244,7 +263,7 @@ def leaderboard_cmd(
     """Models x leads from recorded backtests of the same work (plus imported forecasts on the
     same inits), with block-bootstrap (by year) confidence intervals."""
     from climate_ml.archive import imported_forecasts
-    from climate_ml.leaderboard import assemble, format_board, score_board
+    from climate_ml.leaderboard import assemble, default_reference, format_board, score_board
     from climate_ml.problems import get_problem
     from climate_ml.scores import METRICS
 
@@ -255,7 +274,7 @@ def leaderboard_cmd(
         raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
     root = _root(store)
     board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
-    table = score_board(board, score, reference or prob.references[-1], n_boot=n_boot)
+    table = score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
     typer.echo(json.dumps(table) if as_json else format_board(table, lead))
 
 
@@ -288,6 +307,7 @@ def stress_cmd(
     model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
+    target_variable: TargetVarOpt = None,
     train_end: Annotated[str, typer.Option("--train-end", help="Last month of the training era.")] = "1949-12",
     test_start: Annotated[str, typer.Option("--test-start")] = "1980-01",
     test_end: Annotated[str | None, typer.Option("--test-end")] = None,
@@ -303,7 +323,7 @@ def stress_cmd(
     from climate_ml.stress import format_stress, stress_test
     from climate_ml.workflows import problem_inputs, reference_paths
 
-    prob = get_problem(problem)
+    prob = get_problem(problem, target_variable=target_variable)
     if prob.enso_phase is None:
         raise QueryError(f"stress breaks skill down by ENSO phase at the init; {prob.name!r} has no ENSO phase "
                          "(el_nino and california_rainfall do)")
@@ -367,6 +387,7 @@ def forecast(
     init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used).")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
+    target_variable: TargetVarOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a different archived forecast for this init.")] = False,
     store: StoreOpt = None,
@@ -375,7 +396,7 @@ def forecast(
     from climate_ml.problems import get_problem
     from climate_ml.workflows import forecast_and_archive, probabilistic_outlook, problem_inputs
 
-    prob = get_problem(problem)
+    prob = get_problem(problem, target_variable=target_variable)
     init_ts = _month(init, "--init")
     root = _root(store)
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
@@ -443,6 +464,7 @@ def verify(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
+    target_variable: TargetVarOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
 ):
@@ -451,7 +473,7 @@ def verify(
     from climate_ml.verify import verification_records, verify_archive
     from climate_ml.workflows import problem_inputs
 
-    prob = get_problem(problem)
+    prob = get_problem(problem, target_variable=target_variable)
     root = _root(store)
     _, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
     recs = verification_records(verify_archive(root, prob, prepared))

@@ -155,6 +155,15 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
     return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources, baseline)
 
 
+def default_reference(problem: Problem, board: Board) -> str:
+    """The problem's strongest reference (the last it lists) that is on the board."""
+    present = [r for r in problem.references if r in board.forecasts]
+    if not present:
+        raise QueryError(f"none of {problem.name}'s references ({', '.join(problem.references)}) is on this leaderboard; "
+                         "give --reference")
+    return present[-1]
+
+
 def _common_pairs(board: Board) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(model, init, lead) forecasts and (init, lead) obs, NaN wherever any model or obs is missing."""
     names = list(board.forecasts)

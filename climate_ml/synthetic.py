@@ -174,7 +174,34 @@ def write_toy_ocean(path: str | Path, **kwargs) -> Path:
     return path
 
 
-GENERATORS = {"toy-ocean": write_toy_ocean}
+def toy_heat_content(start: str = "1950-01", end: str = "2024-12", seed: int = 42) -> xr.Dataset:
+    """The toy ocean's recharge state as an index file in the layout of the XRO indices file
+    (``xro_indices_oras5``): ``WWV``, a thermocline-depth anomaly in m (the recharge oscillator's
+    h, 12 m per standard deviation, plus 2 m of measurement noise), with the real file's quirks:
+    a non-dimension ``month`` coordinate and a ``standard_name`` that is not a CF name. The same
+    seed and period as ``toy_ocean`` give the same h that drives the toy ENSO."""
+    time = pd.date_range(start, end, freq="MS")
+    _, h = recharge_oscillator(len(time), seed=seed)
+    rng = np.random.default_rng(seed + 7)
+    wwv = (12.0 * h / h.std() + rng.normal(0, 2.0, len(time))).astype("float32")
+    attrs = {"standard_name": "Depth of 20C isotherm", "long_name": "toy recharge state: 20C isotherm depth anomaly",
+             "units": "m"}
+    return xr.Dataset({"WWV": ("time", wwv, attrs)},
+                      coords={"time": ("time", time), "month": ("time", time.month.values.astype("int32"))},
+                      attrs={"title": "climate-ml toy heat content (XRO-indices-like)", "source": "climate_ml.synthetic"})
+
+
+def write_toy_heat_content(path: str | Path, **kwargs) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    toy_heat_content(**kwargs).to_netcdf(tmp, format="NETCDF4", encoding={
+        "time": {"units": "days since 1979-01-01", "calendar": "proleptic_gregorian", "dtype": "float32"}})
+    tmp.replace(path)
+    return path
+
+
+GENERATORS = {"toy-ocean": write_toy_ocean, "toy-heat-content": write_toy_heat_content}
 
 
 # --- embedded sea-ice default ------------------------------------------------------------

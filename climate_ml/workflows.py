@@ -16,7 +16,7 @@ from climate_ml import __version__
 from climate_ml.archive import write_forecast
 from climate_ml.backtest import BacktestResult, backtest, issue_forecast
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
-from climate_ml.errors import ModelError, StoreError
+from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import file_sha256, load_model_factory, model_name
 from climate_ml.problems import Problem
@@ -24,8 +24,9 @@ from climate_ml.store import list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
 DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice", "california_rainfall": "toy-california-precip"}
-# Predictor data sets used with the default data set (the toy rainfall is driven by the toy ocean's ENSO).
-DEFAULT_PREDICTORS = {"california_rainfall": ("toy-ocean",)}
+# Predictor data sets used with the default data set: the toy ocean's recharge state for El Nino (its heat
+# content), the toy ocean for rainfall (its ENSO drives the toy rain).
+DEFAULT_PREDICTORS = {"el_nino": ("toy-heat-content",), "california_rainfall": ("toy-ocean",)}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 
 
@@ -77,7 +78,11 @@ def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, pre
     name = dataset or DEFAULT_DATASET[problem.name]
     obs = ensure_dataset(root, name, log=log)
     extra = {p: ensure_dataset(root, p, log=log) for p in predictors}
-    prepared = problem.prepare(obs, extra)
+    try:
+        prepared = problem.prepare(obs, extra)
+    except ClimateMLError as exc:  # name the data sets and the problem in the one-line error
+        used = name + (f" with predictors {', '.join(predictors)}" if predictors else "")
+        raise type(exc)(f"{used} for {problem.name}: {exc}") from exc
     if extra:
         obs = obs.assign_attrs(predictors=", ".join(predictors))
     return name, obs, prepared

@@ -1,7 +1,8 @@
 """ConvLSTM (PyTorch): reads the last four monthly tropical-Pacific SST anomaly maps
 (``X["field_anomaly"]``, oldest first, averaged to 10 degrees) with a convolutional LSTM (Shi
 et al. 2015), and maps its final hidden state, together with the calendar month, to every lead
-at once.
+at once. Predictor series (``pred_*``: heat content, climate modes, at lags 0-3) join the
+calendar month at the head.
 
 Small on purpose (8 hidden channels, one layer) because the training set is a few hundred to
 two thousand months: maps are standardised per cell and the targets per lead with the
@@ -34,7 +35,7 @@ class ConvLSTMCell(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, height: int, width: int, n_leads: int, hidden: int = 8, pooled: int = 4):
+    def __init__(self, height: int, width: int, n_leads: int, hidden: int = 8, pooled: int = 4, n_extra: int = 0):
         super().__init__()
         self.coarsen = nn.AvgPool2d(2, ceil_mode=True)  # 5-degree maps to 10 degrees: 4x less work
         height, width = (height + 1) // 2, (width + 1) // 2
@@ -42,9 +43,9 @@ class Net(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d((min(pooled, height), min(pooled * 2, width)))
         n_flat = hidden * min(pooled, height) * min(pooled * 2, width)
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2))
-        self.out = nn.Sequential(nn.Linear(n_flat + 2, 32), nn.ReLU(), nn.Linear(32, n_leads))
+        self.out = nn.Sequential(nn.Linear(n_flat + 2 + n_extra, 32), nn.ReLU(), nn.Linear(32, n_leads))
 
-    def forward(self, seq, month):  # seq: (batch, time, 1, H, W); month: (batch, 2)
+    def forward(self, seq, month):  # seq: (batch, time, 1, H, W); month: (batch, 2 + predictors)
         b, n_t, _, h, w = seq.shape
         seq = self.coarsen(seq.reshape(b * n_t, 1, h, w))
         h, w = seq.shape[-2:]
@@ -69,6 +70,10 @@ class ConvLSTMForecaster:
         seq = field.sel(field_lag=lags[::-1]).values  # oldest first
         seq = (seq - self.mean_) / self.std_
         month = np.column_stack([X["month_sin"].values, X["month_cos"].values])
+        if self.predictors_:  # heat content, climate modes...: joined to the head, standardised
+            table = np.column_stack([X[v].transpose("init_time", ...).values.reshape(X.sizes["init_time"], -1)
+                                     for v in self.predictors_])
+            month = np.column_stack([month, (table - self.p_mean_) / self.p_std_])
         return (torch.tensor(seq[:, :, None], dtype=torch.float32, device=self.device),
                 torch.tensor(month, dtype=torch.float32, device=self.device))
 
@@ -80,6 +85,11 @@ class ConvLSTMForecaster:
         field = X["field_anomaly"].transpose("init_time", "field_lag", "lat", "lon").values
         self.mean_ = field.mean(axis=(0, 1))
         self.std_ = field.std(axis=(0, 1)) + 1e-6
+        self.predictors_ = sorted(v for v in X.data_vars if v.startswith("pred_"))
+        if self.predictors_:
+            table = np.column_stack([X[v].transpose("init_time", ...).values.reshape(X.sizes["init_time"], -1)
+                                     for v in self.predictors_])
+            self.p_mean_, self.p_std_ = table.mean(axis=0), table.std(axis=0) + 1e-6
         seq, month = self._inputs(X)
         target = y.transpose("init_time", "lead").values
         self.y_mean_ = np.nanmean(target, axis=0)
@@ -91,7 +101,7 @@ class ConvLSTMForecaster:
         for seed in self.seeds:
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
-            net = Net(seq.shape[3], seq.shape[4], len(self.leads_)).to(self.device)
+            net = Net(seq.shape[3], seq.shape[4], len(self.leads_), n_extra=month.shape[1] - 2).to(self.device)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             n = seq.shape[0]
             for _ in range(self.epochs):

@@ -19,7 +19,7 @@ class LightGBMENSORain:
                            random_state=random_state, n_jobs=1, verbose=-1, deterministic=True, force_row_wise=True)
 
     def _table(self, X: xr.Dataset, j: int) -> np.ndarray:
-        enso = X[[v for v in X.data_vars if v.startswith("sst_") or v == "enso"]]
+        enso = X[[v for v in X.data_vars if v.startswith("pred_") or v == "enso"]]
         table, _ = to_table(enso) if enso.data_vars else (np.empty((X.sizes["init_time"], 0)), [])
         valid_month = (X["init_time"].dt.month.values - 1 + int(self.leads_[j])) % 12
         season = np.column_stack([np.sin(2 * np.pi * valid_month / 12), np.cos(2 * np.pi * valid_month / 12)])

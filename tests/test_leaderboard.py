@@ -185,7 +185,8 @@ def test_cli_backtest_many_then_leaderboard(tmp_path):
     lb = cli("leaderboard", "el_nino", "--json", "--n-boot", "200", store=store)
     assert lb.returncode == 0, lb.stderr
     table = json.loads(lb.stdout)
-    assert {r["model"] for r in table["rows"]} == {"template", "damped_persistence", "blend", "persistence", "climatology"}
+    assert {r["model"] for r in table["rows"]} == {"template", "damped_persistence", "blend", "persistence", "climatology", "xro"}
+    assert table["reference"] == "xro"  # the strongest reference by default
     bad = cli("leaderboard", "el_nino", "--score", "brier", store=store)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: bad --score 'brier' (acc, rmse or mae)"
     bad = cli("leaderboard", "el_nino", "--lead", "40", store=store)

@@ -39,9 +39,9 @@ def prepared():
 
 
 def test_prepare_adds_predictor_indices_on_the_precip_axis(prepared):
-    assert {"precip", "sst_nino34", "sst_nino3", "sst_nino4"} <= set(prepared.data_vars)
+    assert {"precip", "pred_nino34", "pred_nino3", "pred_nino4"} <= set(prepared.data_vars)
     assert prepared.sizes["time"] == 55 * 12
-    assert float(prepared["sst_nino34"].std()) > 0.3
+    assert float(prepared["pred_nino34"].std()) > 0.3
 
 
 def test_wrong_units_and_bad_predictors_are_clear_errors(prepared):
@@ -50,8 +50,12 @@ def test_wrong_units_and_bad_predictors_are_clear_errors(prepared):
         PROBLEM.prepare(pr)
     good = xr.Dataset({"precip": prepared["precip"].assign_attrs(units="mm")})
     two = xr.Dataset({"a": prepared["precip"], "b": prepared["precip"]})
-    with pytest.raises(ClimateMLError, match="predictor dataset 'two'.*one variable"):
-        PROBLEM.prepare(good, {"two": two})
+    assert {"pred_a", "pred_b"} <= set(PROBLEM.prepare(good, {"two": two}).data_vars)  # every variable predicts
+    with pytest.raises(ClimateMLError, match="predictor 'pred_a' comes from two data sets \\('one' and 'two'\\)"):
+        PROBLEM.prepare(good, {"one": two[["a"]], "two": two})
+    cube = xr.Dataset({"a": prepared["precip"].expand_dims(level=[1, 2])})
+    with pytest.raises(ClimateMLError, match="predictor dataset 'cube': variable 'a' is neither"):
+        PROBLEM.prepare(good, {"cube": cube})
 
 
 def test_target_is_the_monthly_total_at_valid_time(prepared):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from climate_ml.catalog import CatalogEntry, download, expand_path, sha256_file
+from climate_ml.catalog import ALL_VARIABLES, CatalogEntry, download, expand_path, sha256_file
 from climate_ml.errors import ClimateMLError, IngestError
 from climate_ml.ingest.openers import FORMAT_DEFAULTS, OPENERS, detect_format, open_source
 from climate_ml.ingest.standardise import standardise
@@ -47,20 +47,38 @@ def resolve_entry(entry: CatalogEntry, root: Path) -> Path:
     return paths[0] if len(paths) == 1 else folder
 
 
+def _per_variable(value, variable: str):
+    """A catalog value given once for all variables or as a {variable: value} table."""
+    return value.get(variable) if isinstance(value, dict) else value
+
+
 def load_standardised(
     path: Path,
-    variable: str,
-    name: str,
+    variable,
+    name: str | None,
     fmt: str | None = None,
-    units: str | None = None,
-    standard_name: str | None = None,
+    units=None,
+    standard_name=None,
     land_value: float | None = None,
     subset=None,
     region: str | None = None,
+    anomaly: bool = False,
 ) -> xr.Dataset:
+    """Open and standardise one variable, a list of variables or every variable ("*") of a
+    source. ``units`` and ``standard_name`` are one value or a {variable: value} table; with
+    one variable it is stored under ``name``, otherwise under its own name."""
     raw = open_source(path, variable, fmt, region=region)
-    ds = standardise(raw, variable, units=units, name=name, standard_name=standard_name,
-                     land_value=land_value, source=str(path))
+    names = [str(v) for v in raw.data_vars]
+    single = len(names) == 1 and isinstance(variable, str) and variable != ALL_VARIABLES
+    if isinstance(units, dict):
+        missing = [v for v in names if v not in units]
+        if missing:
+            raise IngestError(f"{path}: no units declared for {', '.join(missing)}")
+    parts = [standardise(raw, v, units=_per_variable(units, v), name=(name or v) if single else v,
+                         standard_name=_per_variable(standard_name, v), land_value=land_value, source=str(path),
+                         anomaly=anomaly)
+             for v in names]
+    ds = parts[0] if len(parts) == 1 else xr.Dataset({str(p.data_vars[v].name): p[v] for p, v in zip(parts, names, strict=True)})
     if subset is not None:
         if subset.lat is not None:
             ds = ds.sel(lat=slice(*sorted(subset.lat)))
@@ -76,8 +94,8 @@ def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> Wr
     digest = sha256_source(path)
     if entry.sha256 and digest != entry.sha256:
         raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
-    ds = load_standardised(path, entry.variable, entry.variable, entry.format, entry.units,
-                           entry.standard_name, entry.land_value, entry.subset, entry.region)
+    ds = load_standardised(path, entry.variable, None, entry.format, entry.units,
+                           entry.standard_name, entry.land_value, entry.subset, entry.region, entry.anomaly)
     prov = {
         "source": str(path),
         "source_urls": list(entry.source.urls),
@@ -91,16 +109,18 @@ def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> Wr
 
 def ingest_file(
     path: str | Path,
-    variable: str | None,
+    variable,
     name: str,
     root: Path,
     fmt: str | None = None,
-    units: str | None = None,
+    units=None,
     land_value: float | None = None,
     region: str | None = None,
+    anomaly: bool = False,
 ) -> WriteResult:
     """Ad hoc ingest of a file (or a folder of NSIDC monthly CSVs) someone already has, without
-    writing YAML first. Tabular formats know their variable, units and standard name."""
+    writing YAML first. Tabular formats know their variable, units and standard name.
+    ``variable`` is a name, a list of names or "*"; ``units`` one value or {variable: units}."""
     path = Path(path)
     if not path.exists():
         raise IngestError(f"{path}: file not found")
@@ -110,9 +130,11 @@ def ingest_file(
     default_var, default_units, standard_name = FORMAT_DEFAULTS[fmt]
     variable = variable or default_var
     if variable is None:
-        raise IngestError(f"{path}: give --variable (the variable inside the {fmt} file)")
-    ds = load_standardised(path, variable, variable, fmt, units or default_units, standard_name, land_value,
-                           region=region)
+        raise IngestError(f"{path}: give --variable (the variable inside the {fmt} file, or '*' for all)")
+    if isinstance(variable, list) and len(variable) == 1:
+        variable = variable[0]
+    ds = load_standardised(path, variable, None, fmt, units or default_units, standard_name, land_value,
+                           region=region, anomaly=anomaly)
     prov = {"source": str(path.resolve()), "source_sha256": sha256_source(path), "catalog_entry": "",
             "format": fmt, **({"region": region} if region else {})}
     return _write(ds, root, name, prov, path)

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from climate_ml.catalog import ALL_VARIABLES
 from climate_ml.errors import IngestError
 from climate_ml.ingest.tabular import (
+    open_monthly_csv,
     open_nclimdiv,
     open_nsidc_daily,
     open_nsidc_monthly,
@@ -21,7 +23,7 @@ from climate_ml.ingest.tabular import (
 )
 
 
-def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Dataset:
+def open_cf_netcdf(path: Path, variable, time_chunk: int = 120) -> xr.Dataset:
     """A CF NetCDF file, opened lazily (Dask, chunked by time); times decoded with cftime so
     that 360_day and other calendars work."""
     try:
@@ -39,11 +41,34 @@ def open_cf_netcdf(path: Path, variable: str, time_chunk: int = 120) -> xr.Datas
         raise IngestError(f"{path}: file not found") from exc
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
         raise IngestError(_one_line(f"{path}: not a readable NetCDF file ({type(exc).__name__}: {exc})")) from exc
-    if variable not in ds.data_vars:
-        have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
-        ds.close()
-        raise IngestError(f"{path}: variable {variable!r} not found (variables: {have})")
-    return ds[[variable]]
+    names = _names(variable, ds)
+    for v in names:
+        if v not in ds.data_vars:
+            have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
+            ds.close()
+            raise IngestError(f"{path}: variable {v!r} not found (variables: {have})")
+    return ds[names]
+
+
+def _names(variable, ds: xr.Dataset) -> list[str]:
+    """A variable name, a list of names, or "*" (every data variable) as a list."""
+    if variable == ALL_VARIABLES:
+        return [str(v) for v in ds.data_vars]
+    return [variable] if isinstance(variable, str) else list(variable)
+
+
+def _single(opener):
+    """Formats that hold one series per file take one variable name."""
+
+    def call(path, variable, region=None):
+        if not isinstance(variable, str) or variable == ALL_VARIABLES:
+            names = [variable] if isinstance(variable, str) else list(variable)
+            if len(names) != 1 or names[0] == ALL_VARIABLES:
+                raise IngestError(f"{path}: this format holds one series; give one variable, not {variable!r}")
+            variable = names[0]
+        return opener(path, variable, region)
+
+    return call
 
 
 def _one_line(text: str) -> str:
@@ -90,15 +115,17 @@ def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
 # Every opener is called as opener(path, variable, region=...); only nClimDiv uses the region.
 OPENERS: dict[str, Callable[..., xr.Dataset]] = {
     "cf-netcdf": lambda path, variable, region=None: open_cf_netcdf(path, variable),
-    "noaa-psl-index": lambda path, variable, region=None: open_noaa_psl_index(path, variable),
-    "nsidc-monthly-csv": lambda path, variable, region=None: open_nsidc_monthly(path, variable),
-    "nsidc-daily-csv": lambda path, variable, region=None: open_nsidc_daily(path, variable),
-    "nclimdiv-text": lambda path, variable, region=None: open_nclimdiv(path, variable, region=region),
+    "monthly-csv": lambda path, variable, region=None: open_monthly_csv(path, variable),
+    "noaa-psl-index": _single(lambda path, variable, region: open_noaa_psl_index(path, variable)),
+    "nsidc-monthly-csv": _single(lambda path, variable, region: open_nsidc_monthly(path, variable)),
+    "nsidc-daily-csv": _single(lambda path, variable, region: open_nsidc_daily(path, variable)),
+    "nclimdiv-text": _single(lambda path, variable, region: open_nclimdiv(path, variable, region=region)),
 }
 
 # Per format: (default variable, units the source uses, CF standard name)
 FORMAT_DEFAULTS: dict[str, tuple[str | None, str | None, str | None]] = {
     "cf-netcdf": (None, None, None),
+    "monthly-csv": (None, None, None),
     "noaa-psl-index": (None, None, None),
     "nsidc-monthly-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
     "nsidc-daily-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
@@ -124,12 +151,15 @@ def detect_format(path: Path) -> str:
         return "nsidc-daily-csv"
     if text.startswith("year,mo,"):
         return "nsidc-monthly-csv"
+    first = head.decode("latin-1").split("\n")[0]
+    if first.count(",") >= 1 and not re.fullmatch(r"\d{10}", head[:10].decode("latin-1")):
+        return "monthly-csv"  # a header row of column names, the first one (the month) possibly empty
     if re.fullmatch(r"\d{10}", head[:10].decode("latin-1")):
         return "nclimdiv-text"
     return "noaa-psl-index"
 
 
-def open_source(path: Path, variable: str, fmt: str | None = None, region: str | None = None) -> xr.Dataset:
+def open_source(path: Path, variable, fmt: str | None = None, region: str | None = None) -> xr.Dataset:
     fmt = fmt or detect_format(path)
     if fmt not in OPENERS:
         raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(OPENERS)})")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import xarray as xr
 
 from climate_ml.errors import IngestError, SchemaError
 from climate_ml.schema import LAT, LON, TIME, X, Y, month_start, unit_conversion, validate_obs
+
+CF_NAME = re.compile(r"[a-z][a-z0-9_]*")  # the syntax of a CF standard name
 
 _DIM_ALIASES = {
     "latitude": LAT, "nav_lat": LAT, "y_lat": LAT, "Y": LAT,
@@ -23,6 +27,7 @@ def standardise(
     standard_name: str | None = None,
     land_value: float | None = None,
     source: str = "",
+    anomaly: bool = False,
 ) -> xr.Dataset:
     """Canonical observations: dims (time[, lat, lon]); time = first of month; lat ascending;
     lon in [0, 360) ascending; values in canonical units (degC for SST); land/fill as NaN.
@@ -86,9 +91,14 @@ def standardise(
     out = out.transpose(TIME, *[d for d in (LAT, LON, Y, X) if d in out.dims])
 
     keep = {k: v for k, v in da.attrs.items() if k in ("long_name", "standard_name", "comment", "cell_methods")}
+    if "standard_name" in keep and not CF_NAME.fullmatch(str(keep["standard_name"])):
+        # e.g. "Sea Surface temperature": not a CF standard name; kept for the record only
+        keep["source_standard_name"] = keep.pop("standard_name")
     keep["units"] = canonical
     if standard_name:
         keep["standard_name"] = standard_name
+    if anomaly:
+        keep["anomaly"] = "departure from the producer's climatology (declared by the catalog)"
     keep["source_variable"] = variable
     keep["source_units"] = str(declared)
     out.attrs = keep

@@ -240,3 +240,54 @@ def open_nclimdiv(path: Path, variable: str = "precip", region: str | None = "ca
     data = data[: valid[-1] + 1]
     times = pd.date_range(f"{yrs[0]}-01", periods=data.size, freq="MS")
     return _series(data, times, variable)
+
+
+# --- monthly CSV (one column per series) --------------------------------------------------
+
+def open_monthly_csv(path: Path, variables) -> xr.Dataset:
+    """A table of monthly series: the first column holds the month (a date; its header may be
+    empty), every other column one series; empty cells are missing. ``variables`` is a list of
+    column names or "*" for all. Series may start and end at different months (empty cells
+    around them); a missing month inside a series stays NaN here and is refused where the series
+    is used as a predictor."""
+    path = Path(path)
+    lines = read_lines(path)
+    if len(lines) < 3:
+        raise IngestError(f"{path}: a monthly CSV needs a header row and at least two months")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise IngestError(f"{path}: not a readable CSV ({type(exc).__name__})") from exc
+    date_col = df.columns[0]
+    columns = [c for c in df.columns[1:]]
+    wanted = columns if variables == "*" else [variables] if isinstance(variables, str) else list(variables)
+    unknown = [v for v in wanted if v not in columns]
+    if unknown:
+        raise IngestError(f"{path}: variable {unknown[0]!r} not found (columns: {', '.join(columns)})")
+    try:
+        dates = pd.to_datetime(df[date_col], format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise IngestError(f"{path}: the first column must hold dates ({exc})".splitlines()[0]) from exc
+    times = pd.DatetimeIndex(dates)
+    if not (times == times.to_period("M").to_timestamp()).all():
+        bad = times[times != times.to_period("M").to_timestamp()][0]
+        raise IngestError(f"{path}: {bad:%Y-%m-%d} is not the first day of a month")
+    _complete_months(path, times)
+    out = {}
+    for v in wanted:
+        raw = df[v].str.strip()
+        values = pd.to_numeric(raw.replace("", np.nan), errors="coerce")
+        bad = values.isna() & raw.ne("")
+        if bad.any():
+            i = int(np.argmax(bad.values))
+            raise IngestError(f"{path}: line {i + 2}: column {v!r} has a non-numeric value {raw.iloc[i]!r}")
+        out[v] = values.values.astype("float64")
+    table = pd.DataFrame(out, index=times)
+    # months without a row are missing months; months before the first and after the last value
+    # of the chosen series are not part of the record
+    rows = np.flatnonzero(table.notna().any(axis=1).values)
+    if rows.size == 0:
+        raise IngestError(f"{path}: no values in {', '.join(wanted)}")
+    table = table.iloc[rows[0]: rows[-1] + 1]
+    table = table.reindex(pd.date_range(table.index[0], table.index[-1], freq="MS"))
+    return xr.Dataset({v: ("time", table[v].values) for v in wanted}, coords={"time": table.index})

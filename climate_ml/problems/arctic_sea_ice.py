@@ -53,6 +53,7 @@ class ArcticSeaIce(Problem):
     plausible_range: tuple[float, float] = (0.0, 25.0)
     references: tuple[str, ...] = ("climatology", "linear_trend", "trend_persistence")
     lags: tuple[int, ...] = tuple(range(12))
+    target_variable: str | None = None
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """An extent series as it is, or a concentration field (fraction, with a ``cell_area``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -55,6 +56,28 @@ class Problem(ABC):
     references: tuple[str, ...]  # reference model files (models/<name>.py) every backtest includes
     target_is_anomaly: bool = False  # True when targets are departures from a climatology
     enso_phase: str | None = None  # the X variable with the latest 3-month Nino 3.4 anomaly, if any
+    target_variable: str | None = None  # which variable of a multi-variable data set is the target
+    target_aliases: tuple[str, ...] = ()  # names (lower case, letters and digits) taken as the target
+
+    def split_target(self, obs: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset | None]:
+        """The target variable of a data set and its other variables (which become predictors).
+        Only a data set with several variables is split: by ``target_variable`` when given, else
+        by the one variable whose name matches ``target_aliases`` (e.g. ``Nino34``, ``nino3.4``)."""
+        names = [str(v) for v in obs.data_vars]
+        choice = self.target_variable
+        if choice is None:
+            if len(names) == 1 or not self.target_aliases:
+                return obs, None
+            matches = [v for v in names if re.sub(r"[^a-z0-9]", "", v.lower()) in self.target_aliases]
+            if len(matches) != 1:
+                raise ClimateMLError(f"{self.name}: cannot tell the target among {', '.join(sorted(names))}; "
+                                     "give --target-variable")
+            choice = matches[0]
+        if choice not in names:
+            raise ClimateMLError(f"{self.name}: target variable {choice!r} is not in the data set "
+                                 f"(variables: {', '.join(sorted(names))})")
+        rest = [v for v in names if v != choice]
+        return obs[[choice]], (obs[rest] if rest else None)
 
     def baseline(self, prepared: xr.Dataset, fit_end) -> xr.DataArray | None:
         """A known-at-init expectation (init_time, lead) that anomaly scores (ACC) are taken
@@ -64,13 +87,25 @@ class Problem(ABC):
     def prepare(self, obs: xr.Dataset, predictors: dict[str, xr.Dataset] | None = None) -> xr.Dataset:
         """Reduce stored observations (and any predictor datasets) to what the problem needs,
         independent of any training window; lazy Dask work is computed here. Predictor series
-        are named ``sst_<index>`` and put on the target's time axis (NaN where absent)."""
+        are named ``pred_<variable>`` (``pred_nino34``... for an SST field) and put on the
+        target's time axis (NaN before a series starts or after it ends; a gap inside a series
+        is an error, never filled). The other variables of a multi-variable target data set are
+        predictors too."""
+        obs, rest = self.split_target(obs)
         prepared = self.prepare_target(obs)
+        predictors = {**({"the target data set": rest} if rest is not None else {}), **(predictors or {})}
         if predictors:
             extra = predictor_series(predictors)
             clash = sorted(set(extra.data_vars) & set(prepared.data_vars))
             if clash:
                 raise ClimateMLError(f"predictor variables {clash} clash with the problem's own inputs")
+            target_times = pd.DatetimeIndex(prepared[TIME].values)
+            for v in extra.data_vars:
+                t = pd.DatetimeIndex(extra[v][TIME].values[np.isfinite(extra[v].values)])
+                if len(t) == 0 or t[-1] < target_times[0] or t[0] > target_times[-1]:
+                    raise ClimateMLError(
+                        f"predictor {extra[v].attrs['dataset']!r} (variable {extra[v].attrs['variable']!r}) does not "
+                        f"overlap the target period {target_times[0]:%Y-%m}..{target_times[-1]:%Y-%m}")
             prepared = prepared.merge(extra.reindex({TIME: prepared[TIME].values}))
         return prepared
 
@@ -113,37 +148,62 @@ class Problem(ABC):
         """Features and targets with every learned statistic fitted up to ``fit_end``."""
 
 
+PREDICTOR_PREFIX = "pred_"
+
+
 def predictor_series(predictors: dict[str, xr.Dataset]) -> xr.Dataset:
-    """Predictor datasets as index series: an SST field (lat/lon) becomes the Nino box means,
-    a 1-D series stays itself. Variables are named ``sst_<name>``."""
+    """Predictor datasets as index series named ``pred_<name>``: an SST field (lat/lon) becomes
+    its Nino box means (``pred_nino34``...), every 1-D variable stays itself
+    (``pred_<variable>``). A missing month inside a series is an error naming the data set and
+    the variable: predictors are never filled silently."""
     out: dict[str, xr.DataArray] = {}
     for dataset, ds in predictors.items():
-        if len(ds.data_vars) != 1:
-            raise ClimateMLError(f"predictor dataset {dataset!r}: expected one variable, found {sorted(ds.data_vars)}")
-        da = ds[next(iter(ds.data_vars))]
-        if "lat" in da.dims and "lon" in da.dims:
-            idx = nino_indices(da).compute()
-            for region in idx.data_vars:
-                out[f"sst_{region}"] = idx[region].astype("float64")
-        elif da.dims == (TIME,):
-            name = da.name if str(da.name).startswith("nino") else dataset.replace("-", "_")
-            out[f"sst_{name}"] = da.astype("float64").compute()
-        else:
-            raise ClimateMLError(f"predictor dataset {dataset!r}: a (time, lat, lon) field or a time series expected, "
-                                 f"got dims {da.dims}")
+        if not ds.data_vars:
+            raise ClimateMLError(f"predictor dataset {dataset!r} has no variables")
+        for var in ds.data_vars:
+            da = ds[var]
+            if "lat" in da.dims and "lon" in da.dims:
+                idx = nino_indices(da).compute()
+                series = {f"{PREDICTOR_PREFIX}{region}": (idx[region], region) for region in idx.data_vars}
+            elif da.dims == (TIME,):
+                series = {f"{PREDICTOR_PREFIX}{var}": (da.compute(), str(var))}
+            else:
+                raise ClimateMLError(f"predictor dataset {dataset!r}: variable {var!r} is neither a (time, lat, lon) "
+                                     f"field nor a time series (dims {da.dims})")
+            for name, (values, label) in series.items():
+                if name in out:
+                    raise ClimateMLError(f"predictor {name!r} comes from two data sets ({out[name].attrs['dataset']!r} "
+                                         f"and {dataset!r})")
+                _check_no_gaps(values, dataset, label)
+                values = values.astype("float64")
+                values.attrs = {**da.attrs, "dataset": dataset, "variable": label}
+                out[name] = values
     ds = xr.Dataset(out)
     return ds.drop_vars([c for c in ds.coords if c not in ds.dims])
+
+
+def _check_no_gaps(series: xr.DataArray, dataset: str, variable: str) -> None:
+    ok = np.isfinite(np.asarray(series.values, dtype="float64"))
+    if not ok.any():
+        raise ClimateMLError(f"predictor dataset {dataset!r}: variable {variable!r} has no values")
+    first, last = np.flatnonzero(ok)[[0, -1]]
+    inside = ~ok[first: last + 1]
+    if inside.any():
+        at = pd.Timestamp(series[TIME].values[first + int(np.argmax(inside))])
+        raise ClimateMLError(f"predictor dataset {dataset!r}: variable {variable!r} has {int(inside.sum())} missing "
+                             f"months inside its record (first {at:%Y-%m}); predictors are never filled: "
+                             "choose other variables or trim the data set")
 
 
 PREDICTOR_LAGS = (0, 1, 2, 3)
 
 
 def predictor_features(prepared: xr.Dataset, fit_end, lags=PREDICTOR_LAGS) -> dict[str, xr.DataArray]:
-    """Features from predictor series (``sst_*``): departures from their climatology fitted up to
+    """Features from predictor series (``pred_*``): departures from their climatology fitted up to
     ``fit_end``, at ``lags`` (dim ``predictor_lag``)."""
     out = {}
     for v in prepared.data_vars:
-        if v.startswith("sst_"):
+        if v.startswith(PREDICTOR_PREFIX):
             a = anomalies(prepared[v], fit_climatology(prepared[v], fit_end))
             out[v] = lagged(a, lags, dim="predictor_lag")
     return out

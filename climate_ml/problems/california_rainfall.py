@@ -68,6 +68,7 @@ class CaliforniaRainfall(Problem):
     predictor_lags: tuple[int, ...] = (0, 1, 2, 3)
     min_past_errors: int = 12
     min_past_seasons: int = 5
+    target_variable: str | None = None
 
     def __post_init__(self):
         start = self.season_months[0]
@@ -116,8 +117,8 @@ class CaliforniaRainfall(Problem):
         pr = prepared["precip"]
         feats = {"precip_anomaly": lagged(anomalies(pr, self._climatology(prepared, fit_end)), self.precip_lags),
                  **predictor_features(prepared, fit_end, self.predictor_lags)}
-        if "sst_nino34" in feats:  # the ENSO state: the latest 3-month mean Nino 3.4 anomaly
-            feats["enso"] = trailing_mean(feats["sst_nino34"].sel(predictor_lag=0, drop=True), 3)
+        if "pred_nino34" in feats:  # the ENSO state: the latest 3-month mean Nino 3.4 anomaly
+            feats["enso"] = trailing_mean(feats["pred_nino34"].sel(predictor_lag=0, drop=True), 3)
         X = feature_dataset(feats)
         X["baseline"] = self.baseline(prepared, fit_end)
         times = pd.DatetimeIndex(prepared[TIME].values)
@@ -343,7 +344,7 @@ def season_skill_interval(problem: CaliforniaRainfall, result, name: str, refere
 
 def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
     """Correlation of the Sep-Oct mean Nino 3.4 anomaly with the following Nov-Mar total."""
-    n34 = prepared["sst_nino34"].to_series()
+    n34 = prepared["pred_nino34"].to_series()
     n34 = n34 - n34.groupby(n34.index.month).transform("mean")
     so = n34[n34.index.month.isin([9, 10])]
     so = so.groupby(so.index.year).mean()

@@ -4,7 +4,9 @@ init_time t means observations up to and including month t are known. The target
 is the mean anomaly of months t+L-1, t+L, t+L+1 (centred on valid_time = t+L), against a
 calendar-month climatology fitted on the training window only.
 
-Predictors at init t: Nino 3.4 / 3 / 4 / 1+2 anomalies at lags 0..11 months, the latest
+Predictors at init t: predictor data sets (``--predictor-dataset``, e.g. heat content and
+climate-mode indices) as departures from their training climatology at lags 0-3 (``pred_*``),
+Nino 3.4 / 3 / 4 / 1+2 anomalies at lags 0..11 months, the latest
 3-month mean of Nino 3.4 (``persistence``), 12-month mean, 3-month tendency, leading EOF
 principal components of tropical-Pacific SST anomalies (fitted on the training window) at
 several lags, the anomaly maps themselves (``field_anomaly``, lags 0-5, for spatial models such
@@ -31,7 +33,7 @@ from climate_ml.features import (
     project_eofs,
     trailing_mean,
 )
-from climate_ml.problems.base import FoldData, Problem, feature_dataset
+from climate_ml.problems.base import FoldData, Problem, feature_dataset, predictor_features
 from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
@@ -43,7 +45,7 @@ class ElNino(Problem):
     leads: tuple[int, ...] = tuple(range(1, 19))
     target_units: str = "degC"
     plausible_range: tuple[float, float] = (-6.0, 6.0)  # a Nino 3.4 anomaly outside this is not an anomaly
-    references: tuple[str, ...] = ("persistence", "climatology", "damped_persistence")
+    references: tuple[str, ...] = ("persistence", "climatology", "damped_persistence", "xro")
     target_is_anomaly: bool = True
     enso_phase = "persistence"  # not a field: the ENSO phase variable in X (for `stress`)
     index_lags: tuple[int, ...] = tuple(range(12))
@@ -51,12 +53,16 @@ class ElNino(Problem):
     eof_lags: tuple[int, ...] = (0, 1, 2, 3, 6, 9, 12)
     eof_resolution: float = 5.0
     field_lags: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    predictor_lags: tuple[int, ...] = (0, 1, 2, 3)
+    target_variable: str | None = None
+    target_aliases: tuple[str, ...] = ("nino34",)
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """Nino box means and a coarse tropical-Pacific field from an SST dataset (a field with
-        lat/lon), or the index itself from a 1-D dataset (e.g. an OISST Nino 3.4 series)."""
+        lat/lon), or the index itself from a 1-D dataset (e.g. an OISST Nino 3.4 series, or the
+        Nino34 variable of an index data set)."""
         if len(obs.data_vars) != 1:
-            raise ClimateMLError(f"expected one SST variable, found {sorted(obs.data_vars)}")
+            raise ClimateMLError(f"expected one SST variable, found {sorted(obs.data_vars)}; give --target-variable")
         sst = obs[next(iter(obs.data_vars))]
         if "lat" not in sst.dims:
             return xr.Dataset({"nino34": sst.astype("float64")}).compute()
@@ -101,6 +107,7 @@ class ElNino(Problem):
             if self.field_lags:  # the anomaly maps themselves, for spatial models; land (always NaN) is 0
                 ocean = field.sel({TIME: slice(None, fit_end)}).notnull().any(TIME)  # land as known at fit_end
                 feats["field_anomaly"] = lagged(anom.where(ocean, 0.0), self.field_lags, dim="field_lag")
+        feats.update(predictor_features(prepared, fit_end, self.predictor_lags))  # heat content, climate modes...
         X = feature_dataset(feats)
 
         y = self._target_from_anomaly(n34)
