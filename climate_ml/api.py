@@ -15,7 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from climate_ml import __version__
 from climate_ml.archive import export, imported_forecasts, parse_init_range, query
@@ -35,13 +37,30 @@ def create_app(root: Path) -> FastAPI:
     async def bad_input(request: Request, exc: ClimateMLError):
         return JSONResponse(status_code=400, content={"error": str(exc)})
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_type(request: Request, exc: RequestValidationError):
+        """FastAPI's own parameter checks, in the one error shape: 400 {"error": one line}."""
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        got = first.get("input")
+        return JSONResponse(status_code=400, content={"error": f"bad {where} {got!r}: {first.get('msg', 'invalid')}"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse(status_code=exc.status_code, content={"error": str(exc.detail)})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception):
+        # never internals (paths, tracebacks) in a response; the server log has them
+        return JSONResponse(status_code=500, content={"error": f"internal error ({type(exc).__name__})"})
+
     @app.get("/", response_class=HTMLResponse)
     def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "store": str(root), "version": __version__}
+        return {"status": "ok", "version": __version__}
 
     @app.get("/problems")
     def problems() -> list[dict]:

@@ -19,8 +19,17 @@ import xarray as xr
 
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import INIT, LEAD, MEMBER, MODEL, VALID, add_valid_time, validate_forecast
-from climate_ml.store import discard, locked, recover, swap_in, temp_beside
+from climate_ml.store import (
+    NETCDF_LOCK,
+    discard,
+    locked,
+    recover,
+    swap_in,
+    sweep_temporaries,
+    temp_beside,
+)
 
+MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -43,6 +52,7 @@ def write_forecast(
     target = _model_dir(root, problem, model)
     with locked(root, f"archive-{problem}-{model}"):
         recover(target)
+        sweep_temporaries(target)
         new = forecast.rename("forecast").to_dataset()
         if target.exists():
             old = xr.open_zarr(target, consolidated=False).load()
@@ -95,21 +105,25 @@ def list_models(root: Path, problem: str) -> list[str]:
 
 
 def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-    """``YYYY-MM``, ``YYYY-MM:YYYY-MM``, ``:YYYY-MM`` or ``YYYY-MM:``."""
+    """``YYYY-MM``, ``YYYY`` (the whole year), ``A:B`` with A and B either form, ``:B`` or ``A:``."""
     if not text:
         return None, None
     parts = text.split(":")
     if len(parts) > 2:
-        raise QueryError(f"bad init {text!r}: expected YYYY-MM or YYYY-MM:YYYY-MM")
+        raise QueryError(f"bad init {text!r}: expected YYYY-MM, YYYY or a range A:B of them")
     if len(parts) == 1:
         parts = [parts[0], parts[0]]
     out = []
-    for p in parts:
+    for k, p in enumerate(parts):
         if p == "":
             out.append(None)
             continue
-        if not re.fullmatch(r"\d{4}-\d{2}", p) or not 1 <= int(p[5:]) <= 12:
-            raise QueryError(f"bad init {text!r}: {p!r} is not YYYY-MM")
+        if not re.fullmatch(r"\d{4}(-\d{2})?", p) or (len(p) == 7 and not 1 <= int(p[5:]) <= 12):
+            raise QueryError(f"bad init {text!r}: {p!r} is not YYYY-MM or YYYY")
+        if not MIN_YEAR <= int(p[:4]) <= MAX_YEAR:
+            raise QueryError(f"bad init {text!r}: year {p[:4]} is outside {MIN_YEAR}..{MAX_YEAR}")
+        if len(p) == 4:  # a year: from its January, or up to its December
+            p = f"{p}-01" if k == 0 else f"{p}-12"
         out.append(pd.Timestamp(p + "-01"))
     if out[0] is not None and out[1] is not None and out[1] < out[0]:
         raise QueryError(f"bad init {text!r}: end before start")
@@ -134,7 +148,8 @@ def query(
     start, end = parse_init_range(init)
     parts = []
     for m in models:
-        ds = xr.open_zarr(_model_dir(root, problem, m), consolidated=False).load()
+        with locked(root, f"archive-{problem}-{m}"):  # a reader never sees a write half swapped in
+            ds = xr.open_zarr(_model_dir(root, problem, m), consolidated=False).load()
         ds = ds.sel({INIT: slice(start, end)})
         if lead is not None:
             if lead not in ds[LEAD].values:
@@ -163,11 +178,13 @@ def export(ds: xr.Dataset, fmt: str) -> bytes:
     if fmt == "csv":
         return to_records(ds).to_csv(index=False, float_format="%.4f").encode()
     if fmt == "json":
-        return json.dumps(to_records(ds).round(4).to_dict(orient="records")).encode()
+        records = to_records(ds).round(4).astype(object)
+        records = records.where(records.notna(), None)  # NaN is not JSON: null
+        return json.dumps(records.to_dict(orient="records"), allow_nan=False).encode()
     if fmt == "netcdf":
         out = ds.copy()
         out.attrs = {k: v if isinstance(v, str) else json.dumps(v) for k, v in out.attrs.items()}
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, NETCDF_LOCK:
             path = Path(tmp) / "query.nc"
             out.to_netcdf(path, format="NETCDF4")
             return path.read_bytes()
@@ -186,7 +203,8 @@ def read_external_forecasts(path: Path, problem, column: str | None = None,
         raise QueryError(f"{path}: file not found")
     if path.suffix.lower() in (".nc", ".nc4", ".netcdf"):
         try:
-            ds = xr.load_dataset(path)
+            with NETCDF_LOCK:
+                ds = xr.load_dataset(path)
         except Exception as exc:
             raise QueryError(f"{path}: not a readable NetCDF file ({type(exc).__name__})") from exc
         ds = ds.rename({"init": INIT}) if "init" in ds.dims else ds
@@ -232,6 +250,8 @@ def read_external_forecasts(path: Path, problem, column: str | None = None,
     if len(dropped) == len(set(leads)):
         raise QueryError(f"{path}: none of the leads {leads[0]}..{leads[-1]} are leads of {problem.name}")
     da = da.sel({LEAD: [k for k in leads if k in problem.leads]})
+    if np.isinf(da.values).any():
+        raise QueryError(f"{path}: {name!r} holds infinite values (missing forecasts must be empty or NaN)")
     values = da.values[np.isfinite(da.values)]
     if values.size == 0:
         raise QueryError(f"{path}: no forecast values in {name!r}")

@@ -279,7 +279,46 @@ def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, ini
             f"no observations for init {init:%Y-%m} (data cover {times[0]:%Y-%m}..{times[-1]:%Y-%m})"
         )
     fold = problem.fold_data(prepared.sel(time=slice(None, init)), fit_end=init)
+    missing = missing_inputs(fold.test_set([init]))
+    if missing:
+        raise ClimateMLError(f"inputs missing at init {init:%Y-%m} ({', '.join(missing)}): refusing to forecast from "
+                             "missing data; pick an earlier init or complete the data set")
     return add_valid_time(fit_predict(factory, fold, [init], problem.leads, name))
+
+
+def missing_inputs(X: xr.Dataset) -> list[str]:
+    """Variables of X with a missing (NaN) value at any of its inits."""
+    return sorted(str(v) for v in X.data_vars if bool(X[v].isnull().any()))
+
+
+def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, test_start, test_end,
+                   refit_every: int, n_probes: int = 2, seed: int = 0) -> dict[str, str]:
+    """The lookahead guard as every backtest runs it (RAMP checks every submission): for the
+    last fold of the plan, each model forecasts the fold's whole block of inits, as in the
+    backtest, once on the data and once with every value after a probe init replaced by noise;
+    the forecast for the probe init must not change. ``n_probes`` inits spread over the block
+    are probed, so a model that reads the rows of later inits inside ``predict`` is caught as
+    well as a feature that reads ahead. Returns {model: reason} for the models that look ahead
+    (or fail while being probed)."""
+    t0, block = _plan(problem, prepared, test_start, test_end, refit_every)[-1]
+    probes = block[np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)]
+    base = problem.fold_data(prepared, t0)
+    perturbed = {init: problem.fold_data(perturb_after(prepared, init, seed=seed), t0) for init in probes}
+    out = {}
+    for name, spec in models.items():
+        try:
+            ref = fit_predict(_resolve(spec), base, block, problem.leads, name)
+            for init in probes:
+                got = fit_predict(_resolve(spec), perturbed[init], block, problem.leads, name).sel({INIT: [init]})
+                want = ref.sel({INIT: [init]})
+                if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
+                    diff = float(np.max(np.abs(want.values - got.values)))
+                    out[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
+                                 f"when only data after that init changed (lookahead guard; fold fitted up to {t0:%Y-%m})")
+                    break
+        except ModelError as exc:
+            out[name] = f"{name}: failed under the lookahead guard: {exc}"
+    return out
 
 
 def perturb_after(prepared: xr.Dataset, after, seed: int = 0, scale: float = 5.0) -> xr.Dataset:

@@ -4,6 +4,7 @@ stderr with a non-zero exit (2 for bad input); ``--debug`` shows the full traceb
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -48,13 +49,11 @@ def _root(store):
 def _month(text: str | None, what: str) -> pd.Timestamp | None:
     if text is None:
         return None
-    try:
-        ts = pd.Timestamp(text + "-01") if len(text) == 7 else None
-    except ValueError:
-        ts = None
-    if ts is None:
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
         raise QueryError(f"bad {what} {text!r}: expected YYYY-MM")
-    return ts
+    if not 1678 <= int(text[:4]) <= 2261:
+        raise QueryError(f"bad {what} {text!r}: year outside 1678..2261")
+    return pd.Timestamp(text + "-01")
 
 
 def _units(values: list[str] | None):
@@ -176,18 +175,17 @@ def backtest_cmd(
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds allowed per model and fold; slower models fail.")] = None,
     blend: Annotated[bool, typer.Option("--blend/--no-blend", help="Add a Caruana blend of all models, selected inside each fold.")] = True,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run for the leaderboard.")] = True,
+    archive: Annotated[bool, typer.Option("--archive", help="Archive every model's out-of-sample forecasts as hindcasts.")] = False,
+    guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Run the lookahead guard on the submitted models (skip it knowingly).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
     """Rolling-origin backtest of model files against the problem's references on the same
     folds; each run is recorded for `climate-ml leaderboard`."""
-    from climate_ml.backtest import fold_starts
-    from climate_ml.blend import blend_backtest
-    from climate_ml.leaderboard import record_backtest
     from climate_ml.model_api import load_model_factory, model_name
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
-    from climate_ml.workflows import backtest_summary, problem_inputs, reference_paths, run_backtest
+    from climate_ml.workflows import backtest_summary, evaluate, problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
     for path in model_paths:
@@ -201,21 +199,11 @@ def backtest_cmd(
     end = min(end, prob.last_init(prepared)) if end else prob.last_init(prepared)
     with _progress("backtest") as bar:
         task = bar.add_task("", total=None)
-        res = run_backtest(prob, model_paths, prepared, start, end, refit_every,
-                           progress=lambda msg: bar.update(task, description=msg),
-                           n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
-    files = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
-    contributivity = None
-    if blend and len(res.forecasts) >= 2:
-        submitted = [model_name(p) for p in model_paths if model_name(p) in res.forecasts]
-        b = blend_backtest(prob, res.forecasts, res.obs, fold_starts(start, end, refit_every), prior=submitted or None)
-        res.forecasts["blend"] = b.forecast
-        files["blend"] = Path("blend")
-        contributivity = b.contributivity()
-    record_dir = None
-    if record:
-        record_dir = record_backtest(root, prob, res, dataset, obs.attrs.get("source_sha256", ""), start, end,
-                                     refit_every, files)
+        ev = evaluate(root, prob, model_paths, prepared, obs, dataset, start, end, refit_every, blend=blend,
+                      record=record, archive=archive, guard=guard, progress=lambda msg: bar.update(task, description=msg),
+                      n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
+    res = ev.result
+    contributivity, record_dir = ev.contributivity, ev.record_dir
     names = [model_name(p) for p in model_paths] + (["blend"] if "blend" in res.forecasts else [])
     summaries = {n: backtest_summary(res, n, dataset, start, end, refit_every, prob.leads) for n in names}
     if as_json:
@@ -383,47 +371,70 @@ def sea_ice_fields_cmd(
 @app.command()
 def forecast(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
-    model_path: Annotated[Path, typer.Argument(help="A model file.")],
+    model_paths: Annotated[list[Path], typer.Argument(help="One or more model files.")],
     init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used).")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
     target_variable: TargetVarOpt = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a plume PNG: every model's forecast with the observed history.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a different archived forecast for this init.")] = False,
     store: StoreOpt = None,
 ):
-    """Train on data up to --init, forecast every lead, and archive the forecast."""
+    """Train on data up to --init, forecast every lead with each model, and archive the forecasts."""
+    from climate_ml.model_api import load_model_factory
     from climate_ml.problems import get_problem
-    from climate_ml.workflows import forecast_and_archive, probabilistic_outlook, problem_inputs
+    from climate_ml.report import plot_plume
+    from climate_ml.workflows import (
+        forecast_and_archive,
+        observed_history,
+        probabilistic_outlook,
+        problem_inputs,
+    )
 
     prob = get_problem(problem, target_variable=target_variable)
     init_ts = _month(init, "--init")
+    for path in model_paths:
+        load_model_factory(path)  # fail fast on a broken path before any data work
     root = _root(store)
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
-    fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
-    outlook = probabilistic_outlook(prob, model_path, prepared, fc)
-    rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
-            for lead, v, x in zip(fc["lead"].values, fc["valid_time"].values[0], fc.values[0], strict=True)]
-    if outlook:
-        for r in rows:
-            r["terciles"] = outlook["monthly_terciles"][str(r["lead"])]
-    if as_json:
-        out = {"problem": prob.name, "model": model_path.stem, "init_time": init, "archive": action, "forecast": rows}
+    results, forecasts = {}, {}
+    for model_path in model_paths:
+        fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
+        forecasts[model_path.stem] = fc
+        outlook = probabilistic_outlook(prob, model_path, prepared, fc)
+        mean = fc.mean("member") if "member" in fc.dims else fc
+        rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
+                for lead, v, x in zip(mean["lead"].values, mean["valid_time"].values[0], mean.values[0], strict=True)]
+        if outlook:
+            for r in rows:
+                r["terciles"] = outlook["monthly_terciles"][str(r["lead"])]
+        out = {"problem": prob.name, "model": model_path.stem, "init_time": init, "dataset": dataset, "archive": action,
+               "forecast": rows}
         if outlook and "season" in outlook:
             out["season"] = outlook["season"]
-        typer.echo(json.dumps(out))
+        results[model_path.stem] = out
+    png = None
+    if plot is not None:
+        png = plot_plume(observed_history(prob, prepared, init_ts), forecasts, plot,
+                         f"{prob.name} on {dataset}: forecasts from {init}", prob)
+        err.print(f"wrote {png}")
+    if as_json:
+        typer.echo(json.dumps(next(iter(results.values())) if len(results) == 1 else
+                              {"problem": prob.name, "init_time": init, "dataset": dataset, "models": results}))
         return
-    typer.echo(f"{prob.name} forecast from {model_path.stem}, init {init} ({action} in archive)")
-    for r in rows:
-        terc = r.get("terciles")
-        typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
-                   f"{prob.target_units}" + (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}"
-                                             if terc else ""))
-    if outlook and "season" in outlook:
-        s = outlook["season"]
-        p = s["probability"]
-        typer.echo(f"  {s['months']} total {s['forecast']:.0f} {s['units']} (terciles {s['tercile_edges'][0]:.0f} / "
-                   f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
+    for name, out in results.items():
+        typer.echo(f"{prob.name} forecast from {name}, init {init} on {dataset} ({out['archive']} in archive)")
+        for r in out["forecast"]:
+            terc = r.get("terciles")
+            typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
+                       f"{prob.target_units}" + (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}"
+                                                 if terc else ""))
+        if "season" in out:
+            s = out["season"]
+            p = s["probability"]
+            typer.echo(f"  {s['months']} total {s['forecast']:.0f} {s['units']} (terciles {s['tercile_edges'][0]:.0f} / "
+                       f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
 
 
 @archive_app.command("query")
@@ -485,7 +496,7 @@ def verify(
 
 @app.command()
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (well under a minute).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 2-3 minutes instead of about 8).")] = False,
     store: StoreOpt = None,
 ):
     """The main job, as a Prefect flow: data -> features -> backtest -> forecast -> archive -> verify -> report."""
@@ -541,15 +552,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="climate-ml", standalone_mode=False)
-        return 0
+        # without standalone mode click returns a command's typer.Exit code instead of raising it
+        code = command.main(args=argv, prog_name="climate-ml", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into Exit(130), silently
+            print("aborted (interrupted)", file=sys.stderr)
+        return code if isinstance(code, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("aborted (interrupted)", file=sys.stderr)
         return 130
     except ClimateMLError as exc:
         if debug:

@@ -35,6 +35,7 @@ from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
 from climate_ml.scores import METRICS
+from climate_ml.store import NETCDF_LOCK
 
 REFERENCE = "damped_persistence"
 
@@ -88,7 +89,8 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
                          "obs": result.obs.drop_vars("valid_time", errors="ignore")})
         if result.baseline is not None:
             ds["baseline"] = result.baseline
-        ds.to_netcdf(run_dir / "forecasts.nc")
+        with NETCDF_LOCK:
+            ds.to_netcdf(run_dir / "forecasts.nc")
     (run_dir / "record.json").write_text(json.dumps(record, indent=1))
     return run_dir
 
@@ -134,7 +136,8 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
     obs = baseline = None
     for rec in records:  # oldest first: newer results replace older ones
         path = Path(rec["dir"]) / "forecasts.nc"
-        ds = xr.load_dataset(path) if path.exists() else None
+        with NETCDF_LOCK:
+            ds = xr.load_dataset(path) if path.exists() else None
         if ds is not None and obs is None:
             obs = ds["obs"]
             baseline = ds["baseline"] if "baseline" in ds else None

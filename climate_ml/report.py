@@ -98,3 +98,45 @@ def plot_ice_edge(observed, forecasts: dict, path: str | Path, title: str, thres
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_plume(observed, forecasts: dict, path: str | Path, title: str, problem) -> Path:
+    """IRI-style plume: the observed target before the init (black) and every model's forecast
+    (init_time=1, lead[, member]) against valid time; members thin, ensemble means thick; for
+    El Nino the +-0.5 degC El Nino / La Nina thresholds."""
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
+    if len(observed):
+        ax.plot(observed.index, observed.values, color="black", lw=2.2, marker="o", ms=3, label="observed")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, fc) in enumerate(forecasts.items()):
+        color = colors[k % len(colors)]
+        valid = pd.DatetimeIndex(np.asarray(fc["valid_time"].values).reshape(-1)[: fc.sizes["lead"]])
+        style = "--" if name in REFERENCES or name == "xro" else "-"
+        if "member" in fc.dims:
+            for m in range(fc.sizes["member"]):
+                ax.plot(valid, fc.isel(member=m).values.reshape(-1), color=color, lw=0.4, alpha=0.35)
+            fc = fc.mean("member")
+        values = fc.values.reshape(-1)
+        if len(observed):  # join the plume to the last observation
+            valid = valid.insert(0, observed.index[-1])
+            values = np.concatenate([[observed.values[-1]], values])
+        ax.plot(valid, values, style, color=color, lw=1.8, label=name)
+    if getattr(problem, "name", "") == "el_nino":
+        for level, label in ((0.5, "El Nino"), (-0.5, "La Nina")):
+            ax.axhline(level, color="grey", lw=0.8, ls=":")
+            ax.text(ax.get_xlim()[0], level, f" {label} threshold", va="bottom" if level > 0 else "top", fontsize=8,
+                    color="grey")
+        ax.axhline(0, color="grey", lw=0.5)
+    ax.set_ylabel(f"{getattr(problem, 'description', '')[:60]}\n({problem.target_units})", fontsize=9)
+    ax.set_xlabel("valid month")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

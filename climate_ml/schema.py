@@ -65,6 +65,34 @@ _UNIT_ALIASES: dict[str, tuple[str, float, float]] = {
 }
 
 
+# Values outside these ranges (canonical units) are not physical for any variable the pipeline
+# ingests: they betray wrong units (Kelvin labelled degC, percent labelled as a fraction) or
+# garbage. Wide on purpose: anomalies and absolute values of one unit share a range.
+PLAUSIBLE_RANGE: dict[str, tuple[float, float]] = {
+    "degC": (-20.0, 45.0),  # SST and its anomalies (Kelvin read as degC is ~270-305)
+    "mm": (0.0, 5000.0),  # a monthly precipitation total
+    "1e6 km2": (0.0, 30.0),  # sea-ice extent (the Arctic ocean is ~15 at most)
+    "1": (0.0, 1.0),  # a fraction such as sea-ice concentration (percent read as a fraction is up to 100)
+    "m": (-1000.0, 6000.0),  # thermocline depths and their anomalies
+    "m3": (-1e17, 1e17),  # warm water volume (~1e15)
+    "m s-1": (-80.0, 80.0),  # winds
+    "W m-2": (-600.0, 600.0),  # radiative fluxes and their anomalies
+}
+
+
+def check_plausible(values: np.ndarray, units: str, where: str) -> np.ndarray:
+    """Raise SchemaError when any finite value lies outside ``PLAUSIBLE_RANGE[units]``; return
+    the values unchanged (used block by block on Dask arrays, so nothing is read twice)."""
+    lo, hi = PLAUSIBLE_RANGE.get(units, (-np.inf, np.inf))
+    v = np.asarray(values)
+    finite = v[np.isfinite(v)]
+    if finite.size and (finite.min() < lo or finite.max() > hi):
+        bad = finite.min() if finite.min() < lo else finite.max()
+        raise SchemaError(f"{where}has values such as {bad:.6g} {units}, outside the plausible range {lo:g}..{hi:g} "
+                          f"{units} (wrong units declared?)")
+    return values
+
+
 def unit_conversion(units: str) -> tuple[str, float, float]:
     """Return (canonical unit, scale, offset) for a unit string, or raise SchemaError."""
     key = " ".join(str(units).strip().lower().split())

@@ -13,10 +13,12 @@ import contextlib
 import datetime as _dt
 import os
 import shutil
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -28,6 +30,9 @@ from climate_ml.errors import StoreError
 from climate_ml.schema import TIME, validate_obs
 
 DEFAULT_ROOT = "climate-ml-data"
+# HDF5 (under netCDF4) is not thread-safe: two threads in it at once crash the process (seen with
+# concurrent HTTP requests). Every NetCDF read or write in the package holds this lock.
+NETCDF_LOCK = threading.RLock()
 OBS_TIME_CHUNK = 120  # months per chunk: ~8 MB for a 2-degree global float32 field
 
 
@@ -76,6 +81,15 @@ def discard(tmp: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def sweep_temporaries(final: Path) -> int:
+    """Remove what killed writers left beside ``final`` (call under its lock: any temporary
+    of this target then belongs to a writer that is gone). Returns how many were removed."""
+    stale = list(final.parent.glob(f".{final.name}.tmp-*")) if final.parent.exists() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(stale)
+
+
 @dataclass(frozen=True)
 class WriteResult:
     path: Path
@@ -101,6 +115,7 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
     final = obs_path(root, name)
     with locked(root, f"obs-{name}"):
         recover(final)
+        sweep_temporaries(final)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         if not final.exists():
             tmp = temp_beside(final)
@@ -110,7 +125,13 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
                              "history": [f"{now} created from {provenance.get('source', '?')}"]}
                 out = out.chunk({d: (OBS_TIME_CHUNK if d == TIME else -1) for d in out.dims})
                 encoding = {v: {"chunks": _chunks(ds[v])} for v in ds.data_vars}
-                out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+                write = out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
+                # one pass over the source: the write and the count of valid values per variable
+                _, counts = dask.compute(write, {v: out[v].count() for v in out.data_vars})
+                empty = sorted(v for v, c in counts.items() if int(c) == 0)
+                if empty:
+                    raise StoreError(f"{provenance.get('source', name)}: variable {empty[0]!r} has no valid values "
+                                     "(all missing); nothing stored")
                 swap_in(tmp, final)
             except BaseException:
                 discard(tmp)

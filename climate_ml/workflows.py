@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -107,6 +108,57 @@ def run_backtest(
     return backtest(problem, paths, prepared, test_start, test_end, refit_every, **options)
 
 
+@dataclass
+class Evaluation:
+    """What one backtest produced: the result (the blend included), the blend's contributivity,
+    the record's folder, the hindcasts archived and the models the lookahead guard refused."""
+
+    result: BacktestResult
+    files: dict[str, Path]
+    contributivity: dict[str, float] | None = None
+    record_dir: Path | None = None
+    archived: dict[str, str] = field(default_factory=dict)
+    looked_ahead: dict[str, str] = field(default_factory=dict)
+
+
+def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr.Dataset, obs: xr.Dataset,
+             dataset: str, test_start, test_end, refit_every: int = 12, *, blend: bool = True, record: bool = True,
+             archive: bool = False, guard: bool = True, **options) -> Evaluation:
+    """One backtest as every shell runs it (the CLI, the flows, the HTTP service): backtest the
+    model files with the problem's references on the same folds; run the lookahead guard on
+    every submitted model (a model that looks ahead becomes a FAILED row, never a score); add a
+    Caruana blend selected inside each fold; record the run for the leaderboard; archive each
+    model's out-of-sample hindcasts. ``options`` go to ``backtest.backtest``."""
+    from climate_ml.backtest import fold_starts, guard_backtest
+    from climate_ml.blend import blend_backtest
+    from climate_ml.leaderboard import record_backtest
+
+    files = {**reference_paths(problem), **{model_name(p): Path(p) for p in model_paths}}
+    res = backtest(problem, files, prepared, test_start, test_end, refit_every, **options)
+    submitted = [model_name(p) for p in model_paths if model_name(p) not in problem.references]
+    looked = {}
+    if guard:
+        probed = {n: files[n] for n in submitted if n in res.forecasts}
+        looked = guard_backtest(problem, probed, prepared, test_start, test_end, refit_every) if probed else {}
+        for name, reason in looked.items():
+            res.forecasts.pop(name, None)
+            res.failures[name] = reason
+    out = Evaluation(res, files, looked_ahead=looked)
+    if blend and len(res.forecasts) >= 2:
+        prior = [n for n in submitted if n in res.forecasts]
+        b = blend_backtest(problem, res.forecasts, res.obs, fold_starts(test_start, test_end, refit_every),
+                           prior=prior or None)
+        res.forecasts["blend"] = b.forecast
+        files["blend"] = Path("blend")
+        out.contributivity = b.contributivity()
+    if record:
+        out.record_dir = record_backtest(root, problem, res, dataset, obs.attrs.get("source_sha256", ""), test_start,
+                                         test_end, refit_every, files)
+    if archive:
+        out.archived = archive_backtest(root, problem, res, obs, dataset, {n: p for n, p in files.items() if n != "blend"})
+    return out
+
+
 def backtest_summary(
     result: BacktestResult, model: str, dataset: str, test_start, test_end, refit_every: int, leads
 ) -> dict:
@@ -185,6 +237,8 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
     """Archive each model's out-of-sample hindcasts (each made without lookahead)."""
     actions = {}
     for name, fc in result.forecasts.items():
+        if name not in paths:
+            continue
         train_end = pd.Timestamp(fc["init_time"].values[-1])
         attrs = forecast_attrs(problem, paths[name], obs, dataset, train_end, "hindcast (rolling-origin backtest)")
         try:
@@ -192,3 +246,15 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
         except StoreError as exc:
             actions[name] = f"kept existing ({exc})"
     return actions
+
+
+def observed_history(problem: Problem, prepared: xr.Dataset, init, months: int = 24) -> pd.Series:
+    """The observed target, in the convention of a forecast issued at ``init`` (anomalies against
+    the climatology of data up to the init), for the ``months`` valid months up to the init:
+    what a plume is drawn against. Values not yet fully observed at the init are left out."""
+    init = pd.Timestamp(init)
+    known = prepared.sel(time=slice(None, init))
+    y = problem.target(known, init).isel(lead=0)
+    valid = pd.DatetimeIndex(y["valid_time"].values)
+    series = pd.Series(y.values, index=valid)
+    return series[(series.index <= init) & (series.index > init - pd.DateOffset(months=months))].dropna()

@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 from prefect import flow, get_run_logger, task
 
+from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
 from climate_ml.store import store_root
@@ -26,13 +27,13 @@ from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     DEFAULT_DATASET,
     DEFAULT_PREDICTORS,
-    archive_backtest,
+    Evaluation,
     ensure_dataset,
+    evaluate,
     forecast_and_archive,
     probabilistic_outlook,
     problem_inputs,
     registered_models,
-    run_backtest,
 )
 
 PROBLEMS = ("el_nino", "arctic_sea_ice", "california_rainfall")
@@ -68,26 +69,36 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
 
 
 @task
-def backtest_all(problem_name: str, prepared: xr.Dataset, test_start: str, refit_every: int):
+def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Dataset, test_start: str,
+                 refit_every: int) -> Evaluation:
+    """The library's one backtest path (as `climate-ml backtest`): every model that serves the
+    problem, the lookahead guard, the blend, the record for the leaderboard, the hindcasts archived."""
     problem = get_problem(problem_name)
     extra = [p for n, p in registered_models(problem_name).items() if n not in problem.references]
     test_end = min(problem.last_init(prepared), pd.Timestamp(prepared["time"].values[-2]))
-    return run_backtest(problem, extra, prepared, test_start, test_end, refit_every)
-
-
-@task
-def archive_hindcasts(root: str, problem_name: str, dataset: str, result) -> dict:
     obs = ensure_dataset(Path(root), dataset)
-    return archive_backtest(Path(root), get_problem(problem_name), result, obs, dataset, registered_models(problem_name))
+    logger = get_run_logger()
+    return evaluate(Path(root), problem, extra, prepared, obs, dataset, test_start, test_end, refit_every,
+                    archive=True, progress=lambda msg: logger.info(f"{problem_name} backtest: {msg}"))
 
 
 @task
 def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
+    """One model's forecast from the latest month; a model that fails is one line, not the run's end."""
+    try:
+        return _issue(root, problem_name, dataset, model, prepared)
+    except ClimateMLError as exc:
+        get_run_logger().warning(f"FAILED {model}: {exc}")
+        return {"model": model, "error": str(exc)}
+
+
+def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
     init = problem.last_init(prepared)
     fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared,
                                       dataset, init)
+    fc = fc.mean("member") if "member" in fc.dims else fc
     last = int(fc["lead"].values[-1])
     out = {"model": model, "init": f"{init:%Y-%m}", "archive": action, "lead": last,
            "value": round(float(fc.sel(lead=last).values[0]), 3)}
@@ -158,11 +169,13 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     for name in [dataset, *DEFAULT_PREDICTORS.get(problem_name, ())]:
         logger.info(ingest_default(root, name))
     prepared = build_features(root, problem_name, dataset, scheduler)
-    result = backtest_all(problem_name, prepared, test_start, refit)
-    if result.failures:
-        logger.warning(f"failed models: {result.failures}")
-    actions = archive_hindcasts(root, problem_name, dataset, result)
+    ev = evaluate_all(root, problem_name, dataset, prepared, test_start, refit)
+    result, actions = ev.result, ev.archived
+    for name, reason in result.failures.items():
+        logger.warning(f"FAILED {name}: {reason}")
     issued = [issue(root, problem_name, dataset, m, prepared) for m in registered_models(problem_name)]
+    failed_issue = [i for i in issued if "error" in i]
+    issued = [i for i in issued if "error" not in i]
     verified = verify(root, problem_name, prepared)
 
     scores = {n: result.scores(n) for n in result.forecasts}
@@ -190,7 +203,10 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
         "forecasts issued from " + (issued[0]["init"] if issued else "-") + ": "
         + ", ".join(f"{i['model']} lead {i['lead']} = {i['value']:{'+' if problem.target_is_anomaly else ''}.2f} "
                     f"{problem.target_units}" for i in issued),
+        *[f"FAILED {name}: {reason}" for name, reason in result.failures.items()],
+        *[f"FAILED forecast {i['model']}: {i['error']}" for i in failed_issue],
         f"archive:   {Path(root) / 'archive' / (problem_name + '.zarr')} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
+        f"leaderboard: climate-ml leaderboard {problem_name} (run recorded in {ev.record_dir})",
         f"plot:      {png}",
         f"scores:    {run_dir / 'scores.json'}",
     ])
@@ -203,5 +219,22 @@ def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str
     """Run the whole pipeline for every problem on the embedded default data; return summaries."""
     root = str(store_root(store))
     scheduler = scheduler or os.environ.get("CLIMATE_ML_DASK_SCHEDULER")
-    summaries = {name: run_problem(name, root, quick, scheduler) for name in PROBLEMS}
-    return {"text": "\n\n".join(s["text"] for s in summaries.values()), "problems": summaries}
+    summaries, failed = {}, {}
+    for name in PROBLEMS:  # one problem failing never stops the others
+        state = run_problem(name, root, quick, scheduler, return_state=True)
+        if state.is_completed():
+            summaries[name] = state.result()
+        else:
+            reason = str(state.message or "failed").splitlines()[0]
+            failed[name] = reason
+            summaries[name] = {"text": f"== {name}: FAILED ({reason})", "failed": reason}
+    text = "\n\n".join(s["text"] for s in summaries.values()) + "\n\n" + NEXT_STEPS.format(root=root)
+    return {"text": text, "problems": summaries, "failed": failed}
+
+
+NEXT_STEPS = """Next:
+  .venv/bin/climate-ml leaderboard el_nino                   # skill with 95% intervals (also arctic_sea_ice, california_rainfall)
+  .venv/bin/climate-ml archive query --problem el_nino --init 2024 --format csv   # the archived forecasts
+  .venv/bin/climate-ml serve-api                              # the web page at http://127.0.0.1:8000/
+  .venv/bin/climate-ml backtest el_nino models/template.py    # your own model, against the references
+(store: {root}; `source .venv/bin/activate` puts climate-ml on PATH)"""

@@ -68,3 +68,45 @@ def test_leaderboard_without_runs_is_a_clear_400(server):
     assert status == 400 and "no backtests recorded for problem 'el_nino'" in json.loads(body)["error"]
     status, _, body = get(server + "/leaderboard?problem=el_nino&score=brier")
     assert status == 400 and "bad score 'brier'" in json.loads(body)["error"]
+
+
+@pytest.mark.parametrize("query,message", [
+    ("problem=el_nino&init=0001-01", "year 0001 is outside 1678..2261"),
+    ("problem=el_nino&init=2300", "year 2300 is outside 1678..2261"),
+    ("problem=el_nino&lead=six", "bad lead 'six'"),
+    ("problem=el_nino&lead=1.5", "bad lead '1.5'"),
+])
+def test_every_bad_input_is_a_400_in_one_shape(server, query, message):
+    """Out-of-range years were a 500, type errors FastAPI's 422 {"detail": ...}."""
+    status, _, body = get(server + "/forecasts?" + query)
+    payload = json.loads(body)
+    assert status == 400 and set(payload) == {"error"} and message in payload["error"], payload
+    status, _, body = get(server + "/leaderboard?problem=el_nino&n_boot=many")
+    assert status == 400 and "bad n_boot 'many'" in json.loads(body)["error"]
+    status, _, body = get(server + "/nowhere")
+    assert status == 404 and set(json.loads(body)) == {"error"}
+
+
+def test_health_shows_no_internals(server):
+    status, _, body = get(server + "/health")
+    assert status == 200 and set(json.loads(body)) == {"status", "version"}
+    assert "/" not in json.loads(body)["version"]
+
+
+def test_concurrent_mixed_load_never_crashes_the_server(server, tmp_path):
+    """HDF5 under netCDF4 is not thread-safe: concurrent NetCDF downloads used to kill the
+    server with a segmentation fault. 8 clients x 30 mixed requests: no error, no crash."""
+    import concurrent.futures
+
+    urls = [server + "/forecasts?problem=el_nino&format=netcdf", server + "/forecasts?problem=el_nino&format=csv",
+            server + "/forecasts?problem=el_nino&lead=3", server + "/leaderboard?problem=el_nino", server + "/"]
+    expected = {0: 200, 1: 200, 2: 200, 3: 400, 4: 200}  # no backtest is recorded in this store: a clear 400
+
+    def client(k):
+        return [(i % len(urls), get(urls[i % len(urls)])[0]) for i in range(k, k + 30)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(client, range(8)) for r in batch]
+    assert len(results) == 240
+    assert all(status == expected[i] for i, status in results), [r for r in results if r[1] != expected[r[0]]][:3]
+    assert get(server + "/health")[0] == 200  # still alive

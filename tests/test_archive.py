@@ -63,12 +63,17 @@ def test_conversions_are_one_line():
 
 
 @pytest.mark.parametrize("text,pattern", [
-    ("2020-13", "not YYYY-MM"), ("2020", "not YYYY-MM"), ("2020-01:2019-01", "end before start"),
-    ("a:b:c", "expected YYYY-MM"),
+    ("2020-13", "not YYYY-MM"), ("202", "not YYYY-MM"), ("2020-01:2019-01", "end before start"),
+    ("a:b:c", "expected YYYY-MM"), ("0001-01", "year 0001 is outside 1678..2261"), ("9999", "outside 1678..2261"),
 ])
 def test_bad_init_range(text, pattern):
     with pytest.raises(QueryError, match=pattern):
         parse_init_range(text)
+
+
+def test_a_year_is_the_whole_year():
+    assert parse_init_range("2020") == (pd.Timestamp("2020-01-01"), pd.Timestamp("2020-12-01"))
+    assert parse_init_range("2019:2020-03") == (pd.Timestamp("2019-01-01"), pd.Timestamp("2020-03-01"))
 
 
 def test_bad_query_parameters(store):

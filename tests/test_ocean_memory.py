@@ -18,7 +18,6 @@ from climate_ml.errors import ClimateMLError, IngestError
 from climate_ml.ingest import ingest_entry, ingest_file, standardise
 from climate_ml.ingest.openers import detect_format
 from climate_ml.model_api import load_model_factory
-from climate_ml.problems import get_problem
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.schema import INIT
 from climate_ml.store import open_obs

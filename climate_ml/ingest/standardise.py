@@ -8,7 +8,17 @@ import numpy as np
 import xarray as xr
 
 from climate_ml.errors import IngestError, SchemaError
-from climate_ml.schema import LAT, LON, TIME, X, Y, month_start, unit_conversion, validate_obs
+from climate_ml.schema import (
+    LAT,
+    LON,
+    TIME,
+    X,
+    Y,
+    check_plausible,
+    month_start,
+    unit_conversion,
+    validate_obs,
+)
 
 CF_NAME = re.compile(r"[a-z][a-z0-9_]*")  # the syntax of a CF standard name
 
@@ -17,6 +27,13 @@ _DIM_ALIASES = {
     "longitude": LON, "nav_lon": LON, "X": LON,
     "T": TIME, "month": TIME, "date": TIME,
 }
+
+
+def _plausible(values, units: str, where: str):
+    try:
+        return check_plausible(values, units, where)
+    except SchemaError as exc:
+        raise IngestError(str(exc)) from exc
 
 
 def standardise(
@@ -74,6 +91,12 @@ def standardise(
         out = out.where(~is_land)
     if scale != 1.0 or offset != 0.0:
         out = out * np.float32(scale) + np.float32(offset)
+    # plausibility, checked block by block as the data stream into the store (nothing is read twice)
+    label = f"{where}variable {variable!r} "
+    if out.chunks is not None:
+        out = out.copy(data=out.data.map_blocks(_plausible, canonical, label, dtype=out.dtype))
+    else:
+        _plausible(out.values, canonical, label)
     # 2-D coordinates of projected grids (lat, lon, cell_area over y/x) travel with the data
     grid_coords = {c: da[c] for c in da.coords
                    if c not in da.dims and da[c].dims and set(da[c].dims) <= {Y, X} and Y in da.dims}
