@@ -12,6 +12,13 @@ Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -92,3 +99,29 @@ def create_app(root: Path) -> FastAPI:
         return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 
     return app
+
+
+@contextlib.contextmanager
+def running_server(store: Path):
+    """``climate-ml serve-api`` on a free loopback port over ``store``; yields the base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store)],
+                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(60):
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            proc.kill()
+            raise RuntimeError("server did not start: " + proc.stderr.read().decode()[-2000:])
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -21,6 +21,7 @@ from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import INIT, LEAD, MEMBER, MODEL, VALID, add_valid_time, validate_forecast
 from climate_ml.store import (
     NETCDF_LOCK,
+    check_name,
     discard,
     locked,
     recover,
@@ -30,17 +31,17 @@ from climate_ml.store import (
 )
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
 def archive_path(root: Path, problem: str) -> Path:
-    return root / "archive" / f"{problem}.zarr"
+    return root / "archive" / f"{check_name(problem, 'problem')}.zarr"
 
 
 def _model_dir(root: Path, problem: str, model: str) -> Path:
-    if not _NAME.match(model):
-        raise QueryError(f"invalid model name {model!r}")
-    return archive_path(root, problem) / model
+    try:
+        return archive_path(root, problem) / check_name(model, "model")
+    except StoreError as exc:
+        raise QueryError(str(exc)) from exc
 
 
 def write_forecast(

@@ -119,7 +119,11 @@ def ingest(
     from climate_ml.catalog import get_entry
     from climate_ml.ingest import ingest_entry, ingest_file
 
+    from climate_ml.store import check_name
+
     root = _root(store)
+    if name is not None:
+        check_name(name)
     if file is not None:
         if entry is not None:
             raise QueryError("give either a catalog entry or --file, not both")
@@ -509,25 +513,29 @@ def run(
 @app.command("serve")
 def serve_cmd(
     cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 6 5 * *",
-    problem: Annotated[str, typer.Option("--problem")] = "el_nino",
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Catalog entry to ingest each month (default: the problem's embedded data).")] = None,
+    problem: Annotated[list[str] | None, typer.Option("--problem", help="Problems to schedule (repeatable; default: every problem).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Catalog entry to ingest each month, for one --problem (default: the problem's embedded data).")] = None,
     predictor_dataset: PredictorOpt = None,
     store: StoreOpt = None,
 ):
-    """Serve the monthly forecast flow as a Prefect deployment on a cron schedule (needs a
-    Prefect server: set PREFECT_API_URL, e.g. after `prefect server start`)."""
+    """Serve the monthly forecast flow of every problem (or those given) as Prefect deployments
+    on a cron schedule, one deployment per problem, in this process. Needs a Prefect server:
+    set PREFECT_API_URL, e.g. after `prefect server start`."""
     from climate_ml.catalog import get_entry
     from climate_ml.problems import get_problem
-    from flows.monthly import serve
+    from flows.monthly import require_prefect_server, serve
 
-    get_problem(problem)
+    require_prefect_server()
+    for p in problem or []:
+        get_problem(p)
     for name in [dataset, *(predictor_dataset or [])]:
         if name is not None:
             get_entry(name)
     parts = cron.split()
     if len(parts) != 5:
         raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
-    serve(cron=cron, problem=problem, dataset=dataset, store=str(_root(store)), predictors=predictor_dataset)
+    err.print(f"serving the monthly job for {', '.join(problem or ['every problem'])} on cron {cron!r}; Ctrl-C stops")
+    serve(cron=cron, problems=problem, dataset=dataset, store=str(_root(store)), predictors=predictor_dataset)
 
 
 @app.command("serve-api")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import re
 import shutil
 import threading
 import uuid
@@ -41,8 +42,22 @@ def store_root(root: str | Path | None = None) -> Path:
     return Path(root).expanduser().resolve()
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # letters, digits, '_', '.', '-'; no path in it
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    """Every name that becomes part of a path (data sets, models, problems) passes here: no
+    separators, no '..', no absolute paths, nothing empty, hidden or over 100 characters.
+    Returns the name; raises a one-line StoreError otherwise."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name) or ".." in name:
+        shown = repr(name) if len(str(name)) <= 60 else repr(str(name)[:60] + "...")
+        raise StoreError(f"invalid {what} name {shown}: use 1-100 letters, digits, '_', '.' or '-', starting with a "
+                         "letter or digit, without '..'")
+    return name
+
+
 def obs_path(root: Path, name: str) -> Path:
-    return root / "obs" / f"{name}.zarr"
+    return root / "obs" / f"{check_name(name)}.zarr"
 
 
 @contextlib.contextmanager

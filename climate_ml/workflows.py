@@ -21,7 +21,7 @@ from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import file_sha256, load_model_factory, model_name
 from climate_ml.problems import Problem
-from climate_ml.store import list_obs, open_obs
+from climate_ml.store import check_name, list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
 DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice", "california_rainfall": "toy-california-precip"}
@@ -76,7 +76,9 @@ def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, pre
     names further stored datasets or catalog entries (e.g. an SST data set for rainfall)."""
     if predictors is None:
         predictors = list(DEFAULT_PREDICTORS.get(problem.name, ())) if dataset is None else []
-    name = dataset or DEFAULT_DATASET[problem.name]
+    name = DEFAULT_DATASET[problem.name] if dataset is None else dataset
+    for n in [name, *predictors]:  # names become paths: refuse a bad one before any work
+        check_name(n)
     obs = ensure_dataset(root, name, log=log)
     extra = {p: ensure_dataset(root, p, log=log) for p in predictors}
     try:

@@ -90,13 +90,36 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     return summary
 
 
-def serve(cron: str = DEFAULT_CRON, problem: str = "el_nino", dataset: str | None = None, store: str | None = None,
-          name: str = "monthly", predictors: list[str] | None = None) -> None:
-    """Register the monthly deployment with the Prefect server ($PREFECT_API_URL) and run its
-    flow runs as they come due (blocks until interrupted)."""
-    monthly_forecast.serve(
-        name=name,
-        cron=cron,
-        parameters={"problem": problem, "dataset": dataset, "store": str(store_root(store)), "predictors": predictors},
-        description="Ingest new observations, forecast with every model, archive, verify.",
-    )
+def require_prefect_server() -> None:
+    """Without PREFECT_API_URL, ``serve`` would poll a temporary server that schedules nothing."""
+    from prefect.settings import PREFECT_API_URL
+
+    from climate_ml.errors import ClimateMLError
+
+    if not PREFECT_API_URL.value():
+        raise ClimateMLError("serve needs a Prefect server to schedule on: start one (`prefect server start`) and set "
+                             "PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api")
+
+
+def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: str | None = None,
+          store: str | None = None, predictors: list[str] | None = None) -> None:
+    """Register one monthly deployment per problem (``monthly-<problem>``, all problems by
+    default) with the Prefect server at $PREFECT_API_URL and run their flow runs as they come
+    due, in one process (blocks until interrupted)."""
+    from prefect import serve as prefect_serve
+
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.problems import PROBLEMS
+
+    require_prefect_server()
+    problems = list(problems or PROBLEMS)
+    if (dataset or predictors) and len(problems) != 1:
+        raise ClimateMLError("--dataset and --predictor-dataset belong to one problem: give exactly one --problem")
+    deployments = [
+        monthly_forecast.to_deployment(
+            name=f"monthly-{p}", cron=cron,
+            parameters={"problem": p, "dataset": dataset, "store": str(store_root(store)), "predictors": predictors},
+            description=f"{p}: ingest new observations, forecast with every model, archive, verify.")
+        for p in problems
+    ]
+    prefect_serve(*deployments, print_starting_message=False)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import cftime
@@ -125,27 +119,8 @@ def write_psl_index(path: Path, first: int = 1990, last: int = 1994, missing: fl
     return path
 
 
-@contextlib.contextmanager
 def running_api(store: Path):
     """``climate-ml serve-api`` on a free loopback port over ``store``; yields the base URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store)],
-                            env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(60):
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            proc.kill()
-            raise AssertionError("server did not start: " + proc.stderr.read().decode()[-2000:])
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    from climate_ml.api import running_server
+
+    return running_server(store)

@@ -117,3 +117,48 @@ def test_no_lookahead_property(prepared, fit_offset, init_offset):
     for name in ("persistence", "damped_persistence", "climatology"):
         factory = load_model_factory(registered_models()[name])
         assert lookahead_violations(PROBLEM, factory, prepared, [init], fit_end, seed=fit_offset) == [], name
+
+
+PEEKING = '''
+import numpy as np
+import xarray as xr
+PROBLEMS = ("el_nino",)
+class Peek:
+    """Forecasts each init with the Nino 3.4 anomaly of the init three months later: it reads
+    the rows of later inits inside predict, which no per-init feature check can see."""
+    def fit(self, X, y):
+        self.leads_ = y["lead"].values
+        return self
+    def predict(self, X):
+        now = X["nino34"].sel(lag=0).values
+        later = np.concatenate([now[3:], np.repeat(now[-1:], min(3, len(now)))])[: len(now)]
+        out = np.repeat(later[:, None], len(self.leads_), axis=1)
+        return xr.DataArray(out, dims=("init_time", "lead"), coords={"init_time": X["init_time"].values, "lead": self.leads_})
+def make_model():
+    return Peek()
+'''
+
+
+def test_the_engine_guard_fails_a_model_that_peeks_at_later_inits(tmp_path, capsys):
+    """`climate-ml backtest` runs the lookahead guard on every submitted model: one that uses
+    later inits' rows is a FAILED row saying it looks ahead, and is never recorded as a score."""
+    import json
+
+    from climate_ml.cli import main
+    from climate_ml.leaderboard import list_records
+
+    (tmp_path / "peek.py").write_text(PEEKING)
+    store = tmp_path / "store"
+    code = main(["backtest", "el_nino", str(tmp_path / "peek.py"), "models/persistence.py", "--test-start", "2018-01",
+                 "--refit-every", "24", "--store", str(store), "--json", "--no-blend"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 3
+    assert "looks ahead" in out["models"]["peek"]["error"] and "scores" not in out["models"]["peek"]
+    assert "scores" in out["models"]["persistence"]  # an honest model passes the same guard
+    rec = list_records(store, "el_nino")[-1]
+    assert rec["models"]["peek"]["status"] == "failed" and "looks ahead" in rec["models"]["peek"]["error"]
+    # knowingly skipped, the cheat scores (and scores well): the guard is what stops it
+    code = main(["backtest", "el_nino", str(tmp_path / "peek.py"), "--test-start", "2018-01", "--refit-every", "24",
+                 "--store", str(store), "--json", "--no-blend", "--no-guard", "--no-record"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["scores"]["acc"]["1"] > 0.5

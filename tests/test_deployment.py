@@ -42,7 +42,8 @@ def healthy(url: str) -> bool:
 def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
     port = free_port()
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+           "COLUMNS": "250"}  # the Prefect CLI's tables cut names to the terminal width
     server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     serve = None
@@ -53,16 +54,20 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
 
         def listed():
             out = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True)
-            return out.returncode == 0 and "climate-ml-monthly/monthly" in out.stdout
-        wait_for(listed, 120, "the deployment to be registered")
-        inspect = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "climate-ml-monthly/monthly"],
-                                 env=env, capture_output=True, text=True, check=True)
-        assert "0 6 5 * *" in inspect.stdout
-        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "climate-ml-monthly/monthly", "--watch"],
+            # one serve schedules every problem (a second serve used to replace the first's deployment)
+            return out.returncode == 0 and all(f"climate-ml-monthly/monthly-{p}" in out.stdout
+                                               for p in ("el_nino", "arctic_sea_ice", "california_rainfall"))
+        wait_for(listed, 120, "the deployments to be registered")
+        for p in ("el_nino", "california_rainfall"):
+            inspect = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", f"climate-ml-monthly/monthly-{p}"],
+                                     env=env, capture_output=True, text=True, check=True)
+            assert "0 6 5 * *" in inspect.stdout
+        run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "climate-ml-monthly/monthly-el_nino", "--watch"],
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
         arch = tmp_path / "store" / "archive" / "el_nino.zarr"
-        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "convlstm", "damped_persistence", "lightgbm_lagged", "persistence"]
+        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "convlstm", "damped_persistence", "lightgbm_lagged",
+                                                          "persistence", "ridge_ocean", "xro", "xro_ridge"]
         fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
         assert str(fc.init_time.values[-1])[:7] == "2024-12" and fc.attrs["kind"] == "forecast"
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
@@ -74,3 +79,11 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def test_serve_without_a_prefect_server_is_a_clear_error(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "serve", "--store", str(tmp_path / "store")], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: serve needs a Prefect server")

@@ -18,7 +18,7 @@ def test_run_quick_end_to_end(tmp_path):
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ACC by lead" in p.stdout and "plot:" in p.stdout
-    runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir()}
+    runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir() if r.name != "backtests"}
     assert set(runs) == {"el_nino", "arctic_sea_ice", "california_rainfall"}
     for run in runs.values():
         png = run / "skill_vs_lead.png"
@@ -28,8 +28,18 @@ def test_run_quick_end_to_end(tmp_path):
     assert ice["damped_anomaly_persistence"]["rmse"]["3"] < min(ice["linear_trend"]["rmse"]["3"], ice["trend_persistence"]["rmse"]["3"])
     scores = json.loads((runs["el_nino"] / "scores.json").read_text())
     acc = {m: s["acc"] for m, s in scores["backtest"].items()}
-    assert set(acc) == {"persistence", "climatology", "damped_persistence", "lightgbm_lagged", "convlstm"}  # el_nino models only
+    assert set(acc) == {"persistence", "climatology", "damped_persistence", "xro", "lightgbm_lagged", "convlstm",
+                        "ridge_ocean", "xro_ridge", "blend"}  # el_nino models only, and their blend
     assert acc["lightgbm_lagged"]["6"] > acc["persistence"]["6"]
+    # the toy heat content is read: XRO has the recharge state (WWV) and beats persistence
+    assert acc["xro"]["6"] > acc["persistence"]["6"] + 0.1
+    # the run records its backtests (the same step as `climate-ml backtest`): the leaderboard has content
+    lb = subprocess.run([sys.executable, "-m", "climate_ml.cli", "leaderboard", "el_nino", "--json", "--n-boot", "100",
+                         "--store", str(tmp_path / "store")], capture_output=True, text=True, env=env, timeout=300)
+    assert lb.returncode == 0, lb.stderr
+    board = json.loads(lb.stdout)
+    assert board["reference"] == "xro" and {"xro_ridge", "lightgbm_lagged", "blend"} <= {r["model"] for r in board["rows"]}
+    assert "leaderboard el_nino" in p.stdout  # the run ends with what to try next
     assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
     # hindcasts and forecasts are in the archive, one Zarr group per model
     arch = tmp_path / "store" / "archive" / "el_nino.zarr"
@@ -37,7 +47,7 @@ def test_run_quick_end_to_end(tmp_path):
     assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
     assert any(r["n"] > 0 for r in scores["verification"])
     rain = json.loads((runs["california_rainfall"] / "scores.json").read_text())
-    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain"}
+    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain", "blend"}
     assert {"bss_upper_tercile", "rpss", "rmse", "acc"} <= set(rain["backtest"]["lightgbm_lagged"])
     season = rain["extra"]["lightgbm_lagged"]["season"]
     assert season["n"]["all"] > 0 and set(season["n"]) == {"Aug", "Sep", "Oct", "Nov", "all"}

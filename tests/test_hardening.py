@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import netCDF4
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from climate_ml.archive import export, import_forecasts, query
 from climate_ml.backtest import issue_forecast
@@ -153,3 +156,63 @@ def test_out_of_range_init_year_is_a_clear_cli_error(tmp_path, capsys):
         assert code == 2 and "outside 1678..2261" in capsys.readouterr().err
     code = main(["forecast", "el_nino", "models/persistence.py", "--init", "1500-01", "--store", str(tmp_path)])
     assert code == 2 and "year outside 1678..2261" in capsys.readouterr().err
+
+
+HOSTILE = ["..", "../evil", "../../evil", "/tmp/climate-ml-evil", "a/b", "a\\b", "", ".hidden", "x" * 300,
+           "évil", "na\x00me", "a b", "-rf", "ok/../../evil", "~/evil"]
+
+
+def _outside(tmp_path) -> set:
+    """Everything outside the store that a traversal could create."""
+    found = {p for p in tmp_path.rglob("*") if "store" not in p.relative_to(tmp_path).parts}
+    return found | {p for p in (Path("/tmp").glob("climate-ml-evil*"))}
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.one_of(st.sampled_from(HOSTILE),
+                      st.text(alphabet=st.sampled_from(list("./\\~ é-_a")), min_size=0, max_size=12)))
+def test_hostile_names_never_reach_the_file_system(tmp_path, capsys, name):
+    """Every command that takes a name that becomes a path: a one-line error (exit 2), nothing
+    written outside the store (`ingest --name ../evil` used to write <store>/../evil.zarr)."""
+    from climate_ml.store import SAFE_NAME
+    if SAFE_NAME.fullmatch(name) and ".." not in name:
+        return  # an ordinary name: not hostile
+    store = tmp_path / "store"
+    src = tmp_path / "src.nc"
+    if not src.exists():
+        write_ersst_like(src)
+    before = _outside(tmp_path)
+    commands = [
+        ["ingest", "--file", str(src), "--variable", "sst", "--name", name],
+        ["backtest", "el_nino", "models/persistence.py", "--dataset", name, "--no-record"],
+        ["backtest", "el_nino", "models/persistence.py", "--predictor-dataset", name, "--no-record"],
+        ["forecast", "el_nino", "models/persistence.py", "--init", "2020-01", "--dataset", name],
+        ["archive", "query", "--problem", "el_nino", "--model", name],
+        ["leaderboard", "el_nino", "--dataset", name],
+    ]
+    for args in commands:
+        code = main([*args, "--store", str(store)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (args, err)
+        assert err.startswith("error:") and "\n" not in err, (args, err)
+    assert _outside(tmp_path) == before
+    assert not (tmp_path / "evil.zarr").exists() and not Path("/tmp/climate-ml-evil.zarr").exists()
+
+
+def test_hostile_names_over_http(tmp_path):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from climate_ml.api import running_server
+
+    with running_server(tmp_path / "store") as base:
+        for name in ("../evil", "/etc/passwd", "a/b", ".."):
+            q = urllib.parse.urlencode({"problem": "el_nino", "model": name})
+            try:
+                urllib.request.urlopen(f"{base}/forecasts?{q}", timeout=30)
+                raise AssertionError("accepted " + name)
+            except urllib.error.HTTPError as e:
+                body = json.loads(e.read())
+                assert e.code == 400 and set(body) == {"error"} and "\n" not in body["error"]
+    assert not (tmp_path / "evil.zarr").exists()
