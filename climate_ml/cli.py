@@ -118,7 +118,6 @@ def ingest(
     daily CSV, or an nClimDiv file (with --region)."""
     from climate_ml.catalog import get_entry
     from climate_ml.ingest import ingest_entry, ingest_file
-
     from climate_ml.store import check_name
 
     root = _root(store)
@@ -410,9 +409,12 @@ def forecast(
         mean = fc.mean("member") if "member" in fc.dims else fc
         rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
                 for lead, v, x in zip(mean["lead"].values, mean["valid_time"].values[0], mean.values[0], strict=True)]
-        if outlook:
-            for r in rows:
+        for r in rows if outlook else []:
+            if "monthly_terciles" in outlook:  # rainfall
                 r["terciles"] = outlook["monthly_terciles"][str(r["lead"])]
+            if "categories" in outlook:  # El Nino: P(La Nina / neutral / El Nino) for the season centred on valid_time
+                r["season"] = outlook["valid_season"][str(r["lead"])]
+                r["categories"] = outlook["categories"][str(r["lead"])]
         out = {"problem": prob.name, "model": model_path.stem, "init_time": init, "dataset": dataset, "archive": action,
                "forecast": rows}
         if outlook and "season" in outlook:
@@ -430,10 +432,12 @@ def forecast(
     for name, out in results.items():
         typer.echo(f"{prob.name} forecast from {name}, init {init} on {dataset} ({out['archive']} in archive)")
         for r in out["forecast"]:
-            terc = r.get("terciles")
+            terc, cats = r.get("terciles"), r.get("categories")
+            extra = (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}" if terc else
+                     f"   {r['season']}  P(La Nina/neutral/El Nino) {cats['la_nina']:.2f}/{cats['neutral']:.2f}/"
+                     f"{cats['el_nino']:.2f}" if cats else "")
             typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
-                       f"{prob.target_units}" + (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}"
-                                                 if terc else ""))
+                       f"{prob.target_units}" + extra)
         if "season" in out:
             s = out["season"]
             p = s["probability"]

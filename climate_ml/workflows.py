@@ -217,6 +217,25 @@ def forecast_and_archive(
     return fc, action
 
 
+def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
+                       dataset: str, init) -> dict:
+    """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
+    terciles, El Nino categories): the summary the run and monthly flows report."""
+    fc, action = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init)
+    mean = fc.mean("member") if "member" in fc.dims else fc
+    out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
+           "forecast": {int(k): round(float(v), 3) for k, v in zip(mean["lead"].values, mean.values[0], strict=True)}}
+    outlook = probabilistic_outlook(problem, model_path, prepared, fc)
+    if outlook and "monthly_terciles" in outlook:  # rainfall, calibrated on the model's recent out-of-sample errors
+        out["terciles"] = outlook["monthly_terciles"]
+        if "season" in outlook:
+            out["season"] = outlook["season"]
+    if outlook and "categories" in outlook:  # El Nino: P(La Nina / neutral / El Nino) per lead
+        out["categories"] = outlook["categories"]
+        out["valid_season"] = outlook["valid_season"]
+    return out
+
+
 def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Dataset, forecast: xr.DataArray,
                           years: int = 20) -> dict | None:
     """Tercile probabilities for a live forecast, for problems that issue them: the model is

@@ -15,6 +15,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from climate_ml.catalog import get_entry
+from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.store import store_root
@@ -22,8 +23,7 @@ from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     DEFAULT_DATASET,
     DEFAULT_PREDICTORS,
-    forecast_and_archive,
-    probabilistic_outlook,
+    issue_with_outlook,
     problem_inputs,
     registered_models,
 )
@@ -44,15 +44,11 @@ def forecast_model(root: str, problem_name: str, dataset: str, predictors: list[
     _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
     init = problem.last_init(prepared)
     path = registered_models(problem_name)[model]
-    fc, action = forecast_and_archive(Path(root), problem, path, obs, prepared, dataset, init)
-    out = {"model": model, "init": f"{init:%Y-%m}", "archive": action,
-           "forecast": {int(k): round(float(v), 3) for k, v in zip(fc["lead"].values, fc.values[0], strict=True)}}
-    outlook = probabilistic_outlook(problem, path, prepared, fc)
-    if outlook:  # tercile probabilities (rainfall), calibrated on the model's recent out-of-sample errors
-        out["terciles"] = outlook["monthly_terciles"]
-        if "season" in outlook:
-            out["season"] = outlook["season"]
-    return out
+    try:
+        return issue_with_outlook(Path(root), problem, path, obs, prepared, dataset, init)
+    except ClimateMLError as exc:  # one failing model is one line, not the end of the run
+        get_run_logger().warning(f"FAILED {model}: {exc}")
+        return {"model": model, "error": str(exc)}
 
 
 @task
@@ -86,7 +82,10 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued, "verification": verified}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
-    logger.info(f"issued {len(issued)} forecasts from {issued[0]['init'] if issued else '-'}; summary in {run_dir}")
+    ok = [i for i in issued if "error" not in i]
+    failed = [i["model"] for i in issued if "error" in i]
+    logger.info(f"issued {len(ok)} forecasts from {ok[0]['init'] if ok else '-'}"
+                + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; summary in {run_dir}")
     return summary
 
 

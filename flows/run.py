@@ -30,8 +30,7 @@ from climate_ml.workflows import (
     Evaluation,
     ensure_dataset,
     evaluate,
-    forecast_and_archive,
-    probabilistic_outlook,
+    issue_with_outlook,
     problem_inputs,
     registered_models,
 )
@@ -95,19 +94,10 @@ def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.D
 def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
-    init = problem.last_init(prepared)
-    fc, action = forecast_and_archive(Path(root), problem, registered_models(problem_name)[model], obs, prepared,
-                                      dataset, init)
-    fc = fc.mean("member") if "member" in fc.dims else fc
-    last = int(fc["lead"].values[-1])
-    out = {"model": model, "init": f"{init:%Y-%m}", "archive": action, "lead": last,
-           "value": round(float(fc.sel(lead=last).values[0]), 3)}
-    outlook = probabilistic_outlook(problem, registered_models(problem_name)[model], prepared, fc)
-    if outlook:  # tercile probabilities (rainfall)
-        out["terciles"] = outlook["monthly_terciles"]
-        if "season" in outlook:
-            out["season"] = outlook["season"]
-    return out
+    out = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
+                             problem.last_init(prepared))
+    last = max(out["forecast"])
+    return {**out, "lead": last, "value": out["forecast"][last]}
 
 
 @task

@@ -33,6 +33,16 @@ from climate_ml.features import (
     project_eofs,
     trailing_mean,
 )
+from climate_ml.probabilities import (
+    brier_skill,
+    climatological_probabilities,
+    gaussian_category_probabilities,
+    observed_categories,
+    past_error_spread,
+    reliability,
+    rpss,
+    valid_months,
+)
 from climate_ml.problems.base import FoldData, Problem, feature_dataset, predictor_features
 from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
@@ -54,6 +64,8 @@ class ElNino(Problem):
     eof_resolution: float = 5.0
     field_lags: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     predictor_lags: tuple[int, ...] = (0, 1, 2, 3)
+    thresholds: tuple[float, float] = (-0.5, 0.5)  # La Nina < -0.5 <= neutral <= +0.5 < El Nino (degC)
+    min_errors: int = 15  # out-of-sample errors per lead and target season before they set the spread
     target_variable: str | None = None
     target_aliases: tuple[str, ...] = ("nino34",)
 
@@ -119,3 +131,86 @@ class ElNino(Problem):
         inits = pd.DatetimeIndex(inits)
         end = add_months(inits, np.asarray(self.leads) + 1)
         return xr.DataArray(end, dims=(INIT, LEAD), coords={INIT: inits, LEAD: list(self.leads)})
+
+
+    # -- category probabilities (La Nina / neutral / El Nino) ---------------------------------
+
+    categories = ("la_nina", "neutral", "el_nino")
+
+    def _oni(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
+        """The observed target series: the 3-month mean Nino 3.4 anomaly centred on each month,
+        against the climatology of data up to ``fit_end``."""
+        n34 = anomalies(prepared["nino34"], fit_climatology(prepared["nino34"], fit_end))
+        return centred_mean(n34, 3)
+
+    def scoring_context(self, prepared: xr.Dataset, fit_end) -> dict[str, xr.DataArray]:
+        """Per (init, lead): the climatological category probabilities and the standard deviation
+        of the target for the target season, both from the training window (data up to
+        ``fit_end``): the reference of the probability scores and the spread of a forecast that
+        has no verified errors yet."""
+        oni = self._oni(prepared, fit_end)
+        times = pd.DatetimeIndex(oni[TIME].values)
+        values = oni.values
+        clim = climatological_probabilities(values, times, fit_end, times, self.leads, self.thresholds)
+        train = (times <= pd.Timestamp(fit_end)) & np.isfinite(values)
+        std = np.array([np.std(values[train & np.isin(times.month, [(m - 2) % 12 + 1, m, m % 12 + 1])])
+                        for m in range(1, 13)])
+        coords = {INIT: times, LEAD: list(self.leads)}
+        return {
+            "clim_probs": xr.DataArray(clim, dims=(INIT, LEAD, "category"), coords={**coords, "category": list(self.categories)}),
+            "clim_std": xr.DataArray(std[valid_months(times, self.leads) - 1], dims=(INIT, LEAD), coords=coords),
+        }
+
+    def category_probabilities(self, result, name: str) -> xr.DataArray:
+        """P(La Nina / neutral / El Nino) (init_time, lead, category) of a backtested model, its
+        spread calibrated on its own earlier out-of-sample errors (see climate_ml.probabilities)."""
+        fc = result.forecasts[name]
+        fc = fc.mean("member") if "member" in fc.dims else fc
+        fc = fc.drop_vars("valid_time", errors="ignore")
+        obs = result.obs.drop_vars("valid_time", errors="ignore")
+        sigma = past_error_spread(fc - obs, self.target_end(fc[INIT].values), result.fit_end,
+                                  result.context["clim_std"], self.min_errors)
+        return gaussian_category_probabilities(fc, sigma, self.thresholds, self.categories)
+
+    def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
+        probs = self.category_probabilities(result, name)
+        onehot = observed_categories(result.obs.drop_vars("valid_time", errors="ignore"), self.thresholds, self.categories)
+        ref = result.context["clim_probs"]
+
+        def by_lead(da):
+            return {str(int(k)): (None if not np.isfinite(v) else round(float(v), 4))
+                    for k, v in zip(da[LEAD].values, da.values, strict=True)}
+
+        per_lead = {"rpss": by_lead(rpss(probs, onehot, ref)),
+                    "bss_el_nino": by_lead(brier_skill(probs, onehot, ref, "el_nino")),
+                    "bss_la_nina": by_lead(brier_skill(probs, onehot, ref, "la_nina"))}
+        return per_lead, {"reliability": {c: reliability(probs, onehot, c) for c in ("el_nino", "la_nina")}}
+
+    def outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str) -> dict:
+        """P(La Nina / neutral / El Nino) for each lead (the 3-month season centred on the valid
+        month) of a live forecast. The spread comes from ``recent``, a backtest of the same model
+        on data up to the init (errors by lead and target season), else the climatological one."""
+        init = pd.Timestamp(forecast[INIT].values[0])
+        known = prepared.sel({TIME: slice(None, init)})
+        ctx = self.scoring_context(known, init)
+        fc = forecast.mean("member") if "member" in forecast.dims else forecast
+        fc = fc.sel({INIT: [init]}).drop_vars("valid_time", errors="ignore")
+        past = (recent.forecasts[name].mean("member") if "member" in recent.forecasts[name].dims
+                else recent.forecasts[name]).drop_vars("valid_time", errors="ignore")
+        errors = past - recent.obs.drop_vars("valid_time", errors="ignore")
+        both = xr.concat([errors, xr.full_like(fc, np.nan)], dim=INIT)
+        verified = xr.concat([self.target_end(errors[INIT].values), self.target_end([init])], dim=INIT)
+        fit_end = xr.DataArray(np.full(both.sizes[INIT], np.datetime64(init, "ns")), dims=INIT, coords={INIT: both[INIT].values})
+        fallback = xr.concat([xr.full_like(errors, np.nan), ctx["clim_std"].sel({INIT: [init]})], dim=INIT)
+        sigma = past_error_spread(both, verified, fit_end, fallback, self.min_errors).sel({INIT: [init]})
+        probs = gaussian_category_probabilities(fc, sigma, self.thresholds, self.categories)
+        names = "JFMAMJJASOND"
+        out = {"init_time": f"{init:%Y-%m}", "thresholds": list(self.thresholds), "categories": {}, "spread": {},
+               "valid_season": {}}
+        for lead in fc[LEAD].values:
+            v = init + pd.DateOffset(months=int(lead))
+            out["valid_season"][str(int(lead))] = "".join(names[(v.month - 2 + k) % 12] for k in range(3)) + f" {v.year}"
+            out["spread"][str(int(lead))] = round(float(sigma.sel({LEAD: lead}).values[0]), 3)
+            out["categories"][str(int(lead))] = {c: round(float(probs.sel({LEAD: lead, "category": c}).values[0]), 3)
+                                                 for c in self.categories}
+        return out

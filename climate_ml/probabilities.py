@@ -1,0 +1,129 @@
+"""Category probabilities for deterministic forecasts, calibrated on the model's own
+out-of-sample errors, and the scores that verify them.
+
+A deterministic forecast f becomes a predictive distribution N(f, sigma^2), where sigma is the
+root-mean-square error of the same model's earlier out-of-sample forecasts for the same lead and
+target season (the valid calendar month and its two neighbours), counting only errors whose
+target was observed by the fold's training cut-off. Until ``min_errors`` such errors exist,
+sigma is the training window's standard deviation of the target for that season: the forecast
+then carries no more confidence than climatology. Category probabilities are the predictive
+mass below, between and above the thresholds (for El Nino: La Nina < -0.5 degC <= neutral <=
++0.5 degC < El Nino, on the 3-month mean Nino 3.4 anomaly, as CPC and IRI publish them).
+
+Scores: the ranked probability skill score and the Brier skill score of each category, both
+against the climatological category frequencies of the training window (per target season),
+and reliability tables (observed frequency against forecast probability, with counts).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.stats import norm
+
+from climate_ml.schema import INIT, LEAD
+
+CATEGORY = "category"
+
+
+def valid_months(inits, leads) -> np.ndarray:
+    """(init, lead) calendar month (1-12) of init + lead."""
+    m = pd.DatetimeIndex(inits).month.values
+    return (m[:, None] - 1 + np.asarray(leads)[None, :]) % 12 + 1
+
+
+def _season_mask(months: np.ndarray, m: int) -> np.ndarray:
+    return np.isin(months, [(m - 2) % 12 + 1, m, m % 12 + 1])
+
+
+def past_error_spread(errors: xr.DataArray, verified_by: xr.DataArray, fit_end: xr.DataArray,
+                      fallback: xr.DataArray, min_errors: int = 15) -> xr.DataArray:
+    """sigma (init_time, lead): for the inits of each fold (``fit_end`` per init), the RMS of
+    ``errors`` (init_time, lead) whose target was observed by that cut-off (``verified_by``),
+    for the same lead and target season; ``fallback`` where fewer than ``min_errors`` exist."""
+    months = valid_months(errors[INIT].values, errors[LEAD].values)
+    e = errors.transpose(INIT, LEAD).values
+    vb = verified_by.transpose(INIT, LEAD).values
+    fe = fit_end.values
+    out = fallback.transpose(INIT, LEAD).values.astype(float).copy()
+    for f in np.unique(fe):
+        rows = fe == f
+        known = (vb <= f) & np.isfinite(e)
+        for j in range(e.shape[1]):
+            for m in range(1, 13):
+                pool = known[:, j] & _season_mask(months[:, j], m)
+                target = rows & (months[:, j] == m)
+                if pool.sum() >= min_errors and target.any():
+                    out[target, j] = np.sqrt(np.mean(e[pool, j] ** 2))
+    return xr.DataArray(out, dims=(INIT, LEAD), coords={INIT: errors[INIT].values, LEAD: errors[LEAD].values})
+
+
+def gaussian_category_probabilities(forecast: xr.DataArray, sigma: xr.DataArray, thresholds, labels) -> xr.DataArray:
+    """P(category) under N(forecast, sigma^2): below thresholds[0], between, above thresholds[1]
+    (dim ``category`` with ``labels``); sums to one, monotone in the forecast."""
+    lo, hi = thresholds
+    s = np.maximum(sigma, 1e-6)
+    p_lo = xr.apply_ufunc(norm.cdf, (lo - forecast) / s)
+    p_hi = xr.apply_ufunc(norm.sf, (hi - forecast) / s)
+    p_mid = (1 - p_lo - p_hi).clip(min=0.0)  # rounding can leave -1e-45 when one tail holds everything
+    probs = xr.concat([p_lo, p_mid, p_hi], dim=pd.Index(list(labels), name=CATEGORY))
+    probs = probs / probs.sum(CATEGORY)
+    return probs.where(forecast.notnull() & sigma.notnull())
+
+
+def observed_categories(obs: xr.DataArray, thresholds, labels) -> xr.DataArray:
+    """One-hot observed category (dim ``category``), NaN where the observation is."""
+    lo, hi = thresholds
+    cats = [obs < lo, (obs >= lo) & (obs <= hi), obs > hi]
+    return xr.concat([c.astype(float) for c in cats], dim=pd.Index(list(labels), name=CATEGORY)).where(obs.notnull())
+
+
+def climatological_probabilities(samples: np.ndarray, times: pd.DatetimeIndex, fit_end, inits, leads,
+                                 thresholds) -> np.ndarray:
+    """(init, lead, 3) category frequencies of the observed target series ``samples`` (over
+    ``times``, the value valid at each month) up to ``fit_end``, per target season."""
+    ok = (times <= pd.Timestamp(fit_end)) & np.isfinite(samples)
+    v, m = samples[ok], times.month.values[ok]
+    table = np.full((12, 3), 1 / 3)
+    for month in range(1, 13):
+        x = v[_season_mask(m, month)]
+        if x.size >= 10:
+            table[month - 1] = [(x < thresholds[0]).mean(), ((x >= thresholds[0]) & (x <= thresholds[1])).mean(),
+                                (x > thresholds[1]).mean()]
+    return table[valid_months(inits, leads) - 1]
+
+
+def rpss(probs: xr.DataArray, onehot: xr.DataArray, reference: xr.DataArray, dim=INIT) -> xr.DataArray:
+    """Ranked probability skill score against ``reference`` probabilities (same dims)."""
+    def rps(p):
+        cp = p.cumsum(CATEGORY).isel({CATEGORY: slice(0, -1)})
+        co = onehot.cumsum(CATEGORY).isel({CATEGORY: slice(0, -1)})
+        return ((cp - co) ** 2).sum(CATEGORY)
+    ok = probs.notnull().all(CATEGORY) & onehot.notnull().all(CATEGORY) & reference.notnull().all(CATEGORY)
+    return 1 - rps(probs).where(ok).mean(dim) / rps(reference).where(ok).mean(dim)
+
+
+def brier_skill(probs: xr.DataArray, onehot: xr.DataArray, reference: xr.DataArray, category: str,
+                dim=INIT) -> xr.DataArray:
+    """Brier skill score of P(category) against the reference probability of that category."""
+    p, o, r = (a.sel({CATEGORY: category}) for a in (probs, onehot, reference))
+    ok = p.notnull() & o.notnull() & r.notnull()
+    return 1 - ((p - o) ** 2).where(ok).mean(dim) / ((r - o) ** 2).where(ok).mean(dim)
+
+
+PROBABILITY_BINS = np.linspace(0, 1, 11)
+
+
+def reliability(probs: xr.DataArray, onehot: xr.DataArray, category: str, bins=PROBABILITY_BINS) -> list[dict]:
+    """Reliability table of P(category), all leads pooled: per probability bin, the number of
+    forecasts, their mean probability and the observed frequency."""
+    p = probs.sel({CATEGORY: category}).values.ravel()
+    o = onehot.sel({CATEGORY: category}).values.ravel()
+    ok = np.isfinite(p) & np.isfinite(o)
+    p, o = p[ok], o[ok]
+    idx = np.clip(np.digitize(p, bins) - 1, 0, len(bins) - 2)
+    return [{"bin": [round(float(bins[k]), 2), round(float(bins[k + 1]), 2)], "n": int((idx == k).sum()),
+             "forecast": round(float(p[idx == k].mean()), 3) if (idx == k).any() else None,
+             "observed": round(float(o[idx == k].mean()), 3) if (idx == k).any() else None}
+            for k in range(len(bins) - 1)]

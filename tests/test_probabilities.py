@@ -1,0 +1,120 @@
+"""El Nino category probabilities: P(La Nina / neutral / El Nino) from deterministic forecasts,
+calibrated on the model's own earlier out-of-sample errors, and their scores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from climate_ml.backtest import backtest, perturb_after
+from climate_ml.cli import main
+from climate_ml.ingest import standardise
+from climate_ml.probabilities import (
+    gaussian_category_probabilities,
+    observed_categories,
+    past_error_spread,
+    rpss,
+)
+from climate_ml.problems.el_nino import ElNino
+from climate_ml.schema import INIT, LEAD
+from climate_ml.synthetic import toy_heat_content, toy_ocean
+from climate_ml.workflows import probabilistic_outlook, registered_models
+
+LABELS = ("la_nina", "neutral", "el_nino")
+PROBLEM = ElNino(leads=(1, 3, 6))
+
+
+@settings(max_examples=60, deadline=None)
+@given(f=st.floats(-4, 4), df=st.floats(0.01, 3), sigma=st.floats(0.05, 3))
+def test_probabilities_sum_to_one_and_move_with_the_forecast(f, df, sigma):
+    fc = xr.DataArray([[f, f + df]], dims=(INIT, LEAD))
+    p = gaussian_category_probabilities(fc, xr.full_like(fc, sigma), (-0.5, 0.5), LABELS)
+    np.testing.assert_allclose(p.sum("category").values, 1.0, atol=1e-12)
+    assert (p.values >= 0).all()
+    # a warmer forecast never lowers P(El Nino) nor raises P(La Nina)
+    assert p.sel(category="el_nino").values[0, 1] >= p.sel(category="el_nino").values[0, 0]
+    assert p.sel(category="la_nina").values[0, 1] <= p.sel(category="la_nina").values[0, 0]
+
+
+def test_observed_categories_and_rpss_on_known_values():
+    obs = xr.DataArray([[-1.0], [0.0], [1.0]], dims=(INIT, LEAD))
+    onehot = observed_categories(obs, (-0.5, 0.5), LABELS)
+    np.testing.assert_array_equal(onehot.transpose(INIT, LEAD, "category").values[:, 0], np.eye(3))
+    perfect = onehot.copy()
+    clim = xr.full_like(onehot, 1 / 3)
+    assert float(rpss(perfect, onehot, clim).item()) == pytest.approx(1.0)
+    assert float(rpss(clim, onehot, clim).item()) == pytest.approx(0.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(cut=st.integers(40, 150), seed=st.integers(0, 1000))
+def test_the_spread_only_uses_errors_verified_by_the_cut_off(cut, seed):
+    """Changing any error whose target was not yet observed at a fold's cut-off never changes
+    that fold's spread: no lookahead in the calibration."""
+    rng = np.random.default_rng(seed)
+    inits = pd.date_range("1990-01", periods=200, freq="MS")
+    leads = [1, 6]
+    errors = xr.DataArray(rng.normal(0, 1, (200, 2)), dims=(INIT, LEAD), coords={INIT: inits, LEAD: leads})
+    verified = PROBLEM.target_end(inits).sel({LEAD: leads})
+    cut_off = inits[cut]
+    fit_end = xr.DataArray(np.where(inits >= cut_off, cut_off, inits[0]).astype("datetime64[ns]"), dims=INIT,
+                           coords={INIT: inits})
+    fallback = xr.full_like(errors, 9.0)
+    sigma = past_error_spread(errors, verified, fit_end, fallback, min_errors=5)
+    changed = errors.where(verified <= np.datetime64(cut_off), errors + 100 * rng.normal(size=errors.shape))
+    sigma2 = past_error_spread(changed, verified, fit_end, fallback, min_errors=5)
+    rows = inits >= cut_off
+    np.testing.assert_allclose(sigma.values[rows], sigma2.values[rows])
+    assert (sigma.values[~rows] == 9.0).all()  # nothing verified before the first fold: the fallback
+
+
+@pytest.fixture(scope="module")
+def toy():
+    sst = standardise(toy_ocean(start="1950-01", end="2010-12"), "sst")
+    heat = standardise(toy_heat_content(start="1950-01", end="2010-12"), "WWV", units="m")
+    return PROBLEM.prepare(sst, {"toy-heat-content": heat})
+
+
+def test_backtest_scores_the_categories(toy):
+    paths = registered_models()
+    res = backtest(PROBLEM, {n: paths[n] for n in ("climatology", "damped_persistence", "xro")}, toy,
+                   "1985-01", "2008-12", refit_every=48)
+    s = {n: res.scores(n) for n in res.forecasts}
+    assert abs(s["climatology"]["rpss"]["1"]) < 0.05  # climatology has no probabilistic skill
+    assert s["xro"]["rpss"]["6"] > 0.2 and s["xro"]["rpss"]["6"] > s["damped_persistence"]["rpss"]["6"]
+    rel = res.extra("xro")["reliability"]["el_nino"]
+    assert sum(b["n"] for b in rel) == int(res.obs.notnull().sum())  # every verified (init, lead) in one bin
+    probs = PROBLEM.category_probabilities(res, "xro")
+    np.testing.assert_allclose(probs.sum("category").values, 1.0, atol=1e-9)
+
+
+def test_live_outlook_has_categories_and_ignores_later_data(toy):
+    from climate_ml.backtest import issue_forecast
+    from climate_ml.model_api import load_model_factory
+
+    path = registered_models()["xro"]
+    init = pd.Timestamp("2005-03-01")
+    fc = issue_forecast(PROBLEM, load_model_factory(path), toy, init)
+    out = probabilistic_outlook(PROBLEM, path, toy, fc)
+    assert set(out["categories"]) == {"1", "3", "6"} and out["valid_season"]["6"] == "ASO 2005"
+    for p in out["categories"].values():
+        assert abs(sum(p.values()) - 1) < 2e-3
+    later = perturb_after(toy, init, seed=3)
+    fc2 = issue_forecast(PROBLEM, load_model_factory(path), later, init)
+    assert probabilistic_outlook(PROBLEM, path, later, fc2)["categories"] == out["categories"]
+
+
+def test_cli_forecast_prints_enso_probabilities(tmp_path, capsys):
+    code = main(["forecast", "el_nino", "models/xro.py", "--init", "2020-06", "--json", "--store", str(tmp_path / "s")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    row = out["forecast"][5]
+    assert row["lead"] == 6 and row["season"] == "NDJ 2020" and set(row["categories"]) == set(LABELS)
+    code = main(["forecast", "el_nino", "models/xro.py", "--init", "2020-06", "--store", str(tmp_path / "s")])
+    assert code == 0 and "P(La Nina/neutral/El Nino)" in capsys.readouterr().out
