@@ -54,6 +54,33 @@ def ham_cnn(leads) -> tuple[xr.DataArray, xr.DataArray]:
     return xr.DataArray(obs.values, dims=(INIT, LEAD), coords={INIT: obs.index.values, LEAD: list(leads)})
 
 
+def print_probability_scores(problem, res) -> None:
+    """P(La Nina / neutral / El Nino) of every model (spread from its own earlier out-of-sample
+    errors): RPSS and Brier skill against the training-window climatological frequencies, and
+    the reliability of P(El Nino) and P(La Nina) for the model with the best RPSS at lead 6."""
+    leads = [1, 3, 6, 9, 12]
+    print("\nCategory probabilities (La Nina < -0.5 <= neutral <= +0.5 < El Nino, degC), skill against "
+          "climatological frequencies\n")
+    print("| model | " + " | ".join(f"RPSS L{k}" for k in leads) + " | BSS El Nino L3 / L6 | BSS La Nina L3 / L6 |")
+    print("|---|" + "---:|" * (len(leads) + 2))
+    best, best_rpss = None, -np.inf
+    for name in res.forecasts:
+        s = res.scores(name)
+        print(f"| {name} | " + " | ".join(f"{s['rpss'][str(k)]:.2f}" for k in leads)
+              + f" | {s['bss_el_nino']['3']:.2f} / {s['bss_el_nino']['6']:.2f} | {s['bss_la_nina']['3']:.2f} / "
+              f"{s['bss_la_nina']['6']:.2f} |")
+        if s["rpss"]["6"] > best_rpss and name != "climatology":
+            best, best_rpss = name, s["rpss"]["6"]
+    for category in ("el_nino", "la_nina"):
+        table = res.extra(best)["reliability"][category]
+        print(f"\nreliability of P({category}) from {best}, all leads (bins with forecasts):")
+        print("| forecast probability | n | mean forecast | observed frequency |")
+        print("|---|---:|---:|---:|")
+        for b in table:
+            if b["n"]:
+                print(f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['forecast']:.2f} | {b['observed']:.2f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", choices=list(WORKS), default="K")
@@ -86,6 +113,7 @@ def main() -> None:
         files["blend"] = Path("blend")
         print("blend contributivity: " + ", ".join(f"{k} {v:.0%}" for k, v in b.contributivity().items() if v > 0))
     record_backtest(root, problem, res, dataset, obs.attrs.get("source_sha256", ""), start, end, args.refit_every, files)
+    print_probability_scores(problem, res)
     if args.work.startswith("K"):
         import_forecasts(root, problem, real_data_dir() / "forecasts" / "ham2019_cnn_nino34_by_init_lead.csv",
                          "ham2019_cnn", column="cnn", note="Ham, Kim & Luo 2019 (published)")

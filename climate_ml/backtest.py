@@ -42,6 +42,12 @@ def fold_starts(test_start, test_end, refit_every: int) -> list[pd.Timestamp]:
 
 def fit_predict(factory: Factory, fold: FoldData, inits, leads, name: str = "model") -> xr.DataArray:
     """Fit a fresh model on the fold's training set and forecast the given inits."""
+    pred, X_test = _fit_and_predict(factory, fold, inits, name)
+    return check_prediction(pred, X_test, leads, where=name)
+
+
+def _fit_and_predict(factory: Factory, fold: FoldData, inits, name: str):
+    """(raw prediction, X of the inits), unchecked."""
     X_train, y_train = fold.training_set()
     if X_train.sizes[INIT] < 24:
         raise ClimateMLError(
@@ -57,7 +63,7 @@ def fit_predict(factory: Factory, fold: FoldData, inits, leads, name: str = "mod
         raise
     except Exception as exc:
         raise ModelError(f"{name}: {type(exc).__name__} in fit/predict: {exc}") from exc
-    return check_prediction(pred, X_test, leads, where=name)
+    return pred, X_test
 
 
 @dataclass
@@ -309,7 +315,12 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
         try:
             ref = fit_predict(_resolve(spec), base, block, problem.leads, name)
             for init in probes:
-                got = fit_predict(_resolve(spec), perturbed[init], block, problem.leads, name).sel({INIT: [init]})
+                # only the probe init must be a valid forecast: later inits hold noise on purpose,
+                # and a model may well forecast garbage from garbage
+                raw, X_test = _fit_and_predict(_resolve(spec), perturbed[init], block, name)
+                if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
+                    raise ModelError(f"{name}: predict must return a DataArray with init_time")
+                got = check_prediction(raw.sel({INIT: [init]}), X_test.sel({INIT: [init]}), problem.leads, where=name)
                 want = ref.sel({INIT: [init]})
                 if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
                     diff = float(np.max(np.abs(want.values - got.values)))

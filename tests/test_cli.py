@@ -82,7 +82,8 @@ def test_index_backtest_forecast_query(toy_store):
     out = json.loads(p.stdout)
     assert out["problem"] == "el_nino" and out["model"] == "damped_persistence" and out["dataset"] == "toy"
     assert out["test_period"] == ["1985-01", "1994-12"] and out["leads"] == list(range(1, 19))
-    assert set(out["scores"]) == {"acc", "rmse", "mae"} and set(out["scores"]["acc"]) == {str(k) for k in range(1, 19)}
+    assert set(out["scores"]) == {"acc", "rmse", "mae", "rpss", "bss_el_nino", "bss_la_nina"}
+    assert set(out["scores"]["acc"]) == {str(k) for k in range(1, 19)}
     assert set(out["references"]) == {"persistence", "climatology", "damped_persistence", "xro"}
     assert out["scores"]["acc"]["1"] > 0.8
 
