@@ -106,3 +106,37 @@ def test_page_shows_bad_parameters_as_one_line(browser, site):
     browser.get(site + "/?problem=el_nino&reference=nobody")
     _wait(browser, lambda d: d.find_element(By.ID, "error").text != "")
     assert "reference 'nobody' is not on this leaderboard" in browser.find_element(By.ID, "error").text
+
+
+HOSTILE_MODEL = 'x<img src=x onerror="document.title=\'pwned\'">'
+
+
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory):
+    """A recorded backtest whose model and data set names are HTML: stored script injection if
+    the page ever put names into the page as markup."""
+    store = tmp_path_factory.mktemp("web-hostile") / "store"
+    problem = ElNino(leads=(1, 3))
+    prepared = problem.prepare(standardise(toy_ocean(start="1950-01", end="1990-12"), "sst"))
+    files = {"persistence": MODELS_DIR / "persistence.py", HOSTILE_MODEL: MODELS_DIR / "damped_persistence.py"}
+    res = backtest(problem, files, prepared, "1980-01", "1989-12", 60)
+    record_backtest(store, problem, res, "<b>toy</b><script>document.title='pwned'</script>", "sha", "1980-01",
+                    "1989-12", 60, files)
+    with running_api(store) as base:
+        yield base
+
+
+def test_hostile_names_are_text_never_markup(browser, hostile_site, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with urllib.request.urlopen(hostile_site + "/") as r:
+        csp = r.headers.get("Content-Security-Policy")
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    browser.get(hostile_site + "/?problem=el_nino&reference=persistence")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#board tbody tr")) == 2)
+    assert HOSTILE_MODEL in _table(browser)  # shown as its name, letter for letter
+    assert browser.find_elements(By.CSS_SELECTOR, "#board img, #legend img, #meta b, #meta script") == []
+    assert "<b>toy</b>" in browser.find_element(By.ID, "meta").text
+    assert browser.title != "pwned"
+    assert any(HOSTILE_MODEL in s.text for s in browser.find_elements(By.CSS_SELECTOR, "#legend span"))
+    browser.save_screenshot(str(tmp_path / "hostile.png"))

@@ -1,0 +1,97 @@
+// Everything drawn from data (model, data set and problem names, numbers) goes into the page as
+// text or attribute values through el() below, never as HTML: a model file named like a tag is
+// shown as its name, not run (the page also sends a Content-Security-Policy).
+const $ = (id) => document.getElementById(id);
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"];
+const SVG = "http://www.w3.org/2000/svg";
+const fmt = (v) => (v === null || v === undefined) ? "-" : v.toFixed(2);
+
+function el(tag, attrs = {}, children = [], ns = null) {
+  const node = ns ? document.createElementNS(ns, tag) : document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== null && v !== undefined && v !== "") node.setAttribute(k, String(v));
+  }
+  for (const c of [].concat(children)) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+const svgEl = (tag, attrs = {}, children = []) => el(tag, attrs, children, SVG);
+const clear = (node) => node.replaceChildren();
+
+function paramsFromForm() {
+  const p = new URLSearchParams({problem: $("problem").value, score: $("score").value});
+  if ($("dataset").value.trim()) p.set("dataset", $("dataset").value.trim());
+  if ($("reference").value.trim()) p.set("reference", $("reference").value.trim());
+  return p;
+}
+
+async function loadProblems() {
+  const res = await fetch("problems");
+  const problems = await res.json();
+  $("problem").replaceChildren(...problems.map((p) => el("option", {value: p.name, title: p.description}, p.name)));
+  const url = new URLSearchParams(location.search);
+  for (const key of ["problem", "score", "dataset", "reference"]) {
+    if (url.get(key) !== null) {
+      if (key === "problem" && !problems.some((p) => p.name === url.get(key))) {
+        $("problem").append(el("option", {value: url.get(key)}, url.get(key)));
+      }
+      $(key).value = url.get(key);
+    }
+  }
+}
+
+async function loadBoard() {
+  $("error").textContent = "";
+  const params = paramsFromForm();
+  history.replaceState(null, "", "?" + params.toString());
+  const res = await fetch("leaderboard?" + params.toString());
+  const body = await res.json();
+  if (!res.ok) {
+    $("error").textContent = body.error || `HTTP ${res.status}`;
+    for (const node of [$("board").querySelector("thead"), $("board").querySelector("tbody"), $("chart"), $("legend")]) clear(node);
+    $("meta").textContent = "";
+    return;
+  }
+  render(body);
+}
+
+function render(b) {
+  $("meta").textContent = `${b.problem} on ${b.dataset}, inits ${b.test_period[0]}..${b.test_period[1]}, ` +
+    `refit every ${b.refit_every_months} months, reference ${b.reference}, ${b.bootstrap.n_years} years resampled`;
+  $("board").querySelector("thead").replaceChildren(el("tr", {}, [el("th", {}, "model"), ...b.leads.map((l) => el("th", {}, `L${l}`))]));
+  $("board").querySelector("tbody").replaceChildren(...b.rows.map((r) => el("tr", {}, [el("td", {}, r.model), ...b.leads.map((l) => {
+    const c = r.leads[String(l)];
+    const cls = [c.leader ? "leader" : "", c.significantly_better_than_reference ? "better" : ""].join(" ").trim();
+    const tip = `${b.score} ${fmt(c.score)} [${fmt(c.ci[0])}, ${fmt(c.ci[1])}]; minus ${b.reference} ${fmt(c.minus_reference)}`;
+    return el("td", {class: cls, title: tip}, fmt(c.score));
+  })])));
+  drawChart(b);
+}
+
+function drawChart(b) {
+  const svg = $("chart"), W = 760, H = 300, m = {l: 50, r: 10, t: 10, b: 35};
+  const vals = b.rows.flatMap((r) => b.leads.map((l) => r.leads[String(l)].score)).filter((v) => v !== null);
+  clear(svg);
+  clear($("legend"));
+  if (!vals.length) return;
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  if (hi === lo) { hi += 0.5; lo -= 0.5; }
+  const x = (l) => m.l + (b.leads.length === 1 ? 0.5 : (b.leads.indexOf(l) / (b.leads.length - 1))) * (W - m.l - m.r);
+  const y = (v) => H - m.b - (v - lo) / (hi - lo) * (H - m.t - m.b);
+  svg.append(svgEl("line", {x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b, stroke: "#888"}),
+             svgEl("line", {x1: m.l, y1: m.t, x2: m.l, y2: H - m.b, stroke: "#888"}));
+  for (const t of [lo, (lo + hi) / 2, hi]) {
+    svg.append(svgEl("text", {x: m.l - 6, y: y(t) + 4, "font-size": 11, "text-anchor": "end"}, t.toFixed(2)));
+  }
+  for (const l of b.leads) svg.append(svgEl("text", {x: x(l), y: H - m.b + 16, "font-size": 11, "text-anchor": "middle"}, l));
+  svg.append(svgEl("text", {x: (W + m.l) / 2, y: H - 4, "font-size": 12, "text-anchor": "middle"}, "lead (months)"));
+  b.rows.forEach((r, i) => {
+    const pts = b.leads.map((l) => [l, r.leads[String(l)].score]).filter((p) => p[1] !== null);
+    const d = pts.map((p, k) => `${k ? "L" : "M"}${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" ");
+    svg.append(svgEl("path", {class: "series", "data-model": r.model, d: d, fill: "none", stroke: COLORS[i % COLORS.length],
+                              "stroke-width": 2, "stroke-dasharray": r.model === b.reference ? "5,4" : null}));
+    $("legend").append(el("span", {style: `color:${COLORS[i % COLORS.length]}`}, `\u25A0 ${r.model}`));
+  });
+}
+
+$("controls").addEventListener("submit", (e) => { e.preventDefault(); loadBoard(); });
+loadProblems().then(loadBoard);
