@@ -116,7 +116,7 @@ def main() -> None:
     print_probability_scores(problem, res)
     if args.work.startswith("K"):
         import_forecasts(root, problem, real_data_dir() / "forecasts" / "ham2019_cnn_nino34_by_init_lead.csv",
-                         "ham2019_cnn", column="cnn", note="Ham, Kim & Luo 2019 (published)")
+                         "ham2019_cnn", column="cnn", note="Ham, Kim & Luo 2019 (published)", dataset=dataset)
         both = ham_cnn(problem.leads).reindex({INIT: res.obs[INIT].values}).sel({LEAD: list(range(2, 19))})
         diff = np.abs(both - res.obs.sel({LEAD: list(range(2, 19))}))
         print(f"target check vs the CSV's kaplan_obs (leads 2-18): max |difference| = {float(diff.max()):.3f} degC, "

@@ -3,7 +3,7 @@
     GET /            the leaderboard web page (climate_ml/web/index.html)
     GET /health
     GET /problems
-    GET /forecasts?problem=el_nino[&model=M][&init=YYYY-MM:YYYY-MM][&lead=L][&format=json|csv|netcdf]
+    GET /forecasts?problem=el_nino[&dataset=NAME][&model=M][&init=YYYY-MM:YYYY-MM][&lead=L][&format=json|csv|netcdf]
     GET /leaderboard?problem=el_nino[&score=acc|rmse|mae][&dataset=NAME][&reference=M]
 
 Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.
@@ -85,14 +85,14 @@ def create_app(root: Path) -> FastAPI:
 
     @app.get("/forecasts")
     def forecasts(problem: str, model: str | None = None, init: str | None = None, lead: int | None = None,
-                  format: str = "json") -> Response:
+                  format: str = "json", dataset: str | None = None) -> Response:
         if format not in MEDIA:
             raise QueryError(f"bad format {format!r} (json, csv or netcdf)")
         get_problem(problem)
         parse_init_range(init)
         if lead is not None and lead < 1:
             raise QueryError(f"bad lead {lead}: leads are positive months")
-        data = export(query(root, problem, model, init, lead), format)
+        data = export(query(root, problem, model, init, lead, dataset=dataset), format)
         headers = {"Content-Disposition": f'attachment; filename="{problem}.nc"'} if format == "netcdf" else None
         return Response(content=data, media_type=MEDIA[format], headers=headers)
 

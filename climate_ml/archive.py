@@ -37,21 +37,38 @@ def archive_path(root: Path, problem: str) -> Path:
     return root / "archive" / f"{check_name(problem, 'problem')}.zarr"
 
 
-def _model_dir(root: Path, problem: str, model: str) -> Path:
+def default_dataset(problem: str) -> str:
+    """The data set a problem's commands use when none is named (its embedded default)."""
+    from climate_ml.problems import get_problem
+
+    return get_problem(problem).default_dataset
+
+
+def _model_dir(root: Path, problem: str, model: str, dataset: str | None = None) -> Path:
+    """``archive/<problem>.zarr/<dataset>/<model>``: forecasts made on different data sets (the
+    toy default and a real record, say) never share a group."""
     try:
-        return archive_path(root, problem) / check_name(model, "model")
+        return (archive_path(root, problem) / check_name(dataset or default_dataset(problem))
+                / check_name(model, "model"))
     except StoreError as exc:
         raise QueryError(str(exc)) from exc
 
 
+def _lock_key(problem: str, model: str, dataset: str | None) -> str:
+    return f"archive-{problem}-{dataset or default_dataset(problem)}-{model}"
+
+
 def write_forecast(
-    root: Path, problem: str, model: str, forecast: xr.DataArray, attrs: dict, replace: bool = False
+    root: Path, problem: str, model: str, forecast: xr.DataArray, attrs: dict, replace: bool = False,
+    dataset: str | None = None,
 ) -> str:
-    """Merge ``forecast(init_time, lead)`` into the archive. Returns "created", "updated" or
+    """Merge ``forecast(init_time, lead)`` into the archive under its data set (``dataset``,
+    else ``attrs['dataset']``, else the problem's default). Returns "created", "updated" or
     "unchanged"."""
     validate_forecast(forecast)
-    target = _model_dir(root, problem, model)
-    with locked(root, f"archive-{problem}-{model}"):
+    dataset = dataset or attrs.get("dataset") or default_dataset(problem)
+    target = _model_dir(root, problem, model, dataset)
+    with locked(root, _lock_key(problem, model, dataset)):
         recover(target)
         sweep_temporaries(target)
         new = forecast.rename("forecast").to_dataset()
@@ -98,11 +115,19 @@ def _attr(v):
     return str(v)
 
 
-def list_models(root: Path, problem: str) -> list[str]:
-    path = archive_path(root, problem)
+def _groups(path: Path) -> list[str]:
     if not path.exists():
         return []
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".old"))
+
+
+def list_datasets(root: Path, problem: str) -> list[str]:
+    """The data sets a problem has archived forecasts for."""
+    return _groups(archive_path(root, problem))
+
+
+def list_models(root: Path, problem: str, dataset: str | None = None) -> list[str]:
+    return _groups(archive_path(root, problem) / check_name(dataset or default_dataset(problem)))
 
 
 def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
@@ -137,11 +162,19 @@ def query(
     model: str | None = None,
     init: str | None = None,
     lead: int | None = None,
+    dataset: str | None = None,
 ) -> xr.Dataset:
-    """Archived forecasts as a Dataset with dims (model, init_time, lead)."""
-    models = list_models(root, problem)
+    """Archived forecasts on one data set (default: the problem's) as a Dataset with dims
+    (model, init_time, lead)."""
+    try:
+        dataset = check_name(dataset or default_dataset(problem))
+    except StoreError as exc:
+        raise QueryError(str(exc)) from exc
+    models = list_models(root, problem, dataset)
     if not models:
-        raise QueryError(f"no forecasts archived for problem {problem!r} in {root}")
+        others = list_datasets(root, problem)
+        raise QueryError(f"no forecasts archived for problem {problem!r} on dataset {dataset!r}"
+                         + (f" (archived data sets: {', '.join(others)}; give --dataset)" if others else ""))
     if model is not None:
         if model not in models:
             raise QueryError(f"no forecasts from model {model!r} for {problem!r} (archived: {', '.join(models)})")
@@ -149,8 +182,8 @@ def query(
     start, end = parse_init_range(init)
     parts = []
     for m in models:
-        with locked(root, f"archive-{problem}-{m}"):  # a reader never sees a write half swapped in
-            ds = xr.open_zarr(_model_dir(root, problem, m), consolidated=False).load()
+        with locked(root, _lock_key(problem, m, dataset)):  # a reader never sees a write half swapped in
+            ds = xr.open_zarr(_model_dir(root, problem, m, dataset), consolidated=False).load()
         ds = ds.sel({INIT: slice(start, end)})
         if lead is not None:
             if lead not in ds[LEAD].values:
@@ -267,8 +300,9 @@ def read_external_forecasts(path: Path, problem, column: str | None = None,
 
 
 def import_forecasts(root: Path, problem, path: Path, model: str, column: str | None = None,
-                     note: str = "", replace: bool = False) -> tuple[xr.DataArray, str, list[int]]:
-    """Check and archive forecasts made elsewhere, with their provenance."""
+                     note: str = "", replace: bool = False, dataset: str | None = None) -> tuple[xr.DataArray, str, list[int]]:
+    """Check and archive forecasts made elsewhere, with their provenance, under ``dataset`` (the
+    observations their target is defined on; default: the problem's default data set)."""
     from climate_ml.catalog import sha256_file
 
     fc, dropped = read_external_forecasts(path, problem, column, model)
@@ -276,15 +310,18 @@ def import_forecasts(root: Path, problem, path: Path, model: str, column: str | 
         "problem": problem.name, "model": model, "kind": "imported", "source_file": str(Path(path).resolve()),
         "source_sha256": sha256_file(path), "source_column": column or (model if model else "forecast"),
         "target": problem.description, "units": problem.target_units, "note": note,
+        "dataset": dataset or problem.default_dataset,
     }
     return fc, write_forecast(root, problem.name, model, fc, attrs, replace=replace), dropped
 
 
-def imported_forecasts(root: Path, problem: str) -> dict[str, xr.DataArray]:
-    """Archived forecasts whose provenance says they were imported (ensemble mean if members)."""
+def imported_forecasts(root: Path, problem: str, dataset: str | None = None) -> dict[str, xr.DataArray]:
+    """Archived forecasts whose provenance says they were imported (ensemble mean if members),
+    of one data set, or of every data set when ``dataset`` is None."""
     out = {}
-    for m in list_models(root, problem):
-        ds = xr.open_zarr(_model_dir(root, problem, m), consolidated=False)
+    groups = [(d, m) for d in ([dataset] if dataset else list_datasets(root, problem)) for m in list_models(root, problem, d)]
+    for d, m in groups:
+        ds = xr.open_zarr(_model_dir(root, problem, m, d), consolidated=False)
         if ds.attrs.get("kind") == "imported":
             fc = ds["forecast"].load()
             out[m] = (fc.mean(MEMBER) if MEMBER in fc.dims else fc).drop_vars(VALID, errors="ignore")

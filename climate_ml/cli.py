@@ -276,6 +276,7 @@ def archive_import(
     model: Annotated[str, typer.Option("--model", help="Name for these forecasts in the archive.")],
     column: Annotated[str | None, typer.Option("--column", help="Value column/variable (default: the model name, else 'forecast').")] = None,
     note: Annotated[str, typer.Option("--note", help="Provenance note (e.g. the citation).")] = "",
+    dataset: Annotated[str | None, typer.Option("--dataset", help="The observations the forecasts' target is defined on (default: the problem's embedded data).")] = None,
     replace: Annotated[bool, typer.Option("--replace")] = False,
     store: StoreOpt = None,
 ):
@@ -285,7 +286,7 @@ def archive_import(
     from climate_ml.problems import get_problem
 
     prob = get_problem(problem)
-    fc, action, dropped = import_forecasts(_root(store), prob, file, model, column, note, replace)
+    fc, action, dropped = import_forecasts(_root(store), prob, file, model, column, note, replace, dataset=dataset)
     inits = pd.DatetimeIndex(fc["init_time"].values)
     typer.echo(f"{action}: {model} forecasts for {len(inits)} inits {inits[0]:%Y-%m}..{inits[-1]:%Y-%m}, "
                f"leads {int(fc['lead'].min())}..{int(fc['lead'].max())}"
@@ -451,6 +452,7 @@ def archive_query(
     model: Annotated[str | None, typer.Option("--model")] = None,
     init: Annotated[str | None, typer.Option("--init", help="YYYY-MM or YYYY-MM:YYYY-MM")] = None,
     lead: Annotated[int | None, typer.Option("--lead")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="The data set the forecasts were made on (default: the problem's embedded data).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv, json or netcdf")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     store: StoreOpt = None,
@@ -466,7 +468,7 @@ def archive_query(
     if lead is not None and lead < 1:
         raise QueryError(f"bad --lead {lead}: leads are positive months")
     get_problem(problem)
-    data = export(query(_root(store), problem, model, init, lead), fmt)
+    data = export(query(_root(store), problem, model, init, lead, dataset=dataset), fmt)
     if output:
         output.write_bytes(data)
         err.print(f"wrote {output}")
@@ -494,8 +496,8 @@ def verify(
 
     prob = get_problem(problem, target_variable=target_variable)
     root = _root(store)
-    _, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
-    recs = verification_records(verify_archive(root, prob, prepared))
+    name, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    recs = verification_records(verify_archive(root, prob, prepared, name))
     if as_json:
         typer.echo(json.dumps(recs))
     else:

@@ -45,10 +45,10 @@ def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray
     return xr.concat(parts, dim=INIT)
 
 
-def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset) -> xr.Dataset:
-    """Scores per model and lead (dims model, lead) for every archived forecast whose target
-    has been observed; variable ``n`` counts the verified forecasts."""
-    fc = query(root, problem.name)
+def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None) -> xr.Dataset:
+    """Scores per model and lead (dims model, lead) for every forecast archived on ``dataset``
+    (the observations in ``prepared``) whose target has been observed; ``n`` counts them."""
+    fc = query(root, problem.name, dataset=dataset)
     inits = pd.DatetimeIndex(fc[INIT].values)
     obs = observed_for(problem, prepared, inits).reindex({LEAD: fc[LEAD].values})
     base = _baseline_for(problem, prepared, inits)

@@ -20,14 +20,14 @@ from climate_ml.catalog import PROJECT_ROOT, load_catalog
 from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import file_sha256, load_model_factory, model_name
-from climate_ml.problems import Problem
+from climate_ml.problems import PROBLEMS, Problem
 from climate_ml.store import check_name, list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
-DEFAULT_DATASET = {"el_nino": "toy-ocean", "arctic_sea_ice": "toy-sea-ice", "california_rainfall": "toy-california-precip"}
-# Predictor data sets used with the default data set: the toy ocean's recharge state for El Nino (its heat
-# content), the toy ocean for rainfall (its ENSO drives the toy rain).
-DEFAULT_PREDICTORS = {"el_nino": ("toy-heat-content",), "california_rainfall": ("toy-ocean",)}
+# Each problem declares its embedded default data set and the predictors used with it (the toy ocean's
+# recharge state for El Nino, the toy ocean for rainfall, whose ENSO drives the toy rain).
+DEFAULT_DATASET = {name: cls().default_dataset for name, cls in PROBLEMS.items()}
+DEFAULT_PREDICTORS = {name: cls().default_predictors for name, cls in PROBLEMS.items()}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 
 

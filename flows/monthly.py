@@ -55,7 +55,7 @@ def forecast_model(root: str, problem_name: str, dataset: str, predictors: list[
 def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]) -> list[dict]:
     problem = get_problem(problem_name)
     _, _, prepared = problem_inputs(Path(root), problem, dataset, predictors)
-    return verification_records(verify_archive(Path(root), problem, prepared))
+    return verification_records(verify_archive(Path(root), problem, prepared, dataset))
 
 
 @flow(name="climate-ml-monthly", log_prints=True)

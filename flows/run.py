@@ -128,8 +128,8 @@ def field_skill(root: str, dataset: str, test_start: str, refit_every: int, run_
 
 
 @task
-def verify(root: str, problem_name: str, prepared: xr.Dataset) -> list[dict]:
-    return verification_records(verify_archive(Path(root), get_problem(problem_name), prepared))
+def verify(root: str, problem_name: str, dataset: str, prepared: xr.Dataset) -> list[dict]:
+    return verification_records(verify_archive(Path(root), get_problem(problem_name), prepared, dataset))
 
 
 def field_lines(fields: dict | None) -> list[str]:
@@ -166,7 +166,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     issued = [issue(root, problem_name, dataset, m, prepared) for m in registered_models(problem_name)]
     failed_issue = [i for i in issued if "error" in i]
     issued = [i for i in issued if "error" not in i]
-    verified = verify(root, problem_name, prepared)
+    verified = verify(root, problem_name, dataset, prepared)
 
     scores = {n: result.scores(n) for n in result.forecasts}
     extra = {n: result.extra(n) for n in result.forecasts}
@@ -195,7 +195,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                     f"{problem.target_units}" for i in issued),
         *[f"FAILED {name}: {reason}" for name, reason in result.failures.items()],
         *[f"FAILED forecast {i['model']}: {i['error']}" for i in failed_issue],
-        f"archive:   {Path(root) / 'archive' / (problem_name + '.zarr')} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
+        f"archive:   {Path(root) / 'archive' / (problem_name + '.zarr') / dataset} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
         f"leaderboard: climate-ml leaderboard {problem_name} (run recorded in {ev.record_dir})",
         f"plot:      {png}",
         f"scores:    {run_dir / 'scores.json'}",

@@ -86,3 +86,18 @@ def test_bad_query_parameters(store):
         query(store, "el_nino", lead=40)
     with pytest.raises(QueryError, match="unknown format 'xml'"):
         export(query(store, "el_nino"), "xml")
+
+
+def test_forecasts_from_different_data_sets_are_kept_apart(store):
+    """The toy hindcasts of `make demo` and a real-data forecast for the same init used to
+    collide (the second refused without --replace, or mixed into one series with it)."""
+    toy = fc(["2014-10-01"])
+    real = toy + 1.0
+    assert write_forecast(store, "el_nino", "m", toy, {"dataset": "toy-ocean"}) == "created"
+    assert write_forecast(store, "el_nino", "m", real, {"dataset": "kaplan-local"}) == "created"
+    a = query(store, "el_nino", model="m")  # the problem's default data set
+    b = query(store, "el_nino", model="m", dataset="kaplan-local")
+    assert float(b.forecast.sel(lead=1).squeeze()) == pytest.approx(float(a.forecast.sel(lead=1).squeeze()) + 1.0)
+    with pytest.raises(QueryError, match="no forecasts archived for problem 'el_nino' on dataset 'ersst-v5' "
+                                         "\\(archived data sets: kaplan-local, toy-ocean; give --dataset\\)"):
+        query(store, "el_nino", dataset="ersst-v5")

@@ -65,7 +65,7 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
         run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "climate-ml-monthly/monthly-el_nino", "--watch"],
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
-        arch = tmp_path / "store" / "archive" / "el_nino.zarr"
+        arch = tmp_path / "store" / "archive" / "el_nino.zarr" / "toy-ocean"
         assert sorted(p.name for p in arch.iterdir()) == ["climatology", "convlstm", "damped_persistence", "lightgbm_lagged",
                                                           "persistence", "ridge_ocean", "xro", "xro_ridge"]
         fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)

@@ -42,7 +42,7 @@ def test_run_quick_end_to_end(tmp_path):
     assert "leaderboard el_nino" in p.stdout  # the run ends with what to try next
     assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
     # hindcasts and forecasts are in the archive, one Zarr group per model
-    arch = tmp_path / "store" / "archive" / "el_nino.zarr"
+    arch = tmp_path / "store" / "archive" / "el_nino.zarr" / "toy-ocean"
     ds = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
     assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
     assert any(r["n"] > 0 for r in scores["verification"])

@@ -197,7 +197,7 @@ def test_archive_query_includes_imports(store, tmp_path):
     import_forecasts(store, PROBLEM, _good_csv(tmp_path), "good")
     ds = query(store, "el_nino", model="good")
     assert float(ds.forecast.sel(lead=3).squeeze()) == pytest.approx(0.2)
-    assert xr.open_zarr(store / "archive" / "el_nino.zarr" / "good", consolidated=False).attrs["kind"] == "imported"
+    assert xr.open_zarr(store / "archive" / "el_nino.zarr" / "toy-ocean" / "good", consolidated=False).attrs["kind"] == "imported"
 
 
 def test_ensemble_import_keeps_members_and_scores_the_mean(result, store, tmp_path):

@@ -149,3 +149,17 @@ def test_california_rainfall_on_nclimdiv_with_kaplan_predictors(real_store):
         point, lo, hi = interval[key]
         assert lo <= point <= hi and hi > 0, (key, interval[key])
     assert res.extra("lightgbm_enso_rain")["season"]["correlation"]["Aug"] > 0
+
+
+def test_monthly_flow_on_todays_pmel_data(real_data, tmp_path):
+    """The operational monthly flow on the PMEL/CPC data through 2026-05: ingest, forecast from
+    the latest month with El Nino probabilities, archive, verify (a real Prefect flow run)."""
+    from flows.monthly import monthly_forecast
+
+    out = monthly_forecast(problem="el_nino", dataset="pmel-cpc-enso-local", store=str(tmp_path / "store"),
+                           models=["xro", "damped_persistence"])
+    issued = {f["model"]: f for f in out["forecasts"]}
+    assert set(issued) == {"xro", "damped_persistence"}
+    assert all(f["init"] == "2026-05" and f["archive"] == "created" for f in issued.values())
+    probs = issued["xro"]["categories"]["6"]
+    assert abs(sum(probs.values()) - 1) < 2e-3 and issued["xro"]["valid_season"]["6"] == "OND 2026"

@@ -14,6 +14,7 @@ training climatology, lags 0-1); with predictor datasets (e.g. SST) their indice
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,8 @@ class ArcticSeaIce(Problem):
     references: tuple[str, ...] = ("climatology", "linear_trend", "trend_persistence")
     lags: tuple[int, ...] = tuple(range(12))
     target_variable: str | None = None
+    default_dataset: ClassVar[str] = "toy-sea-ice"  # the embedded data its commands use when none is named
+    default_predictors: ClassVar[tuple[str, ...]] = ()
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """An extent series as it is, or a concentration field (fraction, with a ``cell_area``

@@ -25,6 +25,7 @@ plus their 3-month mean ``enso`` (for Nino 3.4), the calendar month and ``baseli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,8 @@ class CaliforniaRainfall(Problem):
     min_past_errors: int = 12
     min_past_seasons: int = 5
     target_variable: str | None = None
+    default_dataset: ClassVar[str] = "toy-california-precip"  # the embedded data its commands use when none is named
+    default_predictors: ClassVar[tuple[str, ...]] = ("toy-ocean",)
 
     def __post_init__(self):
         start = self.season_months[0]

@@ -16,6 +16,7 @@ as the ConvLSTM; ``to_table`` leaves them out), and the calendar month.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -67,7 +68,9 @@ class ElNino(Problem):
     thresholds: tuple[float, float] = (-0.5, 0.5)  # La Nina < -0.5 <= neutral <= +0.5 < El Nino (degC)
     min_errors: int = 15  # out-of-sample errors per lead and target season before they set the spread
     target_variable: str | None = None
-    target_aliases: tuple[str, ...] = ("nino34",)
+    default_dataset: ClassVar[str] = "toy-ocean"  # the embedded data its commands use when none is named
+    default_predictors: ClassVar[tuple[str, ...]] = ("toy-heat-content",)
+    target_aliases: ClassVar[tuple[str, ...]] = ("nino34",)
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """Nino box means and a coarse tropical-Pacific field from an SST dataset (a field with
