@@ -446,6 +446,52 @@ def forecast(
                        f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
 
 
+@app.command()
+def outlook(
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    init: Annotated[str | None, typer.Option("--init", help="Init month YYYY-MM (default: the latest month with every input).")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", help="Models in models/ (repeatable; default: every model of the problem).")] = None,
+    dataset: DatasetOpt = None,
+    predictor_dataset: PredictorOpt = None,
+    target_variable: TargetVarOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="PNG to write (default: <store>/runs/outlook-<problem>-<init>.png).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+):
+    """The latest outlook: every model's forecast from one init (archived), the problem's
+    probabilities (El Nino: La Nina / neutral / El Nino; rainfall: terciles) with their
+    multi-model mean, as a table and a PNG (plume and probability bars)."""
+    from climate_ml.problems import get_problem
+    from climate_ml.report import plot_outlook
+    from climate_ml.workflows import multi_model_outlook, problem_inputs, registered_models
+
+    prob = get_problem(problem, target_variable=target_variable)
+    init_ts = _month(init, "--init")
+    available = registered_models(prob.name)
+    unknown = sorted(set(model or []) - set(available))
+    if unknown:
+        raise QueryError(f"unknown model {unknown[0]!r} for {prob.name} (models: {', '.join(available)})")
+    root = _root(store)
+    name, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    paths = {m: available[m] for m in (model or available)}
+    with _progress("outlook") as bar:
+        bar.add_task(f"{len(paths)} models", total=None)
+        result = multi_model_outlook(root, prob, paths, obs, prepared, name, init_ts)
+    png = plot_outlook(result, output or root / "runs" / f"outlook-{prob.name}-{result.init:%Y-%m}.png", prob)
+    if as_json:
+        typer.echo(json.dumps({"problem": prob.name, "dataset": name, "init_time": f"{result.init:%Y-%m}",
+                               "models": result.summaries, "consensus": result.consensus, "failed": result.failures,
+                               "png": str(png)}))
+    else:
+        typer.echo(f"{prob.name} outlook on {name} from {result.init:%Y-%m} ({prob.target_units})")
+        typer.echo(result.table())
+        for m, reason in result.failures.items():
+            typer.echo(f"FAILED {m}: {reason}")
+        err.print(f"wrote {png}")
+    if not result.summaries:
+        raise typer.Exit(3)
+
+
 @archive_app.command("query")
 def archive_query(
     problem: Annotated[str, typer.Option("--problem")],

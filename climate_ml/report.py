@@ -100,16 +100,13 @@ def plot_ice_edge(observed, forecasts: dict, path: str | Path, title: str, thres
     return path
 
 
-def plot_plume(observed, forecasts: dict, path: str | Path, title: str, problem) -> Path:
-    """IRI-style plume: the observed target before the init (black) and every model's forecast
-    (init_time=1, lead[, member]) against valid time; members thin, ensemble means thick; for
-    El Nino the +-0.5 degC El Nino / La Nina thresholds."""
+def _draw_plume(ax, observed, forecasts: dict, problem) -> None:
+    """The observed target before the init (black) and every model's forecast against valid
+    time; members thin, ensemble means thick; references dashed; for El Nino the +-0.5 degC
+    thresholds."""
     import numpy as np
     import pandas as pd
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
     if len(observed):
         ax.plot(observed.index, observed.values, color="black", lw=2.2, marker="o", ms=3, label="observed")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -132,11 +129,59 @@ def plot_plume(observed, forecasts: dict, path: str | Path, title: str, problem)
             ax.text(ax.get_xlim()[0], level, f" {label} threshold", va="bottom" if level > 0 else "top", fontsize=8,
                     color="grey")
         ax.axhline(0, color="grey", lw=0.5)
-    ax.set_ylabel(f"{getattr(problem, 'description', '')[:60]}\n({problem.target_units})", fontsize=9)
+    ax.set_ylabel(f"{getattr(problem, 'description', '').split(',')[0][:60]}\n({problem.target_units})", fontsize=9)
     ax.set_xlabel("valid month")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
+
+
+def plot_plume(observed, forecasts: dict, path: str | Path, title: str, problem) -> Path:
+    """IRI-style plume of every model's forecast (init_time=1, lead[, member]) with the
+    observed history."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(9, 4.8), constrained_layout=True)
+    _draw_plume(ax, observed, forecasts, problem)
     ax.set_title(title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+CATEGORY_COLORS = {"la_nina": "#2166ac", "neutral": "#bdbdbd", "el_nino": "#b2182b",
+                   "below": "#a6611a", "near": "#bdbdbd", "above": "#018571"}
+
+
+def plot_outlook(outlook, path: str | Path, problem) -> Path:
+    """The outlook as a person reads it: the plume above, and below it the multi-model
+    probability of each category for every lead as stacked bars (CPC / IRI style)."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = 2 if outlook.consensus else 1
+    fig, axes = plt.subplots(rows, 1, figsize=(9, 4.6 * rows), constrained_layout=True, squeeze=False)
+    _draw_plume(axes[0, 0], outlook.observed, outlook.forecasts, problem)
+    axes[0, 0].set_title(f"{outlook.problem} on {outlook.dataset}: forecasts from {outlook.init:%Y-%m}")
+    if outlook.consensus:
+        ax = axes[1, 0]
+        leads = sorted(outlook.consensus, key=int)
+        first = next(iter(outlook.summaries.values()))
+        labels = [first.get("valid_season", {}).get(k, f"L{k}").split()[0] + f"\nL{k}" for k in leads]
+        bottom = np.zeros(len(leads))
+        for c in outlook.consensus[leads[0]]:
+            v = np.array([outlook.consensus[k][c] for k in leads])
+            ax.bar(range(len(leads)), v, bottom=bottom, color=CATEGORY_COLORS.get(c), label=f"P({c})", width=0.8)
+            for i, (b, h) in enumerate(zip(bottom, v, strict=True)):
+                if h >= 0.12:
+                    ax.text(i, b + h / 2, f"{h:.0%}", ha="center", va="center", fontsize=7, color="white")
+            bottom += v
+        ax.set_xticks(range(len(leads)), labels, fontsize=7)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("probability (mean of the models)")
+        ax.legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.18))
+        ax.set_title(f"category probabilities, mean of {len(outlook.summaries)} models' calibrated probabilities",
+                     fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -218,9 +219,9 @@ def forecast_and_archive(
 
 
 def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
-                       dataset: str, init) -> dict:
+                       dataset: str, init) -> tuple[dict, xr.DataArray]:
     """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
-    terciles, El Nino categories): the summary the run and monthly flows report."""
+    terciles, El Nino categories): the summary the run and monthly flows report, and the forecast."""
     fc, action = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init)
     mean = fc.mean("member") if "member" in fc.dims else fc
     out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
@@ -233,7 +234,58 @@ def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.D
     if outlook and "categories" in outlook:  # El Nino: P(La Nina / neutral / El Nino) per lead
         out["categories"] = outlook["categories"]
         out["valid_season"] = outlook["valid_season"]
-    return out
+    return out, fc
+
+
+@dataclass
+class Outlook:
+    """Every model's forecast from one init, with the problem's probabilities and their
+    multi-model consensus (the mean of the models' probabilities, lead by lead)."""
+
+    problem: str
+    dataset: str
+    init: pd.Timestamp
+    summaries: dict[str, dict]
+    forecasts: dict[str, xr.DataArray]
+    failures: dict[str, str]
+    consensus: dict[str, dict[str, float]]  # lead -> category -> probability
+    observed: pd.Series  # the target before the init, in the forecasts' convention
+
+    def table(self) -> str:
+        """Markdown: one row per lead, every model's forecast, the consensus probabilities."""
+        names = list(self.summaries)
+        first = self.summaries[names[0]] if names else {}
+        cats = list(next(iter(self.consensus.values()))) if self.consensus else []
+        head = ["lead", "valid", *(["season"] if "valid_season" in first else []), *names, *[f"P({c})" for c in cats]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for lead in sorted(first.get("forecast", {})):
+            valid = self.init + pd.DateOffset(months=int(lead))
+            row = [str(lead), f"{valid:%Y-%m}", *([first["valid_season"][str(lead)]] if "valid_season" in first else [])]
+            row += [f"{self.summaries[n]['forecast'][lead]:+.2f}" for n in names]
+            row += [f"{self.consensus[str(lead)][c]:.2f}" for c in cats]
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+
+def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Path], obs: xr.Dataset,
+                        prepared: xr.Dataset, dataset: str, init=None) -> Outlook:
+    """Forecast (and archive) from ``init`` (default: the last month with every input) with each
+    model; a model that fails is recorded, the others go on."""
+    init = pd.Timestamp(init) if init is not None else problem.last_init(prepared)
+    summaries, forecasts, failures = {}, {}, {}
+    for name, path in model_paths.items():
+        try:
+            summaries[name], forecasts[name] = issue_with_outlook(root, problem, path, obs, prepared, dataset, init)
+        except ClimateMLError as exc:
+            failures[name] = str(exc)
+    key = "categories" if any("categories" in s for s in summaries.values()) else "terciles"
+    probs = [s[key] for s in summaries.values() if key in s]
+    consensus = {}
+    if probs:
+        for lead in probs[0]:
+            consensus[lead] = {c: round(float(np.mean([p[lead][c] for p in probs])), 3) for c in probs[0][lead]}
+    return Outlook(problem.name, dataset, init, summaries, forecasts, failures, consensus,
+                   observed_history(problem, prepared, init))
 
 
 def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Dataset, forecast: xr.DataArray,

@@ -1,8 +1,9 @@
 """The operational monthly job, as a Prefect flow and a cron deployment.
 
 Each month: ingest the new observations (only new months are appended), issue forecasts from
-every registered model for the latest observed month, archive them, and verify every archived
-forecast whose target has now been observed. ``serve`` registers it with a Prefect server as a
+every registered model for the latest observed month with the problem's probabilities, archive
+them, attach the outlook (table and PNG: plume and multi-model probabilities) as a Prefect
+artifact, and verify every archived forecast whose target has now been observed. ``serve`` registers it with a Prefect server as a
 deployment on a cron schedule and executes its runs.
 """
 
@@ -13,17 +14,19 @@ import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 
 from climate_ml.catalog import get_entry
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
+from climate_ml.report import plot_outlook
 from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     DEFAULT_DATASET,
     DEFAULT_PREDICTORS,
-    issue_with_outlook,
+    multi_model_outlook,
     problem_inputs,
     registered_models,
 )
@@ -39,16 +42,25 @@ def ingest_new_months(root: str, dataset: str) -> str:
 
 
 @task
-def forecast_model(root: str, problem_name: str, dataset: str, predictors: list[str], model: str) -> dict:
+def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[str], models: list[str],
+                  run_dir: str) -> dict:
+    """Every model's forecast from the latest month with every input, archived, with the
+    problem's probabilities and their multi-model mean; the outlook PNG, and a Prefect artifact
+    with its table. A model that fails is one line; the others still forecast."""
     problem = get_problem(problem_name)
     _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
-    init = problem.last_init(prepared)
-    path = registered_models(problem_name)[model]
-    try:
-        return issue_with_outlook(Path(root), problem, path, obs, prepared, dataset, init)
-    except ClimateMLError as exc:  # one failing model is one line, not the end of the run
-        get_run_logger().warning(f"FAILED {model}: {exc}")
-        return {"model": model, "error": str(exc)}
+    available = registered_models(problem_name)
+    outlook = multi_model_outlook(Path(root), problem, {m: available[m] for m in models}, obs, prepared, dataset)
+    png = plot_outlook(outlook, Path(run_dir) / f"outlook-{problem_name}-{outlook.init:%Y-%m}.png", problem)
+    for name, reason in outlook.failures.items():
+        get_run_logger().warning(f"FAILED {name}: {reason}")
+    create_markdown_artifact(
+        key=f"outlook-{problem_name.replace('_', '-')}",
+        markdown=f"## {problem_name} outlook on {dataset} from {outlook.init:%Y-%m}\n\n{outlook.table()}\n\n"
+                 + "".join(f"- FAILED {n}: {r}\n" for n, r in outlook.failures.items()) + f"\nplot: `{png}`\n",
+        description=f"{problem_name}: every model's forecast and the category probabilities")
+    return {"forecasts": [*outlook.summaries.values(), *({"model": n, "error": r} for n, r in outlook.failures.items())],
+            "consensus": outlook.consensus, "png": str(png)}
 
 
 @task
@@ -76,11 +88,13 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     unknown = sorted(set(names) - set(available))
     if unknown:
         raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
-    issued = [forecast_model(root, problem, dataset, predictors, m) for m in names]
-    verified = verify_all(root, problem, dataset, predictors)
     run_dir = Path(root) / "runs" / f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-monthly-{problem}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued, "verification": verified}
+    outlook = issue_outlook(root, problem, dataset, predictors, names, str(run_dir))
+    issued = outlook["forecasts"]
+    verified = verify_all(root, problem, dataset, predictors)
+    summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,
+               "consensus": outlook["consensus"], "outlook_png": outlook["png"], "verification": verified}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
     ok = [i for i in issued if "error" not in i]
     failed = [i["model"] for i in issued if "error" in i]
@@ -93,7 +107,6 @@ def require_prefect_server() -> None:
     """Without PREFECT_API_URL, ``serve`` would poll a temporary server that schedules nothing."""
     from prefect.settings import PREFECT_API_URL
 
-    from climate_ml.errors import ClimateMLError
 
     if not PREFECT_API_URL.value():
         raise ClimateMLError("serve needs a Prefect server to schedule on: start one (`prefect server start`) and set "
@@ -107,7 +120,6 @@ def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: 
     due, in one process (blocks until interrupted)."""
     from prefect import serve as prefect_serve
 
-    from climate_ml.errors import ClimateMLError
     from climate_ml.problems import PROBLEMS
 
     require_prefect_server()

@@ -94,8 +94,8 @@ def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.D
 def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
-    out = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
-                             problem.last_init(prepared))
+    out, _ = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
+                                problem.last_init(prepared))
     last = max(out["forecast"])
     return {**out, "lead": last, "value": out["forecast"][last]}
 

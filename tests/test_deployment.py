@@ -71,6 +71,9 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
         fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
         assert str(fc.init_time.values[-1])[:7] == "2024-12" and fc.attrs["kind"] == "forecast"
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
+        assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/outlook-el_nino-2024-12.png"))) == 1
+        artifacts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
+        assert "outlook-el-nino" in artifacts.stdout, artifacts.stdout[-2000:]  # the outlook, attached to the run
     finally:
         for p in (serve, server):
             if p is not None:

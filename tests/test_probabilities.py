@@ -118,3 +118,23 @@ def test_cli_forecast_prints_enso_probabilities(tmp_path, capsys):
     assert row["lead"] == 6 and row["season"] == "NDJ 2020" and set(row["categories"]) == set(LABELS)
     code = main(["forecast", "el_nino", "models/xro.py", "--init", "2020-06", "--store", str(tmp_path / "s")])
     assert code == 0 and "P(La Nina/neutral/El Nino)" in capsys.readouterr().out
+
+
+def test_outlook_command_prints_the_table_and_draws_the_png(tmp_path, capsys):
+    png = tmp_path / "outlook.png"
+    code = main(["outlook", "el_nino", "--model", "xro", "--model", "damped_persistence", "--init", "2020-06",
+                 "--output", str(png), "--json", "--store", str(tmp_path / "s")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(out["models"]) == {"xro", "damped_persistence"} and out["failed"] == {}
+    assert set(out["consensus"]) == {str(k) for k in range(1, 19)}
+    for lead, p in out["consensus"].items():  # the mean of the two models' probabilities
+        assert abs(sum(p.values()) - 1) < 5e-3
+        want = np.mean([out["models"][m]["categories"][lead]["el_nino"] for m in out["models"]])
+        assert p["el_nino"] == pytest.approx(want, abs=1e-3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    code = main(["outlook", "el_nino", "--model", "xro", "--init", "2020-06", "--output", str(png),
+                 "--store", str(tmp_path / "s")])
+    text = capsys.readouterr().out
+    assert code == 0 and "| 6 | 2020-12 | NDJ 2020 |" in text and "P(el_nino)" in text
+    code = main(["outlook", "el_nino", "--model", "nobody", "--store", str(tmp_path / "s")])
+    assert code == 2 and "unknown model 'nobody'" in capsys.readouterr().err
