@@ -298,14 +298,16 @@ def missing_inputs(X: xr.Dataset) -> list[str]:
 
 
 def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, test_start, test_end,
-                   refit_every: int, n_probes: int = 2, seed: int = 0) -> dict[str, str]:
+                   refit_every: int, n_probes: int = 2, seed: int = 0,
+                   done: dict[str, xr.DataArray] | None = None) -> dict[str, str]:
     """The lookahead guard as every backtest runs it (RAMP checks every submission): for the
     last fold of the plan, each model forecasts the fold's whole block of inits, as in the
     backtest, once on the data and once with every value after a probe init replaced by noise;
     the forecast for the probe init must not change. ``n_probes`` inits spread over the block
     are probed, so a model that reads the rows of later inits inside ``predict`` is caught as
     well as a feature that reads ahead. Returns {model: reason} for the models that look ahead
-    (or fail while being probed)."""
+    (or fail while being probed). ``done``: the backtest's forecasts, whose last block (fitted on
+    the same fold) is the unperturbed reference, saving one fit per model."""
     t0, block = _plan(problem, prepared, test_start, test_end, refit_every)[-1]
     probes = block[np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)]
     base = problem.fold_data(prepared, t0)
@@ -313,7 +315,10 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
     out = {}
     for name, spec in models.items():
         try:
-            ref = fit_predict(_resolve(spec), base, block, problem.leads, name)
+            if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
+                ref = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
+            else:
+                ref = fit_predict(_resolve(spec), base, block, problem.leads, name)
             for init in probes:
                 # only the probe init must be a valid forecast: later inits hold noise on purpose,
                 # and a model may well forecast garbage from garbage

@@ -142,7 +142,8 @@ def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr
     looked = {}
     if guard:
         probed = {n: files[n] for n in submitted if n in res.forecasts}
-        looked = guard_backtest(problem, probed, prepared, test_start, test_end, refit_every) if probed else {}
+        looked = (guard_backtest(problem, probed, prepared, test_start, test_end, refit_every, done=res.forecasts)
+                  if probed else {})
         for name, reason in looked.items():
             res.forecasts.pop(name, None)
             res.failures[name] = reason
