@@ -101,3 +101,35 @@ def test_forecasts_from_different_data_sets_are_kept_apart(store):
     with pytest.raises(QueryError, match="no forecasts archived for problem 'el_nino' on dataset 'ersst-v5' "
                                          "\\(archived data sets: kaplan-local, toy-ocean; give --dataset\\)"):
         query(store, "el_nino", dataset="ersst-v5")
+
+
+def test_queries_during_writes_see_only_complete_states(store):
+    """Readers used to see half a swap (HTTP 500 'cannot reshape array'): queries running while a
+    writer grows the archive init by init always get a complete, consistent state."""
+    import threading
+
+    inits = pd.date_range("2000-01", periods=40, freq="MS")
+    write_forecast(store, "el_nino", "m", fc(inits[:1]), {"dataset": "toy-ocean"})
+    errors, sizes = [], []
+
+    def writer():
+        for k in range(2, len(inits) + 1):
+            write_forecast(store, "el_nino", "m", fc(inits[:k]), {"dataset": "toy-ocean"})
+
+    def reader():
+        for _ in range(25):
+            try:
+                ds = query(store, "el_nino", model="m")
+                n = ds.sizes[INIT]
+                assert ds["forecast"].shape == (1, n, 3) and bool(ds["forecast"].notnull().all())
+                sizes.append(n)
+            except Exception as exc:  # noqa: BLE001 - any failure of a reader is the bug
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(sizes) == 75 and max(sizes) <= len(inits)

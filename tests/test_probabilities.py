@@ -138,3 +138,20 @@ def test_outlook_command_prints_the_table_and_draws_the_png(tmp_path, capsys):
     assert code == 0 and "| 6 | 2020-12 | NDJ 2020 |" in text and "P(el_nino)" in text
     code = main(["outlook", "el_nino", "--model", "nobody", "--store", str(tmp_path / "s")])
     assert code == 2 and "unknown model 'nobody'" in capsys.readouterr().err
+
+
+def test_a_broken_model_is_one_failure_in_the_outlook(tmp_path):
+    """The monthly flow issues its outlook through multi_model_outlook: a broken model file is
+    one recorded failure, the other models still forecast."""
+    from climate_ml.workflows import multi_model_outlook, problem_inputs
+
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise ImportError('a broken model file')\n")
+    problem = ElNino(leads=(1, 3))
+    root = tmp_path / "store"
+    name, obs, prepared = problem_inputs(root, problem)
+    out = multi_model_outlook(root, problem, {"broken": broken, "xro": registered_models()["xro"]}, obs, prepared, name,
+                              "2020-06")
+    assert set(out.summaries) == {"xro"} and "import failed" in out.failures["broken"]
+    assert set(out.consensus) == {"1", "3"}
+    assert "| 3 | 2020-09 | ASO 2020 |" in out.table()
