@@ -552,7 +552,7 @@ def verify(
 
 @app.command()
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 2-3 minutes instead of about 8).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 5 minutes instead of about 11 on 2 cores).")] = False,
     store: StoreOpt = None,
 ):
     """The main job, as a Prefect flow: data -> features -> backtest -> forecast -> archive -> verify -> report."""

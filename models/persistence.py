@@ -1,9 +1,11 @@
-"""Persistence: the latest observed value of the target (``X['persistence']``) at every lead.
-For El Nino the latest 3-month mean anomaly; for sea ice the latest monthly extent."""
+"""Persistence: the latest observed value of the target (``X['persistence']``) at every lead:
+for El Nino the latest 3-month mean anomaly. Not for sea ice, where the latest monthly extent
+carried across the seasonal cycle is no forecast (its reference is ``trend_persistence``, the
+latest departure from the trend)."""
 
 import xarray as xr
 
-PROBLEMS = ("el_nino", "arctic_sea_ice")
+PROBLEMS = ("el_nino",)
 
 
 class Persistence:
