@@ -94,11 +94,12 @@ def test_index_backtest_forecast_query(toy_store):
                            store=toy_store).stdout)
     assert again["archive"] == "unchanged"
 
-    q = cli("archive", "query", "--problem", "el_nino", "--model", "persistence", "--init", "1995-06", "--lead", "6",
-            "--format", "csv", store=toy_store).stdout.splitlines()
+    q = cli("archive", "query", "--problem", "el_nino", "--dataset", "toy", "--model", "persistence", "--init", "1995-06",
+            "--lead", "6", "--format", "csv", store=toy_store).stdout.splitlines()
     assert q[0] == "model,init_time,lead,valid_time,forecast" and q[1].startswith("persistence,1995-06,6,1995-12,")
     assert len(q) == 2
-    rows = json.loads(cli("archive", "query", "--problem", "el_nino", "--format", "json", store=toy_store).stdout)
+    rows = json.loads(cli("archive", "query", "--problem", "el_nino", "--dataset", "toy", "--format", "json",
+                          store=toy_store).stdout)
     assert len(rows) == 18
     v = json.loads(cli("verify", "el_nino", "--dataset", "toy", "--json", store=toy_store).stdout)
     assert {r["lead"] for r in v} == set(range(1, 19))
