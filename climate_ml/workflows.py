@@ -127,7 +127,7 @@ class Evaluation:
 def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr.Dataset, obs: xr.Dataset,
              dataset: str, test_start, test_end, refit_every: int = 12, *, blend: bool = True, record: bool = True,
              archive: bool = False, guard: bool = True, **options) -> Evaluation:
-    """One backtest as every shell runs it (the CLI, the flows, the HTTP service): backtest the
+    """One backtest as the shells run it (the CLI and the run flow; the HTTP service only reads): backtest the
     model files with the problem's references on the same folds; run the lookahead guard on
     every submitted model (a model that looks ahead becomes a FAILED row, never a score); add a
     Caruana blend selected inside each fold; record the run for the leaderboard; archive each
