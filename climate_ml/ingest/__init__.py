@@ -78,7 +78,7 @@ def load_standardised(
                          standard_name=_per_variable(standard_name, v), land_value=land_value, source=str(path),
                          anomaly=anomaly)
              for v in names]
-    ds = parts[0] if len(parts) == 1 else xr.Dataset({str(p.data_vars[v].name): p[v] for p, v in zip(parts, names, strict=True)})
+    ds = parts[0] if len(parts) == 1 else xr.Dataset({v: part[v] for part, v in zip(parts, names, strict=True)})
     if subset is not None:
         if subset.lat is not None:
             ds = ds.sel(lat=slice(*sorted(subset.lat)))
