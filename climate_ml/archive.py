@@ -1,40 +1,82 @@
-"""The forecast archive: ``archive/<problem>.zarr``, one Zarr group per model.
+"""The forecast archive: one Icechunk repository per problem, ``archive/<problem>.icechunk``.
 
-Each group holds ``forecast(init_time, lead)`` with ``valid_time(init_time, lead)`` and
-provenance attributes. Writing the same forecast again changes nothing; a new init is merged
-in; a different forecast for an init already archived replaces it only with ``replace=True``.
-Every write builds the new group beside the old one and swaps it in under a lock.
+Inside it, one group per data set and model, ``<dataset>/<model>``, holding
+``forecast(init_time, lead[, member])`` with ``valid_time(init_time, lead)``, the verifying
+``observed(init_time, lead)`` where it is known (hindcasts), and the provenance of every init as
+variables along ``init_time`` (``PROVENANCE``): an init keeps its own model checksum, training
+window and data set whatever is written after it. Names and attributes follow CF-1.11.
+
+Every write is one Icechunk commit (message and metadata carry its provenance), made under the
+store's lock because Icechunk's local-filesystem storage does not serialise commits itself. A
+new init is appended (the cost does not grow with the archive); writing the same forecast again
+changes nothing; a different forecast for an archived init replaces it only with
+``replace=True``. Readers see one snapshot, never half a write, and may ask for the archive as it
+stood at a date or tag (``as_of``). Loaded snapshots are cached by snapshot id, so repeated
+queries read nothing but the branch reference.
+
+Readable without climate-ml: ``xr.open_zarr(session.store, group="toy-ocean/xro")`` or
+``xr.open_datatree(session.store, engine="zarr")`` with an Icechunk read-only session (the
+snapshot holds the metadata of every group in one object, which is what consolidated metadata
+gives a plain Zarr store).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import re
 import tempfile
+import threading
+import warnings
+from collections import OrderedDict
 from pathlib import Path
 
+import icechunk
 import numpy as np
 import pandas as pd
 import xarray as xr
+import zarr
 
+from climate_ml import __version__
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import INIT, LEAD, MEMBER, MODEL, VALID, add_valid_time, validate_forecast
-from climate_ml.store import (
-    NETCDF_LOCK,
-    check_name,
-    discard,
-    locked,
-    recover,
-    swap_in,
-    sweep_temporaries,
-    temp_beside,
-)
+from climate_ml.store import NETCDF_LOCK, check_name, locked
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
+BRANCH = "main"
+OBSERVED = "observed"
+KINDS = ("forecast", "hindcast", "imported")
+# Provenance of each init, stored as string variables along init_time: name -> long_name.
+PROVENANCE = {
+    "kind": "forecast (issued live), hindcast (out-of-sample backtest) or imported (made elsewhere)",
+    "model_sha256": "sha256 of the model file (of the imported file for imported forecasts)",
+    "code_version": "climate-ml version that made or imported the forecast",
+    "dataset": "data set the model was fitted on and the target is defined on",
+    "dataset_sha256": "sha256 of that data set's source file(s)",
+    "train_start": "first month of the training window (YYYY-MM)",
+    "train_end": "last month of data the model saw (YYYY-MM): the training cut-off",
+    "fold": "backtest fold (k/K) the hindcast came from; empty for live forecasts",
+    "written_at": "UTC time the forecast was written to the archive",
+    "details": "further provenance as JSON (predictors, catalog entry, notes)",
+}
+GLOBAL_ATTRS = {
+    "Conventions": "CF-1.11",
+    "institution": "climate-ml forecast archive",
+    "references": "https://www.cpc.ncep.noaa.gov/products/analysis_monitoring/ensostuff/ONI_v5.php ; "
+                  "Ham et al. 2019 doi:10.1038/s41586-019-1559-7 ; Zhao et al. 2024 (XRO) doi:10.1038/s41586-024-07534-6",
+}
+# Chunks along init_time: five years of monthly inits, fewer for fields (about _CHUNK_BYTES).
+# Appending an init writes (or rewrites) one chunk per variable, whatever the archive's size.
+_INITS_PER_CHUNK = 60
+_CHUNK_BYTES = 2_000_000
+
+warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
+icechunk.set_logs_filter("error")  # its warning about local-filesystem commits: we hold the store lock
 
 
 def archive_path(root: Path, problem: str) -> Path:
-    return root / "archive" / f"{check_name(problem, 'problem')}.zarr"
+    return root / "archive" / f"{check_name(problem, 'problem')}.icechunk"
 
 
 def default_dataset(problem: str) -> str:
@@ -44,90 +86,422 @@ def default_dataset(problem: str) -> str:
     return get_problem(problem).default_dataset
 
 
-def _model_dir(root: Path, problem: str, model: str, dataset: str | None = None) -> Path:
-    """``archive/<problem>.zarr/<dataset>/<model>``: forecasts made on different data sets (the
-    toy default and a real record, say) never share a group."""
+def _group(problem: str, model: str, dataset: str | None) -> tuple[str, str, str]:
+    """(dataset, model, "<dataset>/<model>"): names checked before they reach the store."""
     try:
-        return (archive_path(root, problem) / check_name(dataset or default_dataset(problem))
-                / check_name(model, "model"))
+        dataset = check_name(dataset or default_dataset(problem), "dataset")
+        model = check_name(model, "model")
     except StoreError as exc:
         raise QueryError(str(exc)) from exc
+    return dataset, model, f"{dataset}/{model}"
 
 
-def _lock_key(problem: str, model: str, dataset: str | None) -> str:
-    return f"archive-{problem}-{dataset or default_dataset(problem)}-{model}"
+# --------------------------------------------------------------------------- repositories
+
+_REPOS: dict[str, icechunk.Repository] = {}
+_REPOS_LOCK = threading.Lock()
 
 
-def write_forecast(
-    root: Path, problem: str, model: str, forecast: xr.DataArray, attrs: dict, replace: bool = False,
-    dataset: str | None = None,
-) -> str:
-    """Merge ``forecast(init_time, lead)`` into the archive under its data set (``dataset``,
-    else ``attrs['dataset']``, else the problem's default). Returns "created", "updated" or
-    "unchanged"."""
-    validate_forecast(forecast)
-    dataset = dataset or attrs.get("dataset") or default_dataset(problem)
-    target = _model_dir(root, problem, model, dataset)
-    with locked(root, _lock_key(problem, model, dataset)):
-        recover(target)
-        sweep_temporaries(target)
-        new = forecast.rename("forecast").to_dataset()
-        if target.exists():
-            old = xr.open_zarr(target, consolidated=False).load()
-            common = pd.DatetimeIndex(new[INIT].values).intersection(pd.DatetimeIndex(old[INIT].values))
-            if len(common):
-                a = old["forecast"].sel({INIT: common})
-                b = new["forecast"].sel({INIT: common}).reindex_like(a)
-                if not np.allclose(a.values, b.values, equal_nan=True, atol=1e-9):
-                    if not replace:
-                        raise StoreError(
-                            f"{target}: a different {model} forecast for init {common[0]:%Y-%m} is archived; "
-                            "pass replace=True (--replace) to overwrite it"
-                        )
-                elif len(common) == new.sizes[INIT]:
-                    return "unchanged"
-            keep = old.drop_sel({INIT: common}) if len(common) else old
-            merged = xr.concat([keep[["forecast"]], new[["forecast"]]], dim=INIT).sortby(INIT)
-            action = "updated"
-        else:
-            merged = new[["forecast"]]
-            action = "created"
-        merged = add_valid_time(merged.drop_vars(VALID, errors="ignore"))
-        merged.attrs = {k: _attr(v) for k, v in attrs.items()}
-        merged[LEAD].attrs["units"] = "months"
-        tmp = temp_beside(target)
+def _repository(path: Path, create: bool = False) -> icechunk.Repository | None:
+    """The Icechunk repository at ``path`` (opened once per process), or None if there is none."""
+    key = str(path.resolve())
+    with _REPOS_LOCK:
+        if not path.exists():
+            _REPOS.pop(key, None)
+            if not create:
+                return None
+        repo = _REPOS.get(key)
+        if repo is None:
+            storage = icechunk.local_filesystem_storage(key)
+            try:
+                repo = icechunk.Repository.open_or_create(storage) if create else icechunk.Repository.open(storage)
+            except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types
+                raise StoreError(f"{path}: not a readable forecast archive ({str(exc).splitlines()[0][:200]})") from exc
+            _REPOS[key] = repo
+        return repo
+
+
+def _utc(text: str) -> _dt.datetime:
+    """A date (the end of that UTC day) or an ISO time (UTC unless it says otherwise)."""
+    ts = pd.Timestamp(text)
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        ts = ts + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    return ts.to_pydatetime()
+
+
+def _snapshot_id(repo: icechunk.Repository, path: Path, as_of: str | None) -> str:
+    """The snapshot of the branch now, at a UTC date/time, or at a tag."""
+    if as_of is None:
+        return repo.lookup_branch(BRANCH)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ][\d:.]+([+-]\d{2}:?\d{2}|Z)?)?", as_of):
         try:
-            merged.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False)
-            swap_in(tmp, target)
-        except BaseException:
-            discard(tmp)
-            raise
-        return action
+            when = _utc(as_of)
+        except ValueError as exc:
+            raise QueryError(f"bad as_of {as_of!r}: not a date (YYYY-MM-DD) or ISO time") from exc
+        first = list(repo.ancestry(branch=BRANCH))[-1].written_at
+        if when < first:
+            raise QueryError(f"bad as_of {as_of!r}: the archive of {path.stem} begins {first:%Y-%m-%dT%H:%M:%SZ}")
+        return repo.readonly_session(BRANCH, as_of=when).snapshot_id
+    try:
+        check_name(as_of, "tag")
+        return repo.lookup_tag(as_of)
+    except Exception as exc:  # noqa: BLE001
+        tags = sorted(repo.list_tags())
+        raise QueryError(f"bad as_of {as_of!r}: neither a date (YYYY-MM-DD) nor a tag of the {path.stem} archive "
+                         f"(tags: {', '.join(tags) or 'none'})") from exc
 
 
-def _attr(v):
+class _Snapshot:
+    """One snapshot's groups, each loaded (and sorted by init) the first time it is asked for."""
+
+    def __init__(self, repo: icechunk.Repository, snapshot_id: str):
+        self.id = snapshot_id
+        self.store = repo.readonly_session(snapshot_id=snapshot_id).store
+        root = zarr.open_group(self.store, mode="r")
+        groups = {d: sorted(m for m, _ in g.groups()) for d, g in root.groups()}
+        self.monitored = groups.pop(MONITORING, [])
+        self.groups = groups
+        self._data: dict[str, xr.Dataset] = {}
+        self._lock = threading.Lock()
+
+    def load(self, dataset: str, model: str) -> xr.Dataset:
+        key = f"{dataset}/{model}"
+        with self._lock:
+            if key not in self._data:
+                ds = xr.open_zarr(self.store, group=key, consolidated=False).load()
+                if INIT in ds.dims:
+                    ds = ds.isel({INIT: np.argsort(ds[INIT].values, kind="stable")})
+                ds = ds.assign({n: v.astype(object) for n, v in ds.data_vars.items() if v.dtype.kind == "T"})
+                for var in ds.variables.values():  # shared by every query of this snapshot: never written to
+                    var.values.flags.writeable = False
+                self._data[key] = ds
+            return self._data[key]
+
+
+_SNAPSHOTS: OrderedDict[tuple[str, str], _Snapshot] = OrderedDict()
+_SNAPSHOTS_LOCK = threading.Lock()
+_SNAPSHOTS_KEPT = 8
+
+
+def _snapshot(root: Path, problem: str, as_of: str | None = None) -> _Snapshot | None:
+    path = archive_path(root, problem)
+    repo = _repository(path)
+    if repo is None:
+        return None
+    sid = _snapshot_id(repo, path, as_of)
+    key = (str(path), sid)
+    with _SNAPSHOTS_LOCK:
+        snap = _SNAPSHOTS.get(key)
+        if snap is not None:
+            _SNAPSHOTS.move_to_end(key)
+            return snap
+    snap = _Snapshot(repo, sid)
+    with _SNAPSHOTS_LOCK:
+        _SNAPSHOTS[key] = snap
+        while len(_SNAPSHOTS) > _SNAPSHOTS_KEPT:
+            _SNAPSHOTS.popitem(last=False)
+    return snap
+
+
+# --------------------------------------------------------------------------- writing
+
+def _strings(values, n: int) -> np.ndarray:
+    if isinstance(values, (np.ndarray, pd.Index, pd.Series, xr.DataArray)):
+        values = np.asarray(values)
+        if np.issubdtype(values.dtype, np.datetime64):  # months, as everywhere else in provenance
+            values = pd.DatetimeIndex(values).strftime("%Y-%m").values
+        out = values.astype(str).astype(object)
+        if out.shape != (n,):
+            raise StoreError(f"provenance has {out.size} values for {n} inits")
+        return out
+    text = values if isinstance(values, str) else ("" if values is None else json.dumps(_plain(values)))
+    return np.array([text] * n, dtype=object)
+
+
+def _plain(v):
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
     if isinstance(v, (list, tuple)):
-        return [_attr(x) for x in v]
+        return [_plain(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _attr(x) for k, x in v.items()}
+        return {str(k): _plain(x) for k, x in v.items()}
     return str(v)
 
 
-def _groups(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".old"))
+def provenance_variables(provenance: dict, inits: pd.DatetimeIndex) -> dict[str, xr.Variable]:
+    """``PROVENANCE`` as string variables along ``init_time``. A value is the same for every
+    init, or an array with one value per init (e.g. each hindcast's training cut-off). Keys
+    outside ``PROVENANCE`` go into ``details`` (JSON)."""
+    n = len(inits)
+    prov = dict(provenance)
+    details = {k: _plain(prov.pop(k)) for k in list(prov) if k not in PROVENANCE}
+    if isinstance(prov.get("details"), dict):
+        details = {**_plain(prov.pop("details")), **details}
+    if details:
+        prov["details"] = json.dumps(details, sort_keys=True)
+    prov["kind"] = prov.get("kind") or "forecast"
+    for k in np.unique(_strings(prov["kind"], n)):
+        if k not in KINDS:
+            raise StoreError(f"provenance kind {k!r} is not one of {', '.join(KINDS)}")
+    prov.setdefault("code_version", __version__)
+    prov.setdefault("written_at", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return {f"prov_{name}": xr.Variable((INIT,), _strings(prov.get(name, ""), n), {"long_name": meaning})
+            for name, meaning in PROVENANCE.items()}
 
 
-def list_datasets(root: Path, problem: str) -> list[str]:
+def _cf(ds: xr.Dataset, problem: str, model: str, dataset: str, units: str) -> xr.Dataset:
+    """CF-1.11 attributes on every variable and the group."""
+    ds[INIT].attrs.update(standard_name="forecast_reference_time",
+                          long_name="forecast initialisation: the last month whose observations were used")
+    ds[LEAD].attrs.update(standard_name="forecast_period", long_name="lead time", units="months")
+    ds[VALID].attrs.update(standard_name="time", long_name="month the forecast is valid for")
+    if MEMBER in ds.dims:
+        ds[MEMBER].attrs.update(standard_name="realization", long_name="ensemble member")
+    ds["forecast"].attrs = {"long_name": f"{problem} forecast by {model}", "units": units}
+    ds[OBSERVED].attrs = {"long_name": f"observed {problem} target at valid_time, in the forecast's anomaly "
+                                           "convention (empty while not yet observed)", "units": units}
+    ds.attrs = {**GLOBAL_ATTRS, "title": f"climate-ml {problem} forecasts by {model} on {dataset}",
+                "source": f"climate-ml {__version__}, model {model}", "problem": problem, "model": model,
+                "dataset": dataset, "featureType": "timeSeries" if _is_index(ds) else ""}
+    if not ds.attrs["featureType"]:
+        del ds.attrs["featureType"]
+    return ds
+
+
+def _is_index(ds: xr.Dataset) -> bool:
+    return set(ds["forecast"].dims) <= {INIT, LEAD, MEMBER}
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    """Chunks along init_time of about ``_CHUNK_BYTES``, whole along the other dims."""
+    enc = {}
+    for name, var in ds.variables.items():
+        if INIT in var.dims and name != INIT:
+            per_init = max(1, var.dtype.itemsize if var.dtype != object else 64) * int(
+                np.prod([ds.sizes[d] for d in var.dims if d != INIT]))
+            chunk = int(np.clip(_CHUNK_BYTES // per_init, 1, _INITS_PER_CHUNK))
+            enc[name] = {"chunks": tuple(chunk if d == INIT else ds.sizes[d] for d in var.dims)}
+    return enc
+
+
+def _same(a: xr.DataArray, b: xr.DataArray) -> bool:
+    return bool(np.allclose(a.values, b.values, equal_nan=True, atol=1e-9))
+
+
+def write_forecast(
+    root: Path, problem: str, model: str, forecast: xr.DataArray, provenance: dict, replace: bool = False,
+    dataset: str | None = None, observed: xr.DataArray | None = None,
+) -> str:
+    """Write ``forecast(init_time, lead[, member][, grid])`` into the archive under its data set
+    (``dataset``, else ``provenance['dataset']``, else the problem's default) in one commit, with
+    its provenance per init and, optionally, the ``observed`` outcome (init_time, lead). Returns
+    "created", "updated" or "unchanged"."""
+    from climate_ml.problems import get_problem
+
+    validate_forecast(forecast)
+    dataset = dataset or provenance.get("dataset") or default_dataset(problem)
+    dataset, model, group = _group(problem, model, dataset)
+    inits = pd.DatetimeIndex(forecast[INIT].values)
+    if inits.has_duplicates:
+        raise StoreError(f"{model}: the forecast has init {inits[inits.duplicated()][0]:%Y-%m} twice")
+    new = forecast.drop_vars([c for c in forecast.coords if c not in forecast.dims]).rename("forecast").to_dataset()
+    shape = new["forecast"].isel({d: 0 for d in new["forecast"].dims if d not in (INIT, LEAD)}, drop=True)
+    new[OBSERVED] = (xr.full_like(shape, np.nan, dtype=float) if observed is None else  # filled as outcomes arrive
+                     observed.drop_vars([c for c in observed.coords if c not in observed.dims]).reindex_like(shape))
+    new = new.assign(provenance_variables({**provenance, "dataset": dataset}, inits))
+    new = _cf(add_valid_time(new), problem, model, dataset, get_problem(problem).target_units)
+    path = archive_path(root, problem)
+    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+        repo = _repository(path, create=True)
+        session = repo.writable_session(BRANCH)
+        try:
+            old = xr.open_zarr(session.store, group=group, consolidated=False)
+        except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+            old = None
+        if old is None:
+            new.to_zarr(session.store, group=group, mode="w", consolidated=False, encoding=_encoding(new))
+            action, fresh, replaced = "created", inits, []
+        else:
+            new = _conform(new, old, group)
+            old_inits = pd.DatetimeIndex(old[INIT].values)
+            common = inits.intersection(old_inits)
+            replaced = []
+            if len(common):
+                a = old["forecast"].sel({INIT: common}).load()
+                b = new["forecast"].sel({INIT: common})
+                replaced = [t for t in common if not _same(a.sel({INIT: t}), b.sel({INIT: t}))]
+                if replaced and not replace:
+                    raise StoreError(f"{path.name}/{group}: a different {model} forecast for init {replaced[0]:%Y-%m} "
+                                     "is archived; pass replace=True (--replace) to overwrite it")
+            fresh = inits.difference(old_inits)
+            if not len(fresh) and not replaced:
+                return "unchanged"
+            if len(fresh):
+                new.sel({INIT: fresh}).to_zarr(session.store, group=group, append_dim=INIT, consolidated=False)
+            for t in replaced:
+                new.sel({INIT: [t]}).to_zarr(session.store, group=group, region="auto", consolidated=False)
+            action = "updated"
+        kinds = sorted(set(new["prov_kind"].values.tolist()))
+        span = f"{inits.min():%Y-%m}..{inits.max():%Y-%m}"
+        message = (f"{'/'.join(kinds)} {model} on {dataset}: {len(fresh)} new init(s)"
+                   + (f", {len(replaced)} replaced" if replaced else "") + f" within {span}")
+        metadata = {"problem": problem, "model": model, "dataset": dataset, "action": action,
+                    "inits_added": [f"{t:%Y-%m}" for t in fresh][:1200],
+                    "inits_replaced": [f"{t:%Y-%m}" for t in replaced],
+                    **{k: sorted(set(new[f"prov_{k}"].values.tolist()))[:50]
+                       for k in ("kind", "model_sha256", "code_version", "dataset_sha256", "train_end")}}
+        session.commit(message, metadata=metadata)
+    return action
+
+
+def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
+    """``new`` on the archived group's leads and members, or a clear refusal."""
+    if set(new["forecast"].dims) != set(old["forecast"].dims):
+        raise StoreError(f"{group}: the archive holds forecasts over {tuple(old['forecast'].dims)}, "
+                         f"this one is over {tuple(new['forecast'].dims)}")
+    extra = sorted(set(new[LEAD].values.tolist()) - set(old[LEAD].values.tolist()))
+    if extra:
+        raise StoreError(f"{group}: lead {extra[0]} is not among the archived leads "
+                         f"{int(old[LEAD].min())}..{int(old[LEAD].max())}")
+    if MEMBER in old.dims and not np.array_equal(new[MEMBER].values, old[MEMBER].values):
+        raise StoreError(f"{group}: {new.sizes[MEMBER]} members, the archive holds {old.sizes[MEMBER]}")
+    return add_valid_time(new.drop_vars(VALID).reindex({LEAD: old[LEAD].values}))
+
+
+def write_observed(root: Path, problem: str, observed: xr.DataArray, dataset: str | None = None) -> int:
+    """Record outcomes that have arrived: ``observed(init_time, lead)`` (in the forecasts'
+    convention) fills the still-empty ``observed`` values of every model archived on ``dataset``,
+    in one commit. A value already recorded is never changed. Returns the values filled."""
+    dataset, _, _ = _group(problem, "any", dataset)
+    path = archive_path(root, problem)
+    repo = _repository(path)
+    if repo is None:
+        return 0
+    filled = 0
+    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+        session = repo.writable_session(BRANCH)
+        root_group = zarr.open_group(session.store, mode="r")
+        models = sorted(m for m, _ in root_group[dataset].groups()) if dataset in dict(root_group.groups()) else []
+        for model in models:
+            group = f"{dataset}/{model}"
+            old = xr.open_zarr(session.store, group=group, consolidated=False)
+            have = old[OBSERVED].load()
+            new = observed.reindex({INIT: old[INIT].values, LEAD: old[LEAD].values})
+            new = new.drop_vars([c for c in new.coords if c not in new.dims]).transpose(*have.dims)
+            fill = have.isnull() & new.notnull()
+            rows = np.flatnonzero(fill.any(LEAD).values)
+            if not len(rows):
+                continue
+            merged = have.where(~fill, new)
+            part = merged.isel({INIT: slice(rows[0], rows[-1] + 1)}).to_dataset(name=OBSERVED)
+            part.drop_vars([c for c in part.coords if c != INIT]).to_zarr(
+                session.store, group=group, region={INIT: slice(int(rows[0]), int(rows[-1]) + 1)}, consolidated=False)
+            filled += int(fill.sum())
+        if filled:
+            session.commit(f"observed outcomes on {dataset}: {filled} value(s)",
+                           metadata={"problem": problem, "dataset": dataset, "action": "observed", "filled": filled})
+    return filled
+
+
+MONITORING = "_monitoring"  # root group of the running skill; its leading "_" is never a data set name
+
+
+def write_monitoring(root: Path, problem: str, dataset: str, skill: xr.Dataset) -> None:
+    """Keep the latest running skill of the live forecasts (``verify.monitor_skill``) in the
+    archive, one commit per update: its history is the archive's history."""
+    dataset, _, _ = _group(problem, "any", dataset)
+    path = archive_path(root, problem)
+    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+        repo = _repository(path, create=True)
+        session = repo.writable_session(BRANCH)
+        out = skill.assign_coords({MODEL: skill[MODEL].astype(object)})  # text as variable-length UTF-8
+        out.to_zarr(session.store, group=f"{MONITORING}/{dataset}", mode="w", consolidated=False)
+        drift = int((skill["status"] == "drift").sum())
+        session.commit(f"running skill on {dataset} through {skill.attrs.get('verified_through', '?')}: "
+                       f"{drift} (model, lead) drifting", metadata={"problem": problem, "dataset": dataset,
+                                                                     "action": "monitoring", "drift": drift})
+
+
+def read_monitoring(root: Path, problem: str, dataset: str | None = None) -> xr.Dataset | None:
+    """The running skill last written for ``dataset`` (None if never)."""
+    dataset, _, _ = _group(problem, "any", dataset)
+    snap = _snapshot(root, problem)
+    if snap is None or dataset not in snap.monitored:
+        return None
+    return snap.load(MONITORING, dataset)
+
+
+def tag(root: Path, problem: str, name: str) -> str:
+    """Name the archive's current state (e.g. before a season's outcome is known); returns the snapshot id."""
+    check_name(name, "tag")
+    path = archive_path(root, problem)
+    repo = _repository(path)
+    if repo is None:
+        raise QueryError(f"no forecasts archived for problem {problem!r}")
+    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+        if name in repo.list_tags():
+            raise StoreError(f"tag {name!r} already names a state of the {problem} archive")
+        sid = repo.lookup_branch(BRANCH)
+        repo.create_tag(name, sid)
+    return sid
+
+
+def history(root: Path, problem: str) -> list[dict]:
+    """Every commit of the problem's archive, newest first: id, time, message, metadata, tags."""
+    path = archive_path(root, problem)
+    repo = _repository(path)
+    if repo is None:
+        raise QueryError(f"no forecasts archived for problem {problem!r}")
+    tags: dict[str, list[str]] = {}
+    for t in repo.list_tags():
+        tags.setdefault(repo.lookup_tag(t), []).append(t)
+    return [{"id": s.id, "written_at": s.written_at.isoformat(), "message": s.message,
+             "metadata": s.metadata, "tags": sorted(tags.get(s.id, []))}
+            for s in repo.ancestry(branch=BRANCH)]
+
+
+# --------------------------------------------------------------------------- reading
+
+def list_datasets(root: Path, problem: str, as_of: str | None = None) -> list[str]:
     """The data sets a problem has archived forecasts for."""
-    return _groups(archive_path(root, problem))
+    snap = _snapshot(root, problem, as_of)
+    return sorted(snap.groups) if snap else []
 
 
-def list_models(root: Path, problem: str, dataset: str | None = None) -> list[str]:
-    return _groups(archive_path(root, problem) / check_name(dataset or default_dataset(problem)))
+def list_models(root: Path, problem: str, dataset: str | None = None, as_of: str | None = None) -> list[str]:
+    snap = _snapshot(root, problem, as_of)
+    return list(snap.groups.get(dataset or default_dataset(problem), [])) if snap else []
+
+
+def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
+    """What the archive holds on one data set: per model the inits, their span and kinds, and
+    when it was last written; the archived data sets; the last commits."""
+    dataset, _, _ = _group(problem, "any", dataset)
+    snap = _snapshot(root, problem)
+    if snap is None:
+        return {"problem": problem, "dataset": dataset, "datasets": [], "models": [], "history": []}
+    models = []
+    for m in snap.groups.get(dataset, []):
+        ds = snap.load(dataset, m)
+        inits = pd.DatetimeIndex(ds[INIT].values)
+        kinds, counts = np.unique(ds["prov_kind"].values.astype(str), return_counts=True)
+        models.append({"model": m, "n_inits": len(inits), "first": f"{inits.min():%Y-%m}", "last": f"{inits.max():%Y-%m}",
+                       "kinds": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
+                       "observed": int(ds[OBSERVED].notnull().any(LEAD).sum()),
+                       "last_written": max(ds["prov_written_at"].values.astype(str))})
+    return {"problem": problem, "dataset": dataset, "datasets": sorted(snap.groups), "snapshot": snap.id,
+            "models": models, "history": history(root, problem)[:5]}
+
+
+def open_group(root: Path, problem: str, model: str, dataset: str | None = None, as_of: str | None = None) -> xr.Dataset:
+    """One model's whole archived group (forecasts, observations, provenance), sorted by init."""
+    dataset, model, _ = _group(problem, model, dataset)
+    snap = _snapshot(root, problem, as_of)
+    if snap is None or model not in snap.groups.get(dataset, []):
+        raise QueryError(f"no forecasts from model {model!r} for {problem!r} on dataset {dataset!r}")
+    return snap.load(dataset, model)
 
 
 def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
@@ -156,73 +530,190 @@ def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestam
     return out[0], out[1]
 
 
+def parse_leads(lead) -> list[int] | None:
+    """None (every lead), an int, or a comma list such as ``1,3,6``."""
+    if lead is None or lead == "":
+        return None
+    items = [lead] if isinstance(lead, int) else (lead if isinstance(lead, (list, tuple)) else str(lead).split(","))
+    out = []
+    for item in items:
+        try:
+            k = int(str(item).strip())
+        except ValueError as exc:
+            raise QueryError(f"bad lead {lead!r}: expected whole months such as 3 or 1,3,6") from exc
+        if k < 1:
+            raise QueryError(f"bad lead {k}: leads are positive months")
+        out.append(k)
+    return sorted(set(out))
+
+
+def _init_slice(index: pd.DatetimeIndex, start, end) -> slice:
+    lo = 0 if start is None else int(index.searchsorted(start, "left"))
+    hi = len(index) if end is None else int(index.searchsorted(end, "right"))
+    return slice(lo, hi)
+
+
 def query(
     root: Path,
     problem: str,
     model: str | None = None,
     init: str | None = None,
-    lead: int | None = None,
+    lead=None,
     dataset: str | None = None,
+    valid: str | None = None,
+    as_of: str | None = None,
 ) -> xr.Dataset:
-    """Archived forecasts on one data set (default: the problem's) as a Dataset with dims
-    (model, init_time, lead)."""
-    try:
-        dataset = check_name(dataset or default_dataset(problem))
-    except StoreError as exc:
-        raise QueryError(str(exc)) from exc
-    models = list_models(root, problem, dataset)
+    """Archived forecasts on one data set (default: the problem's) as a Dataset over
+    (model, init_time, lead[, member]) with valid_time, the observed outcome where known and each
+    init's provenance. ``init`` and ``valid`` are month ranges (``parse_init_range``), ``lead`` one
+    or several leads, ``as_of`` a UTC date/time or a tag: the archive as it stood then."""
+    from climate_ml.problems import get_problem
+
+    prob = get_problem(problem)
+    start, end = parse_init_range(init)
+    vstart, vend = parse_init_range(valid)
+    leads = parse_leads(lead)
+    dataset, _, _ = _group(problem, model or "any", dataset)
+    snap = _snapshot(root, problem, as_of)
+    models = snap.groups.get(dataset, []) if snap else []
     if not models:
-        others = list_datasets(root, problem)
+        others = sorted(snap.groups) if snap else []
         raise QueryError(f"no forecasts archived for problem {problem!r} on dataset {dataset!r}"
                          + (f" (archived data sets: {', '.join(others)}; give --dataset)" if others else ""))
     if model is not None:
         if model not in models:
             raise QueryError(f"no forecasts from model {model!r} for {problem!r} (archived: {', '.join(models)})")
         models = [model]
-    start, end = parse_init_range(init)
     parts = []
     for m in models:
-        with locked(root, _lock_key(problem, m, dataset)):  # a reader never sees a write half swapped in
-            ds = xr.open_zarr(_model_dir(root, problem, m, dataset), consolidated=False).load()
-        ds = ds.sel({INIT: slice(start, end)})
-        if lead is not None:
-            if lead not in ds[LEAD].values:
-                raise QueryError(f"lead {lead} not archived (leads: {ds[LEAD].values.min()}..{ds[LEAD].values.max()})")
-            ds = ds.sel({LEAD: [lead]})
-        parts.append(ds.drop_vars(VALID).expand_dims({MODEL: [m]}))
-    out = add_valid_time(xr.concat(parts, dim=MODEL, join="outer", combine_attrs="drop", coords="minimal"))
-    from climate_ml.problems import get_problem
-
-    out["forecast"].attrs.update(units=get_problem(problem).target_units, long_name=f"{problem} forecast")
-    out.attrs = {"problem": problem}
+        ds = snap.load(dataset, m)
+        ds = ds.isel({INIT: _init_slice(ds.indexes[INIT], start, end)})
+        if leads is not None:
+            missing = [k for k in leads if k not in ds.indexes[LEAD]]
+            if missing:
+                raise QueryError(f"lead {missing[0]} not archived (leads: {int(ds[LEAD].min())}..{int(ds[LEAD].max())})")
+            ds = ds.sel({LEAD: leads})
+        if vstart is not None or vend is not None:
+            vt = ds[VALID]
+            keep = (vt >= (vstart or vt.min())) & (vt <= (vend or vt.max()))
+            ds = ds.isel({INIT: keep.any(LEAD).values})
+            ds = ds.assign({v: ds[v].where(keep) for v in ("forecast", OBSERVED) if v in ds})
+        parts.append(ds)
+    if len(parts) == 1:
+        out = parts[0].expand_dims({MODEL: models})  # coordinates (valid_time) are not expanded
+    else:
+        out = xr.concat([p.drop_vars(VALID).expand_dims({MODEL: [m]}) for p, m in zip(parts, models, strict=True)],
+                        dim=MODEL, join="outer", combine_attrs="drop", coords="minimal")
+        out = add_valid_time(out)
+        for v in out.variables:
+            out[v].attrs = next((dict(p[v].attrs) for p in parts if v in p.variables and p[v].attrs), {})
+    out["forecast"].attrs.update(units=prob.target_units, long_name=f"{problem} forecast")
+    out[MODEL].attrs = {"long_name": "forecasting model (file name in the archive)"}
+    out.attrs = {**GLOBAL_ATTRS, "title": f"climate-ml {problem} forecasts on {dataset}", "problem": problem,
+                 "dataset": dataset, "snapshot": snap.id,
+                 "source": f"climate-ml {__version__} forecast archive",
+                 "history": f"{_dt.datetime.now(_dt.UTC):%Y-%m-%dT%H:%M:%SZ} queried from archive snapshot {snap.id}"}
     return out
 
 
 def to_records(ds: xr.Dataset) -> pd.DataFrame:
-    df = ds["forecast"].to_dataframe().reset_index()
-    df = df.dropna(subset=["forecast"])
-    df[INIT] = pd.to_datetime(df[INIT]).dt.strftime("%Y-%m")
-    df[VALID] = pd.to_datetime(df[VALID]).dt.strftime("%Y-%m")
-    keys = [MODEL, INIT, LEAD] + ([MEMBER] if MEMBER in df.columns else [])
-    return df[keys[:3] + [VALID] + keys[3:] + ["forecast"]].sort_values(keys).reset_index(drop=True)
+    """One row per (model, init, lead[, member]) with its valid month, the forecast and, where
+    the archive knows it, the observed outcome."""
+    fc = ds["forecast"]
+    keys = [d for d in (MODEL, INIT, LEAD, MEMBER) if d in fc.dims]
+    fc = fc.transpose(*keys, ...)
+    if fc.ndim != len(keys):
+        raise QueryError("field forecasts have no table form: use --format netcdf")
+    at = np.unravel_index(np.arange(fc.size), fc.shape)
+    cols = {d: ds[d].values[at[k]] for k, d in enumerate(keys)}
+    months = ds[INIT].values.astype("datetime64[M]")[at[keys.index(INIT)]]
+    cols[INIT] = np.datetime_as_string(months, unit="M")
+    cols[VALID] = np.datetime_as_string(months + cols[LEAD].astype("timedelta64[M]"), unit="M")
+    cols["forecast"] = fc.values.ravel()
+    if OBSERVED in ds and bool(ds[OBSERVED].notnull().any()):
+        cols[OBSERVED] = ds[OBSERVED].broadcast_like(fc).transpose(*keys).values.ravel()
+    order = keys[:3] + [VALID] + keys[3:] + [c for c in ("forecast", OBSERVED) if c in cols]
+    df = pd.DataFrame({c: cols[c] for c in order})
+    return df[df["forecast"].notna()].reset_index(drop=True)  # rows in key order already: query sorts every dim
+
+
+FORMATS = ("csv", "json", "netcdf", "climpred", "weatherbench2")
+
+
+def _netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
+    """Strings as plain text (empty where missing), attributes as text or numbers."""
+    out = ds.copy()
+    for name, var in out.variables.items():
+        if var.dtype.kind in ("O", "U", "T") and name != MODEL:
+            out[name] = var.copy(data=np.where(pd.isna(var.values), "", var.values.astype(object)).astype(str))
+    if MODEL in out.dims:  # CF: a coordinate variable is numeric; names are an auxiliary label
+        out = out.rename_vars({MODEL: "model_name"})
+        out["model_name"] = out["model_name"].astype(str).assign_attrs(long_name="forecasting model")
+    for name in (INIT, VALID, "init", "time"):
+        if name in out.variables and np.issubdtype(out[name].dtype, np.datetime64):
+            out[name].attrs["units_metadata"] = "leap_seconds: none"
+    out.attrs = {k: v if isinstance(v, (str, int, float)) else json.dumps(v) for k, v in out.attrs.items()}
+    return out
+
+
+def _to_netcdf(ds: xr.Dataset) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp, NETCDF_LOCK:
+        path = Path(tmp) / "query.nc"
+        ds.to_netcdf(path, format="NETCDF4")
+        return path.read_bytes()
 
 
 def export(ds: xr.Dataset, fmt: str) -> bytes:
-    """Serialise a query result as csv, json or netcdf."""
+    """Serialise a query result: csv, json, netcdf (CF-1.11), climpred (NetCDF a climpred
+    ``HindcastEnsemble`` opens: one variable per model over init, lead[, member]) or
+    weatherbench2 (NetCDF in WeatherBench 2's layout: time, prediction_timedelta as timedelta64,
+    realization)."""
     if fmt == "csv":
         return to_records(ds).to_csv(index=False, float_format="%.4f").encode()
-    if fmt == "json":
-        records = to_records(ds).round(4).astype(object)
-        records = records.where(records.notna(), None)  # NaN is not JSON: null
-        return json.dumps(records.to_dict(orient="records"), allow_nan=False).encode()
+    if fmt == "json":  # NaN is not JSON: null
+        return to_records(ds).to_json(orient="records", double_precision=4).encode()
     if fmt == "netcdf":
-        out = ds.copy()
-        out.attrs = {k: v if isinstance(v, str) else json.dumps(v) for k, v in out.attrs.items()}
-        with tempfile.TemporaryDirectory() as tmp, NETCDF_LOCK:
-            path = Path(tmp) / "query.nc"
-            out.to_netcdf(path, format="NETCDF4")
-            return path.read_bytes()
-    raise QueryError(f"unknown format {fmt!r} (csv, json, netcdf)")
+        return _to_netcdf(_netcdf_ready(ds))
+    if fmt == "climpred":
+        return _to_netcdf(_netcdf_ready(to_climpred(ds)))
+    if fmt == "weatherbench2":
+        return _to_netcdf(_netcdf_ready(to_weatherbench(ds)))
+    raise QueryError(f"unknown format {fmt!r} ({', '.join(FORMATS)})")
+
+
+def to_climpred(ds: xr.Dataset) -> xr.Dataset:
+    """climpred's hindcast layout: ``init`` (datetime), ``lead`` (units months), ``member``;
+    one data variable per model (climpred verifies every variable against the same-named
+    observation, so each model is its own variable)."""
+    fc = ds["forecast"]
+    out = xr.Dataset({str(m): fc.sel({MODEL: m}, drop=True) for m in ds[MODEL].values})
+    out = out.drop_vars(VALID, errors="ignore").rename({INIT: "init"})
+    for var in out.data_vars.values():
+        var.encoding.pop("coordinates", None)
+    out["lead"].attrs = {"units": "months", "standard_name": "forecast_period", "long_name": "lead time"}
+    out["init"].attrs = {"standard_name": "forecast_reference_time", "long_name": "forecast initialisation"}
+    out.attrs = dict(ds.attrs)
+    return out
+
+
+def to_weatherbench(ds: xr.Dataset) -> xr.Dataset:
+    """WeatherBench 2's forecast layout: ``time`` (init), ``prediction_timedelta``
+    (timedelta64: the lead in months times the mean month, 30.44 days, since a timedelta cannot
+    say "one month"; ``lead_months`` keeps the exact lead) and ``realization``."""
+    out = ds[["forecast"]].drop_vars(VALID, errors="ignore")
+    mean_month = np.timedelta64(int(30.436875 * 86400), "s")
+    out = out.rename({INIT: "time", LEAD: "prediction_timedelta"})
+    months = out["prediction_timedelta"].values
+    out = out.assign_coords(prediction_timedelta=(months * mean_month).astype("timedelta64[ns]"),
+                            lead_months=("prediction_timedelta", months, {"units": "months", "long_name": "lead time in months"}))
+    out["prediction_timedelta"].attrs = {"standard_name": "forecast_period", "long_name": "lead time (mean months)"}
+    out["prediction_timedelta"].encoding = {"units": "seconds", "dtype": "int64", "_FillValue": None}
+    out["time"].attrs = {"long_name": "forecast initialisation time (WeatherBench 2 calls it time)"}
+    out["forecast"].encoding.pop("coordinates", None)
+    if MEMBER in out.dims:
+        out = out.rename({MEMBER: "realization"})
+    out.attrs = dict(ds.attrs)
+    return out
 
 
 def read_external_forecasts(path: Path, problem, column: str | None = None,
@@ -306,23 +797,26 @@ def import_forecasts(root: Path, problem, path: Path, model: str, column: str | 
     from climate_ml.catalog import sha256_file
 
     fc, dropped = read_external_forecasts(path, problem, column, model)
-    attrs = {"dropped_leads": dropped,
-        "problem": problem.name, "model": model, "kind": "imported", "source_file": str(Path(path).resolve()),
-        "source_sha256": sha256_file(path), "source_column": column or (model if model else "forecast"),
-        "target": problem.description, "units": problem.target_units, "note": note,
-        "dataset": dataset or problem.default_dataset,
+    provenance = {
+        "kind": "imported", "model_sha256": sha256_file(path), "dataset": dataset or problem.default_dataset,
+        "details": {"source_file": str(Path(path).resolve()), "source_column": column or (model if model else "forecast"),
+                    "dropped_leads": dropped, "target": problem.description, "note": note},
     }
-    return fc, write_forecast(root, problem.name, model, fc, attrs, replace=replace), dropped
+    return fc, write_forecast(root, problem.name, model, fc, provenance, replace=replace), dropped
 
 
 def imported_forecasts(root: Path, problem: str, dataset: str | None = None) -> dict[str, xr.DataArray]:
-    """Archived forecasts whose provenance says they were imported (ensemble mean if members),
-    of one data set, or of every data set when ``dataset`` is None."""
+    """The inits whose provenance says they were imported (ensemble mean if members), of one data
+    set, or of every data set when ``dataset`` is None."""
     out = {}
-    groups = [(d, m) for d in ([dataset] if dataset else list_datasets(root, problem)) for m in list_models(root, problem, d)]
-    for d, m in groups:
-        ds = xr.open_zarr(_model_dir(root, problem, m, d), consolidated=False)
-        if ds.attrs.get("kind") == "imported":
-            fc = ds["forecast"].load()
-            out[m] = (fc.mean(MEMBER) if MEMBER in fc.dims else fc).drop_vars(VALID, errors="ignore")
+    snap = _snapshot(root, problem)
+    if snap is None:
+        return out
+    for d in [dataset] if dataset else sorted(snap.groups):
+        for m in snap.groups.get(d, []):
+            ds = snap.load(d, m)
+            mine = ds["prov_kind"].values.astype(str) == "imported"
+            if mine.any():
+                fc = ds["forecast"].isel({INIT: mine})
+                out[m] = (fc.mean(MEMBER) if MEMBER in fc.dims else fc).drop_vars(VALID, errors="ignore")
     return out

@@ -31,6 +31,7 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store root (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
+SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on (default $CLIMATE_ML_DASK_SCHEDULER, else this process).")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
 TargetVarOpt = Annotated[str | None, typer.Option(
     "--target-variable", help="The target's variable in a data set with several (e.g. Nino34 in an index file); "
@@ -111,12 +112,14 @@ def ingest(
     units: Annotated[list[str] | None, typer.Option("--units", help="Units, when the file does not say: U for every variable, or VAR=U (repeatable).")] = None,
     anomaly: Annotated[bool, typer.Option("--anomaly", help="The values are already anomalies (recorded with the data).")] = False,
     region: Annotated[str | None, typer.Option("--region", help="Series to select from a multi-series file (nClimDiv: california).")] = None,
+    scheduler: SchedulerOpt = None,
     store: StoreOpt = None,
 ):
     """Ingest a catalog entry, or a file with --file/--name, into the Zarr store. PATH may be a
     NetCDF file, a NOAA PSL index, the folder of the twelve NSIDC monthly CSVs, the NSIDC
     daily CSV, or an nClimDiv file (with --region)."""
     from climate_ml.catalog import get_entry
+    from climate_ml.cluster import dask_client, scheduler_address
     from climate_ml.ingest import ingest_entry, ingest_file
     from climate_ml.store import check_name
 
@@ -128,11 +131,13 @@ def ingest(
             raise QueryError("give either a catalog entry or --file, not both")
         if not name:
             raise QueryError("--file needs --name (the dataset name in the store)")
-        res = ingest_file(file, variable, name, root, fmt=fmt, units=_units(units), region=region, anomaly=anomaly)
+        with dask_client(scheduler_address(scheduler)):
+            res = ingest_file(file, variable, name, root, fmt=fmt, units=_units(units), region=region, anomaly=anomaly)
     else:
         if entry is None:
             raise QueryError("give a catalog entry name or --file PATH")
-        res = ingest_entry(get_entry(entry), root, name=name)
+        with dask_client(scheduler_address(scheduler)):
+            res = ingest_entry(get_entry(entry), root, name=name)
     extra = f" (+{res.n_new} months)" if res.action == "appended" else ""
     typer.echo(f"{res.action}: {res.path} ({res.n_time} months){extra}")
 
@@ -174,7 +179,7 @@ def backtest_cmd(
     test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
     refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
     n_jobs: Annotated[int, typer.Option("--n-jobs", help="Local worker processes for (model, fold) units.")] = 1,
-    scheduler: Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on.")] = None,
+    scheduler: SchedulerOpt = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds allowed per model and fold; slower models fail.")] = None,
     blend: Annotated[bool, typer.Option("--blend/--no-blend", help="Add a Caruana blend of all models, selected inside each fold.")] = True,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run for the leaderboard.")] = True,
@@ -185,6 +190,7 @@ def backtest_cmd(
 ):
     """Rolling-origin backtest of model files against the problem's references on the same
     folds; each run is recorded for `climate-ml leaderboard`."""
+    from climate_ml.cluster import scheduler_address
     from climate_ml.model_api import load_model_factory, model_name
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
@@ -204,7 +210,7 @@ def backtest_cmd(
         task = bar.add_task("", total=None)
         ev = evaluate(root, prob, model_paths, prepared, obs, dataset, start, end, refit_every, blend=blend,
                       record=record, archive=archive, guard=guard, progress=lambda msg: bar.update(task, description=msg),
-                      n_jobs=n_jobs, scheduler=scheduler, time_limit=time_limit)
+                      n_jobs=n_jobs, scheduler=scheduler_address(scheduler), time_limit=time_limit)
     res = ev.result
     contributivity, record_dir = ev.contributivity, ev.record_dir
     names = [model_name(p) for p in model_paths] + (["blend"] if "blend" in res.forecasts else [])
@@ -376,16 +382,18 @@ def sea_ice_fields_cmd(
 def forecast(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
     model_paths: Annotated[list[Path], typer.Argument(help="One or more model files.")],
-    init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used).")],
+    init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used), or a range A:B of them.")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
     target_variable: TargetVarOpt = None,
+    refit_every: Annotated[int, typer.Option("--refit-every", help="With a range of inits: months between refits.")] = 12,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a plume PNG: every model's forecast with the observed history.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a different archived forecast for this init.")] = False,
     store: StoreOpt = None,
 ):
-    """Train on data up to --init, forecast every lead with each model, and archive the forecasts."""
+    """Train on data up to --init, forecast every lead with each model, and archive the forecasts.
+    With a range --init A:B, forecast every init in it, fitting once per --refit-every months."""
     from climate_ml.model_api import load_model_factory
     from climate_ml.problems import get_problem
     from climate_ml.report import plot_plume
@@ -397,11 +405,22 @@ def forecast(
     )
 
     prob = get_problem(problem, target_variable=target_variable)
-    init_ts = _month(init, "--init")
+    span = init.split(":") if ":" in init else None
+    if span is not None and len(span) != 2:
+        raise QueryError(f"bad --init {init!r}: expected YYYY-MM or a range YYYY-MM:YYYY-MM")
+    init_ts = _month(init, "--init") if span is None else None
+    first, last = (_month(span[0], "--init start"), _month(span[1], "--init end")) if span else (None, None)
+    if span and last < first:
+        raise QueryError(f"bad --init {init!r}: end before start")
+    if refit_every < 1:
+        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
     for path in model_paths:
         load_model_factory(path)  # fail fast on a broken path before any data work
     root = _root(store)
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    if span:
+        _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json)
+        return
     results, forecasts = {}, {}
     for model_path in model_paths:
         fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
@@ -444,6 +463,29 @@ def forecast(
             p = s["probability"]
             typer.echo(f"  {s['months']} total {s['forecast']:.0f} {s['units']} (terciles {s['tercile_edges'][0]:.0f} / "
                        f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
+
+
+def _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json):
+    from climate_ml.workflows import forecast_range
+
+    times = pd.DatetimeIndex(prepared["time"].values)
+    if first < times[0] or last > times[-1]:
+        raise QueryError(f"bad --init {first:%Y-%m}:{last:%Y-%m}: the data cover {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
+    with _progress("forecasting") as bar:
+        task = bar.add_task("", total=None)
+        result, actions = forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every,
+                                         replace, lambda msg: bar.update(task, description=msg))
+    out = {"problem": prob.name, "dataset": dataset, "inits": f"{first:%Y-%m}:{last:%Y-%m}",
+           "refit_every_months": refit_every,
+           "models": {name: {"archive": actions.get(name), "n_inits": int(fc.sizes["init_time"]),
+                             "n_fits": int(len(set(result.fit_end.values.tolist()))) if result.fit_end is not None else None}
+                      for name, fc in result.forecasts.items()}}
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    for name, m in out["models"].items():
+        typer.echo(f"{prob.name} forecasts from {name} for {m['n_inits']} inits {out['inits']} on {dataset}, "
+                   f"{m['n_fits']} fits ({m['archive']} in archive)")
 
 
 @app.command()
@@ -496,34 +538,69 @@ def outlook(
 def archive_query(
     problem: Annotated[str, typer.Option("--problem")],
     model: Annotated[str | None, typer.Option("--model")] = None,
-    init: Annotated[str | None, typer.Option("--init", help="YYYY-MM or YYYY-MM:YYYY-MM")] = None,
-    lead: Annotated[int | None, typer.Option("--lead")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="Init months: YYYY-MM, YYYY (the year) or a range A:B of them.")] = None,
+    lead: Annotated[str | None, typer.Option("--lead", help="A lead or several: 3 or 1,3,6 (months).")] = None,
+    valid: Annotated[str | None, typer.Option("--valid", help="Valid months, as --init: forecasts for these months.")] = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="The archive as it stood at a UTC date (YYYY-MM-DD, the end of that day), an ISO time, or a tag.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="The data set the forecasts were made on (default: the problem's embedded data).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv, json or netcdf")] = "csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv, json, netcdf (CF-1.11), climpred or weatherbench2 (both NetCDF)")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     store: StoreOpt = None,
 ):
-    """Archived forecasts as CSV, JSON or NetCDF."""
-    from climate_ml.archive import export, parse_init_range, query
+    """Archived forecasts, with the observed outcome where known, as CSV, JSON or NetCDF."""
+    from climate_ml.archive import FORMATS, export, parse_init_range, parse_leads, query
     from climate_ml.problems import get_problem
 
     parse_init_range(init)  # validate parameters before touching the store
-
-    if fmt not in ("csv", "json", "netcdf"):
-        raise QueryError(f"bad --format {fmt!r} (csv, json or netcdf)")
-    if lead is not None and lead < 1:
-        raise QueryError(f"bad --lead {lead}: leads are positive months")
+    parse_init_range(valid)
+    parse_leads(lead)
+    if fmt not in FORMATS:
+        raise QueryError(f"bad --format {fmt!r} ({', '.join(FORMATS)})")
     get_problem(problem)
-    data = export(query(_root(store), problem, model, init, lead, dataset=dataset), fmt)
+    data = export(query(_root(store), problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of), fmt)
     if output:
         output.write_bytes(data)
         err.print(f"wrote {output}")
-    elif fmt == "netcdf":
+    elif fmt in ("netcdf", "climpred", "weatherbench2"):
         if sys.stdout.isatty():
             raise QueryError("NetCDF is binary: use --output FILE or redirect stdout")
         sys.stdout.buffer.write(data)
     else:
         typer.echo(data.decode().rstrip())
+
+
+@archive_app.command("history")
+def archive_history(
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    limit: Annotated[int, typer.Option("--limit", help="Newest commits to show.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store: StoreOpt = None,
+):
+    """The archive's commits, newest first: when, what was written, and tags."""
+    from climate_ml.archive import history
+    from climate_ml.problems import get_problem
+
+    get_problem(problem)
+    rows = history(_root(store), problem)[:limit]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for r in rows:
+        typer.echo(f"{r['written_at']}  {r['id']}  {r['message']}" + (f"  [tag: {', '.join(r['tags'])}]" if r["tags"] else ""))
+
+
+@archive_app.command("tag")
+def archive_tag(
+    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    name: Annotated[str, typer.Argument(help="Name for the archive's current state, e.g. before-2026-27-winter.")],
+    store: StoreOpt = None,
+):
+    """Name the archive's current state; query it later with --as-of NAME."""
+    from climate_ml.archive import tag
+    from climate_ml.problems import get_problem
+
+    get_problem(problem)
+    typer.echo(f"tagged {problem} archive snapshot {tag(_root(store), problem, name)} as {name}")
 
 
 @app.command()
@@ -535,14 +612,18 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
 ):
-    """Score every archived forecast whose target has been observed, per model and lead."""
+    """Record the outcomes observed since in the archive, beside their forecasts, and score every
+    archived forecast whose target has been observed, per model and lead."""
     from climate_ml.problems import get_problem
-    from climate_ml.verify import verification_records, verify_archive
+    from climate_ml.verify import record_outcomes, verification_records, verify_archive
     from climate_ml.workflows import problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
     root = _root(store)
     name, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    filled = record_outcomes(root, prob, prepared, name)
+    if filled:
+        err.print(f"recorded {filled} newly observed outcome(s) in the archive")
     recs = verification_records(verify_archive(root, prob, prepared, name))
     if as_json:
         typer.echo(json.dumps(recs))

@@ -192,16 +192,6 @@ def validate_forecast(ds: xr.Dataset | xr.DataArray):
     return ds
 
 
-def to_climpred(ds):
-    """climpred HindcastEnsemble layout: init_time -> init."""
-    return ds.rename({INIT: "init"})
-
-
-def to_weatherbench(ds):
-    """WeatherBench 2 layout: init_time -> time, lead -> prediction_timedelta (months)."""
-    return ds.rename({INIT: "time", LEAD: "prediction_timedelta"})
-
-
 def mock_sst(
     n_months: int = 60,
     start: str = "2000-01",

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.archive import query
+from climate_ml.archive import query, write_observed
+from climate_ml.errors import QueryError
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
 from climate_ml.scores import METRICS, N_VERIFIED
@@ -33,6 +34,18 @@ def observed_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray:
     return xr.concat(rows, dim=INIT)
 
 
+def record_outcomes(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None) -> int:
+    """Write the outcomes observed since into the archive beside the forecasts they verify (each
+    in the convention of :func:`observed_for`); returns how many values were filled."""
+    try:
+        fc = query(root, problem.name, dataset=dataset)
+    except QueryError:
+        return 0
+    inits = pd.DatetimeIndex(fc[INIT].values)
+    obs = observed_for(problem, prepared, inits).reindex({LEAD: fc[LEAD].values})
+    return write_observed(root, problem.name, obs, dataset)
+
+
 def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray | None:
     inits = pd.DatetimeIndex(inits)
     last = pd.Timestamp(prepared["time"].values[-1])
@@ -45,10 +58,14 @@ def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray
     return xr.concat(parts, dim=INIT)
 
 
-def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None) -> xr.Dataset:
+def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None,
+                   kinds: tuple[str, ...] | None = None) -> xr.Dataset:
     """Scores per model and lead (dims model, lead) for every forecast archived on ``dataset``
-    (the observations in ``prepared``) whose target has been observed; ``n`` counts them."""
+    (the observations in ``prepared``) whose target has been observed; ``n`` counts them.
+    ``kinds``: only inits of these provenance kinds (e.g. ``("forecast",)``: issued live)."""
     fc = query(root, problem.name, dataset=dataset)
+    if kinds is not None:
+        fc["forecast"] = fc["forecast"].where(fc["prov_kind"].isin(list(kinds)))
     inits = pd.DatetimeIndex(fc[INIT].values)
     obs = observed_for(problem, prepared, inits).reindex({LEAD: fc[LEAD].values})
     base = _baseline_for(problem, prepared, inits)
@@ -79,3 +96,58 @@ def verification_records(ds: xr.Dataset) -> list[dict]:
                 row[v] = int(val) if v == "n" else (None if np.isnan(val) else round(val, 4))
             recs.append(row)
     return recs
+
+
+def monitor_skill(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str, score: str = "rmse",
+                  min_cases: int = 12, n_boot: int = 500) -> xr.Dataset:
+    """Running skill of the forecasts issued live (kind "forecast") by model and lead, against
+    the model's skill in its recorded backtest with a block-bootstrap interval: ``status`` is
+    "drift" where the live score lies outside the interval with at least ``min_cases`` verified
+    cases, "ok" inside it, "too few cases" or "no backtest" otherwise."""
+    from climate_ml.leaderboard import assemble, default_reference, score_board
+
+    live = verify_archive(root, problem, prepared, dataset, kinds=("forecast",))
+    try:
+        board = assemble(root, problem.name, dataset=dataset)
+        table = score_board(board, score, default_reference(problem, board), n_boot=n_boot)
+        backtest = {r["model"]: r["leads"] for r in table["rows"]}
+    except QueryError:
+        backtest = {}
+    models, leads = [str(m) for m in live[MODEL].values], [int(v) for v in live[LEAD].values]
+    shape = (len(models), len(leads))
+    bt, lo, hi = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for i, m in enumerate(models):
+        for j, lead in enumerate(leads):
+            cell = backtest.get(m, {}).get(str(lead))
+            if cell and cell["score"] is not None:
+                bt[i, j], (lo[i, j], hi[i, j]) = cell["score"], [np.nan if v is None else v for v in cell["ci"]]
+    value, n = live[score].values, live["n"].values
+    status = np.where(np.isnan(bt), "no backtest",
+                      np.where(n < min_cases, "too few cases",
+                               np.where((value < lo) | (value > hi), "drift", "ok")))
+    dims = (MODEL, LEAD)
+    out = xr.Dataset(
+        {"live": (dims, value, {"long_name": f"{score} of the forecasts issued live, verified so far"}),
+         "n": (dims, n, {"long_name": "verified live forecasts"}),
+         "backtest": (dims, bt, {"long_name": f"{score} in the model's recorded backtest"}),
+         "backtest_lo": (dims, lo, {"long_name": "lower end of the backtest score's bootstrap interval"}),
+         "backtest_hi": (dims, hi, {"long_name": "upper end of the backtest score's bootstrap interval"}),
+         "status": (dims, status.astype(object), {"long_name": "drift, ok, too few cases or no backtest"})},
+        coords={MODEL: models, LEAD: leads})
+    out.attrs = {"problem": problem.name, "dataset": dataset, "score": score, "min_cases": min_cases,
+                 "verified_through": live.attrs["verified_through"]}
+    return out
+
+
+def drift_records(ds: xr.Dataset) -> list[dict]:
+    """One row per (model, lead) of :func:`monitor_skill`, for JSON and the page."""
+    rows = []
+    for i, m in enumerate(ds[MODEL].values):
+        for j, lead in enumerate(ds[LEAD].values):
+            def num(v, i=i, j=j):
+                x = float(ds[v].values[i, j])
+                return None if np.isnan(x) else round(x, 4)
+            rows.append({"model": str(m), "lead": int(lead), "live": num("live"), "n": int(ds["n"].values[i, j]),
+                         "backtest": num("backtest"), "backtest_ci": [num("backtest_lo"), num("backtest_hi")],
+                         "status": str(ds["status"].values[i, j])})
+    return rows

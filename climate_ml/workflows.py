@@ -4,7 +4,6 @@ archive forecasts. Each step takes and returns plain values or xarray objects.""
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml import __version__
 from climate_ml.archive import write_forecast
 from climate_ml.backtest import BacktestResult, backtest, issue_forecast
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
@@ -192,19 +190,26 @@ def backtest_summary(
     return out
 
 
-def forecast_attrs(problem: Problem, model_path: Path, obs: xr.Dataset, dataset: str, train_end, kind: str) -> dict:
+def _month(t) -> str:
+    return f"{pd.Timestamp(t):%Y-%m}"
+
+
+def forecast_provenance(problem: Problem, model_path: Path, obs: xr.Dataset, dataset: str, train_end,
+                        kind: str, fold="") -> dict:
+    """Provenance of forecasts (``archive.PROVENANCE``). ``train_end`` and ``fold`` may hold one
+    value per init (hindcasts of several folds)."""
+    ends = np.array([_month(t) for t in np.atleast_1d(train_end)]) if np.ndim(train_end) else _month(train_end)
+    source = dataset_provenance(obs)
     return {
-        "problem": problem.name,
-        "model": model_name(model_path),
-        "model_file_sha256": file_sha256(model_path),
-        "dataset": dataset,
-        "input": dataset_provenance(obs),
-        "training_period": [f"{pd.Timestamp(obs['time'].values[0]):%Y-%m}", f"{pd.Timestamp(train_end):%Y-%m}"],
         "kind": kind,
-        "anomaly_convention": "departure from the monthly climatology of the training window",
-        "units": problem.target_units,
-        "climate_ml_version": __version__,
-        "written": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "model_sha256": file_sha256(model_path),
+        "dataset": dataset,
+        "dataset_sha256": source.pop("source_sha256", ""),
+        "train_start": _month(obs["time"].values[0]),
+        "train_end": ends,
+        "fold": fold,
+        "details": {"input": source, "units": problem.target_units,
+                    "anomaly_convention": "departure from the monthly climatology of the training window"},
     }
 
 
@@ -214,9 +219,22 @@ def forecast_and_archive(
 ) -> tuple[xr.DataArray, str]:
     factory = load_model_factory(model_path)
     fc = issue_forecast(problem, factory, prepared, init, name=model_name(model_path))
-    attrs = forecast_attrs(problem, model_path, obs, dataset, init, "forecast")
-    action = write_forecast(root, problem.name, model_name(model_path), fc, attrs, replace=replace)
+    provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
+    action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace)
     return fc, action
+
+
+def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: xr.Dataset, prepared: xr.Dataset,
+                   dataset: str, start, end, refit_every: int = 12, replace: bool = False,
+                   progress: Callable[[str], None] | None = None) -> tuple[BacktestResult, dict[str, str]]:
+    """Forecasts from every init in ``start..end`` in one call, fitting once per ``refit_every``
+    months (the backtest's folds: each init sees only data up to its fold's cut-off and its own
+    predictors), archived as forecasts with their per-init provenance and observed outcome."""
+    paths = {model_name(p): Path(p) for p in model_paths}
+    result = backtest(problem, paths, prepared, start, end, refit_every, progress=progress)
+    if result.failures:
+        raise ModelError(next(iter(result.failures.values())))
+    return result, archive_backtest(root, problem, result, obs, dataset, paths, kind="forecast", replace=replace)
 
 
 def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
@@ -307,16 +325,22 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
 
 
 def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,
-                     paths: dict[str, Path]) -> dict[str, str]:
-    """Archive each model's out-of-sample hindcasts (each made without lookahead)."""
+                     paths: dict[str, Path], kind: str = "hindcast", replace: bool = False) -> dict[str, str]:
+    """Archive each model's out-of-sample forecasts (each made without lookahead) with the
+    observed outcome and, per init, the training cut-off and fold it came from."""
     actions = {}
     for name, fc in result.forecasts.items():
         if name not in paths:
             continue
-        train_end = pd.Timestamp(fc["init_time"].values[-1])
-        attrs = forecast_attrs(problem, paths[name], obs, dataset, train_end, "hindcast (rolling-origin backtest)")
+        fit_end = (result.fit_end.sel(init_time=fc["init_time"]).values if result.fit_end is not None
+                   else np.full(fc.sizes["init_time"], fc["init_time"].values[0]))
+        cuts = pd.DatetimeIndex(fit_end)
+        order = {t: k for k, t in enumerate(sorted(set(cuts)))}
+        folds = np.array([f"{order[t] + 1}/{len(order)}" for t in cuts])
+        provenance = forecast_provenance(problem, paths[name], obs, dataset, cuts, kind, folds)
         try:
-            actions[name] = write_forecast(root, problem.name, name, fc, attrs)
+            actions[name] = write_forecast(root, problem.name, name, fc, provenance, replace=replace,
+                                           observed=result.obs.sel(init_time=fc["init_time"]))
         except StoreError as exc:
             actions[name] = f"kept existing ({exc})"
     return actions

@@ -3,7 +3,8 @@
 Each month: ingest the new observations (only new months are appended), issue forecasts from
 every registered model for the latest observed month with the problem's probabilities, archive
 them, attach the outlook (table and PNG: plume and multi-model probabilities) as a Prefect
-artifact, and verify every archived forecast whose target has now been observed. ``serve`` registers it with a Prefect server as a
+artifact, record the outcomes that have come due beside their forecasts, verify every archived
+forecast, and compare the live forecasts' running skill with each model's backtest (drift). ``serve`` registers it with a Prefect server as a
 deployment on a cron schedule and executes its runs.
 """
 
@@ -16,13 +17,20 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from climate_ml.archive import write_monitoring
 from climate_ml.catalog import get_entry
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.report import plot_outlook
 from climate_ml.store import store_root
-from climate_ml.verify import verification_records, verify_archive
+from climate_ml.verify import (
+    drift_records,
+    monitor_skill,
+    record_outcomes,
+    verification_records,
+    verify_archive,
+)
 from climate_ml.workflows import (
     DEFAULT_DATASET,
     DEFAULT_PREDICTORS,
@@ -64,10 +72,29 @@ def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[s
 
 
 @task
-def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]) -> list[dict]:
+def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]) -> dict:
+    """Record the outcomes that have come due beside their forecasts, score every archived
+    forecast, and watch the live forecasts' running skill against each model's backtest: the
+    running skill goes into the archive, drift into a Prefect artifact and the result."""
     problem = get_problem(problem_name)
     _, _, prepared = problem_inputs(Path(root), problem, dataset, predictors)
-    return verification_records(verify_archive(Path(root), problem, prepared, dataset))
+    filled = record_outcomes(Path(root), problem, prepared, dataset)
+    skill = monitor_skill(Path(root), problem, prepared, dataset)
+    write_monitoring(Path(root), problem_name, dataset, skill)
+    rows = drift_records(skill)
+    drifting = [r for r in rows if r["status"] == "drift"]
+    lines = [f"## {problem_name} on {dataset}: live skill ({skill.attrs['score']}) against the backtest, "
+             f"verified through {skill.attrs['verified_through']}", "",
+             f"{len(drifting)} (model, lead) outside their backtest interval; {filled} outcome(s) newly recorded.", "",
+             "| model | lead | live | n | backtest | interval | status |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['lead']} | {r['live']} | {r['n']} | {r['backtest']} | {r['backtest_ci']} | "
+              f"{r['status']} |" for r in rows if r["n"] > 0 or r["status"] == "drift"]
+    create_markdown_artifact(key=f"skill-drift-{problem_name.replace('_', '-')}", markdown="\n".join(lines),
+                             description=f"{problem_name}: running skill of live forecasts and drift flags")
+    if drifting:
+        get_run_logger().warning("DRIFT: " + ", ".join(f"{r['model']} lead {r['lead']}" for r in drifting))
+    return {"verification": verification_records(verify_archive(Path(root), problem, prepared, dataset)),
+            "outcomes_recorded": filled, "drift": drifting, "monitoring": rows}
 
 
 @flow(name="climate-ml-monthly", log_prints=True)
@@ -92,9 +119,9 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     run_dir.mkdir(parents=True, exist_ok=True)
     outlook = issue_outlook(root, problem, dataset, predictors, names, str(run_dir))
     issued = outlook["forecasts"]
-    verified = verify_all(root, problem, dataset, predictors)
+    checked = verify_all(root, problem, dataset, predictors)
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,
-               "consensus": outlook["consensus"], "outlook_png": outlook["png"], "verification": verified}
+               "consensus": outlook["consensus"], "outlook_png": outlook["png"], **checked}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
     ok = [i for i in issued if "error" not in i]
     failed = [i["model"] for i in issued if "error" in i]

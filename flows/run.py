@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 from pathlib import Path
 
 import pandas as pd
 import xarray as xr
 from prefect import flow, get_run_logger, task
 
+from climate_ml.archive import archive_path
+from climate_ml.cluster import dask_client, scheduler_address
 from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
@@ -60,7 +61,7 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
     predictors = list(DEFAULT_PREDICTORS.get(problem_name, ()))
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter, incl. closed comms
     if scheduler:
-        with Client(scheduler):
+        with dask_client(scheduler):
             return problem_inputs(Path(root), problem, dataset, predictors)[2]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       silence_logs=logging.WARNING) as cluster, Client(cluster):
@@ -195,7 +196,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                     f"{problem.target_units}" for i in issued),
         *[f"FAILED {name}: {reason}" for name, reason in result.failures.items()],
         *[f"FAILED forecast {i['model']}: {i['error']}" for i in failed_issue],
-        f"archive:   {Path(root) / 'archive' / (problem_name + '.zarr') / dataset} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
+        f"archive:   {archive_path(Path(root), problem_name)} :: {dataset} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
         f"leaderboard: climate-ml leaderboard {problem_name} (run recorded in {ev.record_dir})",
         f"plot:      {png}",
         f"scores:    {run_dir / 'scores.json'}",
@@ -208,7 +209,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
 def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str | None = None) -> dict:
     """Run the whole pipeline for every problem on the embedded default data; return summaries."""
     root = str(store_root(store))
-    scheduler = scheduler or os.environ.get("CLIMATE_ML_DASK_SCHEDULER")
+    scheduler = scheduler_address(scheduler)
     summaries, failed = {}, {}
     for name in PROBLEMS:  # one problem failing never stops the others
         state = run_problem(name, root, quick, scheduler, return_state=True)

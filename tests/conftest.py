@@ -31,6 +31,16 @@ def real_data() -> Path:
     return d
 
 
+def open_archived(store: Path, problem: str, group: str, as_of: str | None = None):
+    """An archived group read the way a user without climate-ml would: Icechunk and xarray only."""
+    import icechunk
+    import xarray as xr
+
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(store / "archive" / f"{problem}.icechunk")))
+    session = repo.readonly_session("main") if as_of is None else repo.readonly_session(tag=as_of)
+    return xr.open_zarr(session.store, group=group, consolidated=False)
+
+
 def tree_digest(path: Path) -> str:
     """A digest of every file (name and bytes) under ``path``: equal digests = unchanged store."""
     h = hashlib.sha256()

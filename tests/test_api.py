@@ -75,6 +75,12 @@ def test_leaderboard_without_runs_is_a_clear_400(server):
     ("problem=el_nino&init=2300", "year 2300 is outside 1678..2261"),
     ("problem=el_nino&lead=six", "bad lead 'six'"),
     ("problem=el_nino&lead=1.5", "bad lead '1.5'"),
+    ("problem=el_nino&lead=1,0", "bad lead 0"),
+    ("problem=el_nino&valid=2020-13", "bad init '2020-13'"),
+    ("problem=el_nino&as_of=yesterday", "bad as_of 'yesterday': neither a date"),
+    ("problem=el_nino&as_of=../../etc", "bad as_of '../../etc'"),
+    ("problem=el_nino&as_of=1999-01-01", "the archive of el_nino begins"),
+    ("problem=el_nino&format=zarr", "bad format 'zarr'"),
 ])
 def test_every_bad_input_is_a_400_in_one_shape(server, query, message):
     """Out-of-range years were a 500, type errors FastAPI's 422 {"detail": ...}."""
@@ -85,6 +91,24 @@ def test_every_bad_input_is_a_400_in_one_shape(server, query, message):
     assert status == 400 and "bad n_boot 'many'" in json.loads(body)["error"]
     status, _, body = get(server + "/nowhere")
     assert status == 404 and set(json.loads(body)) == {"error"}
+
+
+def test_history_several_leads_and_the_standard_layouts(server, tmp_path):
+    status, _, body = get(server + "/archive/history?problem=el_nino")
+    log = json.loads(body)
+    assert status == 200 and log[0]["message"].startswith("forecast m1 on toy-ocean: 3 new init(s)")
+    status, _, body = get(server + f"/forecasts?problem=el_nino&lead=1,18&as_of={log[0]['written_at'][:10]}")
+    rows = json.loads(body)
+    assert status == 200 and sorted({r["lead"] for r in rows}) == [1, 18] and len(rows) == 6
+    for fmt, dim in (("climpred", "init"), ("weatherbench2", "prediction_timedelta")):
+        status, ctype, body = get(server + f"/forecasts?problem=el_nino&format={fmt}")
+        (tmp_path / f"{fmt}.nc").write_bytes(body)
+        assert status == 200 and ctype == "application/x-netcdf" and dim in xr.open_dataset(tmp_path / f"{fmt}.nc").dims
+    status, _, body = get(server + "/archive?problem=el_nino")
+    assert status == 200 and [(m["model"], m["n_inits"], m["kinds"]) for m in json.loads(body)["models"]] == \
+        [("m1", 3, {"forecast": 3})]
+    status, _, body = get(server + "/monitoring?problem=el_nino")
+    assert status == 200 and json.loads(body)["rows"] == []
 
 
 def test_health_shows_no_internals(server):

@@ -7,7 +7,7 @@ import xarray as xr
 
 from climate_ml.archive import export, list_models, parse_init_range, query, write_forecast
 from climate_ml.errors import QueryError, StoreError
-from climate_ml.schema import INIT, LEAD, add_valid_time, to_climpred, to_weatherbench
+from climate_ml.schema import INIT, LEAD, add_valid_time
 from conftest import tree_digest
 
 
@@ -54,12 +54,6 @@ def test_exports(store, tmp_path):
     (tmp_path / "q.nc").write_bytes(export(ds, "netcdf"))
     nc = xr.open_dataset(tmp_path / "q.nc")
     assert float(nc.forecast.sel(lead=3).squeeze()) == pytest.approx(2.5)
-
-
-def test_conversions_are_one_line():
-    f = fc(["2020-01-01"])
-    assert "init" in to_climpred(f).dims
-    assert set(to_weatherbench(f).dims) == {"time", "prediction_timedelta"}
 
 
 @pytest.mark.parametrize("text,pattern", [

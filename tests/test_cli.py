@@ -105,3 +105,19 @@ def test_index_backtest_forecast_query(toy_store):
     assert {r["lead"] for r in v} == set(range(1, 19))
     assert next(r for r in v if r["lead"] == 1)["n"] == 1  # the lead-1 target (1995-06..08) is observed
     assert next(r for r in v if r["lead"] == 6)["n"] == 0  # lead 6 needs 1996-01: not yet observed
+    q = cli("archive", "query", "--problem", "el_nino", "--dataset", "toy", "--lead", "1,6", store=toy_store).stdout.splitlines()
+    assert q[0] == "model,init_time,lead,valid_time,forecast,observed"  # verify recorded the outcome beside it
+    assert q[1].split(",")[-1] != "" and q[2].split(",")[-1] == ""  # lead 1 observed, lead 6 not yet
+
+    assert cli("archive", "tag", "el_nino", "one-forecast", store=toy_store).stdout.startswith("tagged el_nino archive")
+    r = json.loads(cli("forecast", "el_nino", "models/persistence.py", "--init", "1990-01:1990-12", "--refit-every", "6",
+                       "--dataset", "toy", "--json", store=toy_store).stdout)
+    assert r["models"]["persistence"] == {"archive": "updated", "n_inits": 12, "n_fits": 2}
+    log = cli("archive", "history", "el_nino", store=toy_store).stdout.splitlines()
+    assert "forecast persistence on toy: 12 new init(s) within 1990-01..1990-12" in log[0]
+    assert "[tag: one-forecast]" in log[1] and "observed outcomes on toy" in log[1]
+    then = json.loads(cli("archive", "query", "--problem", "el_nino", "--dataset", "toy", "--as-of", "one-forecast",
+                          "--format", "json", store=toy_store).stdout)
+    assert {r["init_time"] for r in then} == {"1995-06"}  # the archive as it stood before the range
+    bad = cli("forecast", "el_nino", "models/persistence.py", "--init", "1990-05:1990-01", store=toy_store, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: bad --init '1990-05:1990-01': end before start"

@@ -10,7 +10,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import xarray as xr
+
+from climate_ml.archive import list_models
+from conftest import open_archived
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -65,11 +67,10 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
         run = subprocess.run([str(BIN / "prefect"), "deployment", "run", "climate-ml-monthly/monthly-el_nino", "--watch"],
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
-        arch = tmp_path / "store" / "archive" / "el_nino.zarr" / "toy-ocean"
-        assert sorted(p.name for p in arch.iterdir()) == ["climatology", "convlstm", "damped_persistence", "lightgbm_lagged",
-                                                          "persistence", "ridge_ocean", "xro", "xro_ridge"]
-        fc = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
-        assert str(fc.init_time.values[-1])[:7] == "2024-12" and fc.attrs["kind"] == "forecast"
+        assert list_models(tmp_path / "store", "el_nino") == ["climatology", "convlstm", "damped_persistence",
+                                                              "lightgbm_lagged", "persistence", "ridge_ocean", "xro", "xro_ridge"]
+        fc = open_archived(tmp_path / "store", "el_nino", "toy-ocean/lightgbm_lagged").sortby("init_time")
+        assert str(fc.init_time.values[-1])[:7] == "2024-12" and str(fc["prov_kind"].values[-1]) == "forecast"
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/outlook-el_nino-2024-12.png"))) == 1
         artifacts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)

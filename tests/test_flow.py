@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
-import xarray as xr
+
+from conftest import open_archived
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +44,14 @@ def test_run_quick_end_to_end(tmp_path):
     assert board["reference"] == "xro" and {"xro_ridge", "lightgbm_lagged", "blend"} <= {r["model"] for r in board["rows"]}
     assert "leaderboard el_nino" in p.stdout  # the run ends with what to try next
     assert {f["init"] for f in scores["forecasts"]} == {"2024-12"}
-    # hindcasts and forecasts are in the archive, one Zarr group per model
-    arch = tmp_path / "store" / "archive" / "el_nino.zarr" / "toy-ocean"
-    ds = xr.open_zarr(arch / "lightgbm_lagged", consolidated=False)
+    # hindcasts and forecasts are in the archive, one group per model, each init with its own provenance
+    ds = open_archived(tmp_path / "store", "el_nino", "toy-ocean/lightgbm_lagged").sortby("init_time")
     assert str(ds.init_time.values[-1])[:7] == "2024-12" and ds.sizes["lead"] == 18
+    kinds = np.array(ds["prov_kind"].values.tolist())
+    assert kinds[-1] == "forecast" and (kinds[:-1] == "hindcast").all()
+    ends = pd.to_datetime(ds["prov_train_end"].values.tolist())
+    assert (ends <= pd.DatetimeIndex(ds.init_time.values)).all() and ends.nunique() > 1  # each fold its own cut-off
+    assert bool(ds["observed"].isel(init_time=slice(0, -1)).notnull().any())  # hindcasts carry their outcome
     assert any(r["n"] > 0 for r in scores["verification"])
     rain = json.loads((runs["california_rainfall"] / "scores.json").read_text())
     assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain", "blend"}

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from climate_ml.archive import import_forecasts, imported_forecasts, query
 from climate_ml.backtest import backtest, fold_starts
@@ -29,7 +28,7 @@ from climate_ml.scores import METRICS
 from climate_ml.stress import format_stress, stress_test
 from climate_ml.synthetic import toy_ocean
 from climate_ml.workflows import MODELS_DIR
-from conftest import tree_digest
+from conftest import open_archived, tree_digest
 
 PROBLEM = ElNino(leads=(1, 3, 6))
 REFS = {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "climatology", "damped_persistence")}
@@ -197,7 +196,9 @@ def test_archive_query_includes_imports(store, tmp_path):
     import_forecasts(store, PROBLEM, _good_csv(tmp_path), "good")
     ds = query(store, "el_nino", model="good")
     assert float(ds.forecast.sel(lead=3).squeeze()) == pytest.approx(0.2)
-    assert xr.open_zarr(store / "archive" / "el_nino.zarr" / "toy-ocean" / "good", consolidated=False).attrs["kind"] == "imported"
+    archived = open_archived(store, "el_nino", "toy-ocean/good")
+    assert set(archived["prov_kind"].values.tolist()) == {"imported"}
+    assert len(archived["prov_model_sha256"].values[0]) == 64
 
 
 def test_ensemble_import_keeps_members_and_scores_the_mean(result, store, tmp_path):

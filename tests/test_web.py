@@ -50,8 +50,29 @@ def site(tmp_path_factory):
     files = {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "climatology", "damped_persistence", "lightgbm_lagged")}
     res = backtest(problem, files, prepared, "1980-01", "1994-12", 60)
     record_backtest(store, problem, res, "toy", "sha", "1980-01", "1994-12", 60, files)
+    archive_and_monitor(store, res)
     with running_api(store) as base:
         yield base
+
+
+def archive_and_monitor(store, res):
+    """Hindcasts of two models in the archive, and a running skill with one drifting lead."""
+    import numpy as np
+    import xarray as xr
+
+    from climate_ml.archive import write_forecast, write_monitoring
+
+    for name in ("lightgbm_lagged", "persistence"):
+        write_forecast(store, "el_nino", name, res.forecasts[name], {"kind": "hindcast"}, observed=res.obs)
+    status = np.array([["ok", "drift", "too few cases"]], dtype=object)
+    skill = xr.Dataset({"live": (("model", "lead"), [[0.3, 0.9, np.nan]]), "n": (("model", "lead"), [[20, 20, 3]]),
+                        "backtest": (("model", "lead"), [[0.3, 0.4, 0.5]]),
+                        "backtest_lo": (("model", "lead"), [[0.25, 0.35, 0.45]]),
+                        "backtest_hi": (("model", "lead"), [[0.35, 0.45, 0.55]]), "status": (("model", "lead"), status)},
+                       coords={"model": ["lightgbm_lagged"], "lead": [1, 3, 6]},
+                       attrs={"problem": "el_nino", "dataset": "toy-ocean", "score": "rmse", "min_cases": 12,
+                              "verified_through": "1995-12"})
+    write_monitoring(store, "el_nino", "toy-ocean", skill)
 
 
 def _wait(driver, condition, timeout=30):
@@ -94,6 +115,28 @@ def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
     shot = tmp_path / "leaderboard.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(site + "/?problem=el_nino")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#archive tbody tr")) == 2)
+    rows = browser.execute_script("return Array.from(document.querySelectorAll('#archive tbody tr'))"
+                                  ".map(r => Array.from(r.cells).map(c => c.textContent))")
+    api = json.loads(urllib.request.urlopen(site + "/archive?problem=el_nino").read())
+    assert [r[:6] for r in rows] == [[m["model"], str(m["n_inits"]), m["first"], m["last"], f"hindcast {m['n_inits']}",
+                                      str(m["observed"])] for m in api["models"]]
+    assert rows[0][0] == "lightgbm_lagged" and rows[0][2:4] == ["1980-01", "1994-12"]
+    link = browser.find_element(By.CSS_SELECTOR, "#archive tbody tr[data-model=persistence] a:last-child").get_attribute("href")
+    with urllib.request.urlopen(link) as r:  # the download link works and is the model's CSV
+        lines = r.read().decode().splitlines()
+    assert lines[0] == "model,init_time,lead,valid_time,forecast,observed" and lines[1].startswith("persistence,1980-01,1,")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#monitoring tbody tr")) == 3)
+    drift = browser.find_elements(By.CSS_SELECTOR, "#monitoring td.drift")
+    assert [d.text for d in drift] == ["drift"]
+    assert "1 (model, lead) drifting" in browser.find_element(By.ID, "monitoring-meta").text
+    browser.save_screenshot(str(tmp_path / "archive.png"))
 
 
 def test_page_shows_bad_parameters_as_one_line(browser, site):

@@ -93,5 +93,51 @@ function drawChart(b) {
   });
 }
 
-$("controls").addEventListener("submit", (e) => { e.preventDefault(); loadBoard(); });
-loadProblems().then(loadBoard);
+function archiveParams() {
+  const p = new URLSearchParams({problem: $("problem").value});
+  if ($("dataset").value.trim()) p.set("dataset", $("dataset").value.trim());
+  return p;
+}
+
+function download(model, format) {
+  const p = archiveParams();
+  p.set("model", model);
+  p.set("format", format);
+  return el("a", {href: "forecasts?" + p.toString()}, format === "netcdf" ? "NetCDF" : "CSV");
+}
+
+async function loadArchive() {
+  const res = await fetch("archive?" + archiveParams().toString());
+  const a = await res.json();
+  const body = $("archive").querySelector("tbody");
+  if (!res.ok) { clear(body); $("archive-meta").textContent = a.error || `HTTP ${res.status}`; return; }
+  const last = a.history.length ? `; last commit ${a.history[0].written_at.slice(0, 19)}Z: ${a.history[0].message}` : "";
+  $("archive-meta").textContent = a.models.length
+    ? `${a.models.length} models archived for ${a.problem} on ${a.dataset}${last}`
+    : `nothing archived for ${a.problem} on ${a.dataset}` + (a.datasets.length ? ` (data sets: ${a.datasets.join(", ")})` : "");
+  body.replaceChildren(...a.models.map((m) => el("tr", {"data-model": m.model}, [
+    el("td", {}, m.model), el("td", {}, m.n_inits), el("td", {}, m.first), el("td", {}, m.last),
+    el("td", {}, Object.entries(m.kinds).map(([k, n]) => `${k} ${n}`).join(", ")), el("td", {}, m.observed),
+    el("td", {}, m.last_written), el("td", {}, [download(m.model, "netcdf"), " ", download(m.model, "csv")]),
+  ])));
+}
+
+async function loadMonitoring() {
+  const res = await fetch("monitoring?" + archiveParams().toString());
+  const d = await res.json();
+  const body = $("monitoring").querySelector("tbody");
+  if (!res.ok) { clear(body); $("monitoring-meta").textContent = d.error || `HTTP ${res.status}`; return; }
+  const rows = d.rows.filter((r) => r.n > 0 || r.status === "drift");
+  const drifting = rows.filter((r) => r.status === "drift").length;
+  $("monitoring-meta").textContent = d.note ||
+    `${d.score} of forecasts issued live, verified through ${d.verified_through}, against each model's backtest interval: ` +
+    `${drifting} (model, lead) drifting`;
+  body.replaceChildren(...rows.map((r) => el("tr", {}, [
+    el("td", {}, r.model), el("td", {}, r.lead), el("td", {}, fmt(r.live)), el("td", {}, r.n), el("td", {}, fmt(r.backtest)),
+    el("td", {}, `[${fmt(r.backtest_ci[0])}, ${fmt(r.backtest_ci[1])}]`), el("td", {class: r.status === "drift" ? "drift" : ""}, r.status),
+  ])));
+}
+
+const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring()]);
+$("controls").addEventListener("submit", (e) => { e.preventDefault(); loadAll(); });
+loadProblems().then(loadAll);

@@ -1,0 +1,93 @@
+"""The same code on a Dask cluster that a user starts by hand: `dask scheduler` and two
+`dask worker` processes on loopback. Ingest (CLIMATE_ML_DASK_SCHEDULER) and a backtest
+(--scheduler) give the numbers of the local run, and their tasks ran on the cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+from climate_ml.synthetic import write_toy_ocean
+
+pytestmark = pytest.mark.slow
+DASK = Path(sys.executable).parent / "dask"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from dask.distributed import Client
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    logs = tmp_path_factory.mktemp("dask")
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                               "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=open(logs / "scheduler.log", "w"))]
+    procs.append(subprocess.Popen([str(DASK), "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+                                   "--local-directory", str(logs)], stdout=subprocess.DEVNULL,
+                                  stderr=open(logs / "workers.log", "w")))
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=max(1, deadline - time.time()))
+                break
+            except (OSError, TimeoutError):
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=30)
+
+
+def cli(*args, store, env=None):
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", *map(str, args)], capture_output=True, text=True,
+                       env={**os.environ, "CLIMATE_ML_STORE": str(store), **(env or {})}, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+def _task_prefixes(address) -> set[str]:
+    from dask.distributed import Client
+
+    with Client(address) as client:
+        return set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes)))
+
+
+def test_ingest_and_backtest_on_a_cluster_equal_the_local_run(cluster, tmp_path):
+    raw = write_toy_ocean(tmp_path / "toy.nc", start="1960-01", end="1995-12")
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    cli("ingest", "--file", raw, "--variable", "sst", "--name", "toy", store=local)
+    before = _task_prefixes(cluster)
+    cli("ingest", "--file", raw, "--variable", "sst", "--name", "toy", store=remote,
+        env={"CLIMATE_ML_DASK_SCHEDULER": cluster})
+    ingest_tasks = _task_prefixes(cluster) - before
+    assert ingest_tasks, "the ingest ran no task on the cluster"
+    a = xr.open_zarr(local / "obs" / "toy.zarr", consolidated=False).load()
+    b = xr.open_zarr(remote / "obs" / "toy.zarr", consolidated=False).load()
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+
+    args = ("backtest", "el_nino", "models/damped_persistence.py", "models/lightgbm_lagged.py", "--dataset", "toy",
+            "--test-start", "1991-01", "--test-end", "1993-12", "--refit-every", "36", "--no-blend", "--no-guard", "--json")
+    on_local = json.loads(cli(*args, store=local))
+    on_cluster = json.loads(cli(*args, "--scheduler", cluster, store=remote))
+    prefixes = _task_prefixes(cluster)
+    assert "unit" in prefixes, sorted(prefixes)  # the (model, fold) units ran on the workers
+    assert set(on_local["models"]) == {"damped_persistence", "lightgbm_lagged"}
+    assert on_local["models"] == on_cluster["models"] and on_local["references"] == on_cluster["references"]
