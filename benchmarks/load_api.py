@@ -65,7 +65,7 @@ def main() -> None:
     }
     expected = {k: 200 for k in kinds} | {"bad": 400}
     names = list(kinds)
-    with running_server(root) as base:
+    with running_server(root, workers=2) as base:  # serve-api's default
         def one(i: int):
             kind = names[i % len(names)]
             t0 = time.perf_counter()

@@ -110,7 +110,8 @@ def create_app(root: Path) -> FastAPI:
         parse_init_range(init)
         parse_init_range(valid)
         parse_leads(lead)
-        data = export(query(root, problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of), format)
+        data = export(query(root, problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of,
+                            provenance=format not in ("json", "csv")), format)
         binary = MEDIA[format] == "application/x-netcdf"
         headers = {"Content-Disposition": f'attachment; filename="{problem}-{format}.nc"'} if binary else None
         return Response(content=data, media_type=MEDIA[format], headers=headers)
@@ -152,13 +153,21 @@ def create_app(root: Path) -> FastAPI:
     return app
 
 
+def app_from_environment() -> FastAPI:
+    """The app over the store named by $CLIMATE_ML_STORE (how ``serve-api`` starts its workers)."""
+    from climate_ml.store import store_root
+
+    return create_app(store_root(None))
+
+
 @contextlib.contextmanager
-def running_server(store: Path):
+def running_server(store: Path, workers: int = 1):
     """``climate-ml serve-api`` on a free loopback port over ``store``; yields the base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store)],
+    proc = subprocess.Popen([sys.executable, "-m", "climate_ml.cli", "serve-api", "--port", str(port), "--store", str(store),
+                             "--workers", str(workers)],
                             env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

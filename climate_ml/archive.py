@@ -562,11 +562,13 @@ def query(
     dataset: str | None = None,
     valid: str | None = None,
     as_of: str | None = None,
+    provenance: bool = True,
 ) -> xr.Dataset:
     """Archived forecasts on one data set (default: the problem's) as a Dataset over
     (model, init_time, lead[, member]) with valid_time, the observed outcome where known and each
     init's provenance. ``init`` and ``valid`` are month ranges (``parse_init_range``), ``lead`` one
-    or several leads, ``as_of`` a UTC date/time or a tag: the archive as it stood then."""
+    or several leads, ``as_of`` a UTC date/time or a tag: the archive as it stood then.
+    ``provenance=False`` leaves the provenance variables out (tables do not show them)."""
     from climate_ml.problems import get_problem
 
     prob = get_problem(problem)
@@ -587,6 +589,8 @@ def query(
     parts = []
     for m in models:
         ds = snap.load(dataset, m)
+        if not provenance:
+            ds = ds[["forecast", OBSERVED]]
         ds = ds.isel({INIT: _init_slice(ds.indexes[INIT], start, end)})
         if leads is not None:
             missing = [k for k in leads if k not in ds.indexes[LEAD]]

@@ -4,6 +4,7 @@ stderr with a non-zero exit (2 for bad input); ``--debug`` shows the full traceb
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import traceback
@@ -675,16 +676,19 @@ def serve_cmd(
 def serve_api(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes (each keeps its own snapshot cache).")] = 2,
     store: StoreOpt = None,
 ):
     """Serve the forecast archive and leaderboard over HTTP (GET /forecasts, /leaderboard)."""
     import uvicorn
 
-    from climate_ml.api import create_app
-
     if not 0 < port < 65536:
         raise QueryError(f"bad --port {port}")
-    uvicorn.run(create_app(_root(store)), host=host, port=port, log_level="warning")
+    if not 1 <= workers <= 64:
+        raise QueryError(f"bad --workers {workers}: between 1 and 64")
+    os.environ["CLIMATE_ML_STORE"] = str(_root(store))  # what each worker process's app serves
+    uvicorn.run("climate_ml.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> int:
