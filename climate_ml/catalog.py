@@ -24,7 +24,8 @@ from climate_ml.errors import CatalogError, IngestError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text", "monthly-csv"]
+Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text", "monthly-csv",
+                 "nsidc-0051-binary"]  # the keys of ingest.openers.OPENERS (a test checks they agree)
 ALL_VARIABLES = "*"  # ``variable: "*"`` takes every data variable of the source
 
 

@@ -109,7 +109,7 @@ def ingest(
     file: Annotated[Path | None, typer.Option("--file", help="Ad hoc: a file you already have.")] = None,
     variable: Annotated[list[str] | None, typer.Option("--variable", help="Variable inside --file (repeatable; '*' for all).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="Dataset name in the store.")] = None,
-    fmt: Annotated[str | None, typer.Option("--format", help="cf-netcdf, noaa-psl-index, nsidc-monthly-csv, nsidc-daily-csv or nclimdiv-text (auto-detected).")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="cf-netcdf, monthly-csv, noaa-psl-index, nsidc-monthly-csv, nsidc-daily-csv, nclimdiv-text or nsidc-0051-binary (auto-detected).")] = None,
     units: Annotated[list[str] | None, typer.Option("--units", help="Units, when the file does not say: U for every variable, or VAR=U (repeatable).")] = None,
     anomaly: Annotated[bool, typer.Option("--anomaly", help="The values are already anomalies (recorded with the data).")] = False,
     region: Annotated[str | None, typer.Option("--region", help="Series to select from a multi-series file (nClimDiv: california).")] = None,

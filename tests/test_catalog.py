@@ -96,3 +96,13 @@ def test_download_missing_file_fails_cleanly(http_server, tmp_path):
     with pytest.raises(IngestError, match="download failed after 2 tries"):
         download(f"{url}/absent.nc", tmp_path / "x.nc", retries=2)
     assert not (tmp_path / "x.nc").exists()
+
+
+def test_catalog_formats_are_the_openers():
+    """A format the catalog accepts has an opener, and every opener is a catalog format."""
+    import typing
+
+    from climate_ml.catalog import Format
+    from climate_ml.ingest.openers import FORMAT_DEFAULTS, OPENERS
+
+    assert set(typing.get_args(Format)) == set(OPENERS) == set(FORMAT_DEFAULTS)

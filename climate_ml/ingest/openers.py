@@ -14,6 +14,7 @@ import xarray as xr
 
 from climate_ml.catalog import ALL_VARIABLES
 from climate_ml.errors import IngestError
+from climate_ml.ingest.nsidc0051 import is_nsidc0051_folder, open_nsidc0051
 from climate_ml.ingest.tabular import (
     open_monthly_csv,
     open_nclimdiv,
@@ -120,6 +121,7 @@ OPENERS: dict[str, Callable[..., xr.Dataset]] = {
     "nsidc-monthly-csv": _single(lambda path, variable, region: open_nsidc_monthly(path, variable)),
     "nsidc-daily-csv": _single(lambda path, variable, region: open_nsidc_daily(path, variable)),
     "nclimdiv-text": _single(lambda path, variable, region: open_nclimdiv(path, variable, region=region)),
+    "nsidc-0051-binary": _single(lambda path, variable, region: open_nsidc0051(path, variable)),
 }
 
 # Per format: (default variable, units the source uses, CF standard name)
@@ -130,6 +132,7 @@ FORMAT_DEFAULTS: dict[str, tuple[str | None, str | None, str | None]] = {
     "nsidc-monthly-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
     "nsidc-daily-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
     "nclimdiv-text": ("precip", "inches", "precipitation_amount"),
+    "nsidc-0051-binary": ("seaice_conc", "1", "sea_ice_area_fraction"),
 }
 
 
@@ -139,7 +142,10 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if list(path.glob("[NS]_[0-1][0-9]_extent_v*.csv")):
             return "nsidc-monthly-csv"
-        raise IngestError(f"{path}: a folder, but not of NSIDC monthly CSVs (N_MM_extent_v4.0.csv)")
+        if is_nsidc0051_folder(path):
+            return "nsidc-0051-binary"
+        raise IngestError(f"{path}: a folder, but neither NSIDC monthly CSVs (N_MM_extent_v4.0.csv) nor NSIDC-0051 "
+                          "files (nt_YYYYMM_<sensor>_v1.1_n.bin)")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:3] == b"CDF" or head[:8] == b"\x89HDF\r\n\x1a\n":
