@@ -6,6 +6,7 @@
     GET /forecasts?problem=el_nino[&dataset=NAME][&model=M][&init=YYYY-MM:YYYY-MM][&lead=L[,L]][&valid=A:B]
                   [&as_of=YYYY-MM-DD|TAG][&format=json|csv|netcdf|climpred|weatherbench2]
     GET /archive?problem=el_nino[&dataset=NAME]      models, inits, kinds, last commits
+    GET /plume?problem=el_nino[&dataset=NAME]        latest live forecasts and the observed history
     GET /archive/history?problem=el_nino
     GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts, drift flags
     GET /leaderboard?problem=el_nino[&score=acc|rmse|mae][&dataset=NAME][&reference=M]
@@ -36,6 +37,7 @@ from climate_ml.archive import (
     export,
     history,
     imported_forecasts,
+    latest_forecasts,
     parse_init_range,
     parse_leads,
     query,
@@ -131,6 +133,12 @@ def create_app(root: Path) -> FastAPI:
     def archive_contents(problem: str, dataset: str | None = None) -> dict:
         get_problem(problem)
         return contents(root, problem, dataset)
+
+    @app.get("/plume")
+    def plume(problem: str, dataset: str | None = None) -> dict:
+        """Every model's live forecast from the latest init, with the observed history."""
+        get_problem(problem)
+        return latest_forecasts(root, problem, dataset)
 
     @app.get("/archive/history")
     def archive_history(problem: str, limit: int = 50) -> list[dict]:

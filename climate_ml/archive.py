@@ -495,6 +495,46 @@ def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
             "models": models, "history": history(root, problem)[:5]}
 
 
+def latest_forecasts(root: Path, problem: str, dataset: str | None = None, history_months: int = 24) -> dict:
+    """What a plume is drawn from: every model's live forecast (kind "forecast") from the latest
+    init any model was issued at, by lead (the ensemble mean, and the members where there are
+    some), and the observed target of the ``history_months`` before it (the lead-1 outcomes
+    recorded in the archive, averaged over the models that recorded them)."""
+    from climate_ml.problems import get_problem
+
+    prob = get_problem(problem)
+    dataset, _, _ = _group(problem, "any", dataset)
+    out = {"problem": problem, "dataset": dataset, "units": prob.target_units, "init": None, "models": [],
+           "observed": [], "thresholds": list(getattr(prob, "thresholds", []))}
+    snap = _snapshot(root, problem)
+    groups = {m: snap.load(dataset, m) for m in snap.groups.get(dataset, [])} if snap else {}
+    live = {m: ds.isel({INIT: ds["prov_kind"].values.astype(str) == "forecast"}) for m, ds in groups.items()}
+    issued = [pd.Timestamp(ds[INIT].values[-1]) for ds in live.values() if ds.sizes[INIT]]
+    if not issued:
+        return out
+    init = max(issued)
+    out["init"] = f"{init:%Y-%m}"
+    for m, ds in live.items():
+        if init not in ds.indexes[INIT]:
+            continue
+        fc = ds["forecast"].sel({INIT: init})
+        row = {"model": m, "leads": [int(v) for v in ds[LEAD].values],
+               "valid": [str(v)[:7] for v in ds[VALID].sel({INIT: init}).values],
+               "mean": [None if np.isnan(v) else round(float(v), 4) for v in (fc.mean(MEMBER) if MEMBER in fc.dims else fc).values]}
+        if MEMBER in fc.dims:
+            row["members"] = [[None if np.isnan(v) else round(float(v), 4) for v in fc.sel({MEMBER: k}).values]
+                              for k in fc[MEMBER].values]
+        out["models"].append(row)
+    first = init - pd.DateOffset(months=history_months)
+    seen = [ds[OBSERVED].sel({LEAD: 1}).to_series().dropna() for ds in groups.values() if 1 in ds.indexes[LEAD]]
+    if seen:
+        obs = pd.concat(seen).groupby(level=0).mean()
+        obs.index = pd.DatetimeIndex(obs.index) + pd.DateOffset(months=1)  # the valid month of a lead-1 outcome
+        obs = obs[(obs.index > first) & (obs.index <= init)]
+        out["observed"] = [{"valid": f"{t:%Y-%m}", "value": round(float(v), 4)} for t, v in obs.items()]
+    return out
+
+
 def open_group(root: Path, problem: str, model: str, dataset: str | None = None, as_of: str | None = None) -> xr.Dataset:
     """One model's whole archived group (forecasts, observations, provenance), sorted by init."""
     dataset, model, _ = _group(problem, model, dataset)

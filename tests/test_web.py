@@ -61,9 +61,14 @@ def archive_and_monitor(store, res):
     import xarray as xr
 
     from climate_ml.archive import write_forecast, write_monitoring
+    from climate_ml.schema import add_valid_time
 
     for name in ("lightgbm_lagged", "persistence"):
         write_forecast(store, "el_nino", name, res.forecasts[name], {"kind": "hindcast"}, observed=res.obs)
+        live = res.forecasts[name].isel(init_time=[-1])  # issued live from the month after the hindcasts
+        live = live.assign_coords(init_time=live.init_time + np.timedelta64(31, "D")).drop_vars("valid_time")
+        live = live.assign_coords(init_time=live.init_time.dt.floor("D") - (live.init_time.dt.day - 1) * np.timedelta64(1, "D"))
+        write_forecast(store, "el_nino", name, add_valid_time(live), {"kind": "forecast"})
     status = np.array([["ok", "drift", "too few cases"]], dtype=object)
     skill = xr.Dataset({"live": (("model", "lead"), [[0.3, 0.9, np.nan]]), "n": (("model", "lead"), [[20, 20, 3]]),
                         "backtest": (("model", "lead"), [[0.3, 0.4, 0.5]]),
@@ -125,9 +130,10 @@ def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site,
     rows = browser.execute_script("return Array.from(document.querySelectorAll('#archive tbody tr'))"
                                   ".map(r => Array.from(r.cells).map(c => c.textContent))")
     api = json.loads(urllib.request.urlopen(site + "/archive?problem=el_nino").read())
-    assert [r[:6] for r in rows] == [[m["model"], str(m["n_inits"]), m["first"], m["last"], f"hindcast {m['n_inits']}",
-                                      str(m["observed"])] for m in api["models"]]
-    assert rows[0][0] == "lightgbm_lagged" and rows[0][2:4] == ["1980-01", "1994-12"]
+    assert [r[:6] for r in rows] == [[m["model"], str(m["n_inits"]), m["first"], m["last"],
+                                      ", ".join(f"{k} {n}" for k, n in m["kinds"].items()), str(m["observed"])]
+                                     for m in api["models"]]
+    assert rows[0][0] == "lightgbm_lagged" and rows[0][2:5] == ["1980-01", "1995-01", "forecast 1, hindcast 180"]
     link = browser.find_element(By.CSS_SELECTOR, "#archive tbody tr[data-model=persistence] a:last-child").get_attribute("href")
     with urllib.request.urlopen(link) as r:  # the download link works and is the model's CSV
         lines = r.read().decode().splitlines()
@@ -137,6 +143,30 @@ def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site,
     assert [d.text for d in drift] == ["drift"]
     assert "1 (model, lead) drifting" in browser.find_element(By.ID, "monitoring-meta").text
     browser.save_screenshot(str(tmp_path / "archive.png"))
+
+
+def test_page_draws_the_latest_forecasts_with_the_observed_history(browser, site, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(site + "/?problem=el_nino")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#plume path.forecast")) == 2)
+    api = json.loads(urllib.request.urlopen(site + "/plume?problem=el_nino").read())
+    assert api["init"] == "1995-01" and [f["model"] for f in api["models"]] == ["lightgbm_lagged", "persistence"]
+    assert len(api["observed"]) == 24 and api["observed"][-1]["valid"] == "1995-01"
+    drawn = browser.execute_script("return Array.from(document.querySelectorAll('#plume path')).map(p => "
+                                   "[p.getAttribute('class'), p.getAttribute('d').split(' ').length])")
+    assert sorted(drawn) == [["forecast", 3], ["forecast", 3], ["observed", 24]]  # 3 leads each, 24 months seen
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#plume line.threshold")) == 2  # -0.5 and +0.5
+    assert "from 1995-01" in browser.find_element(By.ID, "plume-meta").text
+    plot = browser.find_element(By.ID, "plume")
+    browser.execute_script("arguments[0].scrollIntoView()", plot)
+    plot.screenshot(str(tmp_path / "plume.png"))
+    # another problem, another drawing: nothing is archived for sea ice here
+    Select(browser.find_element(By.ID, "problem")).select_by_value("arctic_sea_ice")
+    browser.find_element(By.ID, "load").click()
+    _wait(browser, lambda d: "no live forecast of arctic_sea_ice" in d.find_element(By.ID, "plume-meta").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#plume path") == []
 
 
 def test_page_shows_bad_parameters_as_one_line(browser, site):

@@ -138,6 +138,60 @@ async function loadMonitoring() {
   ])));
 }
 
-const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring()]);
+const monthIndex = (ym) => Number(ym.slice(0, 4)) * 12 + Number(ym.slice(5, 7)) - 1;
+
+async function loadPlume() {
+  const res = await fetch("plume?" + archiveParams().toString());
+  const p = await res.json();
+  const svg = $("plume");
+  clear(svg);
+  clear($("plume-legend"));
+  if (!res.ok) { $("plume-meta").textContent = p.error || `HTTP ${res.status}`; return; }
+  if (!p.init) { $("plume-meta").textContent = `no live forecast of ${p.problem} on ${p.dataset} in the archive`; return; }
+  $("plume-meta").textContent = `${p.problem} on ${p.dataset}: every model's forecast from ${p.init} (${p.units}), ` +
+    `with the observed target of the two years before` + (p.thresholds.length ? ` and the thresholds ${p.thresholds.join(" / ")}` : "");
+  const W = 760, H = 300, m = {l: 50, r: 10, t: 10, b: 35};
+  const pts = [...p.observed.map((o) => [o.valid, o.value])];
+  for (const f of p.models) {
+    f.valid.forEach((v, k) => pts.push([v, f.mean[k]]));
+    for (const member of f.members || []) f.valid.forEach((v, k) => pts.push([v, member[k]]));
+  }
+  const vals = pts.map((q) => q[1]).filter((v) => v !== null).concat(p.thresholds);
+  const months = pts.map((q) => monthIndex(q[0]));
+  const x0 = Math.min(...months), x1 = Math.max(...months);
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  if (hi === lo) { hi += 0.5; lo -= 0.5; }
+  const x = (ym) => m.l + (monthIndex(ym) - x0) / Math.max(1, x1 - x0) * (W - m.l - m.r);
+  const y = (v) => H - m.b - (v - lo) / (hi - lo) * (H - m.t - m.b);
+  const path = (series) => series.filter((q) => q[1] !== null)
+    .map((q, k) => `${k ? "L" : "M"}${x(q[0]).toFixed(1)},${y(q[1]).toFixed(1)}`).join(" ");
+  svg.append(svgEl("line", {x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b, stroke: "#888"}),
+             svgEl("line", {x1: m.l, y1: m.t, x2: m.l, y2: H - m.b, stroke: "#888"}),
+             svgEl("line", {class: "init", x1: x(p.init), y1: m.t, x2: x(p.init), y2: H - m.b, stroke: "#bbb"}));
+  for (const t of [lo, (lo + hi) / 2, hi]) svg.append(svgEl("text", {x: m.l - 6, y: y(t) + 4, "font-size": 11, "text-anchor": "end"}, t.toFixed(2)));
+  for (const ym of [...new Set(pts.map((q) => q[0]))].filter((v) => v.endsWith("-01"))) {
+    svg.append(svgEl("text", {x: x(ym), y: H - m.b + 16, "font-size": 11, "text-anchor": "middle"}, ym.slice(0, 4)));
+  }
+  for (const t of p.thresholds) {
+    svg.append(svgEl("line", {class: "threshold", x1: m.l, x2: W - m.r, y1: y(t), y2: y(t), stroke: "#999", "stroke-dasharray": "4,4"}));
+  }
+  p.models.forEach((f, i) => {
+    const color = COLORS[i % COLORS.length];
+    for (const member of f.members || []) {
+      svg.append(svgEl("path", {class: "member", "data-model": f.model, d: path(f.valid.map((v, k) => [v, member[k]])),
+                                fill: "none", stroke: color, "stroke-width": 0.7, opacity: 0.5}));
+    }
+    svg.append(svgEl("path", {class: "forecast", "data-model": f.model, d: path(f.valid.map((v, k) => [v, f.mean[k]])),
+                              fill: "none", stroke: color, "stroke-width": 2}));
+    $("plume-legend").append(el("span", {style: `color:${color}`}, `\u25A0 ${f.model}`));
+  });
+  if (p.observed.length) {
+    svg.append(svgEl("path", {class: "observed", d: path(p.observed.map((o) => [o.valid, o.value])), fill: "none",
+                              stroke: "#111", "stroke-width": 2.5}));
+    $("plume-legend").append(el("span", {style: "color:#111"}, "\u25A0 observed"));
+  }
+}
+
+const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume()]);
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); loadAll(); });
 loadProblems().then(loadAll);
