@@ -329,3 +329,25 @@ def test_running_skill_of_live_forecasts_flags_drift(store):
     assert drift_records(kept) == drift_records(skill)
     assert list_models(store, "el_nino") == ["climatology", "newcomer", "ridge_ocean"]  # monitoring is no model
     assert history(store, "el_nino")[0]["message"].startswith(f"running skill on {dataset} through 2024-12: 18")
+
+
+def test_field_forecasts_with_members_are_archived_and_exported(store, tmp_path):
+    """A map forecast (init, lead, member, y, x) is stored and appended like an index; tables
+    refuse it with a pointer to NetCDF, which carries it whole."""
+    def field(inits, seed):
+        rng = np.random.default_rng(seed)
+        inits = pd.DatetimeIndex(inits)
+        return add_valid_time(xr.DataArray(rng.random((len(inits), 6, 2, 20, 30)).astype("float32"),
+                                           dims=(INIT, LEAD, "member", "y", "x"),
+                                           coords={INIT: inits, LEAD: list(range(1, 7)), "member": [0, 1]}))
+    assert write_forecast(store, "arctic_sea_ice", "maps", field(["2010-01-01", "2010-02-01"], 0), {}) == "created"
+    assert write_forecast(store, "arctic_sea_ice", "maps", field(["2010-03-01"], 1), {}) == "updated"
+    ds = query(store, "arctic_sea_ice", lead=2)
+    assert ds["forecast"].shape == (1, 3, 1, 2, 20, 30) and ds["observed"].dims == ("model", INIT, LEAD)
+    with pytest.raises(QueryError, match="field forecasts have no table form: use --format netcdf"):
+        export(ds, "csv")
+    (tmp_path / "maps.nc").write_bytes(export(ds, "netcdf"))
+    nc = xr.open_dataset(tmp_path / "maps.nc")
+    np.testing.assert_allclose(nc["forecast"].isel(model=0, init_time=2, lead=0).values,
+                               field(["2010-03-01"], 1).isel(init_time=0, lead=1).values)
+    assert nc["member"].attrs["standard_name"] == "realization"
