@@ -170,12 +170,16 @@ class _Snapshot:
         key = f"{dataset}/{model}"
         with self._lock:
             if key not in self._data:
-                ds = xr.open_zarr(self.store, group=key, consolidated=False).load()
+                ds = xr.open_zarr(self.store, group=key, consolidated=False)
+                # index forecasts, outcomes and provenance are small: in memory; maps stay lazy
+                small = [n for n, v in ds.variables.items() if set(v.dims) <= {INIT, LEAD, MEMBER}]
+                ds = ds.assign({n: ds[n].load() for n in small if n not in ds.dims})
                 if INIT in ds.dims:
                     ds = ds.isel({INIT: np.argsort(ds[INIT].values, kind="stable")})
                 ds = ds.assign({n: v.astype(object) for n, v in ds.data_vars.items() if v.dtype.kind == "T"})
                 for var in ds.variables.values():  # shared by every query of this snapshot: never written to
-                    var.values.flags.writeable = False
+                    if isinstance(var.data, np.ndarray):
+                        var.data.flags.writeable = False
                 self._data[key] = ds
             return self._data[key]
 
