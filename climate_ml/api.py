@@ -18,6 +18,7 @@ Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -42,6 +43,7 @@ from climate_ml.archive import (
     parse_leads,
     query,
     read_monitoring,
+    snapshot_id,
 )
 from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.leaderboard import assemble, default_reference, score_board
@@ -59,8 +61,15 @@ MEDIA = {"json": "application/json", "csv": "text/csv", "netcdf": "application/x
          "climpred": "application/x-netcdf", "weatherbench2": "application/x-netcdf"}
 
 
+def _records_state(root: Path, problem: str) -> tuple:
+    """The recorded backtests of a problem as (file, modification time) pairs."""
+    base = root / "runs" / "backtests" / problem
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in base.glob("*/record.json"))) if base.exists() else ()
+
+
 def create_app(root: Path) -> FastAPI:
     app = FastAPI(title="climate-ml archive", version=__version__)
+    boards: dict[tuple, bytes] = {}
 
     @app.exception_handler(ClimateMLError)
     async def bad_input(request: Request, exc: ClimateMLError):
@@ -149,14 +158,22 @@ def create_app(root: Path) -> FastAPI:
 
     @app.get("/leaderboard")
     def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
-                    n_boot: int = 500) -> dict:
+                    n_boot: int = 500) -> Response:
         prob = get_problem(problem)
         if score not in METRICS:
             raise QueryError(f"bad score {score!r} (acc, rmse or mae)")
         if not 100 <= n_boot <= 5000:
             raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
-        board = assemble(root, problem, dataset=dataset, imported=imported_forecasts(root, problem))
-        return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
+        # the same records, archive state and parameters give the same table (the bootstrap is
+        # seeded): computed once, not per request
+        key = (problem, score, dataset, reference, n_boot, snapshot_id(root, problem), _records_state(root, problem))
+        if key not in boards:
+            board = assemble(root, problem, dataset=dataset, imported=imported_forecasts(root, problem))
+            if len(boards) >= 64:
+                boards.pop(next(iter(boards)))
+            table = score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
+            boards[key] = json.dumps(table, allow_nan=False).encode()  # serialised once too
+        return Response(content=boards[key], media_type="application/json")
 
     return app
 

@@ -468,6 +468,12 @@ def history(root: Path, problem: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- reading
 
+def snapshot_id(root: Path, problem: str) -> str | None:
+    """The id of the archive's current state (None when nothing is archived): a cache key."""
+    repo = _repository(archive_path(root, problem))
+    return repo.lookup_branch(BRANCH) if repo is not None else None
+
+
 def list_datasets(root: Path, problem: str, as_of: str | None = None) -> list[str]:
     """The data sets a problem has archived forecasts for."""
     snap = _snapshot(root, problem, as_of)

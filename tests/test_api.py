@@ -134,3 +134,31 @@ def test_concurrent_mixed_load_never_crashes_the_server(server, tmp_path):
     assert len(results) == 240
     assert all(status == expected[i] for i, status in results), [r for r in results if r[1] != expected[r[0]]][:3]
     assert get(server + "/health")[0] == 200  # still alive
+
+
+def test_leaderboard_is_cached_but_follows_new_records(tmp_path):
+    """The board is computed once per state; a newly recorded backtest shows at once."""
+    from climate_ml.backtest import backtest
+    from climate_ml.ingest import standardise
+    from climate_ml.leaderboard import record_backtest
+    from climate_ml.problems.el_nino import ElNino
+    from climate_ml.synthetic import toy_ocean
+    from climate_ml.workflows import MODELS_DIR
+
+    store = tmp_path / "store"
+    problem = ElNino(leads=(1, 3))
+    prepared = problem.prepare(standardise(toy_ocean(start="1960-01", end="1990-12"), "sst"))
+
+    def record(names):
+        files = {n: MODELS_DIR / f"{n}.py" for n in names}
+        res = backtest(problem, files, prepared, "1984-01", "1989-12", 72)
+        record_backtest(store, problem, res, "toy", "sha", "1984-01", "1989-12", 72, files)
+
+    record(["persistence", "climatology"])
+    with running_api(store) as base:
+        url = base + "/leaderboard?problem=el_nino&reference=persistence&n_boot=100"
+        first = json.loads(get(url)[2])
+        assert json.loads(get(url)[2]) == first  # the cached table is the computed one
+        assert {r["model"] for r in first["rows"]} == {"persistence", "climatology"}
+        record(["damped_persistence"])
+        assert {r["model"] for r in json.loads(get(url)[2])["rows"]} == {"persistence", "climatology", "damped_persistence"}
