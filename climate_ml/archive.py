@@ -45,6 +45,7 @@ from climate_ml.store import NETCDF_LOCK, check_name, locked
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
 OBSERVED = "observed"
+PROBABILITY, CATEGORY = "probability", "category"
 KINDS = ("forecast", "hindcast", "imported")
 # Provenance of each init, stored as string variables along init_time: name -> long_name.
 PROVENANCE = {
@@ -172,7 +173,7 @@ class _Snapshot:
             if key not in self._data:
                 ds = xr.open_zarr(self.store, group=key, consolidated=False)
                 # index forecasts, outcomes and provenance are small: in memory; maps stay lazy
-                small = [n for n, v in ds.variables.items() if set(v.dims) <= {INIT, LEAD, MEMBER}]
+                small = [n for n, v in ds.variables.items() if set(v.dims) <= {INIT, LEAD, MEMBER, CATEGORY}]
                 ds = ds.assign({n: ds[n].load() for n in small if n not in ds.dims})
                 if INIT in ds.dims:
                     ds = ds.isel({INIT: np.argsort(ds[INIT].values, kind="stable")})
@@ -264,6 +265,10 @@ def _cf(ds: xr.Dataset, problem: str, model: str, dataset: str, units: str) -> x
     if MEMBER in ds.dims:
         ds[MEMBER].attrs.update(standard_name="realization", long_name="ensemble member")
     ds["forecast"].attrs = {"long_name": f"{problem} forecast by {model}", "units": units}
+    if PROBABILITY in ds:
+        ds[PROBABILITY].attrs = {"long_name": "forecast probability of each category (El Nino: the 3-month season "
+                                              "centred on valid_time; rainfall: terciles of the month)", "units": "1"}
+        ds[CATEGORY].attrs = {"long_name": "forecast category"}
     ds[OBSERVED].attrs = {"long_name": f"observed {problem} target at valid_time, in the forecast's anomaly "
                                            "convention (empty while not yet observed)", "units": units}
     ds.attrs = {**GLOBAL_ATTRS, "title": f"climate-ml {problem} forecasts by {model} on {dataset}",
@@ -296,12 +301,13 @@ def _same(a: xr.DataArray, b: xr.DataArray) -> bool:
 
 def write_forecast(
     root: Path, problem: str, model: str, forecast: xr.DataArray, provenance: dict, replace: bool = False,
-    dataset: str | None = None, observed: xr.DataArray | None = None,
+    dataset: str | None = None, observed: xr.DataArray | None = None, probabilities: xr.DataArray | None = None,
 ) -> str:
     """Write ``forecast(init_time, lead[, member][, grid])`` into the archive under its data set
     (``dataset``, else ``provenance['dataset']``, else the problem's default) in one commit, with
-    its provenance per init and, optionally, the ``observed`` outcome (init_time, lead). Returns
-    "created", "updated" or "unchanged"."""
+    its provenance per init and, optionally, the ``observed`` outcome (init_time, lead) and
+    category ``probabilities`` (init_time, lead, category). Returns "created", "updated" or
+    "unchanged"."""
     from climate_ml.problems import get_problem
 
     validate_forecast(forecast)
@@ -314,6 +320,10 @@ def write_forecast(
     shape = new["forecast"].isel({d: 0 for d in new["forecast"].dims if d not in (INIT, LEAD)}, drop=True)
     new[OBSERVED] = (xr.full_like(shape, np.nan, dtype=float) if observed is None else  # filled as outcomes arrive
                      observed.drop_vars([c for c in observed.coords if c not in observed.dims]).reindex_like(shape))
+    if probabilities is not None:
+        new[PROBABILITY] = probabilities.drop_vars([c for c in probabilities.coords if c not in probabilities.dims]
+                                                   ).reindex({INIT: new[INIT].values, LEAD: new[LEAD].values})
+        new = new.assign_coords({CATEGORY: new[CATEGORY].astype(object)})
     new = new.assign(provenance_variables({**provenance, "dataset": dataset}, inits))
     new = _cf(add_valid_time(new), problem, model, dataset, get_problem(problem).target_units)
     path = archive_path(root, problem)
@@ -328,6 +338,14 @@ def write_forecast(
             new.to_zarr(session.store, group=group, mode="w", consolidated=False, encoding=_encoding(new))
             action, fresh, replaced = "created", inits, []
         else:
+            if PROBABILITY in new and PROBABILITY not in old:  # the group's first probabilities: empty before
+                first = new[PROBABILITY].isel({INIT: 0}, drop=True)
+                empty = xr.full_like(first.drop_vars([c for c in first.coords if c not in first.dims]), np.nan).expand_dims(
+                    {INIT: old[INIT].values}).transpose(INIT, LEAD, CATEGORY).reindex({LEAD: old[LEAD].values})
+                xr.Dataset({PROBABILITY: empty}).assign_attrs(new.attrs).pipe(
+                    lambda d: d.assign({PROBABILITY: d[PROBABILITY].assign_attrs(new[PROBABILITY].attrs)})).to_zarr(
+                    session.store, group=group, mode="a", consolidated=False)
+                old = xr.open_zarr(session.store, group=group, consolidated=False)
             new = _conform(new, old, group)
             old_inits = pd.DatetimeIndex(old[INIT].values)
             common = inits.intersection(old_inits)
@@ -371,6 +389,14 @@ def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
                          f"{int(old[LEAD].min())}..{int(old[LEAD].max())}")
     if MEMBER in old.dims and not np.array_equal(new[MEMBER].values, old[MEMBER].values):
         raise StoreError(f"{group}: {new.sizes[MEMBER]} members, the archive holds {old.sizes[MEMBER]}")
+    if PROBABILITY in old:
+        cats = [str(c) for c in old[CATEGORY].values]
+        if PROBABILITY not in new:  # a forecast without probabilities in a group that has some
+            new = new.assign({PROBABILITY: xr.DataArray(np.full((new.sizes[INIT], new.sizes[LEAD], len(cats)), np.nan),
+                                                        dims=(INIT, LEAD, CATEGORY), attrs=old[PROBABILITY].attrs)})
+            new = new.assign_coords({CATEGORY: np.array(cats, dtype=object)})
+        elif [str(c) for c in new[CATEGORY].values] != cats:
+            raise StoreError(f"{group}: categories {list(new[CATEGORY].values)}, the archive holds {cats}")
     return add_valid_time(new.drop_vars(VALID).reindex({LEAD: old[LEAD].values}))
 
 
@@ -531,6 +557,11 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
         row = {"model": m, "leads": [int(v) for v in ds[LEAD].values],
                "valid": [str(v)[:7] for v in ds[VALID].sel({INIT: init}).values],
                "mean": [None if np.isnan(v) else round(float(v), 4) for v in (fc.mean(MEMBER) if MEMBER in fc.dims else fc).values]}
+        if PROBABILITY in ds and bool(ds[PROBABILITY].sel({INIT: init}).notnull().any()):
+            p = ds[PROBABILITY].sel({INIT: init})
+            row["probabilities"] = {str(int(k)): {str(c): round(float(p.sel({LEAD: k, CATEGORY: c})), 4)
+                                                  for c in ds[CATEGORY].values}
+                                    for k in ds[LEAD].values if bool(p.sel({LEAD: k}).notnull().all())}
         if MEMBER in fc.dims:
             row["members"] = [[None if np.isnan(v) else round(float(v), 4) for v in fc.sel({MEMBER: k}).values]
                               for k in fc[MEMBER].values]

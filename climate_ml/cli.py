@@ -401,7 +401,6 @@ def forecast(
     from climate_ml.workflows import (
         forecast_and_archive,
         observed_history,
-        probabilistic_outlook,
         problem_inputs,
     )
 
@@ -424,9 +423,9 @@ def forecast(
         return
     results, forecasts = {}, {}
     for model_path in model_paths:
-        fc, action = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace)
+        fc, action, outlook = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace,
+                                                   outlook=True)
         forecasts[model_path.stem] = fc
-        outlook = probabilistic_outlook(prob, model_path, prepared, fc)
         mean = fc.mean("member") if "member" in fc.dims else fc
         rows = [{"lead": int(lead), "valid_time": f"{pd.Timestamp(v):%Y-%m}", "forecast": round(float(x), 4)}
                 for lead, v, x in zip(mean["lead"].values, mean["valid_time"].values[0], mean.values[0], strict=True)]

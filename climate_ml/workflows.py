@@ -215,13 +215,30 @@ def forecast_provenance(problem: Problem, model_path: Path, obs: xr.Dataset, dat
 
 def forecast_and_archive(
     root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
-    dataset: str, init, replace: bool = False,
-) -> tuple[xr.DataArray, str]:
+    dataset: str, init, replace: bool = False, outlook: bool = False,
+) -> tuple[xr.DataArray, str, dict | None]:
+    """Forecast from ``init``, with the problem's probabilities when ``outlook`` (El Nino
+    categories, rainfall terciles), and archive both. Returns (forecast, action, outlook)."""
     factory = load_model_factory(model_path)
     fc = issue_forecast(problem, factory, prepared, init, name=model_name(model_path))
+    summary = probabilistic_outlook(problem, model_path, prepared, fc) if outlook else None
     provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
-    action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace)
-    return fc, action
+    action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
+                            probabilities=outlook_probabilities(summary, fc))
+    return fc, action, summary
+
+
+def outlook_probabilities(outlook: dict | None, fc: xr.DataArray) -> xr.DataArray | None:
+    """The category probabilities of an outlook (El Nino categories or monthly terciles) as
+    ``probability(init_time, lead, category)`` for the archive; None when there are none."""
+    by_lead = (outlook or {}).get("categories") or (outlook or {}).get("monthly_terciles")
+    if not by_lead:
+        return None
+    leads = [int(v) for v in fc["lead"].values]
+    cats = list(next(iter(by_lead.values())))
+    values = np.array([[by_lead.get(str(k), {}).get(c, np.nan) for c in cats] for k in leads], dtype=float)
+    return xr.DataArray(values[None], dims=("init_time", "lead", "category"),
+                        coords={"init_time": fc["init_time"].values, "lead": leads, "category": cats})
 
 
 def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: xr.Dataset, prepared: xr.Dataset,
@@ -241,11 +258,10 @@ def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.D
                        dataset: str, init) -> tuple[dict, xr.DataArray]:
     """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
     terciles, El Nino categories): the summary the run and monthly flows report, and the forecast."""
-    fc, action = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init)
+    fc, action, outlook = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init, outlook=True)
     mean = fc.mean("member") if "member" in fc.dims else fc
     out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
            "forecast": {int(k): round(float(v), 3) for k, v in zip(mean["lead"].values, mean.values[0], strict=True)}}
-    outlook = probabilistic_outlook(problem, model_path, prepared, fc)
     if outlook and "monthly_terciles" in outlook:  # rainfall, calibrated on the model's recent out-of-sample errors
         out["terciles"] = outlook["monthly_terciles"]
         if "season" in outlook:

@@ -294,7 +294,7 @@ def test_a_range_of_inits_fits_once_per_refit_and_matches_single_forecasts(store
     assert set(ds["prov_kind"].values.tolist()) == {"forecast"}
     assert sorted(set(ds["prov_train_end"].values.tolist())) == ["2010-01", "2010-07"]
     for init in ("2010-01", "2010-07"):
-        fc, action = forecast_and_archive(store, problem, model, obs, prepared, dataset, pd.Timestamp(init))
+        fc, action, _ = forecast_and_archive(store, problem, model, obs, prepared, dataset, pd.Timestamp(init))
         assert action == "unchanged"
 
 
@@ -351,3 +351,27 @@ def test_field_forecasts_with_members_are_archived_and_exported(store, tmp_path)
     np.testing.assert_allclose(nc["forecast"].isel(model=0, init_time=2, lead=0).values,
                                field(["2010-03-01"], 1).isel(init_time=0, lead=1).values)
     assert nc["member"].attrs["standard_name"] == "realization"
+
+
+def test_category_probabilities_live_beside_the_forecasts(store):
+    """El Nino category probabilities are archived with the forecast they belong to; a group of
+    hindcasts without them gains the variable (empty for the earlier inits)."""
+    from climate_ml.archive import latest_forecasts
+
+    write_forecast(store, "el_nino", "m", fc(["2020-01-01", "2020-02-01"]), {"kind": "hindcast"})
+    live = fc(["2020-03-01"])
+    cats = ["la_nina", "neutral", "el_nino"]
+    probs = xr.DataArray([[[0.1, 0.3, 0.6], [0.2, 0.3, 0.5], [0.25, 0.35, 0.4]]], dims=(INIT, LEAD, "category"),
+                         coords={INIT: live[INIT].values, LEAD: [1, 2, 3], "category": cats})
+    assert write_forecast(store, "el_nino", "m", live, {"kind": "forecast"}, probabilities=probs) == "updated"
+    ds = query(store, "el_nino").sel(model="m")
+    assert ds["probability"].sel(init_time="2020-01-01").isnull().all()
+    np.testing.assert_allclose(ds["probability"].sel(init_time="2020-03-01").values, probs.values[0])
+    plume = latest_forecasts(store, "el_nino")
+    assert plume["init"] == "2020-03" and plume["models"][0]["probabilities"]["1"] == {"la_nina": 0.1, "neutral": 0.3,
+                                                                                    "el_nino": 0.6}
+    write_forecast(store, "el_nino", "m", fc(["2020-04-01"]), {"kind": "forecast"})  # no probabilities this time
+    assert query(store, "el_nino").sel(model="m")["probability"].sel(init_time="2020-04-01").isnull().all()
+    with pytest.raises(StoreError, match="categories .* the archive holds"):
+        write_forecast(store, "el_nino", "m", fc(["2020-05-01"]), {"kind": "forecast"},
+                       probabilities=probs.assign_coords(category=["a", "b", "c"], init_time=[np.datetime64("2020-05-01")]))

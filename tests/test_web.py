@@ -68,7 +68,12 @@ def archive_and_monitor(store, res):
         live = res.forecasts[name].isel(init_time=[-1])  # issued live from the month after the hindcasts
         live = live.assign_coords(init_time=live.init_time + np.timedelta64(31, "D")).drop_vars("valid_time")
         live = live.assign_coords(init_time=live.init_time.dt.floor("D") - (live.init_time.dt.day - 1) * np.timedelta64(1, "D"))
-        write_forecast(store, "el_nino", name, add_valid_time(live), {"kind": "forecast"})
+        probs = xr.DataArray(np.array([[[0.2, 0.3, 0.5], [0.25, 0.35, 0.4], [0.3, 0.4, 0.3]]]),
+                             dims=("init_time", "lead", "category"),
+                             coords={"init_time": live.init_time.values, "lead": [1, 3, 6],
+                                     "category": ["la_nina", "neutral", "el_nino"]})
+        write_forecast(store, "el_nino", name, add_valid_time(live), {"kind": "forecast"},
+                       probabilities=probs if name == "lightgbm_lagged" else None)
     status = np.array([["ok", "drift", "too few cases"]], dtype=object)
     skill = xr.Dataset({"live": (("model", "lead"), [[0.3, 0.9, np.nan]]), "n": (("model", "lead"), [[20, 20, 3]]),
                         "backtest": (("model", "lead"), [[0.3, 0.4, 0.5]]),
@@ -159,6 +164,12 @@ def test_page_draws_the_latest_forecasts_with_the_observed_history(browser, site
     assert sorted(drawn) == [["forecast", 3], ["forecast", 3], ["observed", 24]]  # 3 leads each, 24 months seen
     assert len(browser.find_elements(By.CSS_SELECTOR, "#plume line.threshold")) == 2  # -0.5 and +0.5
     assert "from 1995-01" in browser.find_element(By.ID, "plume-meta").text
+    bars = browser.execute_script("return Array.from(document.querySelectorAll('#probs rect.prob')).map(r => "
+                                  "[r.dataset.lead, r.dataset.category, Number(r.dataset.value), r.getBBox().height])")
+    assert [(b[0], b[1], b[2]) for b in bars[:3]] == [("1", "la_nina", 0.2), ("1", "neutral", 0.3), ("1", "el_nino", 0.5)]
+    assert len(bars) == 9 and "mean of lightgbm_lagged" in browser.find_element(By.ID, "probs-meta").text
+    for lead in ("1", "3", "6"):  # each lead's bar is full height: the probabilities sum to one
+        assert sum(b[3] for b in bars if b[0] == lead) == pytest.approx(124, abs=0.01)
     plot = browser.find_element(By.ID, "plume")
     browser.execute_script("arguments[0].scrollIntoView()", plot)
     plot.screenshot(str(tmp_path / "plume.png"))

@@ -185,11 +185,44 @@ async function loadPlume() {
                               fill: "none", stroke: color, "stroke-width": 2}));
     $("plume-legend").append(el("span", {style: `color:${color}`}, `\u25A0 ${f.model}`));
   });
+  drawProbabilities(p);
   if (p.observed.length) {
     svg.append(svgEl("path", {class: "observed", d: path(p.observed.map((o) => [o.valid, o.value])), fill: "none",
                               stroke: "#111", "stroke-width": 2.5}));
     $("plume-legend").append(el("span", {style: "color:#111"}, "\u25A0 observed"));
   }
+}
+
+const CATEGORY_COLORS = ["#2b6cb0", "#a0aec0", "#c53030"];  // below / near / above, La Nina / neutral / El Nino
+
+function drawProbabilities(p) {
+  // the multi-model mean of the category probabilities, lead by lead, as stacked bars
+  const svg = $("probs");
+  clear(svg);
+  clear($("probs-legend"));
+  const withProbs = p.models.filter((f) => f.probabilities && Object.keys(f.probabilities).length);
+  if (!withProbs.length) { $("probs-meta").textContent = ""; return; }
+  const leads = Object.keys(withProbs[0].probabilities).map(Number).sort((a, b) => a - b);
+  const cats = Object.keys(withProbs[0].probabilities[String(leads[0])]);
+  $("probs-meta").textContent = `probabilities from ${p.init}, mean of ${withProbs.map((f) => f.model).join(", ")}`;
+  const W = 760, H = 160, m = {l: 50, r: 10, t: 8, b: 28};
+  const bw = (W - m.l - m.r) / leads.length;
+  leads.forEach((lead, i) => {
+    let top = m.t;
+    cats.forEach((c, j) => {
+      const probs = withProbs.map((f) => (f.probabilities[String(lead)] || {})[c]).filter((v) => v !== undefined && v !== null);
+      const v = probs.reduce((a, b) => a + b, 0) / Math.max(1, probs.length);
+      const h = v * (H - m.t - m.b);
+      svg.append(svgEl("rect", {class: "prob", "data-lead": lead, "data-category": c, "data-value": v.toFixed(4),
+                                x: m.l + i * bw + 1, y: top, width: bw - 2, height: h, fill: CATEGORY_COLORS[j % 3]},
+                               [svgEl("title", {}, `lead ${lead} ${c}: ${(100 * v).toFixed(0)}%`)]));
+      top += h;
+    });
+    svg.append(svgEl("text", {x: m.l + (i + 0.5) * bw, y: H - m.b + 14, "font-size": 10, "text-anchor": "middle"}, lead));
+  });
+  svg.append(svgEl("text", {x: m.l - 6, y: m.t + 8, "font-size": 10, "text-anchor": "end"}, "100%"));
+  svg.append(svgEl("text", {x: (W + m.l) / 2, y: H - 2, "font-size": 11, "text-anchor": "middle"}, "lead (months)"));
+  cats.forEach((c, j) => $("probs-legend").append(el("span", {style: `color:${CATEGORY_COLORS[j % 3]}`}, `\u25A0 ${c}`)));
 }
 
 const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume()]);
