@@ -342,8 +342,7 @@ def write_forecast(
                 first = new[PROBABILITY].isel({INIT: 0}, drop=True)
                 empty = xr.full_like(first.drop_vars([c for c in first.coords if c not in first.dims]), np.nan).expand_dims(
                     {INIT: old[INIT].values}).transpose(INIT, LEAD, CATEGORY).reindex({LEAD: old[LEAD].values})
-                xr.Dataset({PROBABILITY: empty}).assign_attrs(new.attrs).pipe(
-                    lambda d: d.assign({PROBABILITY: d[PROBABILITY].assign_attrs(new[PROBABILITY].attrs)})).to_zarr(
+                xr.Dataset({PROBABILITY: empty.assign_attrs(new[PROBABILITY].attrs)}).to_zarr(
                     session.store, group=group, mode="a", consolidated=False)
                 old = xr.open_zarr(session.store, group=group, consolidated=False)
             new = _conform(new, old, group)
