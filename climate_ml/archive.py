@@ -575,15 +575,6 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
     return out
 
 
-def open_group(root: Path, problem: str, model: str, dataset: str | None = None, as_of: str | None = None) -> xr.Dataset:
-    """One model's whole archived group (forecasts, observations, provenance), sorted by init."""
-    dataset, model, _ = _group(problem, model, dataset)
-    snap = _snapshot(root, problem, as_of)
-    if snap is None or model not in snap.groups.get(dataset, []):
-        raise QueryError(f"no forecasts from model {model!r} for {problem!r} on dataset {dataset!r}")
-    return snap.load(dataset, model)
-
-
 def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
     """``YYYY-MM``, ``YYYY`` (the whole year), ``A:B`` with A and B either form, ``:B`` or ``A:``."""
     if not text:
