@@ -38,6 +38,11 @@ def build_store(root: Path, n_models: int, n_inits: int) -> None:
         fc = add_valid_time(xr.DataArray(rng.normal(0, 1, (n_inits, 18)), dims=(INIT, LEAD),
                                          coords={INIT: inits, LEAD: list(range(1, 19))}))
         write_forecast(root, "el_nino", f"model{m:02d}", fc, {"model": f"model{m:02d}", "kind": "hindcast"})
+    record_toy_backtest(root)
+
+
+def record_toy_backtest(root: Path) -> None:
+    """A recorded El Nino backtest of the references on the toy data: the leaderboard's content."""
     problem = get_problem("el_nino")
     dataset, obs, prepared = problem_inputs(root, problem)
     evaluate(root, problem, [], prepared, obs, dataset, "2016-01", "2023-12", 48, blend=False, guard=False)
