@@ -20,10 +20,10 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError, ModelError
-from climate_ml.model_api import check_prediction, load_model_factory
+from climate_ml.model_api import FIELD_TARGET, check_prediction, load_model_factory, model_target
 from climate_ml.problems.base import FoldData, Problem
-from climate_ml.schema import INIT, LEAD, add_valid_time
-from climate_ml.scores import METRICS, N_VERIFIED, skill_score
+from climate_ml.schema import INIT, LEAD, MEMBER, add_valid_time
+from climate_ml.scores import METRICS, N_VERIFIED, ensemble_scores, rank_histogram, skill_score
 
 Factory = Callable[[], object]
 
@@ -55,6 +55,9 @@ def _fit_and_predict(factory: Factory, fold: FoldData, inits, name: str):
             "start the test period later"
         )
     X_test = fold.test_set(inits)
+    if model_target(factory) == FIELD_TARGET:
+        raise ModelError(f"{name}: forecasts concentration maps (TARGET = {FIELD_TARGET!r}), not an index; "
+                         "backtest it with `climate-ml sea-ice-fields --model FILE`")
     try:
         model = factory()
         model.fit(X_train, y_train)
@@ -79,6 +82,7 @@ class BacktestResult:
     fit_end: xr.DataArray | None = None  # (init_time): the training cut-off of each init's fold
     context: dict[str, xr.DataArray] = field(default_factory=dict)  # the problem's scoring_context per init
     definition: Problem | None = None  # the problem object (for its extra scores)
+    members: dict[str, xr.DataArray] = field(default_factory=dict)  # (init_time, lead, member) of ensemble models
 
     def _anomalies(self, fc: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
         if self.baseline is None:
@@ -89,13 +93,19 @@ class BacktestResult:
         fc, obs = self._anomalies(self.forecasts[name])
         out = {m: _per_lead(metric.compute(fc, obs)) for m, metric in METRICS.items()}
         out["n"] = _per_lead(N_VERIFIED.compute(fc, obs))
+        if name in self.members:  # forecasts hold the ensemble mean; these use the members
+            out.update({k: _per_lead(v) for k, v in ensemble_scores(self.members[name], self.obs).items()})
         if self.definition is not None:
             out.update(self.definition.extra_scores(self, name)[0])
         return out
 
     def extra(self, name: str) -> dict:
-        """Problem-specific summaries beyond per-lead scores (e.g. the rainfall wet season)."""
-        return self.definition.extra_scores(self, name)[1] if self.definition is not None else {}
+        """Summaries beyond per-lead scores: problem-specific ones (e.g. the rainfall wet season)
+        and, for an ensemble, the rank histogram of the observations among its members."""
+        out = self.definition.extra_scores(self, name)[1] if self.definition is not None else {}
+        if name in self.members:
+            out = {**out, "rank_histogram": rank_histogram(self.members[name], self.obs)}
+        return out
 
     def skill(self, name: str, reference: str, metric: str = "rmse") -> dict[str, float]:
         fc, obs = self._anomalies(self.forecasts[name])
@@ -262,6 +272,8 @@ def backtest(
         name: add_valid_time(xr.concat([done[(name, t0)] for t0, _ in plan], dim=INIT))
         for name in models if name not in failures
     }
+    members = {name: fc for name, fc in forecasts.items() if MEMBER in fc.dims}
+    forecasts = {name: fc.mean(MEMBER) if name in members else fc for name, fc in forecasts.items()}
     obs = xr.concat([problem.target(prepared, t0).sel({INIT: inits}) for t0, inits in plan], dim=INIT)
     baselines = [problem.baseline(prepared, t0) for t0, _ in plan]
     baseline = None
@@ -273,7 +285,7 @@ def backtest(
     contexts = [problem.scoring_context(prepared, t0) for t0, _ in plan]
     context = {k: xr.concat([c[k].sel({INIT: inits}) for c, (_, inits) in zip(contexts, plan, strict=True)], dim=INIT)
                for k in contexts[0]}
-    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline, fit_end, context, problem)
+    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline, fit_end, context, problem, members)
 
 
 def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:
@@ -318,14 +330,14 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
             if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
                 ref = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
             else:
-                ref = fit_predict(_resolve(spec), base, block, problem.leads, name)
+                ref = _mean(fit_predict(_resolve(spec), base, block, problem.leads, name))
             for init in probes:
                 # only the probe init must be a valid forecast: later inits hold noise on purpose,
                 # and a model may well forecast garbage from garbage
                 raw, X_test = _fit_and_predict(_resolve(spec), perturbed[init], block, name)
                 if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
                     raise ModelError(f"{name}: predict must return a DataArray with init_time")
-                got = check_prediction(raw.sel({INIT: [init]}), X_test.sel({INIT: [init]}), problem.leads, where=name)
+                got = _mean(check_prediction(raw.sel({INIT: [init]}), X_test.sel({INIT: [init]}), problem.leads, where=name))
                 want = ref.sel({INIT: [init]})
                 if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
                     diff = float(np.max(np.abs(want.values - got.values)))
@@ -335,6 +347,10 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
         except ModelError as exc:
             out[name] = f"{name}: failed under the lookahead guard: {exc}"
     return out
+
+
+def _mean(fc: xr.DataArray) -> xr.DataArray:
+    return fc.mean(MEMBER) if MEMBER in fc.dims else fc
 
 
 def perturb_after(prepared: xr.Dataset, after, seed: int = 0, scale: float = 5.0) -> xr.Dataset:

@@ -236,6 +236,12 @@ def backtest_cmd(
             if season:
                 typer.echo(f"{name}: wet season " + ", ".join(
                     f"{k} {season[k]['all']}" for k in ("rmse", "correlation", "bss_upper_tercile", "rpss")))
+        for name in res.members:
+            s = scores[name]
+            typer.echo(f"{name}: {res.members[name].sizes['member']} members; CRPS by lead "
+                       + ", ".join(f"L{k} {v}" for k, v in s["crps"].items())
+                       + "; spread/skill " + ", ".join(f"L{k} {v}" for k, v in s["spread_skill"].items())
+                       + f"; rank histogram {res.extra(name)['rank_histogram']}")
         if contributivity:
             typer.echo("blend contributivity: " + ", ".join(f"{k} {v:.0%}" for k, v in contributivity.items() if v > 0))
         for name, reason in res.failures.items():
@@ -344,14 +350,25 @@ def sea_ice_fields_cmd(
     test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "2012-01",
     test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
     refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
+    model_paths: Annotated[list[Path] | None, typer.Option(
+        "--model", help="A field model file (TARGET = \"sea_ice_concentration\"), e.g. models/convlstm_sea_ice.py; repeatable.")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="With --model: write a PNG map of each model's probability of ice at lead 1 from the last "
+                       "verified test init, with the observed ice edge.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
-    """Backtest per-cell concentration-field forecasts (climatology, linear trend, trend
-    persistence, damped anomaly persistence) at leads 1-6 and score them by integrated ice-edge
-    error, sea-ice-extent error and binary accuracy (ice = concentration >= 15%)."""
-    from climate_ml.report import skill_table
+    """Backtest concentration-field forecasts at leads 1-6: the per-cell references
+    (climatology, linear trend, trend persistence, damped anomaly persistence) and any field
+    model files given with --model, on the same folds. Scores: integrated ice-edge error,
+    sea-ice-extent error, binary accuracy (ice = concentration >= 15%) and the Brier score of
+    the probability of ice (from the members of a model that has them)."""
+    import numpy as np
+
+    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_name, model_target
+    from climate_ml.report import plot_ice_probability, skill_table
     from climate_ml.sea_ice_fields import (
+        THRESHOLD,
         concentration_field,
         field_backtest,
         summarise_field_scores,
@@ -362,21 +379,47 @@ def sea_ice_fields_cmd(
     end = _month(test_end, "--test-end")
     if refit_every < 1:
         raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
+    models = {}
+    for path in model_paths or []:
+        factory = load_model_factory(path)
+        if model_target(factory) != FIELD_TARGET:
+            raise QueryError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
+                             "backtest index models with `climate-ml backtest arctic_sea_ice FILE`")
+        models[model_name(path)] = factory
     conc, area = concentration_field(ensure_dataset(_root(store), dataset, log=err.print))
     conc = conc.load()
-    end = end or pd.Timestamp(conc["time"].values[-1])
+    last = pd.Timestamp(conc["time"].values[-1])
+    end = end or last
     leads = list(range(1, 7))
+    map_init = min(end, last - pd.DateOffset(months=1))  # its lead-1 month is observed
+    kept: dict[str, np.ndarray] = {}
+
+    def keep(name, init, maps):
+        if plot and init == map_init:
+            kept[name] = (maps[:, 0] >= THRESHOLD).mean(0).reshape(conc.isel(time=0).shape)
+
     with _progress("field backtest") as bar:
         task = bar.add_task("", total=None)
-        scores = field_backtest(conc, area, leads, start, end, refit_every,
+        scores = field_backtest(conc, area, leads, start, end, refit_every, models=models, on_forecast=keep,
                                 progress=lambda msg: bar.update(task, description=msg))
+    if plot and kept:
+        observed = conc.sel(time=map_init + pd.DateOffset(months=1)).values
+        ocean = np.isfinite(conc.values).any(0)
+        probs = {name: np.where(ocean, p, np.nan) for name, p in kept.items()}
+        err.print(f"wrote {plot_ice_probability(observed, probs, plot, f'{map_init + pd.DateOffset(months=1):%Y-%m} from {map_init:%Y-%m} (lead 1)')}")
     summary = summarise_field_scores(scores)
+    failures = json.loads(scores.attrs["failures"])
     if as_json:
         typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{end:%Y-%m}"],
-                               "refit_every_months": refit_every, "leads": leads, "scores": summary}))
-        return
-    for metric in ("iiee", "sie_rmse", "binary_accuracy"):
-        typer.echo(skill_table(summary, metric, leads) + "\n")
+                               "refit_every_months": refit_every, "leads": leads, "scores": summary,
+                               "failed": failures}))
+    else:
+        for metric in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
+            typer.echo(skill_table(summary, metric, leads) + "\n")
+        for name, reason in failures.items():
+            typer.echo(f"FAILED {name}: {reason}")
+    if failures:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -1,7 +1,9 @@
 """The forecaster contract and loading models by path, RAMP-style.
 
 A model file in ``models/`` defines ``make_model()`` returning an object with
-``fit(X, y) -> self`` and ``predict(X) -> DataArray(init_time, lead)``. ``X`` is an
+``fit(X, y) -> self`` and ``predict(X) -> DataArray(init_time, lead)``. (Field models, whose
+file says ``TARGET = "sea_ice_concentration"``, follow the map contract of
+``climate_ml.sea_ice_fields`` instead.) ``X`` is an
 ``xr.Dataset`` over ``init_time`` (the problem's features, only information available at each
 init); ``y`` is a ``DataArray(init_time, lead)`` of targets, NaN where not available for
 training. ``to_table`` turns X into a 2-D numpy matrix for tabular learners.
@@ -23,6 +25,7 @@ from climate_ml.errors import ModelError
 from climate_ml.schema import INIT, LEAD
 
 FACTORY = "make_model"
+FIELD_TARGET = "sea_ice_concentration"  # a model file that forecasts concentration maps says TARGET = this
 
 
 def load_model_factory(path: str | Path) -> Callable[[], object]:
@@ -45,6 +48,13 @@ def load_model_factory(path: str | Path) -> Callable[[], object]:
     if not callable(factory):
         raise ModelError(f"{path}: no {FACTORY}() function")
     return factory
+
+
+def model_target(factory: Callable[[], object]) -> str | None:
+    """The ``TARGET`` a model file declares (``FIELD_TARGET`` for field models); None for the
+    index models of the main contract."""
+    module = sys.modules.get(getattr(factory, "__module__", ""), None)
+    return getattr(module, "TARGET", None)
 
 
 def model_name(path: str | Path) -> str:

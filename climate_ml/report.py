@@ -41,6 +41,7 @@ AXIS_LABELS = {
     "acc": "anomaly correlation (ACC)", "rmse": "RMSE", "bss_upper_tercile": "Brier skill score, upper tercile",
     "rpss": "ranked probability skill score", "iiee": "integrated ice-edge error (10^6 km^2)",
     "binary_accuracy": "binary accuracy (ice >= 15%)", "sie_rmse": "RMSE of sea-ice extent (10^6 km^2)",
+    "ice_brier": "Brier score of the probability of ice",
 }
 
 
@@ -95,6 +96,33 @@ def plot_ice_edge(observed, forecasts: dict, path: str | Path, title: str, thres
     ax.legend(handles=handles, fontsize=8, loc="lower left")
     fig.colorbar(im, ax=ax, shrink=0.6, label="sea-ice concentration")
     ax.set_title(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_ice_probability(observed, probabilities: dict, path: str | Path, title: str, threshold: float = 0.15) -> Path:
+    """One map per model of the forecast probability of ice (the share of members with
+    concentration >= ``threshold``, as IceNet draws it), with the observed ice edge in black."""
+    import numpy as np
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = max(1, len(probabilities))
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 6.6), constrained_layout=True, squeeze=False)
+    obs = np.asarray(observed)
+    im = None
+    for ax, (name, prob) in zip(axes[0], probabilities.items(), strict=False):
+        im = ax.imshow(np.asarray(prob), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax.contour(np.nan_to_num(obs, nan=0.0), levels=[threshold], colors="white", linewidths=1.6)
+        ax.contour(np.nan_to_num(obs, nan=0.0), levels=[threshold], colors="black", linewidths=0.8)
+        ax.set_facecolor("tan")  # land (NaN)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(name, fontsize=10)
+    if im is not None:
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.6, label=f"probability of ice (concentration >= {threshold:.0%})")
+    fig.suptitle(title + " (black: observed ice edge)", fontsize=10)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -90,6 +90,45 @@ def skill_score(metric: Metric, forecast, obs, reference) -> xr.DataArray:
     return out
 
 
+# --- ensemble scores (members) ------------------------------------------------------------
+
+
+def ensemble_scores(members: xr.DataArray, obs: xr.DataArray) -> dict[str, xr.DataArray]:
+    """Scores of an ensemble (init_time, lead, member) per lead, by xskillscore: ``crps`` (in
+    the target's units; the mean absolute error of the ensemble mean for one member) and
+    ``spread_skill``, the ratio of the ensemble spread, sqrt((m+1)/m * mean member variance),
+    to the RMSE of the ensemble mean (1 for a calibrated ensemble, below 1 over-confident;
+    Fortin et al. 2014). Pairs where the observation is missing are left out."""
+    import xskillscore as xs
+
+    members, obs = xr.align(members.drop_vars("valid_time", errors="ignore"),
+                            obs.drop_vars("valid_time", errors="ignore"), join="inner")
+    ok = obs.notnull() & members.notnull().all(MEMBER)
+    o, f = obs.where(ok), members.where(ok)
+    m = members.sizes[MEMBER]
+    crps = xs.crps_ensemble(o.fillna(0), f.fillna(0), member_dim=MEMBER, dim=[], keep_attrs=False).where(ok).mean(INIT)
+    var = f.var(MEMBER, ddof=1).mean(INIT) if m > 1 else xr.full_like(crps, np.nan)
+    rmse = np.sqrt(((f.mean(MEMBER) - o) ** 2).mean(INIT))
+    return {"crps": crps, "spread_skill": np.sqrt((m + 1) / m * var) / rmse}
+
+
+def rank_histogram(members: xr.DataArray, obs: xr.DataArray) -> list[int]:
+    """Counts of the observation's rank among the members, pooled over inits and leads, by
+    xskillscore (flat for a calibrated ensemble; U-shaped for an over-confident one)."""
+    import xskillscore as xs
+
+    members, obs = xr.align(members.drop_vars("valid_time", errors="ignore"),
+                            obs.drop_vars("valid_time", errors="ignore"), join="inner")
+    stacked_f = members.stack(case=[INIT, "lead"])
+    stacked_o = obs.stack(case=[INIT, "lead"])
+    ok = (stacked_o.notnull() & stacked_f.notnull().all(MEMBER)).values
+    if not ok.any():
+        return [0] * (members.sizes[MEMBER] + 1)
+    hist = xs.rank_histogram(stacked_o.isel(case=ok).drop_vars(["case", INIT, "lead"]),
+                             stacked_f.isel(case=ok).drop_vars(["case", INIT, "lead"]), dim="case", member_dim=MEMBER)
+    return [int(v) for v in hist.values]
+
+
 # --- tercile (probabilistic) scores ------------------------------------------------------
 
 CATEGORY = "category"  # below, near, above normal

@@ -8,7 +8,12 @@ grid, land NaN), with ice meaning concentration >= 15%:
 - ``sie_error``: forecast minus observed sea-ice extent, 10^6 km^2;
 - ``binary_accuracy``: the area share of the active region classified correctly, where the
   active region is the ocean that had ice in that calendar month at least once in the training
-  window, or has ice in the forecast or the observation (after IceNet, Andersson et al. 2021).
+  window, or has ice in the forecast or the observation (after IceNet, Andersson et al. 2021);
+- ``ice_brier``: the area-weighted Brier score of the probability of ice over the active region
+  (the share of members with ice; 0 or 1 for a single forecast, where it equals
+  1 - binary_accuracy).
+
+Deterministic scores (IIEE, extent error, binary accuracy) use the member mean.
 
 Field forecasts, fitted per grid cell and calendar month on the training window (data up to
 ``fit_end``) and clipped to 0-1:
@@ -19,12 +24,24 @@ Field forecasts, fitted per grid cell and calendar month on the training window 
 - ``damped_anomaly_persistence``: as above with the departure scaled by a(m, L), one
   regression coefficient per init month and lead pooled over all cells.
 
-``field_backtest`` runs them on a rolling origin like ``backtest.backtest`` (a block of inits
-per refit, each forecast made from data up to its init) and scores every (init, lead).
+Field models. A model file whose module says ``TARGET = "sea_ice_concentration"`` forecasts
+maps: ``make_model()`` returns an object with
+
+- ``fit(conc, cell_area, leads) -> self``: ``conc`` is ``DataArray(time, <grid>)`` holding only
+  the months up to the fold's cut-off (land NaN), ``cell_area`` ``DataArray(<grid>)`` in m^2;
+- ``predict(conc) -> DataArray(lead[, member], <grid>)``: the forecast from the last month of
+  ``conc``, which holds only the months up to that init; concentration as a fraction.
+
+Because a model is never handed a month after its init, it cannot look ahead.
+
+``field_backtest`` runs the references and the field models on a rolling origin like
+``backtest.backtest`` (a block of inits per refit, each forecast made from data up to its init)
+and scores every (init, lead).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,30 +50,62 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.backtest import fold_starts, month_range
-from climate_ml.errors import ClimateMLError
+from climate_ml.errors import ClimateMLError, ModelError
+from climate_ml.model_api import FIELD_TARGET, model_target
 from climate_ml.schema import INIT, LEAD, TIME, add_months
 
 THRESHOLD = 0.15
 FIELD_METHODS = ("climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence")
-FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy")
+FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier")
 
 
 def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, active: np.ndarray | None = None,
-                 threshold: float = THRESHOLD) -> dict[str, float]:
-    """Scores of one forecast field against the observed one (arrays over the same cells)."""
+                 threshold: float = THRESHOLD, members: np.ndarray | None = None) -> dict[str, float]:
+    """Scores of one forecast field against the observed one (arrays over the same cells);
+    ``members`` (member, cells), when given, supplies the probability of ice."""
     ocean = np.isfinite(observed) & np.isfinite(forecast)
     f_ice = (forecast >= threshold) & ocean
     o_ice = (observed >= threshold) & ocean
     a = np.where(ocean, area, 0.0) / 1e12
     over = float(a[f_ice & ~o_ice].sum())
     under = float(a[~f_ice & o_ice].sum())
-    region = ocean & (f_ice | o_ice | (active if active is not None else False))
+    active = active if active is not None else False
+    region = ocean & (f_ice | o_ice | active)
     region_area = float(a[region].sum())
+    prob = f_ice.astype(float) if members is None else (members >= threshold).mean(0)
+    p_region = ocean & ((prob > 0) | o_ice | active)
+    p_area = float(a[p_region].sum())
+    brier = float((a * (prob - o_ice) ** 2)[p_region].sum()) / p_area if p_area > 0 else np.nan
     return {
         "iiee": over + under,
         "sie_error": float(a[f_ice].sum() - a[o_ice].sum()),
         "binary_accuracy": (1.0 - (over + under) / region_area) if region_area > 0 else np.nan,
+        "ice_brier": brier,
     }
+
+
+def check_field_prediction(pred, grid: list[str], shape: tuple[int, ...], leads, where: str) -> np.ndarray:
+    """Validate a field model's forecast; return it as (member, lead, cells)."""
+    if not isinstance(pred, xr.DataArray):
+        raise ModelError(f"{where}: predict must return an xarray.DataArray, got {type(pred).__name__}")
+    expected = {LEAD, *grid}
+    extra = set(pred.dims) - expected - {"member"}
+    if not expected <= set(pred.dims) or extra:
+        raise ModelError(f"{where}: a field forecast has dims (lead[, member], {', '.join(grid)}), got {pred.dims}")
+    got_shape = tuple(pred.sizes[d] for d in grid)
+    if got_shape != tuple(shape):
+        raise ModelError(f"{where}: forecast grid {got_shape} does not match the data set's grid {tuple(shape)}")
+    if sorted(int(v) for v in pred[LEAD].values) != sorted(int(v) for v in leads):
+        raise ModelError(f"{where}: forecast leads {list(pred[LEAD].values)} != leads {list(leads)}")
+    if "member" not in pred.dims:
+        pred = pred.expand_dims(member=[0])
+    values = pred.sel({LEAD: list(leads)}).transpose("member", LEAD, *grid).values.astype("float64")
+    values = values.reshape(values.shape[0], values.shape[1], -1)
+    finite = values[np.isfinite(values)]
+    if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+        raise ModelError(f"{where}: concentration outside 0-1 (min {finite.min():.3g}, max {finite.max():.3g}); "
+                         "forecast a fraction")
+    return values
 
 
 @dataclass
@@ -135,48 +184,108 @@ def forecast_fields(fit: FieldFit, conc: np.ndarray, times: pd.DatetimeIndex, in
 
 def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, test_start, test_end,
                    refit_every: int = 12, methods=FIELD_METHODS,
-                   progress: Callable[[str], None] | None = None) -> xr.Dataset:
-    """Rolling-origin backtest of the field forecasts; returns scores (method, init_time, lead)."""
+                   progress: Callable[[str], None] | None = None,
+                   models: dict[str, Callable[[], object]] | None = None,
+                   on_forecast: Callable[[str, pd.Timestamp, np.ndarray], None] | None = None) -> xr.Dataset:
+    """Rolling-origin backtest of the reference field forecasts (``methods``) and the field
+    ``models`` (name: factory); returns scores (method, init_time, lead). A model that raises or
+    returns a bad forecast is left out, with its reason in ``attrs["failures"]`` (JSON).
+    ``on_forecast(name, init, maps)`` is handed each model's checked forecast, (member, lead,
+    grid cells), e.g. to keep one for a map."""
     spatial = [d for d in concentration.dims if d != TIME]
     times = pd.DatetimeIndex(concentration[TIME].values)
+    shape = tuple(concentration.sizes[d] for d in spatial)
     conc = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(times), -1)
     ocean = np.isfinite(conc).any(0)  # land cells are NaN throughout: leave them out
     conc = conc[:, ocean]
     area = np.asarray(cell_area.transpose(*spatial).values, dtype="float64").ravel()[ocean]
     leads = [int(k) for k in leads]
+    models = dict(models or {})
+    names = list(methods) + list(models)
     test_end = min(pd.Timestamp(test_end), times[-1])
     if pd.Timestamp(test_start) <= times[0]:
         raise ClimateMLError(f"test start {pd.Timestamp(test_start):%Y-%m} leaves no training data")
     starts = fold_starts(test_start, test_end, refit_every)
     inits = month_range(starts[0], test_end)
-    out = np.full((len(methods), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
+    out = np.full((len(names), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
+    failures: dict[str, str] = {}
     k = 0
     for n, t0 in enumerate(starts):
         fit = fit_fields(conc, times, t0, leads)
         block = month_range(t0, min(t0 + pd.DateOffset(months=refit_every - 1), test_end))
+        fitted = {}
+        for name, factory in models.items():
+            if name not in failures:
+                try:
+                    fitted[name] = _fit_field_model(factory, concentration.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
+                                                    cell_area, leads, name)
+                except ModelError as exc:
+                    failures[name] = str(exc)
         for init in block:
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
-            for i_m, method in enumerate(methods):
+            forecasts = {}
+            for method in methods:
                 fc = forecast_fields(fit, conc, times, init, leads, method)
+                forecasts[method] = (fc, None)
+            for name, model in fitted.items():
+                if name in failures:
+                    continue
+                try:
+                    raw = _call(model.predict, name, concentration.isel({TIME: slice(0, times.get_loc(init) + 1)}))
+                    maps = check_field_prediction(raw, spatial, shape, leads, name)
+                except ModelError as exc:
+                    failures[name] = str(exc)
+                    continue
+                if on_forecast:
+                    on_forecast(name, init, maps)
+                members = maps[..., ocean]
+                forecasts[name] = (members.mean(0), members if members.shape[0] > 1 else None)
+            for i_m, name in enumerate(names):
+                if name not in forecasts:
+                    continue
+                fc, members = forecasts[name]
                 for j, v in enumerate(valid):
                     if v not in times:
                         continue
-                    s = field_scores(fc[j], conc[times.get_loc(v)], area, fit.ever_ice[v.month - 1])
-                    out[i_m, k, j] = [s[name] for name in FIELD_SCORES]
+                    s = field_scores(fc[j], conc[times.get_loc(v)], area, fit.ever_ice[v.month - 1],
+                                     members=None if members is None else members[:, j])
+                    out[i_m, k, j] = [s[score] for score in FIELD_SCORES]
             k += 1
         if progress:
             progress(f"fold {n + 1}/{len(starts)} (fit up to {t0:%Y-%m})")
-    coords = {"method": list(methods), INIT: inits, LEAD: leads}
-    return xr.Dataset({name: (("method", INIT, LEAD), out[..., s]) for s, name in enumerate(FIELD_SCORES)},
-                      coords=coords, attrs={"units_iiee": "1e6 km2", "units_sie_error": "1e6 km2"})
+    keep = [i for i, name in enumerate(names) if name not in failures]
+    coords = {"method": [names[i] for i in keep], INIT: inits, LEAD: leads}
+    return xr.Dataset({name: (("method", INIT, LEAD), out[keep][..., s]) for s, name in enumerate(FIELD_SCORES)},
+                      coords=coords, attrs={"units_iiee": "1e6 km2", "units_sie_error": "1e6 km2",
+                                            "failures": json.dumps(failures)})
+
+
+def _call(fn, name: str, *args):
+    try:
+        return fn(*args)
+    except ClimateMLError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{name}: {type(exc).__name__} in fit/predict: {exc}") from exc
+
+
+def _fit_field_model(factory, conc: xr.DataArray, cell_area: xr.DataArray, leads, name: str):
+    if model_target(factory) != FIELD_TARGET:
+        raise ModelError(f"{name}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
+                         f"backtest index models with `climate-ml backtest arctic_sea_ice`")
+    model = _call(factory, name)
+    _call(model.fit, name, conc, cell_area, leads)
+    return model
 
 
 def summarise_field_scores(scores: xr.Dataset) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Per method and lead: mean IIEE, RMSE of the extent error and mean binary accuracy."""
+    """Per method and lead: mean IIEE, RMSE of the extent error, mean binary accuracy and mean
+    Brier score of the probability of ice."""
     table = {
         "iiee": scores["iiee"].mean(INIT),
         "sie_rmse": np.sqrt((scores["sie_error"] ** 2).mean(INIT)),
         "binary_accuracy": scores["binary_accuracy"].mean(INIT),
+        "ice_brier": scores["ice_brier"].mean(INIT),
     }
     out: dict = {}
     for method in scores["method"].values:

@@ -18,7 +18,7 @@ from climate_ml.backtest import BacktestResult, backtest, issue_forecast
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
 from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
-from climate_ml.model_api import file_sha256, load_model_factory, model_name
+from climate_ml.model_api import FIELD_TARGET, file_sha256, load_model_factory, model_name
 from climate_ml.problems import PROBLEMS, Problem
 from climate_ml.store import check_name, list_obs, open_obs
 
@@ -28,6 +28,7 @@ MODELS_DIR = PROJECT_ROOT / "models"
 DEFAULT_DATASET = {name: cls().default_dataset for name, cls in PROBLEMS.items()}
 DEFAULT_PREDICTORS = {name: cls().default_predictors for name, cls in PROBLEMS.items()}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
+_FIELD_LINE = re.compile(r"^TARGET\s*=\s*[\"']" + FIELD_TARGET + r"[\"']", re.MULTILINE)
 
 
 def reference_paths(problem: Problem | str = "el_nino") -> dict[str, Path]:
@@ -45,11 +46,14 @@ def model_problems(path: Path) -> tuple[str, ...] | None:
     return tuple(re.findall(r"[\"']([a-z_]+)[\"']", m.group(1))) if m else None
 
 
-def registered_models(problem: str = "el_nino") -> dict[str, Path]:
-    """Model files in models/ that serve ``problem`` (the template excluded)."""
+def registered_models(problem: str = "el_nino", fields: bool = False) -> dict[str, Path]:
+    """Model files in models/ that serve ``problem`` (the template excluded): index models, or
+    with ``fields`` the field models (files that say ``TARGET = "sea_ice_concentration"``)."""
     out = {}
     for p in sorted(MODELS_DIR.glob("*.py")):
         if p.stem.startswith("_") or p.stem == "template":
+            continue
+        if bool(_FIELD_LINE.search(p.read_text())) != fields:
             continue
         declared = model_problems(p)
         if declared is None or problem in declared:
@@ -348,6 +352,7 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
     for name, fc in result.forecasts.items():
         if name not in paths:
             continue
+        fc = result.members.get(name, fc)  # an ensemble is archived with its members
         fit_end = (result.fit_end.sel(init_time=fc["init_time"]).values if result.fit_end is not None
                    else np.full(fc.sizes["init_time"], fc["init_time"].values[0]))
         cuts = pd.DatetimeIndex(fit_end)

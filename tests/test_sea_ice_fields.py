@@ -31,7 +31,7 @@ def test_scores_on_a_hand_made_grid():
     assert s["binary_accuracy"] == pytest.approx(1 - 4.0 / 6.0)  # active region: cells 0-2
     active = np.array([False, False, False, False])
     perfect = field_scores(obs, obs, area, active)
-    assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0}
+    assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0, "ice_brier": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,6 @@ def test_cli_sea_ice_fields_json_and_bad_input(tmp_path, capsys):
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["scores"]) == {"climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence"}
-    assert set(out["scores"]["linear_trend"]) == {"iiee", "sie_rmse", "binary_accuracy"}
+    assert set(out["scores"]["linear_trend"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier"}
     rc = main(["sea-ice-fields", "--test-start", "2020-13", "--store", str(store)])
     assert rc == 2 and "bad --test-start '2020-13'" in capsys.readouterr().err

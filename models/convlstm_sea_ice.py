@@ -1,0 +1,191 @@
+"""ConvLSTM (PyTorch) for Arctic sea-ice concentration maps at leads 1-6, with members.
+
+A field model (``TARGET = "sea_ice_concentration"``): it is given the concentration maps up to
+the fold's cut-off to fit, and the maps up to an init to forecast from, and returns
+concentration maps ``(lead, member, y, x)`` on the data set's own grid (land NaN).
+
+How it forecasts. The per-cell damped anomaly persistence reference (``climate_ml.sea_ice_fields``:
+a linear trend per cell and calendar month, plus the departure from it at the init scaled by one
+coefficient per init month and lead) is fitted on the training window and kept at the native
+25 km resolution. The network learns what that reference misses: from the last ``frames``
+months of departure and concentration maps, averaged to ``coarsen`` x ``coarsen`` blocks (200 km
+by default), plus the ocean fraction and the calendar month, a convolutional LSTM (Shi et al.
+2015) predicts the block-mean residual (observed departure at the valid month minus the damped
+one) at every lead at once; the residual is interpolated back to the native grid and added.
+The last layer starts at zero, so an untrained network is the reference itself.
+
+Members: ``seeds`` networks, each trained on its own bootstrap sample of the training inits
+(bagging), so the members differ by what they were trained on as well as by their start.
+Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
+cell is the share of members with ice there, as IceNet reports it.
+
+CPU by default (``CLIMATE_ML_DEVICE=cuda`` for a GPU); ``CLIMATE_ML_TORCH_THREADS`` sets the CPU
+threads (default 1, which keeps results reproducible across machines)."""
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch import nn
+from torch.nn import functional as F
+
+from climate_ml.schema import add_months
+from climate_ml.sea_ice_fields import fit_fields
+
+TARGET = "sea_ice_concentration"
+PROBLEMS = ("arctic_sea_ice",)
+
+
+class ConvLSTMCell(nn.Module):
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+
+    def forward(self, x, state):
+        h, c = state
+        i, f, o, g = torch.chunk(self.gates(torch.cat([x, h], dim=1)), 4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class Net(nn.Module):
+    def __init__(self, channels: int, hidden: int, n_leads: int):
+        super().__init__()
+        self.cell = ConvLSTMCell(channels, hidden)
+        self.head = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU())
+        self.out = nn.Conv2d(hidden, n_leads, 1)
+        nn.init.zeros_(self.out.weight)  # start as the damped-persistence reference
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, seq):  # (batch, time, channels, H, W) -> (batch, lead, H, W)
+        b, _, _, h, w = seq.shape
+        state = (seq.new_zeros(b, self.cell.hidden, h, w), seq.new_zeros(b, self.cell.hidden, h, w))
+        for t in range(seq.shape[1]):
+            state = self.cell(seq[:, t], state)
+        return self.out(self.head(state[0]))
+
+
+class SeaIceConvLSTM:
+    def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2)):
+        self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
+        self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
+        self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
+        self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
+
+    # -- grids -----------------------------------------------------------------------------
+    def _blocks(self, values: np.ndarray) -> np.ndarray:
+        """(T, ocean cells) -> (T, Hc, Wc): block means over the ocean cells with data."""
+        k, (ny, nx) = self.coarsen, self.shape_
+        full = np.zeros((values.shape[0], ny * nx))
+        full[:, self.ocean_] = np.nan_to_num(values)
+        weight = np.zeros((values.shape[0], ny * nx))
+        weight[:, self.ocean_] = np.isfinite(values)
+        hc, wc = -(-ny // k), -(-nx // k)
+        pad = ((0, 0), (0, hc * k - ny), (0, wc * k - nx))
+        s = np.pad(full.reshape(-1, ny, nx), pad).reshape(-1, hc, k, wc, k).sum((2, 4))
+        n = np.pad(weight.reshape(-1, ny, nx), pad).reshape(-1, hc, k, wc, k).sum((2, 4))
+        return np.where(n > 0, s / np.maximum(n, 1), 0.0)
+
+    def _frames(self, conc: np.ndarray, anom: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """Input channels per month: (T, 5, Hc, Wc)."""
+        a = self._blocks(anom) / self.anom_scale_
+        c = self._blocks(conc)
+        angle = 2 * np.pi * (times.month.values - 1) / 12
+        ones = np.ones_like(a)
+        return np.stack([a, c, ones * self.ocean_frac_, ones * np.sin(angle)[:, None, None],
+                         ones * np.cos(angle)[:, None, None]], axis=1).astype("float32")
+
+    def _upsample(self, r: torch.Tensor) -> np.ndarray:
+        """(members, lead, Hc, Wc) block residuals -> (members, lead, ocean cells)."""
+        ny, nx = self.shape_
+        up = F.interpolate(r, scale_factor=self.coarsen, mode="bilinear", align_corners=False)[..., :ny, :nx]
+        return up.cpu().numpy().reshape(r.shape[0], r.shape[1], -1)[..., self.ocean_]
+
+    # -- the contract ----------------------------------------------------------------------
+    def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> "SeaIceConvLSTM":
+        torch.set_num_threads(self.threads)
+        times = pd.DatetimeIndex(conc["time"].values)
+        grid = [d for d in conc.dims if d != "time"]
+        values = conc.transpose("time", *grid).values.astype("float64")
+        self.grid_, self.shape_ = grid, values.shape[1:]
+        flat = values.reshape(len(times), -1)
+        self.ocean_ = np.isfinite(flat).any(0)
+        flat = flat[:, self.ocean_]
+        self.leads_ = [int(k) for k in leads]
+        self.ref_ = fit_fields(flat, times, times[-1], self.leads_)
+        anom = flat - self.ref_.trend(times)
+        self.anom_scale_ = float(np.nanstd(anom)) + 1e-6
+        self.ocean_frac_ = self._blocks(np.ones((1, flat.shape[1])))[0]
+        block_anom = self._blocks(anom)
+        frames = self._frames(flat, anom, times)
+
+        # samples: inits with a full input window; targets where the valid month is observed
+        n_t, f = len(times), self.frames
+        observed = np.isfinite(flat).any(1)
+        inits = [i for i in range(f - 1, n_t - 1) if observed[i - f + 1:i + 1].all()]
+        months = times.month.values - 1
+        target = np.zeros((len(inits), len(self.leads_)) + block_anom.shape[1:], dtype="float32")
+        known = np.zeros((len(inits), len(self.leads_)), dtype=bool)
+        for s, i in enumerate(inits):
+            for j, lead in enumerate(self.leads_):
+                if i + lead < n_t and observed[i + lead]:
+                    target[s, j] = block_anom[i + lead] - self.ref_.damping[months[i], j] * block_anom[i]
+                    known[s, j] = True
+        self.target_scale_ = float(target[known].std()) + 1e-6
+        dev = self.device
+        x_all = torch.tensor(frames, device=dev)
+        index = torch.tensor(np.array(inits), device=dev)
+        offsets = torch.arange(-f + 1, 1, device=dev)
+        y = torch.tensor(target / self.target_scale_, device=dev)
+        mask = torch.tensor(known, device=dev)[:, :, None, None] * torch.tensor(
+            self.ocean_frac_, dtype=torch.float32, device=dev)
+        self.nets_, self.epoch_seconds_ = [], []
+        for seed in self.seeds:
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            bag = torch.randint(0, len(inits), (len(inits),), generator=gen).to(dev)  # bootstrap sample
+            net = Net(frames.shape[1], self.hidden, len(self.leads_)).to(dev)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            for _ in range(self.epochs):
+                tic = time.perf_counter()
+                net.train()
+                for batch in bag[torch.randperm(len(bag), generator=gen).to(dev)].split(self.batch):
+                    seq = x_all[index[batch, None] + offsets]
+                    err = (net(seq) - y[batch]) ** 2 * mask[batch]
+                    loss = err.sum() / mask[batch].sum().clamp(min=1)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                self.epoch_seconds_.append(time.perf_counter() - tic)
+            net.eval()
+            self.nets_.append(net)
+        return self
+
+    def predict(self, conc: xr.DataArray) -> xr.DataArray:
+        """Maps (lead, member, y, x) forecast from the last month of ``conc``."""
+        torch.set_num_threads(self.threads)
+        times = pd.DatetimeIndex(conc["time"].values[-self.frames:])
+        values = conc.isel(time=slice(-self.frames, None)).transpose("time", *self.grid_).values
+        flat = values.reshape(len(times), -1)[:, self.ocean_].astype("float64")
+        anom = flat - self.ref_.trend(times)
+        frames = torch.tensor(self._frames(flat, anom, times)[None], device=self.device)
+        with torch.no_grad():
+            r = torch.cat([net(frames) for net in self.nets_]) * self.target_scale_
+        init = times[-1]
+        valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), self.leads_)[0])
+        damped = self.ref_.trend(valid) + self.ref_.damping[init.month - 1][:, None] * np.nan_to_num(anom[-1])[None]
+        members = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)
+        out = np.full((len(self.nets_), len(self.leads_), self.ocean_.size), np.nan)
+        out[..., self.ocean_] = members
+        out = out.reshape((len(self.nets_), len(self.leads_)) + tuple(self.shape_))
+        coords = {"member": np.arange(len(self.nets_)), "lead": self.leads_}
+        return xr.DataArray(out, dims=("member", "lead", *self.grid_), coords=coords).transpose("lead", "member", ...)
+
+
+def make_model():
+    return SeaIceConvLSTM()

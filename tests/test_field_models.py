@@ -1,0 +1,166 @@
+"""Field models: the map contract, members and the probability of ice, bad input, and the
+sea-ice ConvLSTM learning a planted signal that per-cell references cannot see."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.backtest import backtest
+from climate_ml.cli import main
+from climate_ml.model_api import load_model_factory
+from climate_ml.problems import get_problem
+from climate_ml.sea_ice_fields import field_backtest, field_scores, summarise_field_scores
+from climate_ml.workflows import registered_models
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVLSTM = ROOT / "models" / "convlstm_sea_ice.py"
+
+PERSISTENCE_MODEL = '''
+import numpy as np
+import xarray as xr
+
+TARGET = "sea_ice_concentration"
+SEEN = []
+
+
+class Persist:
+    def fit(self, conc, cell_area, leads):
+        self.leads = list(leads)
+        return self
+
+    def predict(self, conc):
+        SEEN.append(conc["time"].values[-1])
+        last = conc.isel(time=-1).drop_vars("time")
+        members = [np.clip(last + d, 0, 1).where(last.notnull()) for d in (-0.1, 0.0, 0.1)]
+        out = xr.concat(members, dim="member").expand_dims(lead=self.leads)
+        return out{suffix}
+
+
+def make_model():
+    return Persist()
+'''
+
+
+def _write_model(tmp_path: Path, name: str, suffix: str = "") -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(PERSISTENCE_MODEL.replace("{suffix}", suffix))
+    return path
+
+
+def advecting_ice(n_years: int = 20, size: int = 16, seed: int = 3) -> xr.Dataset:
+    """A planted signal: the ice edge carries anomalies that move one cell east every month
+    (AR(1) with memory 0.9, wrapping around), plus a seasonal cycle. Per-cell persistence sees
+    only the anomaly at its own cell; a convolution can follow the anomaly to the next cell."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("1990-01", periods=12 * n_years, freq="MS")
+    r = np.zeros((len(time), size))
+    for t in range(1, len(time)):
+        r[t] = 0.9 * np.roll(r[t - 1], 1) + 0.45 * rng.normal(size=size)
+    season = 2.0 * np.cos(2 * np.pi * (time.month.values - 3) / 12)
+    edge = size / 2 + season[:, None] + 2.0 * r  # (time, x): rows north of the edge have ice
+    y = np.arange(size)[None, :, None]
+    conc = np.clip(1 / (1 + np.exp(-(y - edge[:, None, :]) / 0.7)), 0, 1).astype("float32")
+    conc[:, :2, :2] = np.nan  # a corner of land
+    area = np.full((size, size), 1e10)
+    return xr.Dataset({"conc": (("time", "y", "x"), conc, {"units": "1", "standard_name": "sea_ice_area_fraction"})},
+                      coords={"time": time, "y": np.arange(size), "x": np.arange(size),
+                              "cell_area": (("y", "x"), area, {"units": "m2"})})
+
+
+def test_probability_of_ice_scores_members():
+    """Brier score of the probability of ice over the active region, by hand: two cells of
+    1 and 3 (10^6 km^2); the members say ice in cell 0 with p 2/3, cell 1 with p 1/3; the
+    observation has ice in cell 0 only."""
+    area = np.array([1.0, 3.0]) * 1e12
+    obs = np.array([0.9, 0.0])
+    members = np.array([[0.5, 0.2], [0.3, 0.0], [0.0, 0.0]])
+    s = field_scores(members.mean(0), obs, area, members=members)
+    assert s["ice_brier"] == pytest.approx((1 * (2 / 3 - 1) ** 2 + 3 * (1 / 3) ** 2) / 4)
+    det = field_scores(members.mean(0), obs, area)
+    assert det["ice_brier"] == pytest.approx(1 - det["binary_accuracy"])  # 0/1 probabilities
+
+
+def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):
+    ice = advecting_ice(n_years=8, size=8)
+    factory = load_model_factory(_write_model(tmp_path, "persist"))
+    scores = field_backtest(ice["conc"], ice["cell_area"], [1, 2], "1995-01", "1996-06", 12,
+                            methods=("damped_anomaly_persistence",), models={"persist": factory})
+    assert list(scores["method"].values) == ["damped_anomaly_persistence", "persist"]
+    assert json.loads(scores.attrs["failures"]) == {}
+    # predict saw data up to each init and no further: the last month it got is the init
+    seen = pd.DatetimeIndex(__import__("sys").modules[factory.__module__].SEEN)
+    assert list(seen) == list(pd.date_range("1995-01", "1996-06", freq="MS"))
+    table = summarise_field_scores(scores)
+    assert set(table["persist"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier"}
+    brier = scores["ice_brier"].sel({"method": "persist"})
+    assert bool((brier >= 0).all()) and bool((brier <= 1).all())
+
+
+def test_field_model_on_the_wrong_grid_fails_with_its_reason(tmp_path):
+    ice = advecting_ice(n_years=8, size=8)
+    bad = load_model_factory(_write_model(tmp_path, "cropped", suffix=".isel(x=slice(0, 5))"))
+    scores = field_backtest(ice["conc"], ice["cell_area"], [1], "1995-01", "1995-03", 12,
+                            methods=("climatology",), models={"cropped": bad})
+    failures = json.loads(scores.attrs["failures"])
+    assert "does not match the data set's grid" in failures["cropped"]
+    assert list(scores["method"].values) == ["climatology"]  # the reference still scored
+
+
+def test_field_and_index_models_refuse_the_other_contract(tmp_path, store, capsys):
+    """A field model given to the index backtest, and an index model given to sea-ice-fields:
+    each a one-line error that names the way to run it."""
+    assert "convlstm_sea_ice" in registered_models("arctic_sea_ice", fields=True)
+    assert "convlstm_sea_ice" not in registered_models("arctic_sea_ice")
+    rc = main(["sea-ice-fields", "--model", str(ROOT / "models" / "persistence.py"), "--store", str(store)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "not a field model" in err and len(err.strip().splitlines()) == 1
+    problem = get_problem("arctic_sea_ice")
+    from climate_ml.workflows import problem_inputs
+
+    _, _, prepared = problem_inputs(store, problem)
+    field = _write_model(tmp_path, "maps")
+    res = backtest(problem, {"maps": field}, prepared, "2015-01", "2016-12", 24)
+    assert "forecasts concentration maps" in res.failures["maps"] and "sea-ice-fields --model" in res.failures["maps"]
+
+
+def test_cli_sea_ice_fields_with_a_field_model(tmp_path, capsys):
+    store = tmp_path / "store"
+    path = _write_model(tmp_path, "persist")
+    png = tmp_path / "probability.png"
+    rc = main(["sea-ice-fields", "--test-start", "2022-01", "--refit-every", "60", "--model", str(path),
+               "--plot", str(png), "--json", "--store", str(store)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["failed"] == {}
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert out["scores"]["persist"]["ice_brier"]["1"] is not None
+    assert out["scores"]["persist"]["iiee"]["1"] > 0
+    bad = _write_model(tmp_path, "broken", suffix=" + 2")
+    rc = main(["sea-ice-fields", "--test-start", "2024-01", "--model", str(bad), "--store", str(store)])
+    printed = capsys.readouterr().out
+    assert rc == 3 and "FAILED broken" in printed and "outside 0-1" in printed
+
+
+def test_convlstm_learns_advection_that_per_cell_references_miss():
+    """On fields whose anomalies move one cell a month, the ConvLSTM (full resolution, a small
+    net) beats damped anomaly persistence on integrated ice-edge error at lead 1 by a clear
+    margin, and its members give a better probability of ice than the reference's 0/1."""
+    ice = advecting_ice()
+    factory = load_model_factory(CONVLSTM)
+    module = __import__("sys").modules[factory.__module__]
+
+    def small():
+        return module.SeaIceConvLSTM(coarsen=1, hidden=8, frames=2, epochs=40, seeds=(0, 1))
+
+    small.__module__ = factory.__module__
+    scores = field_backtest(ice["conc"], ice["cell_area"], [1, 2], "2005-01", "2009-11", 36,
+                            methods=("damped_anomaly_persistence",), models={"convlstm": small})
+    assert json.loads(scores.attrs["failures"]) == {}
+    iiee = scores["iiee"].mean("init_time")
+    ref, net = (iiee.sel({"method": m}) for m in ("damped_anomaly_persistence", "convlstm"))
+    assert float(net.sel(lead=1)) < 0.8 * float(ref.sel(lead=1)), (float(net.sel(lead=1)), float(ref.sel(lead=1)))
+    brier = scores["ice_brier"].mean("init_time").sel(lead=1)
+    assert float(brier.sel({"method": "convlstm"})) < float(brier.sel({"method": "damped_anomaly_persistence"}))

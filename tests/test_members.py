@@ -1,0 +1,116 @@
+"""Ensemble members through the index contract: the backtest scores the member mean and the
+members (CRPS, spread/skill, rank histogram by xskillscore), the lookahead guard probes the
+mean, and the archive keeps the members of every hindcast."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from climate_ml.archive import query, to_records
+from climate_ml.backtest import backtest, guard_backtest
+from climate_ml.ingest import standardise
+from climate_ml.problems.el_nino import ElNino
+from climate_ml.scores import ensemble_scores, rank_histogram
+from climate_ml.synthetic import toy_ocean
+from climate_ml.workflows import MODELS_DIR, archive_backtest
+
+PROBLEM = ElNino(leads=(1, 3, 6))
+
+ENSEMBLE = '''
+import numpy as np
+import xarray as xr
+
+PROBLEMS = ("el_nino",)
+
+
+class Ensemble:
+    """Persistence of the latest anomaly, with members spread by the training error at each lead."""
+
+    def __init__(self, n_members={n}):
+        self.n_members = n_members
+
+    def fit(self, X, y):
+        err = y - X["persistence"]
+        self.sigma_ = err.std("init_time").values
+        return self
+
+    def predict(self, X):
+        base = X["persistence"].values[:, None]
+        z = np.linspace(-1.5, 1.5, self.n_members) * {scale}
+        out = base[:, :, None] + self.sigma_[None, :, None] * z[None, None, :]
+        out = np.broadcast_to(out, (X.sizes["init_time"], len(self.sigma_), self.n_members))
+        return xr.DataArray(out, dims=("init_time", "lead", "member"),
+                            coords={{"init_time": X["init_time"].values, "lead": [1, 3, 6]}})
+
+
+def make_model():
+    return Ensemble()
+'''
+
+
+@pytest.fixture(scope="module")
+def prepared():
+    return PROBLEM.prepare(standardise(toy_ocean(start="1960-01", end="1999-12"), "sst"))
+
+
+def _model(tmp_path: Path, name: str, scale: float, n: int = 9) -> Path:
+    path = tmp_path / f"{name}.py"
+    path.write_text(ENSEMBLE.format(n=n, scale=scale))
+    return path
+
+
+def test_member_models_are_scored_on_the_mean_and_the_members(prepared, tmp_path):
+    wide, narrow = _model(tmp_path, "wide", 1.0), _model(tmp_path, "narrow", 0.1)
+    res = backtest(PROBLEM, {"wide": wide, "narrow": narrow, "persistence": MODELS_DIR / "persistence.py"},
+                   prepared, "1985-01", "1998-12", refit_every=60)
+    assert res.failures == {}
+    assert set(res.members) == {"wide", "narrow"} and res.members["wide"].sizes["member"] == 9
+    assert "member" not in res.forecasts["wide"].dims
+    xr.testing.assert_allclose(res.forecasts["wide"], res.members["wide"].mean("member"))
+    wide_s, narrow_s, pers_s = res.scores("wide"), res.scores("narrow"), res.scores("persistence")
+    # the two ensembles share their mean (persistence), so the deterministic scores agree
+    assert wide_s["rmse"] == narrow_s["rmse"] == pers_s["rmse"]
+    assert "crps" not in pers_s
+    for lead in ("3", "6"):
+        # members spread like the errors are near calibrated; a tenth of that is over-confident
+        assert 0.6 < wide_s["spread_skill"][lead] < 1.4, wide_s["spread_skill"]
+        assert narrow_s["spread_skill"][lead] < 0.2
+        assert wide_s["crps"][lead] < narrow_s["crps"][lead] < narrow_s["rmse"][lead]
+    hist = res.extra("narrow")["rank_histogram"]
+    assert len(hist) == 10 and sum(hist) == int(res.obs.notnull().sum())
+    assert hist[0] + hist[-1] > 0.5 * sum(hist)  # U-shaped: the observation falls outside
+
+
+def test_guard_probes_member_models(prepared, tmp_path):
+    path = _model(tmp_path, "wide", 1.0)
+    assert guard_backtest(PROBLEM, {"wide": path}, prepared, "1990-01", "1994-12", 60) == {}
+
+
+def test_members_are_archived_and_queried(prepared, tmp_path):
+    path = _model(tmp_path, "wide", 1.0, n=3)
+    res = backtest(PROBLEM, {"wide": path}, prepared, "1995-01", "1996-12", refit_every=12)
+    obs = xr.Dataset({"sst": ("time", np.zeros(3))}, coords={"time": pd.date_range("1995-01", periods=3, freq="MS")})
+    root = tmp_path / "store"
+    actions = archive_backtest(root, PROBLEM, res, obs, "toy", {"wide": path})
+    assert actions == {"wide": "created"}
+    ds = query(root, "el_nino", "wide", init="1996-03", dataset="toy")
+    assert ds.sizes["member"] == 3
+    np.testing.assert_allclose(ds["forecast"].sel(lead=3).values.ravel(),
+                               res.members["wide"].sel(init_time="1996-03", lead=3).values.ravel())
+    rows = to_records(ds)
+    assert len(rows) == 3 * 3 and set(rows["member"]) == {0, 1, 2}
+
+
+def test_ensemble_scores_by_hand():
+    """Two members at 0 and 2, observation 1: CRPS = E|X - y| - E|X - X'|/2 = 1 - 0.5 = 0.5;
+    spread sqrt(3/2 * 2) against an error of 0."""
+    members = xr.DataArray([[[0.0, 2.0]], [[1.0, 3.0]]], dims=("init_time", "lead", "member"),
+                           coords={"init_time": pd.date_range("2000-01", periods=2, freq="MS"), "lead": [1]})
+    obs = xr.DataArray([[1.0], [np.nan]], dims=("init_time", "lead"), coords={"init_time": members["init_time"], "lead": [1]})
+    s = ensemble_scores(members, obs)
+    assert float(s["crps"].sel(lead=1)) == pytest.approx(0.5)
+    assert np.isinf(float(s["spread_skill"].sel(lead=1)))  # perfect mean, so no error to compare
+    assert rank_histogram(members, obs) == [0, 1, 0]
