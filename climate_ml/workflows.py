@@ -331,9 +331,12 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
                           years: int = 20) -> dict | None:
     """Tercile probabilities for a live forecast, for problems that issue them: the model is
     backtested on the ``years`` before the init (data up to the init only, refit every 5 years)
-    to calibrate its spread. None for other problems."""
+    to calibrate its spread. None for other problems. An ensemble's mean is the forecast
+    here: its probabilities come from the model's own out-of-sample errors, like any other."""
     if not hasattr(problem, "outlook"):
         return None
+    if "member" in forecast.dims:
+        forecast = forecast.mean("member")
     init = pd.Timestamp(forecast["init_time"].values[0])
     known = prepared.sel(time=slice(None, init))
     last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init

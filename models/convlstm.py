@@ -6,8 +6,8 @@ calendar month at the head.
 
 Small on purpose (8 hidden channels, one layer) because the training set is a few hundred to
 two thousand months: maps are standardised per cell and the targets per lead with the
-training window's statistics; Adam with weight decay, 30 epochs, an ensemble of two seeds
-averaged. Deterministic on the CPU (seeded, one thread). Runs on a GPU when one is
+training window's statistics; Adam with weight decay, 30 epochs, two seeds returned as two
+members (deterministic scores use their mean). Deterministic on the CPU (seeded, one thread). Runs on a GPU when one is
 available (``CLIMATE_ML_DEVICE=cuda``)."""
 
 import os
@@ -121,10 +121,11 @@ class ConvLSTMForecaster:
         torch.set_num_threads(1)
         seq, month = self._inputs(X)
         with torch.no_grad():
-            out = np.mean([net(seq, month).cpu().numpy() for net in self.nets_], axis=0)
-        out = out * self.y_std_ + self.y_mean_
-        return xr.DataArray(out, dims=("init_time", "lead"),
-                            coords={"init_time": X["init_time"].values, "lead": self.leads_})
+            out = np.stack([net(seq, month).cpu().numpy() for net in self.nets_], axis=-1)
+        out = out * self.y_std_[:, None] + self.y_mean_[:, None]
+        return xr.DataArray(out, dims=("init_time", "lead", "member"),
+                            coords={"init_time": X["init_time"].values, "lead": self.leads_,
+                                    "member": np.arange(len(self.nets_))})
 
 
 def make_model():
