@@ -17,21 +17,9 @@ import torch
 import xarray as xr
 from torch import nn
 
+from climate_ml.layers import ConvLSTMCell
+
 PROBLEMS = ("el_nino",)
-
-
-class ConvLSTMCell(nn.Module):
-    def __init__(self, in_channels: int, hidden: int, kernel: int = 3):
-        super().__init__()
-        self.hidden = hidden
-        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
-
-    def forward(self, x, state):
-        h, c = state
-        i, f, o, g = torch.chunk(self.gates(torch.cat([x, h], dim=1)), 4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
 
 
 class Net(nn.Module):

@@ -32,24 +32,12 @@ import xarray as xr
 from torch import nn
 from torch.nn import functional as F
 
+from climate_ml.layers import ConvLSTMCell
 from climate_ml.schema import add_months
 from climate_ml.sea_ice_fields import fit_fields
 
 TARGET = "sea_ice_concentration"
 PROBLEMS = ("arctic_sea_ice",)
-
-
-class ConvLSTMCell(nn.Module):
-    def __init__(self, in_channels: int, hidden: int, kernel: int = 3):
-        super().__init__()
-        self.hidden = hidden
-        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
-
-    def forward(self, x, state):
-        h, c = state
-        i, f, o, g = torch.chunk(self.gates(torch.cat([x, h], dim=1)), 4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class Net(nn.Module):
