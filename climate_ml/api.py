@@ -4,6 +4,7 @@
     GET /health
     GET /problems
     GET /forecasts?problem=el_nino[&dataset=NAME][&model=M][&init=YYYY-MM:YYYY-MM][&lead=L[,L]][&valid=A:B]
+                  [&box=LAT0,LAT1,LON0,LON1 or a region name: maps only]
                   [&as_of=YYYY-MM-DD|TAG][&format=json|csv|netcdf|climpred|weatherbench2]
     GET /archive?problem=el_nino[&dataset=NAME]      models, inits, kinds, last commits
     GET /plume?problem=el_nino[&dataset=NAME]        latest live forecasts and the observed history
@@ -48,6 +49,7 @@ from climate_ml.archive import (
 from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.leaderboard import assemble, default_reference, score_board
 from climate_ml.problems import PROBLEMS, get_problem
+from climate_ml.regions import parse_box
 from climate_ml.scores import METRICS
 from climate_ml.verify import drift_records
 
@@ -114,15 +116,17 @@ def create_app(root: Path) -> FastAPI:
     @app.get("/forecasts")
     async def forecasts(problem: str, model: str | None = None, init: str | None = None, lead: str | None = None,
                   format: str = "json", dataset: str | None = None, valid: str | None = None,
-                  as_of: str | None = None) -> Response:
+                  as_of: str | None = None, box: str | None = None) -> Response:
         if format not in MEDIA:
             raise QueryError(f"bad format {format!r} ({', '.join(MEDIA)})")
         get_problem(problem)
         parse_init_range(init)
         parse_init_range(valid)
         parse_leads(lead)
+        if box is not None:
+            parse_box(box)
         data = export(query(root, problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of,
-                            provenance=format not in ("json", "csv")), format)
+                            provenance=format not in ("json", "csv"), box=box), format)
         binary = MEDIA[format] == "application/x-netcdf"
         headers = {"Content-Disposition": f'attachment; filename="{problem}-{format}.nc"'} if binary else None
         return Response(content=data, media_type=MEDIA[format], headers=headers)

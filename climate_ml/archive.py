@@ -172,9 +172,10 @@ class _Snapshot:
         with self._lock:
             if key not in self._data:
                 ds = xr.open_zarr(self.store, group=key, consolidated=False)
-                # index forecasts, outcomes and provenance are small: in memory; maps stay lazy
+                # index forecasts, outcomes, provenance and a map's lat/lon are small: in memory; maps stay lazy
                 small = [n for n, v in ds.variables.items() if set(v.dims) <= {INIT, LEAD, MEMBER, CATEGORY}]
                 ds = ds.assign({n: ds[n].load() for n in small if n not in ds.dims})
+                ds = ds.assign_coords({n: ds[n].load() for n in ("lat", "lon") if n in ds.coords and n not in ds.dims})
                 if INIT in ds.dims:
                     ds = ds.isel({INIT: np.argsort(ds[INIT].values, kind="stable")})
                 ds = ds.assign({n: v.astype(object) for n, v in ds.data_vars.items() if v.dtype.kind == "T"})
@@ -316,7 +317,11 @@ def write_forecast(
     inits = pd.DatetimeIndex(forecast[INIT].values)
     if inits.has_duplicates:
         raise StoreError(f"{model}: the forecast has init {inits[inits.duplicated()][0]:%Y-%m} twice")
-    new = forecast.drop_vars([c for c in forecast.coords if c not in forecast.dims]).rename("forecast").to_dataset()
+    # a map keeps its grid's own coordinates (2-D lat/lon of a projected grid): what a region box reads
+    grid = {c for c in forecast.coords if c not in forecast.dims and forecast[c].dims
+            and not {INIT, LEAD, MEMBER} & set(forecast[c].dims)}
+    new = forecast.drop_vars([c for c in forecast.coords if c not in forecast.dims and c not in grid]
+                             ).rename("forecast").to_dataset()
     shape = new["forecast"].isel({d: 0 for d in new["forecast"].dims if d not in (INIT, LEAD)}, drop=True)
     new[OBSERVED] = (xr.full_like(shape, np.nan, dtype=float) if observed is None else  # filled as outcomes arrive
                      observed.drop_vars([c for c in observed.coords if c not in observed.dims]).reindex_like(shape))
@@ -325,7 +330,8 @@ def write_forecast(
                                                    ).reindex({INIT: new[INIT].values, LEAD: new[LEAD].values})
         new = new.assign_coords({CATEGORY: new[CATEGORY].astype(object)})
     new = new.assign(provenance_variables({**provenance, "dataset": dataset}, inits))
-    new = _cf(add_valid_time(new), problem, model, dataset, get_problem(problem).target_units)
+    units = forecast.attrs.get("units") or get_problem(problem).target_units  # maps say their own ("1")
+    new = _cf(add_valid_time(new), problem, model, dataset, units)
     path = archive_path(root, problem)
     with locked(root, f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
@@ -362,7 +368,9 @@ def write_forecast(
             if len(fresh):
                 new.sel({INIT: fresh}).to_zarr(session.store, group=group, append_dim=INIT, consolidated=False)
             for t in replaced:
-                new.sel({INIT: [t]}).to_zarr(session.store, group=group, region="auto", consolidated=False)
+                part = new.sel({INIT: [t]})
+                part = part.drop_vars([v for v in part.variables if INIT not in part[v].dims and v not in part.dims])
+                part.to_zarr(session.store, group=group, region="auto", consolidated=False)
             action = "updated"
         kinds = sorted(set(new["prov_kind"].values.tolist()))
         span = f"{inits.min():%Y-%m}..{inits.max():%Y-%m}"
@@ -382,6 +390,9 @@ def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
     if set(new["forecast"].dims) != set(old["forecast"].dims):
         raise StoreError(f"{group}: the archive holds forecasts over {tuple(old['forecast'].dims)}, "
                          f"this one is over {tuple(new['forecast'].dims)}")
+    for d in set(new["forecast"].dims) - {INIT, LEAD, MEMBER}:
+        if new.sizes[d] != old.sizes[d] or not np.array_equal(new[d].values, old[d].values):
+            raise StoreError(f"{group}: the forecast's {d!r} grid differs from the archived one")
     extra = sorted(set(new[LEAD].values.tolist()) - set(old[LEAD].values.tolist()))
     if extra:
         raise StoreError(f"{group}: lead {extra[0]} is not among the archived leads "
@@ -634,13 +645,19 @@ def query(
     valid: str | None = None,
     as_of: str | None = None,
     provenance: bool = True,
+    box: str | None = None,
 ) -> xr.Dataset:
     """Archived forecasts on one data set (default: the problem's) as a Dataset over
     (model, init_time, lead[, member]) with valid_time, the observed outcome where known and each
     init's provenance. ``init`` and ``valid`` are month ranges (``parse_init_range``), ``lead`` one
     or several leads, ``as_of`` a UTC date/time or a tag: the archive as it stood then.
-    ``provenance=False`` leaves the provenance variables out (tables do not show them)."""
+    ``provenance=False`` leaves the provenance variables out (tables do not show them). ``box``
+    (maps only): a region name or ``lat_min,lat_max,lon_min,lon_max``; the maps are cut to the
+    rows and columns that touch it and cells outside it are NaN."""
     from climate_ml.problems import get_problem
+    from climate_ml.regions import parse_box
+
+    region = parse_box(box) if box is not None else None
 
     prob = get_problem(problem)
     start, end = parse_init_range(init)
@@ -673,7 +690,14 @@ def query(
             keep = (vt >= (vstart or vt.min())) & (vt <= (vend or vt.max()))
             ds = ds.isel({INIT: keep.any(LEAD).values})
             ds = ds.assign({v: ds[v].where(keep) for v in ("forecast", OBSERVED) if v in ds})
+        if region is not None:
+            ds = _in_box(ds, region, m)
         parts.append(ds)
+    kinds = {m: "index" if _is_index(p) else "maps" for p, m in zip(parts, models, strict=True)}
+    if len(set(kinds.values())) > 1:
+        raise QueryError(f"{problem} on {dataset} holds index forecasts ({', '.join(m for m, k in kinds.items() if k == 'index')})"
+                         f" and maps ({', '.join(m for m, k in kinds.items() if k == 'maps')}); give --model")
+    units = parts[0]["forecast"].attrs.get("units", prob.target_units)
     if len(parts) == 1:
         out = parts[0].expand_dims({MODEL: models})  # coordinates (valid_time) are not expanded
     else:
@@ -682,13 +706,29 @@ def query(
         out = add_valid_time(out)
         for v in out.variables:
             out[v].attrs = next((dict(p[v].attrs) for p in parts if v in p.variables and p[v].attrs), {})
-    out["forecast"].attrs.update(units=prob.target_units, long_name=f"{problem} forecast")
+    out["forecast"].attrs.update(units=units, long_name=f"{problem} forecast")
     out[MODEL].attrs = {"long_name": "forecasting model (file name in the archive)"}
     out.attrs = {**GLOBAL_ATTRS, "title": f"climate-ml {problem} forecasts on {dataset}", "problem": problem,
                  "dataset": dataset, "snapshot": snap.id,
                  "source": f"climate-ml {__version__} forecast archive",
                  "history": f"{_dt.datetime.now(_dt.UTC):%Y-%m-%dT%H:%M:%SZ} queried from archive snapshot {snap.id}"}
     return out
+
+
+def _in_box(ds: xr.Dataset, region, model: str) -> xr.Dataset:
+    """The maps of ``ds`` cut to the bounding rows / columns of ``region``, NaN outside it."""
+    if _is_index(ds):
+        raise QueryError(f"a box selects part of a map; {model!r} forecasts an index (drop --box)")
+    if "lat" not in ds.coords or "lon" not in ds.coords:
+        raise QueryError(f"{model!r}: its archived maps carry no lat/lon coordinates, so a box cannot select them")
+    inside = region.mask(ds["lat"], ds["lon"] % 360.0)
+    grid = list(inside.dims)
+    if not bool(inside.any()):
+        raise QueryError(f"box {region.name!r} contains no cell of {model!r}'s grid")
+    cut = {d: np.flatnonzero(inside.any([e for e in grid if e != d]).values) for d in grid}
+    cut = {d: slice(int(i[0]), int(i[-1]) + 1) for d, i in cut.items()}
+    ds, inside = ds.isel(cut), inside.isel(cut)
+    return ds.assign({v: ds[v].where(inside) for v in ("forecast", OBSERVED) if v in ds and set(grid) <= set(ds[v].dims)})
 
 
 def to_records(ds: xr.Dataset) -> pd.DataFrame:

@@ -355,6 +355,11 @@ def sea_ice_fields_cmd(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="With --model: write a PNG map of each model's probability of ice at lead 1 from the last "
                        "verified test init, with the observed ice edge.")] = None,
+    archive: Annotated[bool, typer.Option(
+        "--archive", help="With --model: archive each model's out-of-sample maps (all members) as hindcasts, with "
+                          "the observed maps; query them with `climate-ml query arctic_sea_ice --dataset NAME "
+                          "--model M [--box ...]`.")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="With --archive: overwrite different archived maps.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
@@ -373,8 +378,11 @@ def sea_ice_fields_cmd(
         field_backtest,
         summarise_field_scores,
     )
-    from climate_ml.workflows import ensure_dataset
+    from climate_ml.backtest import fold_starts
+    from climate_ml.workflows import archive_field_hindcasts, ensure_dataset
 
+    if archive and not model_paths:
+        raise QueryError("--archive needs a field model (--model FILE): the per-cell references are not archived")
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
     if refit_every < 1:
@@ -386,17 +394,21 @@ def sea_ice_fields_cmd(
             raise QueryError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
                              "backtest index models with `climate-ml backtest arctic_sea_ice FILE`")
         models[model_name(path)] = factory
-    conc, area = concentration_field(ensure_dataset(_root(store), dataset, log=err.print))
+    obs = ensure_dataset(_root(store), dataset, log=err.print)
+    conc, area = concentration_field(obs)
     conc = conc.load()
     last = pd.Timestamp(conc["time"].values[-1])
     end = end or last
     leads = list(range(1, 7))
     map_init = min(end, last - pd.DateOffset(months=1))  # its lead-1 month is observed
     kept: dict[str, np.ndarray] = {}
+    hindcasts: dict[str, dict] = {name: {} for name in models} if archive else {}
 
     def keep(name, init, maps):
         if plot and init == map_init:
             kept[name] = (maps[:, 0] >= THRESHOLD).mean(0).reshape(conc.isel(time=0).shape)
+        if archive:
+            hindcasts[name][init] = maps.astype("float32")
 
     with _progress("field backtest") as bar:
         task = bar.add_task("", total=None)
@@ -409,10 +421,17 @@ def sea_ice_fields_cmd(
         err.print(f"wrote {plot_ice_probability(observed, probs, plot, f'{map_init + pd.DateOffset(months=1):%Y-%m} from {map_init:%Y-%m} (lead 1)')}")
     summary = summarise_field_scores(scores)
     failures = json.loads(scores.attrs["failures"])
+    archived = {}
+    paths = {model_name(p): Path(p) for p in model_paths or []}
+    for name, maps in hindcasts.items():
+        if name not in failures and maps:
+            archived[name] = archive_field_hindcasts(_root(store), paths[name], maps, conc, obs, dataset, leads,
+                                                     fold_starts(start, min(end, last), refit_every), replace=replace)
+            err.print(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
     if as_json:
         typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{end:%Y-%m}"],
                                "refit_every_months": refit_every, "leads": leads, "scores": summary,
-                               "failed": failures}))
+                               "failed": failures, **({"archived": archived} if archive else {})}))
     else:
         for metric in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
             typer.echo(skill_table(summary, metric, leads) + "\n")
@@ -586,6 +605,7 @@ def archive_query(
     valid: Annotated[str | None, typer.Option("--valid", help="Valid months, as --init: forecasts for these months.")] = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="The archive as it stood at a UTC date (YYYY-MM-DD, the end of that day), an ISO time, or a tag.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="The data set the forecasts were made on (default: the problem's embedded data).")] = None,
+    box: Annotated[str | None, typer.Option("--box", help="Maps only: lat_min,lat_max,lon_min,lon_max (degrees east; e.g. 70,90,0,360) or a region name; cells outside are left out.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv, json, netcdf (CF-1.11), climpred or weatherbench2 (both NetCDF)")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file instead of stdout.")] = None,
     store: StoreOpt = None,
@@ -593,14 +613,18 @@ def archive_query(
     """Archived forecasts, with the observed outcome where known, as CSV, JSON or NetCDF."""
     from climate_ml.archive import FORMATS, export, parse_init_range, parse_leads, query
     from climate_ml.problems import get_problem
+    from climate_ml.regions import parse_box
 
     parse_init_range(init)  # validate parameters before touching the store
     parse_init_range(valid)
     parse_leads(lead)
+    if box is not None:
+        parse_box(box)
     if fmt not in FORMATS:
         raise QueryError(f"bad --format {fmt!r} ({', '.join(FORMATS)})")
     get_problem(problem)
-    data = export(query(_root(store), problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of), fmt)
+    data = export(query(_root(store), problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of,
+                        box=box), fmt)
     if output:
         output.write_bytes(data)
         err.print(f"wrote {output}")

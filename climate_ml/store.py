@@ -35,6 +35,7 @@ DEFAULT_ROOT = "climate-ml-data"
 # concurrent HTTP requests). Every NetCDF read or write in the package holds this lock.
 NETCDF_LOCK = threading.RLock()
 OBS_TIME_CHUNK = 120  # months per chunk: ~8 MB for a 2-degree global float32 field
+OBS_CHUNK_BYTES = 64 * 2**20  # ... but fewer months where a month is large (0.25 degree: 16 months, 64 MB)
 
 
 def store_root(root: str | Path | None = None) -> Path:
@@ -138,8 +139,9 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
                 out = ds.copy()
                 out.attrs = {**ds.attrs, **provenance, "ingest_time": now, "climate_ml_version": __version__,
                              "history": [f"{now} created from {provenance.get('source', '?')}"]}
-                out = out.chunk({d: (OBS_TIME_CHUNK if d == TIME else -1) for d in out.dims})
-                encoding = {v: {"chunks": _chunks(ds[v])} for v in ds.data_vars}
+                step = time_chunk(ds)
+                out = out.chunk({d: (step if d == TIME else -1) for d in out.dims})
+                encoding = {v: {"chunks": _chunks(ds[v], step)} for v in ds.data_vars}
                 write = out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
                 # one pass over the source: the write and the count of valid values per variable
                 _, counts = dask.compute(write, {v: out[v].count() for v in out.data_vars})
@@ -181,7 +183,8 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
         tmp = temp_beside(final)
         try:
             shutil.copytree(final, tmp)
-            extra = extra.chunk({d: (OBS_TIME_CHUNK if d == TIME else -1) for d in extra.dims})
+            step = existing[next(iter(existing.data_vars))].encoding.get("chunks", (OBS_TIME_CHUNK,))[0]
+            extra = extra.chunk({d: (step if d == TIME else -1) for d in extra.dims})
             extra.attrs = {}
             extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
             group = zarr.open_group(str(tmp), mode="r+")
@@ -198,8 +201,15 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
         return WriteResult(final, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
 
 
-def _chunks(da: xr.DataArray) -> tuple[int, ...]:
-    return tuple(min(OBS_TIME_CHUNK, n) if d == TIME else n for d, n in zip(da.dims, da.shape, strict=True))
+def time_chunk(ds: xr.Dataset) -> int:
+    """Months per stored chunk: ``OBS_TIME_CHUNK``, fewer when that would exceed ``OBS_CHUNK_BYTES``."""
+    per_month = max((v.dtype.itemsize * int(np.prod([ds.sizes[d] for d in v.dims if d != TIME]))
+                     for v in ds.data_vars.values()), default=1)
+    return int(np.clip(OBS_CHUNK_BYTES // max(per_month, 1), 1, OBS_TIME_CHUNK))
+
+
+def _chunks(da: xr.DataArray, step: int) -> tuple[int, ...]:
+    return tuple(min(step, n) if d == TIME else n for d, n in zip(da.dims, da.shape, strict=True))
 
 
 def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: Path) -> None:

@@ -359,3 +359,74 @@ def write_toy_precip(path: str | Path, **kwargs) -> Path:
 
 
 GENERATORS["toy-california-precip"] = write_toy_precip
+
+
+# --- OISST-like daily global field (the scale benchmark) --------------------------------------
+
+OISST_FILL = np.float32(-9.96921e36)
+
+
+def write_oisst_like(folder: str | Path, years, resolution: float = 0.25, seed: int = 0) -> list[Path]:
+    """A daily global SST field in the layout NOAA PSL serves OISST v2.1 in: one NetCDF4 file per
+    year, ``sst.day.mean.YYYY.nc``, variable ``sst`` (float32, degC, land as -9.96921e36), ``lat``
+    ascending from -89.875, ``lon`` 0.125..359.875, ``time`` in days since 1800-01-01, HDF5 chunks
+    of one day. Unlike PSL's files these are not deflated, so their size on disk is the size of the
+    data (0.25 degree: 1.51 GB a year). The field is a zonal climatology with a seasonal cycle, a
+    daily-interpolated recharge-oscillator ENSO on an eastern-Pacific pattern, weather noise and
+    crude continents. Written day block by day block: memory stays near one month of data."""
+    import netCDF4
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    years = list(years)
+    lat = np.arange(-90 + resolution / 2, 90, resolution)
+    lon = np.arange(resolution / 2, 360, resolution)
+    lat2, lon2 = np.meshgrid(lat, lon, indexing="ij")
+    days = pd.date_range(f"{years[0]}-01-01", f"{years[-1]}-12-31", freq="D")
+    months = pd.date_range(days[0], days[-1], freq="MS")
+    enso, _ = recharge_oscillator(len(months) + 1, seed=seed)
+    enso = 0.9 * enso / enso.std()
+    # the monthly index at mid-month, interpolated to days
+    mid = (months + pd.Timedelta(days=14)).append(pd.DatetimeIndex([months[-1] + pd.DateOffset(months=1, days=14)]))
+    enso_daily = np.interp(days.asi8, mid.asi8, enso).astype("float32")
+    pattern = (np.exp(-((lat2 / 8.0) ** 2)) * np.exp(-(((lon2 - 245.0) / 35.0) ** 2))).astype("float32")
+    climatology = (28.0 - 30.0 * (np.abs(lat2) / 90.0) ** 1.5 - 2.0 * pattern).astype("float32")
+    amplitude = (0.3 + 0.06 * np.abs(lat2)).astype("float32") * np.where(lat2 >= 0, -1.0, 1.0).astype("float32")
+    land = (((lon2 > 250) & (lon2 < 300) & (lat2 > 15) & (lat2 < 70)) | ((lon2 > 280) & (lon2 < 320) & (lat2 < 5)
+            & (lat2 > -50)) | ((lon2 > 10) & (lon2 < 140) & (lat2 > 10) & (lat2 < 70)) | ((lon2 > 10) & (lon2 < 45)
+            & (lat2 < 10) & (lat2 > -35)) | ((lon2 > 115) & (lon2 < 150) & (lat2 < -15) & (lat2 > -38)) | (lat2 < -70))
+    rng = np.random.default_rng(seed + 1)
+    noise_bank = rng.normal(0.0, 0.3, (8, *lat2.shape)).astype("float32")  # cycled: cheap to write
+    paths = []
+    for year in years:
+        path = folder / f"sst.day.mean.{year}.nc"
+        tmp = path.with_name(path.name + ".part")
+        in_year = np.flatnonzero(days.year == year)
+        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as nc:
+            nc.title = "NOAA/NCEI 1/4 Degree Daily Optimum Interpolation Sea Surface Temperature (OISST) Analysis, " \
+                       "Version 2.1 layout (synthetic, climate-ml scale benchmark)"
+            nc.Conventions = "CF-1.5"
+            nc.createDimension("time", None)
+            nc.createDimension("lat", len(lat))
+            nc.createDimension("lon", len(lon))
+            for name, values, units in (("lat", lat, "degrees_north"), ("lon", lon, "degrees_east")):
+                v = nc.createVariable(name, "f4", (name,))
+                v[:] = values
+                v.units = units
+            t = nc.createVariable("time", "f8", ("time",))
+            t.units, t.calendar, t.standard_name = "days since 1800-01-01 00:00:00", "standard", "time"
+            t[:] = (days[in_year] - pd.Timestamp("1800-01-01")).days.values.astype("float64")
+            sst = nc.createVariable("sst", "f4", ("time", "lat", "lon"), chunksizes=(1, len(lat), len(lon)),
+                                    fill_value=OISST_FILL)
+            sst.units, sst.long_name = "degC", "Daily Sea Surface Temperature"
+            sst.missing_value = OISST_FILL
+            for start in range(0, len(in_year), 31):
+                idx = in_year[start:start + 31]
+                doy = days[idx].day_of_year.values.astype("float32")[:, None, None]
+                block = (climatology[None] + amplitude[None] * np.cos(2 * np.pi * (doy - 60) / 365.25)
+                         + enso_daily[idx][:, None, None] * pattern[None] + noise_bank[idx % len(noise_bank)])
+                block[:, land] = OISST_FILL
+                sst[start:start + len(idx)] = block
+        tmp.replace(path)
+        paths.append(path)
+    return paths

@@ -370,6 +370,41 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
     return actions
 
 
+def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
+                            dataset: str, leads, starts, replace: bool = False) -> str:
+    """Archive a field model's out-of-sample maps from ``field_backtest`` (``maps``: init ->
+    (member, lead, grid cells), as its ``on_forecast`` hands them) as hindcasts of
+    ``arctic_sea_ice`` on ``dataset``: (init_time, lead, member, <grid>) in units of 1, with the
+    grid's lat/lon, the observed maps at each valid month, and per init the training cut-off (the
+    fold start in ``starts`` it was fitted at) and the fold."""
+    from climate_ml.problems import get_problem
+    from climate_ml.schema import INIT, LEAD, MEMBER, add_months, add_valid_time
+
+    inits = pd.DatetimeIndex(sorted(maps))
+    leads = [int(k) for k in leads]
+    spatial = [d for d in concentration.dims if d != "time"]
+    shape = [concentration.sizes[d] for d in spatial]
+    data = np.stack([np.asarray(maps[t], dtype="float32") for t in inits])  # (init, member, lead, cells)
+    data = data.reshape(len(inits), data.shape[1], len(leads), *shape).swapaxes(1, 2)
+    grid = {d: concentration[d].values for d in spatial}
+    grid_coords = {c: concentration[c] for c in ("lat", "lon") if c in concentration.coords}
+    fc = xr.DataArray(data, dims=(INIT, LEAD, MEMBER, *spatial), attrs={"units": "1"},
+                      coords={INIT: inits, LEAD: leads, MEMBER: np.arange(data.shape[2]), **grid, **grid_coords})
+    fc = add_valid_time(fc)
+    valid = add_months(inits, leads).ravel()
+    seen = concentration.reindex(time=valid).values.reshape(len(inits), len(leads), *shape)  # NaN: not yet observed
+    observed = xr.DataArray(seen.astype("float32"), dims=(INIT, LEAD, *spatial),
+                            coords={INIT: inits, LEAD: leads, **grid})
+    starts = pd.DatetimeIndex(starts)
+    fold = starts.searchsorted(inits, "right") - 1
+    problem = get_problem("arctic_sea_ice")
+    provenance = forecast_provenance(problem, model_path, obs, dataset, starts[fold], "hindcast",
+                                     np.array([f"{k + 1}/{len(starts)}" for k in fold]))
+    provenance["details"].update(units="1", anomaly_convention="none: sea-ice concentration maps (fraction of the cell)")
+    return write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
+                          dataset=dataset, observed=observed)
+
+
 def observed_history(problem: Problem, prepared: xr.Dataset, init, months: int = 24) -> pd.Series:
     """The observed target, in the convention of a forecast issued at ``init`` (anomalies against
     the climatology of data up to the init), for the ``months`` valid months up to the init:

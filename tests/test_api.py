@@ -81,6 +81,9 @@ def test_leaderboard_without_runs_is_a_clear_400(server):
     ("problem=el_nino&as_of=../../etc", "bad as_of '../../etc'"),
     ("problem=el_nino&as_of=1999-01-01", "the archive of el_nino begins"),
     ("problem=el_nino&format=zarr", "bad format 'zarr'"),
+    ("problem=el_nino&box=north", "bad box 'north'"),
+    ("problem=el_nino&box=10,0,0,30", "latitudes must satisfy"),
+    ("problem=el_nino&box=0,10,0,30", "'m1' forecasts an index"),
 ])
 def test_every_bad_input_is_a_400_in_one_shape(server, query, message):
     """Out-of-range years were a 500, type errors FastAPI's 422 {"detail": ...}."""

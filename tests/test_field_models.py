@@ -2,6 +2,7 @@
 sea-ice ConvLSTM learning a planted signal that per-cell references cannot see."""
 
 import json
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,24 @@ class Persist:
 def make_model():
     return Persist()
 '''
+
+
+@pytest.fixture(scope="module")
+def _toy_sea_ice_obs(tmp_path_factory) -> Path:
+    from climate_ml.workflows import ensure_dataset
+
+    root = tmp_path_factory.mktemp("sea-ice") / "store"
+    ensure_dataset(root, "toy-sea-ice")  # ~14 s: ingested once for the tests of this module
+    return root
+
+
+@pytest.fixture
+def sea_ice_store(tmp_path, _toy_sea_ice_obs) -> Path:
+    """A fresh store holding the embedded toy-sea-ice data set."""
+    import shutil
+
+    shutil.copytree(_toy_sea_ice_obs, tmp_path / "store")
+    return tmp_path / "store"
 
 
 def _write_model(tmp_path: Path, name: str, suffix: str = "") -> Path:
@@ -127,8 +146,8 @@ def test_field_and_index_models_refuse_the_other_contract(tmp_path, store, capsy
     assert "forecasts concentration maps" in res.failures["maps"] and "sea-ice-fields --model" in res.failures["maps"]
 
 
-def test_cli_sea_ice_fields_with_a_field_model(tmp_path, capsys):
-    store = tmp_path / "store"
+def test_cli_sea_ice_fields_with_a_field_model(tmp_path, sea_ice_store, capsys):
+    store = sea_ice_store
     path = _write_model(tmp_path, "persist")
     png = tmp_path / "probability.png"
     rc = main(["sea-ice-fields", "--test-start", "2022-01", "--refit-every", "60", "--model", str(path),
@@ -164,3 +183,52 @@ def test_convlstm_learns_advection_that_per_cell_references_miss():
     assert float(net.sel(lead=1)) < 0.8 * float(ref.sel(lead=1)), (float(net.sel(lead=1)), float(ref.sel(lead=1)))
     brier = scores["ice_brier"].mean("init_time").sel(lead=1)
     assert float(brier.sel({"method": "convlstm"})) < float(brier.sel({"method": "damped_anomaly_persistence"}))
+
+
+def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_path, sea_ice_store, capsys):
+    """`sea-ice-fields --archive`: every out-of-sample map with its members, the observed map,
+    its own training cut-off; queries return maps cut to a box, over the CLI and HTTP."""
+    from climate_ml.archive import query
+    from climate_ml.errors import QueryError
+    from conftest import running_api
+
+    store = sea_ice_store
+    path = _write_model(tmp_path, "persist")
+    args = ["sea-ice-fields", "--test-start", "2024-01", "--refit-every", "6", "--model", str(path), "--archive",
+            "--json", "--store", str(store)]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["archived"] == {"persist": "created"}
+    ds = query(store, "arctic_sea_ice", "persist", dataset="toy-sea-ice").isel(model=0)
+    conc = xr.open_zarr(store / "obs" / "toy-sea-ice.zarr", consolidated=False)["cdr_seaice_conc"].load()
+    inits = pd.DatetimeIndex(ds.init_time.values)
+    assert inits[0] == pd.Timestamp("2024-01") and ds.sizes["member"] == 3 and ds.sizes["lead"] == 6
+    assert ds["forecast"].attrs["units"] == "1" and {"lat", "lon"} <= set(ds.coords)
+    t = inits[5]
+    np.testing.assert_allclose(ds["forecast"].sel(init_time=t, lead=2, member=1).values,
+                               conc.sel(time=t).values, equal_nan=True, atol=1e-6)  # persistence of the init's map
+    np.testing.assert_allclose(ds["observed"].sel(init_time=t, lead=2).values,
+                               conc.sel(time=t + pd.DateOffset(months=2)).values, equal_nan=True, atol=1e-6)
+    assert ds["prov_train_end"].sel(init_time="2024-09").item() == "2024-07"  # fitted at its fold's start
+    assert ds["prov_fold"].sel(init_time="2024-09").item() == "2/2"
+    assert set(ds["prov_kind"].values.tolist()) == {"hindcast"}
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["archived"] == {"persist": "unchanged"}
+
+    boxed = query(store, "arctic_sea_ice", "persist", init="2024-06", lead=1, dataset="toy-sea-ice",
+                  box="80,90,0,360").isel(model=0)
+    assert boxed.sizes["y"] * boxed.sizes["x"] < ds.sizes["y"] * ds.sizes["x"]
+    fc = boxed["forecast"].isel(init_time=0, lead=0, member=1)
+    assert fc.notnull().sum() > 0 and float(boxed["lat"].where(fc.notnull()).min()) >= 80
+    with pytest.raises(QueryError, match="contains no cell"):
+        query(store, "arctic_sea_ice", "persist", dataset="toy-sea-ice", box="-20,-10,0,360")
+    rc = main(["archive", "query", "--problem", "arctic_sea_ice", "--dataset", "toy-sea-ice", "--model", "persist",
+               "--box", "80,70,0,360", "--store", str(store)])
+    assert rc != 0 and "latitudes must satisfy" in capsys.readouterr().err
+    with running_api(store) as base:
+        url = (f"{base}/forecasts?problem=arctic_sea_ice&dataset=toy-sea-ice&model=persist&init=2024-06&lead=1"
+               "&box=arctic&format=netcdf")
+        with urllib.request.urlopen(url, timeout=30) as r:
+            (tmp_path / "box.nc").write_bytes(r.read())
+    over_http = xr.open_dataset(tmp_path / "box.nc")
+    assert over_http["forecast"].notnull().sum() > 0
+    assert float(over_http["lat"].where(over_http["forecast"].notnull().any(["model", "init_time", "lead", "member"])
+                                        ).min()) >= 60

@@ -3,11 +3,14 @@ Dataset in the source's own layout (names, units, calendar untouched apart from 
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -25,19 +28,39 @@ from climate_ml.ingest.tabular import (
 
 
 def open_cf_netcdf(path: Path, variable, time_chunk: int = 120) -> xr.Dataset:
-    """A CF NetCDF file, opened lazily (Dask, chunked by time); times decoded with cftime so
-    that 360_day and other calendars work."""
+    """A CF NetCDF file, or a folder of them (one per year, as NOAA serves OISST), opened lazily
+    (Dask); times decoded with cftime so that 360_day and other calendars work. Daily data
+    become monthly means, one Dask task per month (or part of one) (``monthly_means``)."""
+    path = Path(path)
+    files = netcdf_files(path)
+    parts = [_open_netcdf(f, variable, time_chunk) for f in files]
+    for f, part in zip(files[1:], parts[1:], strict=True):
+        for c in part.dims:
+            if c != "time" and (c not in parts[0].dims or part.sizes[c] != parts[0].sizes[c]
+                                or not np.array_equal(part[c].values, parts[0][c].values)):
+                raise IngestError(f"{f}: its {c!r} grid differs from that of {files[0].name}")
+    ds = parts[0] if len(parts) == 1 else xr.concat(parts, "time", data_vars="minimal", coords="minimal",
+                                                    compat="override", join="override", combine_attrs="override")
+    if "time" in ds.dims and _daily(ds["time"].values):
+        return monthly_means(ds, str(path))
+    return ds
+
+
+def netcdf_files(path: Path) -> list[Path]:
+    """The file itself, or a folder's ``*.nc`` / ``*.nc4`` files in name order (one per year)."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix in (".nc", ".nc4") and p.is_file())
+    if not files:
+        raise IngestError(f"{path}: a folder without NetCDF files (*.nc)")
+    return files
+
+
+def _open_netcdf(path: Path, variable, time_chunk: int) -> xr.Dataset:
+    """One file, as Dask arrays chunked by ``time_chunk`` steps, or by month for daily data."""
     try:
-        with warnings.catch_warnings():
-            # our time chunks rarely align with a file's internal chunking; harmless here
-            warnings.filterwarnings("ignore", message="The specified chunks separate the stored chunks")
-            ds = xr.open_dataset(
-                path,
-                engine="netcdf4",
-                decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-                mask_and_scale=True,
-                chunks={"time": time_chunk},
-            )
+        ds = xr.open_dataset(path, engine="netcdf4", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
+                             mask_and_scale=True, chunks=None)  # lazy, not yet Dask: chunked by the caller
     except FileNotFoundError as exc:
         raise IngestError(f"{path}: file not found") from exc
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
@@ -48,7 +71,126 @@ def open_cf_netcdf(path: Path, variable, time_chunk: int = 120) -> xr.Dataset:
             have = ", ".join(sorted(map(str, ds.data_vars))) or "none"
             ds.close()
             raise IngestError(f"{path}: variable {v!r} not found (variables: {have})")
-    return ds[names]
+    ds = ds[names]
+    if "time" not in ds.dims:
+        return ds.chunk({})
+    if not _daily(ds["time"].values):
+        return ds.chunk({"time": time_chunk})
+    ym = _year_month(ds["time"].values)
+    runs = [len(list(g)) for _, g in itertools.groupby(ym)]  # one chunk per month: never one per file
+    chunks = {"time": tuple(runs)}
+    space = [d for d in ds[names[0]].dims if d != "time"]
+    month_bytes = max(runs) * max(int(np.prod([v.sizes[d] for d in v.dims if d != "time"])) * v.dtype.itemsize
+                                  for v in ds.data_vars.values())
+    if space and month_bytes > DAILY_BLOCK_BYTES:  # a month of a large grid: split along its first spatial dim
+        pieces = min(ds.sizes[space[0]], -(-month_bytes // DAILY_BLOCK_BYTES))
+        chunks[space[0]] = -(-ds.sizes[space[0]] // pieces)
+    out = ds.chunk({d: chunks.get(d, -1) for d in ds.dims})  # coordinates; the data are read by _BlockReader
+    for name, var in ds.data_vars.items():
+        reader = _BlockReader(str(path), str(name), tuple(var.shape), str(var.dtype))
+        data = dask.array.from_array(reader, chunks=tuple(chunks.get(d, -1) for d in var.dims), lock=False,
+                                     asarray=True, meta=np.empty((0,) * var.ndim, dtype=var.dtype),
+                                     name=f"read-{name}-{hashlib.sha1(str(path).encode()).hexdigest()[:12]}")
+        out[name] = out[name].copy(data=data)
+    return out
+
+
+class _BlockReader:
+    """Reads one block of a variable straight from its file with netCDF4, decoded (fill and
+    missing values as NaN, scale and offset applied) and with a small HDF5 chunk cache. Through
+    xarray's file cache each of a worker's open files kept netCDF-C's default 64 MB cache: 20
+    yearly OISST files held 1.3 GB per worker. Picklable, so Dask workers in other processes
+    open the file themselves."""
+
+    def __init__(self, path: str, variable: str, shape: tuple, dtype: str):
+        self.path, self.variable, self.shape, self.dtype = path, variable, shape, np.dtype(dtype)
+        self.ndim = len(shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        import netCDF4
+
+        from climate_ml.store import NETCDF_LOCK
+
+        with NETCDF_LOCK, netCDF4.Dataset(self.path) as nc:
+            var = nc[self.variable]
+            var.set_var_chunk_cache(size=2**20, nelems=61, preemption=1.0)
+            block = var[key]
+        return np.ma.filled(np.ma.asarray(block).astype(self.dtype), np.nan)
+
+
+DAILY_BLOCK_BYTES = 32 * 2**20  # largest piece of a month of daily data one task reads (0.25 degree: a quarter)
+
+
+def _year_month(times) -> list[tuple[int, int]]:
+    """(year, month) of numpy datetimes or cftime objects (any calendar)."""
+    if np.issubdtype(np.asarray(times).dtype, np.datetime64):
+        idx = pd.DatetimeIndex(times)
+        return list(zip(idx.year.tolist(), idx.month.tolist(), strict=True))
+    return [(int(t.year), int(t.month)) for t in times]
+
+
+def _daily(times) -> bool:
+    """Daily steps: a month holds several of them and the usual step is one day."""
+    ym = _year_month(times)
+    if len(set(ym)) == len(ym):
+        return False
+    steps = np.diff(pd.DatetimeIndex(times).values if np.issubdtype(np.asarray(times).dtype, np.datetime64)
+                    else np.asarray(times, dtype=object))
+    days = np.array([pd.Timedelta(d).total_seconds() / 86400 for d in steps])
+    return bool(np.median(days) == 1.0)
+
+
+def _days_in_month(t) -> int:
+    return int(t.daysinmonth) if hasattr(t, "daysinmonth") else int(pd.Timestamp(t).days_in_month)
+
+
+def _block_mean(block: np.ndarray) -> np.ndarray:
+    valid = ~np.isnan(block)
+    n = valid.sum(axis=0, keepdims=True)
+    total = np.where(valid, block, 0).sum(axis=0, keepdims=True, dtype="float64")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan).astype(block.dtype)
+
+
+def monthly_means(ds: xr.Dataset, where: str = "") -> xr.Dataset:
+    """Daily data -> monthly means (of each cell's valid days), lazily: the time axis is chunked
+    on month boundaries and each month is one task, so memory stays near one month of the field.
+    Days must be in order, once each; a month with days missing inside the record is an error
+    naming the first missing day; a partial first or last month (a record that starts or stops
+    mid-month) is left out, and is stored once complete."""
+    where = f"{where}: " if where else ""
+    times = ds["time"].values
+    ym = _year_month(times)
+    months = list(dict.fromkeys(ym))
+    order = [months.index(k) for k in ym]
+    if any(b < a for a, b in zip(order, order[1:], strict=False)):
+        raise IngestError(f"{where}days are out of order")
+    counts = np.bincount(order, minlength=len(months))
+    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    full = [counts[k] == _days_in_month(times[firsts[k]]) for k in range(len(months))]
+    for k in range(len(months)):
+        days = sorted(int(pd.Timestamp(t).day) if isinstance(t, np.datetime64) else int(t.day)
+                      for t in times[firsts[k]:firsts[k] + counts[k]])
+        if len(set(days)) != len(days):
+            raise IngestError(f"{where}a day of {months[k][0]}-{months[k][1]:02d} appears twice")
+        if not full[k] and 0 < k < len(months) - 1:
+            missing = min(set(range(1, _days_in_month(times[firsts[k]]) + 1)) - set(days))
+            raise IngestError(f"{where}day {months[k][0]}-{months[k][1]:02d}-{missing:02d} is missing "
+                              "(daily data must cover every day of each month)")
+    keep = [k for k in range(len(months)) if full[k]]
+    if not keep:
+        raise IngestError(f"{where}no complete month of daily data")
+    lo, hi = firsts[keep[0]], firsts[keep[-1]] + counts[keep[-1]]
+    ds = ds.isel(time=slice(int(lo), int(hi))).chunk({"time": tuple(int(counts[k]) for k in keep)})
+    out = {}
+    for name, da in ds.data_vars.items():
+        data = da.data.map_blocks(_block_mean, chunks=((1,) * len(keep), *da.data.chunks[1:]), dtype=da.dtype)
+        out[name] = xr.DataArray(data, dims=da.dims, attrs={**da.attrs, "cell_methods": "time: mean (monthly)"},
+                                 coords={c: v for c, v in da.coords.items() if "time" not in v.dims})
+    stamps = [times[firsts[k]] for k in keep]
+    stamps = (pd.DatetimeIndex(stamps).to_period("M").to_timestamp() if isinstance(stamps[0], np.datetime64)
+              else np.array(stamps, dtype=object))  # standardise maps cftime dates to month starts
+    return xr.Dataset(out).assign_coords(time=("time", stamps))
 
 
 def _names(variable, ds: xr.Dataset) -> list[str]:
@@ -137,15 +279,18 @@ FORMAT_DEFAULTS: dict[str, tuple[str | None, str | None, str | None]] = {
 
 
 def detect_format(path: Path) -> str:
-    """Guess the format of a file (or a folder of NSIDC monthly CSVs) from its content."""
+    """Guess the format of a file (or a folder of NSIDC monthly CSVs, NSIDC-0051 files or yearly
+    NetCDF files) from its content."""
     path = Path(path)
     if path.is_dir():
         if list(path.glob("[NS]_[0-1][0-9]_extent_v*.csv")):
             return "nsidc-monthly-csv"
         if is_nsidc0051_folder(path):
             return "nsidc-0051-binary"
-        raise IngestError(f"{path}: a folder, but neither NSIDC monthly CSVs (N_MM_extent_v4.0.csv) nor NSIDC-0051 "
-                          "files (nt_YYYYMM_<sensor>_v1.1_n.bin)")
+        if list(path.glob("*.nc")) or list(path.glob("*.nc4")):
+            return "cf-netcdf"
+        raise IngestError(f"{path}: a folder, but neither NetCDF files (*.nc, e.g. one per year), NSIDC monthly CSVs "
+                          "(N_MM_extent_v4.0.csv) nor NSIDC-0051 files (nt_YYYYMM_<sensor>_v1.1_n.bin)")
     with open(path, "rb") as f:
         head = f.read(64)
     if head[:3] == b"CDF" or head[:8] == b"\x89HDF\r\n\x1a\n":
