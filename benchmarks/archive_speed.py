@@ -162,11 +162,11 @@ def field_group(root: Path, args) -> None:
     for init, lead in picks:
         t0 = time.perf_counter()
         query(root, "arctic_sea_ice", "maps", f"{init:%Y-%m}", lead, dataset="nsidc-grid", provenance=False
-              )["forecast"].values
+              )["forecast"].load()
         q_ms.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         query(root, "arctic_sea_ice", "maps", f"{init:%Y-%m}", lead, dataset="nsidc-grid", provenance=False,
-              box="80,90,0,360")["forecast"].values
+              box="80,90,0,360")["forecast"].load()
         box_ms.append((time.perf_counter() - t0) * 1000)
     repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(archive_path(root, "arctic_sea_ice"))))
     array = zarr.open_group(repo.readonly_session("main").store, mode="r")["nsidc-grid/maps/forecast"]

@@ -370,6 +370,7 @@ def sea_ice_fields_cmd(
     the probability of ice (from the members of a model that has them)."""
     import numpy as np
 
+    from climate_ml.backtest import fold_starts
     from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_name, model_target
     from climate_ml.report import plot_ice_probability, skill_table
     from climate_ml.sea_ice_fields import (
@@ -378,7 +379,6 @@ def sea_ice_fields_cmd(
         field_backtest,
         summarise_field_scores,
     )
-    from climate_ml.backtest import fold_starts
     from climate_ml.workflows import archive_field_hindcasts, ensure_dataset
 
     if archive and not model_paths:

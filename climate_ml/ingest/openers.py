@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
