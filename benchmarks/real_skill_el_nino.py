@@ -36,6 +36,7 @@ from climate_ml.blend import blend_backtest
 from climate_ml.catalog import real_data_dir
 from climate_ml.leaderboard import assemble, format_board, record_backtest, score_board
 from climate_ml.problems import get_problem
+from climate_ml.report import probability_tables
 from climate_ml.schema import INIT, LEAD
 from climate_ml.workflows import problem_inputs, reference_paths, registered_models, run_backtest
 
@@ -58,27 +59,9 @@ def print_probability_scores(problem, res) -> None:
     """P(La Nina / neutral / El Nino) of every model (spread from its own earlier out-of-sample
     errors): RPSS and Brier skill against the training-window climatological frequencies, and
     the reliability of P(El Nino) and P(La Nina) for the model with the best RPSS at lead 6."""
-    leads = [1, 3, 6, 9, 12]
     print("\nCategory probabilities (La Nina < -0.5 <= neutral <= +0.5 < El Nino, degC), skill against "
           "climatological frequencies\n")
-    print("| model | " + " | ".join(f"RPSS L{k}" for k in leads) + " | BSS El Nino L3 / L6 | BSS La Nina L3 / L6 |")
-    print("|---|" + "---:|" * (len(leads) + 2))
-    best, best_rpss = None, -np.inf
-    for name in res.forecasts:
-        s = res.scores(name)
-        print(f"| {name} | " + " | ".join(f"{s['rpss'][str(k)]:.2f}" for k in leads)
-              + f" | {s['bss_el_nino']['3']:.2f} / {s['bss_el_nino']['6']:.2f} | {s['bss_la_nina']['3']:.2f} / "
-              f"{s['bss_la_nina']['6']:.2f} |")
-        if s["rpss"]["6"] > best_rpss and name != "climatology":
-            best, best_rpss = name, s["rpss"]["6"]
-    for category in ("el_nino", "la_nina"):
-        table = res.extra(best)["reliability"][category]
-        print(f"\nreliability of P({category}) from {best}, all leads (bins with forecasts):")
-        print("| forecast probability | n | mean forecast | observed frequency |")
-        print("|---|---:|---:|---:|")
-        for b in table:
-            if b["n"]:
-                print(f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['forecast']:.2f} | {b['observed']:.2f} |")
+    print(probability_tables(res, [1, 3, 6, 9, 12], [3, 6]))
 
 
 def main() -> None:

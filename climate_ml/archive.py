@@ -268,7 +268,9 @@ def _cf(ds: xr.Dataset, problem: str, model: str, dataset: str, units: str) -> x
     ds["forecast"].attrs = {"long_name": f"{problem} forecast by {model}", "units": units}
     if PROBABILITY in ds:
         ds[PROBABILITY].attrs = {"long_name": "forecast probability of each category (El Nino: the 3-month season "
-                                              "centred on valid_time; rainfall: terciles of the month)", "units": "1"}
+                                              "centred on valid_time; rainfall: terciles of the month; sea ice: a new "
+                                              "record low / below last year / at or above last year for the month)",
+                                 "units": "1"}
         ds[CATEGORY].attrs = {"long_name": "forecast category"}
     ds[OBSERVED].attrs = {"long_name": f"observed {problem} target at valid_time, in the forecast's anomaly "
                                            "convention (empty while not yet observed)", "units": units}

@@ -459,7 +459,7 @@ def forecast(
     With a range --init A:B, forecast every init in it, fitting once per --refit-every months."""
     from climate_ml.model_api import load_model_factory
     from climate_ml.problems import get_problem
-    from climate_ml.report import plot_plume
+    from climate_ml.report import CATEGORY_NAMES, plot_plume
     from climate_ml.workflows import (
         forecast_and_archive,
         observed_history,
@@ -494,9 +494,12 @@ def forecast(
         for r in rows if outlook else []:
             if "monthly_terciles" in outlook:  # rainfall
                 r["terciles"] = outlook["monthly_terciles"][str(r["lead"])]
-            if "categories" in outlook:  # El Nino: P(La Nina / neutral / El Nino) for the season centred on valid_time
-                r["season"] = outlook["valid_season"][str(r["lead"])]
+            if "categories" in outlook:  # El Nino: the season centred on valid_time; sea ice: record low, last year
+                if "valid_season" in outlook:
+                    r["season"] = outlook["valid_season"][str(r["lead"])]
                 r["categories"] = outlook["categories"][str(r["lead"])]
+                if isinstance(outlook.get("thresholds"), dict):
+                    r["thresholds"] = outlook["thresholds"][str(r["lead"])]
         out = {"problem": prob.name, "model": model_path.stem, "init_time": init, "dataset": dataset, "archive": action,
                "forecast": rows}
         if outlook and "season" in outlook:
@@ -516,8 +519,11 @@ def forecast(
         for r in out["forecast"]:
             terc, cats = r.get("terciles"), r.get("categories")
             extra = (f"   P(below/near/above) {terc['below']:.2f}/{terc['near']:.2f}/{terc['above']:.2f}" if terc else
-                     f"   {r['season']}  P(La Nina/neutral/El Nino) {cats['la_nina']:.2f}/{cats['neutral']:.2f}/"
-                     f"{cats['el_nino']:.2f}" if cats else "")
+                     (f"   {r['season']}" if "season" in r else "")
+                     + f"  P({'/'.join(CATEGORY_NAMES.get(c, c) for c in cats)}) "
+                     + "/".join(f"{v:.2f}" for v in cats.values())
+                     + ("  (record {record_low:.2f}, last year {last_year:.2f})".format(**r["thresholds"])
+                        if "thresholds" in r else "") if cats else "")
             typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['forecast']:{'+' if prob.target_is_anomaly else ''}.2f} "
                        f"{prob.target_units}" + extra)
         if "season" in out:

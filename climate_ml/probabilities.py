@@ -127,3 +127,66 @@ def reliability(probs: xr.DataArray, onehot: xr.DataArray, category: str, bins=P
              "forecast": round(float(p[idx == k].mean()), 3) if (idx == k).any() else None,
              "observed": round(float(o[idx == k].mean()), 3) if (idx == k).any() else None}
             for k in range(len(bins) - 1)]
+
+
+class GaussianCategories:
+    """Three ordered categories for a problem's deterministic forecasts (a mixin for Problem
+    classes), calibrated on each model's own out-of-sample errors as above. The problem sets
+    ``categories`` (3 labels, low to high), ``scored_categories`` (those with a Brier skill score
+    and a reliability table), ``min_errors``, ``target_end`` and a ``scoring_context`` with
+    ``clim_probs`` (init, lead, category: the reference probabilities) and ``clim_std`` (init,
+    lead: the spread before enough errors exist). ``category_bounds`` gives the two thresholds:
+    constants (El Nino's +-0.5 degC) or per (init, lead) from the context (sea ice: the record low
+    and last year's extent of the valid month, as known at the init)."""
+
+    categories: tuple[str, str, str]
+    scored_categories: tuple[str, ...]
+
+    def category_bounds(self, context: dict) -> tuple:
+        return self.thresholds
+
+    def category_probabilities(self, result, name: str) -> xr.DataArray:
+        """P(category) (init_time, lead, category) of a backtested model."""
+        fc = result.forecasts[name]
+        fc = (fc.mean("member") if "member" in fc.dims else fc).drop_vars("valid_time", errors="ignore")
+        obs = result.obs.drop_vars("valid_time", errors="ignore")
+        sigma = past_error_spread(fc - obs, self.target_end(fc[INIT].values), result.fit_end,
+                                  result.context["clim_std"], self.min_errors)
+        return gaussian_category_probabilities(fc, sigma, self.category_bounds(result.context), self.categories)
+
+    def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
+        """RPSS and the Brier skill score of each scored category per lead, against the
+        context's reference probabilities; reliability tables (all leads pooled)."""
+        probs = self.category_probabilities(result, name)
+        onehot = observed_categories(result.obs.drop_vars("valid_time", errors="ignore"),
+                                     self.category_bounds(result.context), self.categories)
+        ref = result.context["clim_probs"]
+
+        def by_lead(da):
+            return {str(int(k)): (None if not np.isfinite(v) else round(float(v), 4))
+                    for k, v in zip(da[LEAD].values, da.values, strict=True)}
+
+        per_lead = {"rpss": by_lead(rpss(probs, onehot, ref)),
+                    **{f"bss_{c}": by_lead(brier_skill(probs, onehot, ref, c)) for c in self.scored_categories}}
+        return per_lead, {"reliability": {c: reliability(probs, onehot, c) for c in self.scored_categories}}
+
+    def category_outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str):
+        """For a live forecast from one init: (init, the mean forecast, its spread sigma, P(category),
+        the scoring context at the init). The spread comes from ``recent``, a backtest of the same
+        model on data up to the init (errors by lead and target season), else the context's."""
+        init = pd.Timestamp(forecast[INIT].values[0])
+        known = prepared.sel({"time": slice(None, init)})
+        ctx = {k: v.sel({INIT: [init]}) for k, v in self.scoring_context(known, init).items()}
+        fc = forecast.mean("member") if "member" in forecast.dims else forecast
+        fc = fc.sel({INIT: [init]}).drop_vars("valid_time", errors="ignore")
+        past = recent.forecasts[name]
+        past = (past.mean("member") if "member" in past.dims else past).drop_vars("valid_time", errors="ignore")
+        errors = past - recent.obs.drop_vars("valid_time", errors="ignore")
+        both = xr.concat([errors, xr.full_like(fc, np.nan)], dim=INIT)
+        verified = xr.concat([self.target_end(errors[INIT].values), self.target_end([init])], dim=INIT)
+        fit_end = xr.DataArray(np.full(both.sizes[INIT], np.datetime64(init, "ns")), dims=INIT,
+                               coords={INIT: both[INIT].values})
+        fallback = xr.concat([xr.full_like(errors, np.nan), ctx["clim_std"]], dim=INIT)
+        sigma = past_error_spread(both, verified, fit_end, fallback, self.min_errors).sel({INIT: [init]})
+        probs = gaussian_category_probabilities(fc, sigma, self.category_bounds(ctx), self.categories)
+        return init, fc, sigma, probs, ctx

@@ -177,7 +177,10 @@ def plot_plume(observed, forecasts: dict, path: str | Path, title: str, problem)
 
 
 CATEGORY_COLORS = {"la_nina": "#2166ac", "neutral": "#bdbdbd", "el_nino": "#b2182b",
-                   "below": "#a6611a", "near": "#bdbdbd", "above": "#018571"}
+                   "below": "#a6611a", "near": "#bdbdbd", "above": "#018571",
+                   "new_record_low": "#b2182b", "below_last_year": "#f4a582", "above_last_year": "#4393c3"}
+CATEGORY_NAMES = {"la_nina": "La Nina", "neutral": "neutral", "el_nino": "El Nino", "new_record_low": "record low",
+                  "below_last_year": "below last year", "above_last_year": "above last year"}
 
 
 def plot_outlook(outlook, path: str | Path, problem) -> Path:
@@ -213,3 +216,30 @@ def plot_outlook(outlook, path: str | Path, problem) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def probability_tables(res, leads, bss_leads) -> str:
+    """Markdown: every model's RPSS at ``leads`` and the Brier skill score of each of the
+    problem's scored categories at ``bss_leads`` (against the reference probabilities of its
+    scoring context), then the reliability of each scored category for the model (not
+    climatology) with the best RPSS at the last of ``leads``, all leads pooled."""
+    problem = res.definition
+    cats = problem.scored_categories
+    names = {c: CATEGORY_NAMES.get(c, c) for c in cats}
+    span = " / ".join(f"L{k}" for k in bss_leads)
+    lines = ["| model | " + " | ".join(f"RPSS L{k}" for k in leads) + " | "
+             + " | ".join(f"BSS {names[c]} {span}" for c in cats) + " |",
+             "|---|" + "---:|" * (len(leads) + len(cats))]
+    best, best_rpss = None, -float("inf")
+    for name in res.forecasts:
+        s = res.scores(name)
+        lines.append(f"| {name} | " + " | ".join(f"{s['rpss'][str(k)]:.2f}" for k in leads) + " | "
+                     + " | ".join(" / ".join(f"{s[f'bss_{c}'][str(k)]:.2f}" for k in bss_leads) for c in cats) + " |")
+        if s["rpss"][str(leads[-1])] > best_rpss and name != "climatology":
+            best, best_rpss = name, s["rpss"][str(leads[-1])]
+    for c in cats:
+        lines += ["", f"reliability of P({names[c]}) from {best}, all leads (bins with forecasts):",
+                  "| forecast probability | n | mean forecast | observed frequency |", "|---|---:|---:|---:|"]
+        lines += [f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['forecast']:.2f} | {b['observed']:.2f} |"
+                  for b in res.extra(best)["reliability"][c] if b["n"]]
+    return "\n".join(lines)

@@ -270,9 +270,11 @@ def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.D
         out["terciles"] = outlook["monthly_terciles"]
         if "season" in outlook:
             out["season"] = outlook["season"]
-    if outlook and "categories" in outlook:  # El Nino: P(La Nina / neutral / El Nino) per lead
+    if outlook and "categories" in outlook:  # El Nino: La Nina / neutral / El Nino; sea ice: record low / last year
         out["categories"] = outlook["categories"]
-        out["valid_season"] = outlook["valid_season"]
+        for key in ("valid_season", "thresholds"):
+            if isinstance(outlook.get(key), dict):
+                out[key] = outlook[key]
     return out, fc
 
 

@@ -22,6 +22,7 @@ from climate_ml.probabilities import (
     rpss,
 )
 from climate_ml.problems.el_nino import ElNino
+from climate_ml.report import probability_tables
 from climate_ml.schema import INIT, LEAD
 from climate_ml.synthetic import toy_heat_content, toy_ocean
 from climate_ml.workflows import probabilistic_outlook, registered_models
@@ -92,6 +93,10 @@ def test_backtest_scores_the_categories(toy):
     assert sum(b["n"] for b in rel) == int(res.obs.notnull().sum())  # every verified (init, lead) in one bin
     probs = PROBLEM.category_probabilities(res, "xro")
     np.testing.assert_allclose(probs.sum("category").values, 1.0, atol=1e-9)
+    table = probability_tables(res, [1, 3, 6], [3, 6])  # what benchmarks/real_skill_el_nino.py prints
+    row = next(line for line in table.splitlines() if line.startswith("| xro |"))
+    assert row.split(" | ")[3] == f"{s['xro']['rpss']['6']:.2f}"
+    assert "reliability of P(El Nino) from xro" in table and "reliability of P(La Nina) from xro" in table
 
 
 def test_live_outlook_has_categories_and_ignores_later_data(toy):

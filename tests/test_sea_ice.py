@@ -148,3 +148,55 @@ def test_percent_concentration_is_converted(tmp_path, store):
     ingest_file(tmp_path / "pct.nc", "cdr_seaice_conc", "pct", store)
     conc = open_obs(store, "pct")["cdr_seaice_conc"]
     assert conc.attrs["units"] == "1" and 0.9 < float(conc.max()) <= 1.0
+
+
+def test_record_low_and_last_year_thresholds_use_only_the_past(prepared):
+    """The two thresholds of each (init, lead), checked by brute force, and unchanged when every
+    month after the init is altered."""
+    from climate_ml.backtest import perturb_after
+
+    problem = get_problem("arctic_sea_ice")
+    low, last = problem._bounds(prepared)
+    ext = prepared["extent"].to_series()
+    for init in pd.DatetimeIndex(["1985-02-01", "1999-11-01", "2012-06-01"]):
+        for lead in problem.leads:
+            valid = init + pd.DateOffset(months=lead)
+            same = ext[(ext.index <= init) & (ext.index.month == valid.month)]
+            assert low.sel(init_time=init, lead=lead).item() == pytest.approx(same.min())
+            assert last.sel(init_time=init, lead=lead).item() == pytest.approx(ext[valid - pd.DateOffset(years=1)])
+        later = perturb_after(prepared, init, seed=1)
+        low2, last2 = problem._bounds(later)
+        np.testing.assert_array_equal(low2.sel(init_time=init).values, low.sel(init_time=init).values)
+        np.testing.assert_array_equal(last2.sel(init_time=init).values, last.sel(init_time=init).values)
+    assert np.isnan(low.isel(init_time=0).values).all()  # a valid month with no year before it: no threshold
+
+
+def test_probabilities_of_a_record_low_and_of_below_last_year(prepared):
+    """Calibrated on each model's own earlier errors, scored against the trend climatology:
+    persistent anomalies make trend persistence skilful at short leads, the trend itself is
+    about as good as its own climatology, and every verified forecast is in the reliability table."""
+    from climate_ml.backtest import issue_forecast
+    from climate_ml.workflows import probabilistic_outlook
+
+    problem = get_problem("arctic_sea_ice")
+    res = run_backtest(problem, [], prepared, "1995-01", "2020-06", 24)
+    s = {n: res.scores(n) for n in res.forecasts}
+    assert s["trend_persistence"]["rpss"]["1"] > 0.25 and s["trend_persistence"]["rpss"]["1"] > s["linear_trend"]["rpss"]["1"] + 0.2
+    assert all(abs(v) < 0.05 for v in s["linear_trend"]["rpss"].values())  # the reference's own distribution
+    assert all(v < -0.3 for v in s["climatology"]["rpss"].values())  # a mean without the trend is worse than none
+    assert s["trend_persistence"]["bss_above_last_year"]["1"] > 0.2
+    probs = problem.category_probabilities(res, "trend_persistence")
+    np.testing.assert_allclose(probs.sum("category").dropna("init_time", how="all").values, 1.0, atol=1e-9)
+    rel = res.extra("trend_persistence")["reliability"]["above_last_year"]
+    assert sum(b["n"] for b in rel) == int(res.obs.notnull().sum())
+    assert all(abs(b["forecast"] - b["observed"]) < 0.15 for b in rel if b["n"] >= 20)  # reliable within 0.15
+
+    path = registered_models("arctic_sea_ice")["trend_persistence"]
+    init = pd.Timestamp("2015-08-01")
+    fc = issue_forecast(problem, load_model_factory(path), prepared, init)
+    out = probabilistic_outlook(problem, path, prepared, fc)
+    assert set(out["categories"]) == {str(k) for k in problem.leads}
+    for lead, p in out["categories"].items():
+        assert abs(sum(p.values()) - 1) < 2e-3
+        th = out["thresholds"][lead]
+        assert th["record_low"] <= th["last_year"]

@@ -29,6 +29,7 @@ from climate_ml.features import (
     monthly_trend_at,
     sea_ice_extent,
 )
+from climate_ml.probabilities import GaussianCategories, gaussian_category_probabilities
 from climate_ml.problems.base import (
     FoldData,
     Problem,
@@ -46,7 +47,7 @@ def _sector(lon: xr.DataArray, west: float) -> xr.DataArray:
 
 
 @dataclass
-class ArcticSeaIce(Problem):
+class ArcticSeaIce(GaussianCategories, Problem):
     name: str = "arctic_sea_ice"
     description: str = "Northern Hemisphere monthly sea-ice extent (10^6 km^2), leads 1-6 months"
     leads: tuple[int, ...] = tuple(range(1, 7))
@@ -57,6 +58,11 @@ class ArcticSeaIce(Problem):
     target_variable: str | None = None
     default_dataset: ClassVar[str] = "toy-sea-ice"  # the embedded data its commands use when none is named
     default_predictors: ClassVar[tuple[str, ...]] = ()
+    min_errors: int = 15  # out-of-sample errors per lead and target season before they set the spread
+    # the valid month's extent against the two thresholds known at the init: its record low so far
+    # and its value one year before (a new record low < below last year < at or above last year)
+    categories = ("new_record_low", "below_last_year", "above_last_year")
+    scored_categories = ("new_record_low", "above_last_year")
 
     def prepare_target(self, obs: xr.Dataset) -> xr.Dataset:
         """An extent series as it is, or a concentration field (fraction, with a ``cell_area``
@@ -108,3 +114,60 @@ class ArcticSeaIce(Problem):
         X["trend_persistence"] = baseline + X["anomaly"].sel(lag=0, drop=True)
         times = pd.DatetimeIndex(prepared[TIME].values)
         return FoldData(fit_end, X, self.target(prepared, fit_end), self.target_end(times))
+
+    # -- probabilities: a new record low, below last year ---------------------------------------
+
+    def _bounds(self, prepared: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+        """(init, lead): the record low of the valid month's calendar month and its extent one
+        year before the valid month, both from months up to the init (leads are at most 12)."""
+        ext = prepared["extent"]
+        times = pd.DatetimeIndex(ext[TIME].values)
+        values = np.asarray(ext.values, dtype=float)
+        record = np.full(len(times), np.nan)  # the lowest value of each calendar month up to then
+        for m in range(1, 13):
+            rows = np.flatnonzero(times.month == m)
+            record[rows] = np.fmin.accumulate(values[rows])
+        year_before = add_months(times, np.asarray(self.leads) - 12)  # (init, lead), never after the init
+        pos = times.get_indexer(year_before.ravel()).reshape(year_before.shape)
+        found = pos >= 0
+        coords = {INIT: times, LEAD: list(self.leads)}
+        last = np.where(found, values[np.where(found, pos, 0)], np.nan)
+        low = np.where(found, record[np.where(found, pos, 0)], np.nan)
+        return (xr.DataArray(low, dims=(INIT, LEAD), coords=coords),
+                xr.DataArray(last, dims=(INIT, LEAD), coords=coords))
+
+    def category_bounds(self, context: dict) -> tuple:
+        return context["record_low"], context["last_year"]
+
+    def scoring_context(self, prepared: xr.Dataset, fit_end) -> dict[str, xr.DataArray]:
+        """Per (init, lead): the thresholds, and the reference: the linear trend of the valid
+        calendar month (fitted up to ``fit_end``) with the spread of the training years about it,
+        as a normal distribution (the trend climatology IceNet compares against)."""
+        low, last = self._bounds(prepared)
+        times = pd.DatetimeIndex(prepared[TIME].values)
+        ext = prepared["extent"]
+        coef = self._trend(prepared, fit_end)
+        resid = (ext - monthly_trend_at(ext[TIME].values, coef)).sel({TIME: slice(None, pd.Timestamp(fit_end))})
+        months = pd.DatetimeIndex(resid[TIME].values).month
+        std = np.array([np.nanstd(resid.values[months == m], ddof=1) for m in range(1, 13)])
+        valid = add_months(times, self.leads)
+        clim_std = xr.DataArray(std[pd.DatetimeIndex(valid.ravel()).month.values.reshape(valid.shape) - 1],
+                                dims=(INIT, LEAD), coords={INIT: times, LEAD: list(self.leads)})
+        trend = self.baseline(prepared, fit_end)
+        clim = gaussian_category_probabilities(trend, clim_std, (low, last), self.categories)
+        return {"record_low": low, "last_year": last, "clim_std": clim_std,
+                "clim_probs": clim.transpose(INIT, LEAD, "category")}
+
+    def outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str) -> dict:
+        """P(a new record low / below last year / at or above last year) of the valid month's
+        extent for each lead of a live forecast, with the thresholds it was judged against."""
+        init, fc, sigma, probs, ctx = self.category_outlook(prepared, forecast, recent, name)
+        out = {"init_time": f"{init:%Y-%m}", "categories": {}, "spread": {}, "thresholds": {}}
+        for lead in fc[LEAD].values:
+            key = str(int(lead))
+            out["spread"][key] = round(float(sigma.sel({LEAD: lead}).values[0]), 3)
+            out["categories"][key] = {c: round(float(probs.sel({LEAD: lead, "category": c}).values[0]), 3)
+                                      for c in self.categories}
+            out["thresholds"][key] = {k: round(float(ctx[k].sel({LEAD: lead}).values[0]), 3)
+                                      for k in ("record_low", "last_year")}
+        return out

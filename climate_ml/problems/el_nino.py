@@ -34,23 +34,14 @@ from climate_ml.features import (
     project_eofs,
     trailing_mean,
 )
-from climate_ml.probabilities import (
-    brier_skill,
-    climatological_probabilities,
-    gaussian_category_probabilities,
-    observed_categories,
-    past_error_spread,
-    reliability,
-    rpss,
-    valid_months,
-)
+from climate_ml.probabilities import GaussianCategories, climatological_probabilities, valid_months
 from climate_ml.problems.base import FoldData, Problem, feature_dataset, predictor_features
 from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
 
 @dataclass
-class ElNino(Problem):
+class ElNino(GaussianCategories, Problem):
     name: str = "el_nino"
     description: str = "Nino 3.4 3-month running-mean SST anomaly (ONI-style), leads 1-18 months"
     leads: tuple[int, ...] = tuple(range(1, 19))
@@ -139,6 +130,7 @@ class ElNino(Problem):
     # -- category probabilities (La Nina / neutral / El Nino) ---------------------------------
 
     categories = ("la_nina", "neutral", "el_nino")
+    scored_categories = ("el_nino", "la_nina")
 
     def _oni(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
         """The observed target series: the 3-month mean Nino 3.4 anomaly centred on each month,
@@ -164,49 +156,11 @@ class ElNino(Problem):
             "clim_std": xr.DataArray(std[valid_months(times, self.leads) - 1], dims=(INIT, LEAD), coords=coords),
         }
 
-    def category_probabilities(self, result, name: str) -> xr.DataArray:
-        """P(La Nina / neutral / El Nino) (init_time, lead, category) of a backtested model, its
-        spread calibrated on its own earlier out-of-sample errors (see climate_ml.probabilities)."""
-        fc = result.forecasts[name]
-        fc = fc.mean("member") if "member" in fc.dims else fc
-        fc = fc.drop_vars("valid_time", errors="ignore")
-        obs = result.obs.drop_vars("valid_time", errors="ignore")
-        sigma = past_error_spread(fc - obs, self.target_end(fc[INIT].values), result.fit_end,
-                                  result.context["clim_std"], self.min_errors)
-        return gaussian_category_probabilities(fc, sigma, self.thresholds, self.categories)
-
-    def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
-        probs = self.category_probabilities(result, name)
-        onehot = observed_categories(result.obs.drop_vars("valid_time", errors="ignore"), self.thresholds, self.categories)
-        ref = result.context["clim_probs"]
-
-        def by_lead(da):
-            return {str(int(k)): (None if not np.isfinite(v) else round(float(v), 4))
-                    for k, v in zip(da[LEAD].values, da.values, strict=True)}
-
-        per_lead = {"rpss": by_lead(rpss(probs, onehot, ref)),
-                    "bss_el_nino": by_lead(brier_skill(probs, onehot, ref, "el_nino")),
-                    "bss_la_nina": by_lead(brier_skill(probs, onehot, ref, "la_nina"))}
-        return per_lead, {"reliability": {c: reliability(probs, onehot, c) for c in ("el_nino", "la_nina")}}
-
     def outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str) -> dict:
         """P(La Nina / neutral / El Nino) for each lead (the 3-month season centred on the valid
         month) of a live forecast. The spread comes from ``recent``, a backtest of the same model
         on data up to the init (errors by lead and target season), else the climatological one."""
-        init = pd.Timestamp(forecast[INIT].values[0])
-        known = prepared.sel({TIME: slice(None, init)})
-        ctx = self.scoring_context(known, init)
-        fc = forecast.mean("member") if "member" in forecast.dims else forecast
-        fc = fc.sel({INIT: [init]}).drop_vars("valid_time", errors="ignore")
-        past = (recent.forecasts[name].mean("member") if "member" in recent.forecasts[name].dims
-                else recent.forecasts[name]).drop_vars("valid_time", errors="ignore")
-        errors = past - recent.obs.drop_vars("valid_time", errors="ignore")
-        both = xr.concat([errors, xr.full_like(fc, np.nan)], dim=INIT)
-        verified = xr.concat([self.target_end(errors[INIT].values), self.target_end([init])], dim=INIT)
-        fit_end = xr.DataArray(np.full(both.sizes[INIT], np.datetime64(init, "ns")), dims=INIT, coords={INIT: both[INIT].values})
-        fallback = xr.concat([xr.full_like(errors, np.nan), ctx["clim_std"].sel({INIT: [init]})], dim=INIT)
-        sigma = past_error_spread(both, verified, fit_end, fallback, self.min_errors).sel({INIT: [init]})
-        probs = gaussian_category_probabilities(fc, sigma, self.thresholds, self.categories)
+        init, fc, sigma, probs, _ = self.category_outlook(prepared, forecast, recent, name)
         names = "JFMAMJJASOND"
         out = {"init_time": f"{init:%Y-%m}", "thresholds": list(self.thresholds), "categories": {}, "spread": {},
                "valid_season": {}}
