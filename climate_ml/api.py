@@ -8,9 +8,11 @@
                   [&as_of=YYYY-MM-DD|TAG][&format=json|csv|netcdf|climpred|weatherbench2]
     GET /archive?problem=el_nino[&dataset=NAME]      models, inits, kinds, last commits
     GET /plume?problem=el_nino[&dataset=NAME]        latest live forecasts and the observed history
+    GET /icemap?problem=arctic_sea_ice[&dataset=NAME][&model=M][&lead=1][&step=N]
+                                                     P(ice) map of the latest verified init, observed ice
     GET /archive/history?problem=el_nino
     GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts, drift flags
-    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae][&dataset=NAME][&reference=M]
+    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|iiee|sie_rmse|binary_accuracy|ice_brier][&dataset=NAME][&reference=M]
 
 Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.
 Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``.
@@ -28,6 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -38,8 +41,8 @@ from climate_ml.archive import (
     contents,
     export,
     history,
-    imported_forecasts,
     latest_forecasts,
+    latest_verified_map,
     parse_init_range,
     parse_leads,
     query,
@@ -47,7 +50,7 @@ from climate_ml.archive import (
     snapshot_id,
 )
 from climate_ml.errors import ClimateMLError, QueryError
-from climate_ml.leaderboard import assemble, default_reference, score_board
+from climate_ml.leaderboard import FIELD_METRICS, leaderboard_table
 from climate_ml.problems import PROBLEMS, get_problem
 from climate_ml.regions import parse_box
 from climate_ml.scores import METRICS
@@ -64,9 +67,10 @@ MEDIA = {"json": "application/json", "csv": "text/csv", "netcdf": "application/x
 
 
 def _records_state(root: Path, problem: str) -> tuple:
-    """The recorded backtests of a problem as (file, modification time) pairs."""
-    base = root / "runs" / "backtests" / problem
-    return tuple(sorted((str(p), p.stat().st_mtime_ns) for p in base.glob("*/record.json"))) if base.exists() else ()
+    """The recorded backtests of a problem (index and field) as (file, modification time) pairs."""
+    bases = [root / "runs" / kind / problem for kind in ("backtests", "field-backtests")]
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for base in bases if base.exists()
+                        for p in base.glob("*/record.json")))
 
 
 def create_app(root: Path) -> FastAPI:
@@ -153,6 +157,32 @@ def create_app(root: Path) -> FastAPI:
         get_problem(problem)
         return latest_forecasts(root, problem, dataset)
 
+    @app.get("/icemap")
+    def icemap(problem: str = "arctic_sea_ice", dataset: str | None = None, model: str | None = None,
+               lead: int = 1, step: int | None = None) -> dict:
+        """A field model's probability of ice (share of members >= 15%) at its latest verified
+        init, with the observed ice at the valid month, every ``step``-th row and column (default:
+        enough for at most 240 cells a side)."""
+        from climate_ml.sea_ice_fields import THRESHOLD, ice_probability
+
+        get_problem(problem)
+        if step is not None and not 1 <= step <= 16:
+            raise QueryError(f"bad step {step}: between 1 and 16")
+        maps = latest_verified_map(root, problem, dataset, model, lead)
+        grid = [d for d in maps["forecast"].dims if d != "member"]
+        step = step or max(1, -(-max(maps.sizes[d] for d in grid) // 240))
+        maps = maps.isel({d: slice(None, None, step) for d in grid})
+        prob = ice_probability(maps["forecast"]).transpose(*grid).values
+        seen = maps["observed"].transpose(*grid).values
+        ice = np.where(np.isnan(seen), np.nan, (seen >= THRESHOLD).astype(float))
+
+        def flat(a, digits):
+            return [None if not np.isfinite(v) else round(float(v), digits) for v in a.ravel()]
+
+        return {**maps.attrs, "threshold": THRESHOLD, "shape": list(prob.shape), "step": step,
+                "members": int(maps.sizes.get("member", 1)), "probability": flat(prob, 3),
+                "observed_ice": flat(ice, 0)}
+
     @app.get("/archive/history")
     def archive_history(problem: str, limit: int = 50) -> list[dict]:
         get_problem(problem)
@@ -163,19 +193,18 @@ def create_app(root: Path) -> FastAPI:
     @app.get("/leaderboard")
     def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
                     n_boot: int = 500) -> Response:
-        prob = get_problem(problem)
-        if score not in METRICS:
-            raise QueryError(f"bad score {score!r} (acc, rmse or mae)")
+        get_problem(problem)
+        if score not in METRICS and score not in FIELD_METRICS:
+            raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
         if not 100 <= n_boot <= 5000:
             raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
         # the same records, archive state and parameters give the same table (the bootstrap is
         # seeded): computed once, not per request
         key = (problem, score, dataset, reference, n_boot, snapshot_id(root, problem), _records_state(root, problem))
         if key not in boards:
-            board = assemble(root, problem, dataset=dataset, imported=imported_forecasts(root, problem))
+            table = leaderboard_table(root, problem, score, dataset, reference, n_boot)
             if len(boards) >= 64:
                 boards.pop(next(iter(boards)))
-            table = score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
             boards[key] = json.dumps(table, allow_nan=False).encode()  # serialised once too
         return Response(content=boards[key], media_type="application/json")
 

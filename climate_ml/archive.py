@@ -537,7 +537,7 @@ def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
         kinds, counts = np.unique(ds["prov_kind"].values.astype(str), return_counts=True)
         models.append({"model": m, "n_inits": len(inits), "first": f"{inits.min():%Y-%m}", "last": f"{inits.max():%Y-%m}",
                        "kinds": {str(k): int(c) for k, c in zip(kinds, counts, strict=True)},
-                       "observed": int(ds[OBSERVED].notnull().any(LEAD).sum()),
+                       "observed": int(ds[OBSERVED].notnull().any([d for d in ds[OBSERVED].dims if d != INIT]).sum()),
                        "last_written": max(ds["prov_written_at"].values.astype(str))})
     return {"problem": problem, "dataset": dataset, "datasets": sorted(snap.groups), "snapshot": snap.id,
             "models": models, "history": history(root, problem)[:5]}
@@ -556,6 +556,7 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
            "observed": [], "thresholds": list(getattr(prob, "thresholds", []))}
     snap = _snapshot(root, problem)
     groups = {m: snap.load(dataset, m) for m in snap.groups.get(dataset, [])} if snap else {}
+    groups = {m: ds for m, ds in groups.items() if _is_index(ds)}  # maps are drawn by latest_verified_map
     live = {m: ds.isel({INIT: ds["prov_kind"].values.astype(str) == "forecast"}) for m, ds in groups.items()}
     issued = [pd.Timestamp(ds[INIT].values[-1]) for ds in live.values() if ds.sizes[INIT]]
     if not issued:
@@ -585,6 +586,38 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
         obs.index = pd.DatetimeIndex(obs.index) + pd.DateOffset(months=1)  # the valid month of a lead-1 outcome
         obs = obs[(obs.index > first) & (obs.index <= init)]
         out["observed"] = [{"valid": f"{t:%Y-%m}", "value": round(float(v), 4)} for t, v in obs.items()]
+    return out
+
+
+def latest_verified_map(root: Path, problem: str, dataset: str | None = None, model: str | None = None,
+                        lead: int = 1) -> xr.Dataset:
+    """A field model's maps from its latest init whose lead-``lead`` outcome is observed: the
+    forecast (``member``, grid) and the observed map at the valid month, with the grid's lat/lon;
+    attributes model, init, valid, lead. ``model`` defaults to the first field model archived."""
+    dataset, _, _ = _group(problem, model or "any", dataset)
+    snap = _snapshot(root, problem)
+    names = snap.groups.get(dataset, []) if snap else []
+    fields = [m for m in names if not _is_index(snap.load(dataset, m))]
+    hint = "; archive some with `climate-ml sea-ice-fields --model FILE --archive`"
+    if model is not None and model not in fields:
+        raise QueryError(f"no concentration maps from model {model!r} for {problem} on {dataset}"
+                         + (f" (models with maps: {', '.join(fields)})" if fields else hint))
+    if not fields:
+        raise QueryError(f"no concentration maps archived for {problem} on {dataset}{hint}")
+    model = model or fields[0]
+    ds = snap.load(dataset, model)
+    if lead not in ds.indexes[LEAD]:
+        raise QueryError(f"lead {lead} not archived (leads: {int(ds[LEAD].min())}..{int(ds[LEAD].max())})")
+    seen = ds[OBSERVED].sel({LEAD: lead}).notnull().any([d for d in ds[OBSERVED].dims if d not in (INIT, LEAD)])
+    verified = np.flatnonzero(seen.values)
+    if not len(verified):
+        raise QueryError(f"no map of {model!r} has an observed outcome at lead {lead} yet")
+    one = ds.isel({INIT: int(verified[-1])}).sel({LEAD: lead})
+    init = pd.Timestamp(one[INIT].values)
+    out = xr.Dataset({"forecast": one["forecast"].load(), OBSERVED: one[OBSERVED].load()})
+    out = out.drop_vars([c for c in out.coords if c not in out.dims and c not in ("lat", "lon")])
+    out.attrs = {"problem": problem, "dataset": dataset, "model": model, "init": f"{init:%Y-%m}", "lead": int(lead),
+                 "valid": f"{init + pd.DateOffset(months=int(lead)):%Y-%m}", "units": ds["forecast"].attrs.get("units", "")}
     return out
 
 

@@ -190,21 +190,35 @@ def backtest_cmd(
     store: StoreOpt = None,
 ):
     """Rolling-origin backtest of model files against the problem's references on the same
-    folds; each run is recorded for `climate-ml leaderboard`."""
+    folds; each run is recorded for `climate-ml leaderboard`. Field models (files that say
+    TARGET = "sea_ice_concentration", for arctic_sea_ice) go through the field backtest of
+    `sea-ice-fields`, scored by IIEE, extent error, binary accuracy and the Brier score of P(ice)."""
     from climate_ml.cluster import scheduler_address
-    from climate_ml.model_api import load_model_factory, model_name
+    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_name, model_target
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
     from climate_ml.workflows import backtest_summary, evaluate, problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
-    for path in model_paths:
-        load_model_factory(path)  # fail fast on a broken path before any data work
+    targets = {model_target(load_model_factory(path)) for path in model_paths}  # fail fast on a broken path
     if n_jobs < 1:
         raise QueryError(f"bad --n-jobs {n_jobs}: must be at least 1")
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
     root = _root(store)
+    if FIELD_TARGET in targets:  # concentration maps: the field backtest, recorded for the field leaderboard
+        if len(targets) > 1:
+            raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
+        if prob.name != "arctic_sea_ice":
+            raise QueryError(f"field models forecast sea-ice concentration maps: backtest them on arctic_sea_ice, not {problem}")
+        from climate_ml.workflows import field_backtest_run
+
+        with _progress("field backtest") as bar:
+            task = bar.add_task("", total=None)
+            run = field_backtest_run(root, dataset or prob.default_dataset, start, end, refit_every, model_paths,
+                                     archive=archive, log=err.print, progress=lambda msg: bar.update(task, description=msg))
+        _report_field_run(run, dataset or prob.default_dataset, test_start, refit_every, as_json, archive)
+        return
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
     end = min(end, prob.last_init(prepared)) if end else prob.last_init(prepared)
     with _progress("backtest") as bar:
@@ -255,7 +269,7 @@ def backtest_cmd(
 @app.command("leaderboard")
 def leaderboard_cmd(
     problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
-    score: Annotated[str, typer.Option("--score", help="acc, rmse or mae")] = "acc",
+    score: Annotated[str, typer.Option("--score", help="acc, rmse or mae; for sea-ice maps (recorded by sea-ice-fields) iiee, sie_rmse, binary_accuracy or ice_brier")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Model that differences are taken against (default: the problem's strongest reference).")] = None,
@@ -266,19 +280,14 @@ def leaderboard_cmd(
 ):
     """Models x leads from recorded backtests of the same work (plus imported forecasts on the
     same inits), with block-bootstrap (by year) confidence intervals."""
-    from climate_ml.archive import imported_forecasts
-    from climate_ml.leaderboard import assemble, default_reference, format_board, score_board
-    from climate_ml.problems import get_problem
+    from climate_ml.leaderboard import FIELD_METRICS, format_board, leaderboard_table
     from climate_ml.scores import METRICS
 
-    prob = get_problem(problem)
-    if score not in METRICS:
-        raise QueryError(f"bad --score {score!r} (acc, rmse or mae)")
+    if score not in METRICS and score not in FIELD_METRICS:
+        raise QueryError(f"bad --score {score!r} (acc, rmse or mae; for maps {', '.join(FIELD_METRICS)})")
     if n_boot < 100:
         raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
-    root = _root(store)
-    board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
-    table = score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
+    table = leaderboard_table(_root(store), problem, score, dataset, reference, n_boot, work)
     typer.echo(json.dumps(table) if as_json else format_board(table, lead))
 
 
@@ -370,74 +379,57 @@ def sea_ice_fields_cmd(
     the probability of ice (from the members of a model that has them)."""
     import numpy as np
 
-    from climate_ml.backtest import fold_starts
-    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_name, model_target
-    from climate_ml.report import plot_ice_probability, skill_table
-    from climate_ml.sea_ice_fields import (
-        THRESHOLD,
-        concentration_field,
-        field_backtest,
-        summarise_field_scores,
-    )
-    from climate_ml.workflows import archive_field_hindcasts, ensure_dataset
+    from climate_ml.report import plot_ice_probability
+    from climate_ml.sea_ice_fields import THRESHOLD
+    from climate_ml.workflows import field_backtest_run
 
-    if archive and not model_paths:
-        raise QueryError("--archive needs a field model (--model FILE): the per-cell references are not archived")
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
     if refit_every < 1:
         raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
-    models = {}
-    for path in model_paths or []:
-        factory = load_model_factory(path)
-        if model_target(factory) != FIELD_TARGET:
-            raise QueryError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
-                             "backtest index models with `climate-ml backtest arctic_sea_ice FILE`")
-        models[model_name(path)] = factory
-    obs = ensure_dataset(_root(store), dataset, log=err.print)
-    conc, area = concentration_field(obs)
-    conc = conc.load()
-    last = pd.Timestamp(conc["time"].values[-1])
-    end = end or last
-    leads = list(range(1, 7))
-    map_init = min(end, last - pd.DateOffset(months=1))  # its lead-1 month is observed
-    kept: dict[str, np.ndarray] = {}
-    hindcasts: dict[str, dict] = {name: {} for name in models} if archive else {}
+    recent: dict[str, dict] = {}  # model -> the lead-1 probability of ice of its two latest inits
 
     def keep(name, init, maps):
-        if plot and init == map_init:
-            kept[name] = (maps[:, 0] >= THRESHOLD).mean(0).reshape(conc.isel(time=0).shape)
-        if archive:
-            hindcasts[name][init] = maps.astype("float32")
+        if plot:
+            latest = recent.setdefault(name, {})
+            latest[init] = (maps[:, 0] >= THRESHOLD).mean(0)
+            for old in sorted(latest)[:-2]:
+                del latest[old]
 
     with _progress("field backtest") as bar:
         task = bar.add_task("", total=None)
-        scores = field_backtest(conc, area, leads, start, end, refit_every, models=models, on_forecast=keep,
-                                progress=lambda msg: bar.update(task, description=msg))
+        run = field_backtest_run(_root(store), dataset, start, end, refit_every, model_paths or [], archive=archive,
+                                 replace=replace, on_forecast=keep, log=err.print,
+                                 progress=lambda msg: bar.update(task, description=msg))
+    conc = run.concentration
+    map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
+    kept = {name: p[map_init] for name, p in recent.items() if map_init in p}
     if plot and kept:
-        observed = conc.sel(time=map_init + pd.DateOffset(months=1)).values
+        valid = map_init + pd.DateOffset(months=1)
         ocean = np.isfinite(conc.values).any(0)
-        probs = {name: np.where(ocean, p, np.nan) for name, p in kept.items()}
-        err.print(f"wrote {plot_ice_probability(observed, probs, plot, f'{map_init + pd.DateOffset(months=1):%Y-%m} from {map_init:%Y-%m} (lead 1)')}")
-    summary = summarise_field_scores(scores)
-    failures = json.loads(scores.attrs["failures"])
-    archived = {}
-    paths = {model_name(p): Path(p) for p in model_paths or []}
-    for name, maps in hindcasts.items():
-        if name not in failures and maps:
-            archived[name] = archive_field_hindcasts(_root(store), paths[name], maps, conc, obs, dataset, leads,
-                                                     fold_starts(start, min(end, last), refit_every), replace=replace)
-            err.print(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
+        probs = {name: np.where(ocean, p.reshape(ocean.shape), np.nan) for name, p in kept.items()}
+        png = plot_ice_probability(conc.sel(time=valid).values, probs, plot, f"{valid:%Y-%m} from {map_init:%Y-%m} (lead 1)")
+        err.print(f"wrote {png}")
+    _report_field_run(run, dataset, test_start, refit_every, as_json, archive)
+
+
+def _report_field_run(run, dataset: str, test_start: str, refit_every: int, as_json: bool, archive: bool) -> None:
+    """What `sea-ice-fields` and `backtest` with field models print; exit 3 when a model failed."""
+    from climate_ml.report import skill_table
+
+    leads = list(range(1, 7))
+    err.print(f"recorded {run.record.name} (`climate-ml leaderboard arctic_sea_ice --score iiee` ranks the models)")
     if as_json:
-        typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{end:%Y-%m}"],
-                               "refit_every_months": refit_every, "leads": leads, "scores": summary,
-                               "failed": failures, **({"archived": archived} if archive else {})}))
+        typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{run.end:%Y-%m}"],
+                               "refit_every_months": refit_every, "leads": leads, "scores": run.summary,
+                               "failed": run.failures, "record": run.record.name,
+                               **({"archived": run.archived} if archive else {})}))
     else:
         for metric in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
-            typer.echo(skill_table(summary, metric, leads) + "\n")
-        for name, reason in failures.items():
+            typer.echo(skill_table(run.summary, metric, leads) + "\n")
+        for name, reason in run.failures.items():
             typer.echo(f"FAILED {name}: {reason}")
-    if failures:
+    if run.failures:
         raise typer.Exit(3)
 
 

@@ -79,6 +79,10 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
         entry = {"file": str(path), "sha256": file_sha256(path) if Path(path).is_file() else None,
                  "seconds": round(result.seconds.get(name, 0.0), 2)}
         entry.update({"status": "failed", "error": result.failures[name]} if name in result.failures else {"status": "ok"})
+        if name in result.forecasts and result.definition is not None:
+            reliability = result.extra(name).get("reliability")  # category probabilities: drawn on the page
+            if reliability:
+                entry["reliability"] = reliability
         models[name] = entry
     record = {"problem": problem.name, "work_key": key, "work": work, "code_version": code_version(),
               "created": now.isoformat(timespec="seconds"), "models": models}
@@ -95,8 +99,9 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
     return run_dir
 
 
-def list_records(root: Path, problem: str) -> list[dict]:
-    base = root / "runs" / "backtests" / problem
+def list_records(root: Path, problem: str, kind: str = "backtests") -> list[dict]:
+    """The records of a problem, oldest first: ``kind`` "backtests" or "field-backtests"."""
+    base = root / "runs" / kind / problem
     out = []
     for p in sorted(base.glob("*/record.json")) if base.exists() else []:
         rec = json.loads(p.read_text())
@@ -120,16 +125,7 @@ class Board:
 def assemble(root: Path, problem: str, key: str | None = None, dataset: str | None = None,
              imported: dict[str, xr.DataArray] | None = None) -> Board:
     """Merge the newest result of each model among records of one work key."""
-    records = list_records(root, problem)
-    if dataset:
-        records = [r for r in records if r["work"]["dataset"] == dataset]
-    if not records:
-        raise QueryError(f"no backtests recorded for problem {problem!r}" + (f" on dataset {dataset!r}" if dataset else "")
-                         + " (run `climate-ml backtest` first)")
-    key = key or records[-1]["work_key"]
-    records = [r for r in records if r["work_key"] == key]
-    if not records:
-        raise QueryError(f"no backtests with work key {key!r} for {problem!r}")
+    key, records = _one_work(root, problem, key, dataset, "backtests")
     forecasts: dict[str, xr.DataArray] = {}
     failed: dict[str, str] = {}
     sources: dict[str, dict] = {}
@@ -156,6 +152,23 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
         forecasts[name] = fc
         sources[name] = {"status": "ok", "file": "archive (imported)"}
     return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources, baseline)
+
+
+def _one_work(root: Path, problem: str, key: str | None, dataset: str | None, kind: str) -> tuple[str, list[dict]]:
+    """The records of one work key (default: the newest record's), optionally on one data set."""
+    records = list_records(root, problem, kind)
+    what, command = (("backtests", "climate-ml backtest") if kind == "backtests" else
+                     ("field backtests", "climate-ml sea-ice-fields"))
+    if dataset:
+        records = [r for r in records if r["work"]["dataset"] == dataset]
+    if not records:
+        raise QueryError(f"no {what} recorded for problem {problem!r}" + (f" on dataset {dataset!r}" if dataset else "")
+                         + f" (run `{command}` first)")
+    key = key or records[-1]["work_key"]
+    records = [r for r in records if r["work_key"] == key]
+    if not records:
+        raise QueryError(f"no {what} with work key {key!r} for {problem!r}")
+    return key, records
 
 
 def default_reference(problem: Problem, board: Board) -> str:
@@ -214,15 +227,24 @@ def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_
     if score not in METRICS:
         raise QueryError(f"unknown score {score!r} (known: {', '.join(METRICS)})")
     F, obs_arr, names = _common_pairs(board)
-    if reference not in names:
-        raise QueryError(f"reference {reference!r} is not on this leaderboard (models: {', '.join(names)})")
     years = pd.DatetimeIndex(board.obs[INIT].values).year.values
     S, uy = _yearly_stats(F, obs_arr, years)
-    point = _scores_from_stats(S.sum(axis=0))[score]  # model, lead
+    leads = [int(v) for v in board.obs[LEAD].values]
+    return _table(board, names, leads, S, uy, lambda stats: _scores_from_stats(stats)[score], score,
+                  METRICS[score].lower_is_better, reference, np.isfinite(obs_arr).sum(axis=0), n_boot, seed, level)
+
+
+def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndarray, to_score, score: str,
+           lower_better: bool, reference: str, n_pairs: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
+    """The leaderboard from per-year statistics ``S[year, model, lead, k]`` and ``to_score``
+    (statistics summed over years -> score): point scores, and a block bootstrap over years for
+    the intervals of the score and of its differences from the reference and the leader."""
+    if reference not in names:
+        raise QueryError(f"reference {reference!r} is not on this leaderboard (models: {', '.join(names)})")
+    point = to_score(S.sum(axis=0))  # model, lead
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, len(uy), len(uy)), minlength=len(uy)) for _ in range(n_boot)])
-    boot = _scores_from_stats(np.einsum("by,ymlk->bmlk", counts, S))[score]  # boot, model, lead
-    lower_better = METRICS[score].lower_is_better
+    boot = to_score(np.einsum("by,ymlk->bmlk", counts, S))  # boot, model, lead
     sign = -1.0 if lower_better else 1.0
     leader = np.nanargmax(sign * point, axis=0)  # per lead
     ref = names.index(reference)
@@ -236,8 +258,6 @@ def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_
     d_lead = boot - np.take_along_axis(boot, leader[None, None, :].repeat(boot.shape[0], 0), axis=1)
     dr_lo, dr_hi = q(d_ref)
     dl_lo, dl_hi = q(d_lead)
-    leads = [int(v) for v in board.obs[LEAD].values]
-    n_pairs = np.isfinite(obs_arr).sum(axis=0)
     rows = []
     for i, name in enumerate(names):
         per_lead = {}
@@ -261,6 +281,119 @@ def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_
         "leads": leads, "n_pairs": {str(lead): int(n) for lead, n in zip(leads, n_pairs, strict=True)},
         "rows": rows, "failed": [{"model": k, "error": v} for k, v in board.failed.items()],
     }
+
+
+# -- field (map) forecasts: per-sample scores from `sea-ice-fields`, averaged over (init, lead) --
+
+# name: (the per-sample score of sea_ice_fields.field_scores, reduction, lower is better)
+FIELD_METRICS = {
+    "iiee": ("iiee", "mean", True),  # integrated ice-edge error, 10^6 km^2
+    "sie_rmse": ("sie_error", "rms", True),  # extent error of the map forecast, 10^6 km^2
+    "binary_accuracy": ("binary_accuracy", "mean", False),
+    "ice_brier": ("ice_brier", "mean", True),  # Brier score of the probability of ice
+}
+FIELD_REFERENCE = "damped_anomaly_persistence"
+
+
+def record_field_backtest(root: Path, problem: str, scores: xr.Dataset, dataset: str, data_sha256: str, test_start,
+                          test_end, refit_every: int, model_files: dict[str, Path | None]) -> Path:
+    """Write one field backtest (per-sample scores over method x init x lead, from
+    ``sea_ice_fields.field_backtest``) as a record; returns its directory."""
+    work = {"problem": problem, "target": "sea_ice_concentration", "dataset": dataset, "data_sha256": data_sha256,
+            "test_period": [f"{pd.Timestamp(test_start):%Y-%m}", f"{pd.Timestamp(test_end):%Y-%m}"],
+            "refit_every_months": refit_every}
+    key = work_key(work)
+    now = _dt.datetime.now(_dt.UTC)
+    run_dir = root / "runs" / "field-backtests" / problem / f"{now:%Y%m%dT%H%M%S%fZ}-{key}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    failures = json.loads(scores.attrs.get("failures", "{}"))
+    models = {}
+    for name, path in model_files.items():
+        entry = {"file": str(path) if path else None, "sha256": file_sha256(path) if path and Path(path).is_file() else None,
+                 "kind": "model file" if path else "per-cell reference"}
+        entry.update({"status": "failed", "error": failures[name]} if name in failures else {"status": "ok"})
+        models[name] = entry
+    with NETCDF_LOCK:
+        scores.to_netcdf(run_dir / "scores.nc")
+    record = {"problem": problem, "work_key": key, "work": work, "code_version": code_version(),
+              "created": now.isoformat(timespec="seconds"), "models": models}
+    (run_dir / "record.json").write_text(json.dumps(record, indent=1))
+    return run_dir
+
+
+@dataclass
+class FieldBoard:
+    problem: str
+    work_key: str
+    work: dict
+    scores: dict[str, xr.Dataset]  # model -> per-sample scores (init_time, lead)
+    failed: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, dict] = field(default_factory=dict)
+
+
+def assemble_fields(root: Path, problem: str, key: str | None = None, dataset: str | None = None) -> FieldBoard:
+    """The newest field-backtest result of each model among records of one work key."""
+    key, records = _one_work(root, problem, key, dataset, "field-backtests")
+    scores, failed, sources = {}, {}, {}
+    for rec in records:  # oldest first: newer results replace older ones
+        with NETCDF_LOCK:
+            ds = xr.load_dataset(Path(rec["dir"]) / "scores.nc")
+        for name, meta in rec["models"].items():
+            sources[name] = {**meta, "record": Path(rec["dir"]).name, "code_version": rec["code_version"]}
+            if meta["status"] == "ok" and name in ds["method"].values:
+                scores[name] = ds.sel({"method": name}, drop=True)
+                failed.pop(name, None)
+            else:
+                failed[name] = meta.get("error", "failed")
+                scores.pop(name, None)
+    return FieldBoard(problem, key, records[-1]["work"], scores, failed, sources)
+
+
+def score_field_board(board: FieldBoard, score: str = "iiee", reference: str = FIELD_REFERENCE, n_boot: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> dict:
+    """The leaderboard of a field metric (``FIELD_METRICS``): the mean (or root mean square) of
+    the per-sample scores over the (init, lead) pairs every model has, with the same block
+    bootstrap over years as ``score_board``."""
+    if score not in FIELD_METRICS:
+        raise QueryError(f"unknown field score {score!r} (known: {', '.join(FIELD_METRICS)})")
+    variable, reduction, lower_better = FIELD_METRICS[score]
+    names = list(board.scores)
+    if not names:
+        raise QueryError(f"no field model of {board.problem!r} has scores in work {board.work_key}")
+    X = np.stack([board.scores[n][variable].transpose(INIT, LEAD).values for n in names])  # model, init, lead
+    ok = np.isfinite(X).all(axis=0)
+    x = np.where(ok[None], X, 0.0)
+    first = board.scores[names[0]]
+    years = pd.DatetimeIndex(first[INIT].values).year.values
+    uy = np.unique(years)
+    n = np.broadcast_to(ok, X.shape).astype(float)
+    stats = np.stack([n, x, x * x], axis=-1)  # model, init, lead, (n, sum, sum of squares)
+    S = np.stack([stats[:, years == y].sum(axis=1) for y in uy])
+
+    def to_score(st):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return st[..., 1] / st[..., 0] if reduction == "mean" else np.sqrt(st[..., 2] / st[..., 0])
+
+    leads = [int(v) for v in first[LEAD].values]
+    return _table(board, names, leads, S, uy, to_score, score, lower_better, reference, ok.sum(axis=0), n_boot, seed,
+                  level)
+
+
+def leaderboard_table(root: Path, problem: str, score: str = "acc", dataset: str | None = None,
+                      reference: str | None = None, n_boot: int = 1000, work: str | None = None) -> dict:
+    """The leaderboard the CLI and HTTP show: index scores (``METRICS``) from recorded backtests
+    and imported forecasts, or field scores (``FIELD_METRICS``) from recorded field backtests."""
+    from climate_ml.archive import imported_forecasts
+    from climate_ml.problems import get_problem
+
+    prob = get_problem(problem)
+    if score in FIELD_METRICS:
+        board = assemble_fields(root, problem, work, dataset)
+        return score_field_board(board, score, reference or FIELD_REFERENCE, n_boot=n_boot)
+    if score not in METRICS:
+        raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
+    board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
+    return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 
 
 def _r(x) -> float | None:

@@ -297,6 +297,15 @@ def summarise_field_scores(scores: xr.Dataset) -> dict[str, dict[str, dict[str, 
     return out
 
 
+def ice_probability(forecast: xr.DataArray, threshold: float = THRESHOLD) -> xr.DataArray:
+    """Probability of ice (concentration >= ``threshold``) per cell: the share of members at or
+    above it (0 or 1 for a map without members); NaN where the forecast is NaN (land)."""
+    ice = (forecast >= threshold).astype(float).where(forecast.notnull())
+    out = ice.mean("member") if "member" in forecast.dims else ice
+    out.attrs = {"long_name": f"probability of sea-ice concentration >= {threshold:.0%}", "units": "1"}
+    return out
+
+
 def concentration_field(obs: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """The concentration variable (fraction) and the cell area of a stored sea-ice dataset."""
     fields = [v for v in obs.data_vars if obs[v].attrs.get("standard_name") == "sea_ice_area_fraction"

@@ -4,6 +4,7 @@ archive forecasts. Each step takes and returns plain values or xarray objects.""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -370,6 +371,78 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
         except StoreError as exc:
             actions[name] = f"kept existing ({exc})"
     return actions
+
+
+@dataclass
+class FieldRun:
+    """One field backtest (``field_backtest_run``): per-sample scores (method, init, lead), their
+    per-lead summary, the models that failed and why, what was archived, and its record."""
+
+    scores: xr.Dataset
+    summary: dict
+    failures: dict[str, str]
+    archived: dict[str, str]
+    record: Path
+    concentration: xr.DataArray
+    end: pd.Timestamp
+
+
+def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refit_every: int = 12,
+                       model_paths=(), archive: bool = False, replace: bool = False,
+                       on_forecast: Callable | None = None, progress: Callable[[str], None] | None = None,
+                       log: Callable[[str], None] = lambda s: None) -> FieldRun:
+    """Backtest concentration-map forecasts on a stored sea-ice field: the per-cell references
+    and the field model files in ``model_paths`` on the same folds, at the problem's leads;
+    record the per-sample scores (the field leaderboard reads them) and, with ``archive``, archive
+    each model's out-of-sample maps as hindcasts. What `climate-ml sea-ice-fields` and the run
+    flow both do."""
+    from climate_ml.backtest import fold_starts
+    from climate_ml.leaderboard import record_field_backtest
+    from climate_ml.model_api import model_target
+    from climate_ml.problems import get_problem
+    from climate_ml.sea_ice_fields import (
+        FIELD_METHODS,
+        concentration_field,
+        field_backtest,
+        summarise_field_scores,
+    )
+
+    if archive and not model_paths:
+        raise ClimateMLError("--archive needs a field model (--model FILE): the per-cell references are not archived")
+    paths = {model_name(p): Path(p) for p in model_paths}
+    models = {}
+    for name, path in paths.items():
+        factory = load_model_factory(path)
+        if model_target(factory) != FIELD_TARGET:
+            raise ClimateMLError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
+                                 "backtest index models with `climate-ml backtest arctic_sea_ice FILE`")
+        models[name] = factory
+    obs = ensure_dataset(root, dataset, log=log)
+    conc, area = concentration_field(obs)
+    conc = conc.load()
+    last = pd.Timestamp(conc["time"].values[-1])
+    end = min(pd.Timestamp(test_end), last) if test_end is not None else last
+    leads = list(get_problem("arctic_sea_ice").leads)
+    hindcasts: dict[str, dict] = {name: {} for name in models} if archive else {}
+
+    def keep(name, init, maps):
+        if archive:
+            hindcasts[name][init] = maps.astype("float32")
+        if on_forecast:
+            on_forecast(name, init, maps)
+
+    scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models, on_forecast=keep,
+                            progress=progress)
+    failures = json.loads(scores.attrs["failures"])
+    archived = {}
+    for name, maps in hindcasts.items():
+        if name not in failures and maps:
+            archived[name] = archive_field_hindcasts(root, paths[name], maps, conc, obs, dataset, leads,
+                                                     fold_starts(test_start, end, refit_every), replace=replace)
+            log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
+    record = record_field_backtest(root, "arctic_sea_ice", scores, dataset, obs.attrs.get("source_sha256", ""),
+                                   test_start, end, refit_every, {**dict.fromkeys(FIELD_METHODS), **paths})
+    return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 
 
 def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,

@@ -104,19 +104,15 @@ def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.
 @task
 def field_skill(root: str, dataset: str, test_start: str, refit_every: int, run_dir: str) -> dict:
     """Concentration-field forecasts (per-cell references) scored by IIEE, extent error and
-    binary accuracy; a skill plot and a map of the ice edge in the last verifiable September."""
-    from climate_ml.sea_ice_fields import (
-        concentration_field,
-        field_backtest,
-        field_forecast_maps,
-        summarise_field_scores,
-    )
+    binary accuracy, recorded for the field leaderboard; a skill plot and a map of the ice edge
+    in the last verifiable September."""
+    from climate_ml.sea_ice_fields import field_forecast_maps
+    from climate_ml.workflows import field_backtest_run
 
-    conc, area = concentration_field(ensure_dataset(Path(root), dataset))
-    conc = conc.load()
-    times = pd.DatetimeIndex(conc["time"].values)
+    times = pd.DatetimeIndex(ensure_dataset(Path(root), dataset)["time"].values)
+    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every)  # recorded for the leaderboard
+    conc, summary = run.concentration, run.summary
     leads = list(get_problem("arctic_sea_ice").leads)
-    summary = summarise_field_scores(field_backtest(conc, area, leads, test_start, times[-2], refit_every))
     plot_skill(summary, Path(run_dir) / "field_skill_vs_lead.png",
                f"sea-ice concentration fields on {dataset}: inits {test_start}.., refit every {refit_every} months",
                leads, metrics=("binary_accuracy", "iiee"))

@@ -157,6 +157,23 @@ def test_cli_sea_ice_fields_with_a_field_model(tmp_path, sea_ice_store, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert out["scores"]["persist"]["ice_brier"]["1"] is not None
     assert out["scores"]["persist"]["iiee"]["1"] > 0
+    # the run is recorded: the field leaderboard ranks the model and the per-cell references on
+    # the same (init, lead) pairs, with the numbers the run printed
+    for score in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
+        assert main(["leaderboard", "arctic_sea_ice", "--score", score, "--json", "--n-boot", "200",
+                     "--store", str(store)]) == 0
+        board = json.loads(capsys.readouterr().out)
+        assert board["reference"] == "damped_anomaly_persistence" and board["lower_is_better"] == (score != "binary_accuracy")
+        rows = {r["model"]: r["leads"] for r in board["rows"]}
+        assert set(rows) == {"persist", "climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence"}
+        for name, leads in rows.items():
+            for lead, cell in leads.items():
+                assert cell["score"] == pytest.approx(out["scores"][name][score][lead], abs=2e-4), (score, name, lead)
+                assert cell["ci"][0] <= cell["score"] <= cell["ci"][1]
+    assert main(["leaderboard", "arctic_sea_ice", "--score", "iiee", "--lead", "1", "--store", str(store)]) == 0
+    assert "damped_anomaly_persistence" in capsys.readouterr().out
+    assert main(["leaderboard", "el_nino", "--score", "iiee", "--store", str(store)]) != 0
+    assert "no field backtests recorded for problem 'el_nino'" in capsys.readouterr().err
     bad = _write_model(tmp_path, "broken", suffix=" + 2")
     rc = main(["sea-ice-fields", "--test-start", "2024-01", "--model", str(bad), "--store", str(store)])
     printed = capsys.readouterr().out
@@ -183,6 +200,24 @@ def test_convlstm_learns_advection_that_per_cell_references_miss():
     assert float(net.sel(lead=1)) < 0.8 * float(ref.sel(lead=1)), (float(net.sel(lead=1)), float(ref.sel(lead=1)))
     brier = scores["ice_brier"].mean("init_time").sel(lead=1)
     assert float(brier.sel({"method": "convlstm"})) < float(brier.sel({"method": "damped_anomaly_persistence"}))
+
+
+def test_backtest_takes_field_models_through_the_field_backtest(tmp_path, sea_ice_store, capsys):
+    """One command for both contracts: `backtest arctic_sea_ice MAPS.py` runs the field backtest
+    (scores, record, leaderboard); mixing contracts or another problem is a one-line error."""
+    path = _write_model(tmp_path, "persist")
+    rc = main(["backtest", "arctic_sea_ice", str(path), "--test-start", "2024-01", "--json", "--store", str(sea_ice_store)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["failed"] == {} and set(out["scores"]) >= {"persist", "damped_anomaly_persistence"}
+    assert out["scores"]["persist"]["iiee"]["1"] > 0
+    assert main(["leaderboard", "arctic_sea_ice", "--score", "ice_brier", "--json", "--n-boot", "100",
+                 "--store", str(sea_ice_store)]) == 0
+    assert "persist" in {r["model"] for r in json.loads(capsys.readouterr().out)["rows"]}
+    for args, message in (([str(path), str(ROOT / "models" / "persistence.py")], "in separate runs"),):
+        assert main(["backtest", "arctic_sea_ice", *args, "--store", str(sea_ice_store)]) != 0
+        assert message in capsys.readouterr().err
+    assert main(["backtest", "el_nino", str(path), "--store", str(sea_ice_store)]) != 0
+    assert "backtest them on arctic_sea_ice, not el_nino" in capsys.readouterr().err
 
 
 def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_path, sea_ice_store, capsys):

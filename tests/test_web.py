@@ -5,7 +5,9 @@ on loopback, over a store with a recorded backtest."""
 import json
 import os
 import shutil
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +18,22 @@ from climate_ml.problems.el_nino import ElNino
 from climate_ml.synthetic import toy_ocean
 from climate_ml.workflows import MODELS_DIR
 from conftest import running_api
+
+# Screenshots are kept as test artefacts (not in a temporary folder): test-artefacts/web/ in the
+# checkout, or $CLIMATE_ML_TEST_ARTEFACTS/web; each run overwrites the previous one's.
+ARTEFACTS = Path(os.environ.get("CLIMATE_ML_TEST_ARTEFACTS") or Path(__file__).resolve().parents[1] / "test-artefacts")
+
+
+def keep_screenshot(target, name: str) -> Path:
+    """Save a PNG of the browser window or of one element under ARTEFACTS/web; returns its path."""
+    path = ARTEFACTS / "web" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(target, "save_screenshot"):
+        target.save_screenshot(str(path))
+    else:
+        target.screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
 
 pytestmark = pytest.mark.slow
 
@@ -122,9 +140,35 @@ def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
     want = {r["model"]: [f"{r['leads'][k]['score']:.2f}" for k in ("1", "3", "6")] for r in api["rows"]}
     _wait(browser, lambda d: _table(d) == want)
     assert "score=rmse" in browser.current_url
-    shot = tmp_path / "leaderboard.png"
-    browser.save_screenshot(str(shot))
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    shot = keep_screenshot(browser, "leaderboard")
+    assert shot.stat().st_size > 10_000
+
+
+def test_page_draws_reliability_diagrams_of_the_recorded_backtest(browser, site, tmp_path):
+    """One diagram per scored category; every model's dots are exactly the bins the backtest
+    recorded; another problem (nothing recorded) clears them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(site + "/?problem=el_nino&score=acc")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#reliability svg.reliability")) == 2)
+    api = json.loads(urllib.request.urlopen(site + "/leaderboard?problem=el_nino&score=acc").read())
+    drawn = browser.execute_script(
+        "const out = {}; for (const c of document.querySelectorAll('#reliability circle.rel-point')) {"
+        " const key = c.closest('svg').dataset.category + '/' + c.dataset.model;"
+        " (out[key] = out[key] || []).push(Number(c.dataset.n)); } return out;")
+    want = {f"{cat}/{row['model']}": [b["n"] for b in bins if b["n"] > 0]
+            for row in api["rows"] for cat, bins in row["source"]["reliability"].items()}
+    assert set(want) == {f"{c}/{m}" for c in ("el_nino", "la_nina")
+                         for m in ("persistence", "climatology", "damped_persistence", "lightgbm_lagged")}
+    assert drawn == want
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#reliability path.rel-line")) == 8
+    browser.execute_script("arguments[0].scrollIntoView()", browser.find_element(By.ID, "reliability"))
+    assert keep_screenshot(browser.find_element(By.ID, "reliability"), "reliability").stat().st_size > 5_000
+    Select(browser.find_element(By.ID, "problem")).select_by_value("arctic_sea_ice")
+    browser.find_element(By.ID, "load").click()
+    _wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#reliability svg"))
+    assert browser.find_element(By.ID, "reliability-meta").text == ""
 
 
 def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site, tmp_path):
@@ -147,7 +191,7 @@ def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site,
     drift = browser.find_elements(By.CSS_SELECTOR, "#monitoring td.drift")
     assert [d.text for d in drift] == ["drift"]
     assert "1 (model, lead) drifting" in browser.find_element(By.ID, "monitoring-meta").text
-    browser.save_screenshot(str(tmp_path / "archive.png"))
+    keep_screenshot(browser, "archive")
 
 
 def test_page_draws_the_latest_forecasts_with_the_observed_history(browser, site, tmp_path):
@@ -172,7 +216,7 @@ def test_page_draws_the_latest_forecasts_with_the_observed_history(browser, site
         assert sum(b[3] for b in bars if b[0] == lead) == pytest.approx(124, abs=0.01)
     plot = browser.find_element(By.ID, "plume")
     browser.execute_script("arguments[0].scrollIntoView()", plot)
-    plot.screenshot(str(tmp_path / "plume.png"))
+    keep_screenshot(plot, "plume")
     # another problem, another drawing: nothing is archived for sea ice here
     Select(browser.find_element(By.ID, "problem")).select_by_value("arctic_sea_ice")
     browser.find_element(By.ID, "load").click()
@@ -193,6 +237,82 @@ def test_page_shows_bad_parameters_as_one_line(browser, site):
 
 
 HOSTILE_MODEL = 'x<img src=x onerror="document.title=\'pwned\'">'
+
+
+@pytest.fixture(scope="module")
+def ice_site(tmp_path_factory):
+    """Four-member concentration maps of a field model on a 12 x 16 polar grid, three inits, the
+    last not yet verified: ice west of column 8 in every member, half the members at column 8,
+    open water east of it; the observed ice stops at column 7; three land cells."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from climate_ml.archive import write_forecast
+    from climate_ml.schema import add_valid_time
+
+    store = tmp_path_factory.mktemp("ice") / "store"
+    ny, nx, inits = 12, 16, pd.date_range("2020-01", periods=3, freq="MS")
+    conc = np.zeros((3, 6, 4, ny, nx))
+    conc[..., :8] = 0.9
+    conc[..., :2, :, 8] = 0.9
+    conc[..., 0, :3] = np.nan
+    seen = np.zeros((3, 6, ny, nx))
+    seen[..., :7] = 0.8
+    seen[..., 0, :3] = np.nan
+    seen[2] = np.nan  # the last init's outcomes are not observed yet
+    lat, lon = np.meshgrid(np.linspace(85, 60, ny), np.linspace(0, 300, nx), indexing="ij")
+    coords = {"init_time": inits, "lead": list(range(1, 7)), "y": np.arange(ny), "x": np.arange(nx)}
+    fc = add_valid_time(xr.DataArray(conc, dims=("init_time", "lead", "member", "y", "x"), attrs={"units": "1"},
+                                     coords={**coords, "member": np.arange(4), "lat": (("y", "x"), lat),
+                                             "lon": (("y", "x"), lon)}))
+    observed = xr.DataArray(seen, dims=("init_time", "lead", "y", "x"), coords=coords)
+    write_forecast(store, "arctic_sea_ice", "icemodel", fc, {"kind": "hindcast"}, dataset="toy-sea-ice",
+                   observed=observed)
+    with running_api(store) as base:
+        yield base
+
+
+def test_page_maps_the_probability_of_ice_with_the_observed_edge(browser, ice_site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = json.loads(urllib.request.urlopen(ice_site + "/icemap?problem=arctic_sea_ice").read())
+    assert (d["model"], d["init"], d["valid"], d["shape"], d["members"]) == ("icemodel", "2020-02", "2020-03", [12, 16], 4)
+    p = d["probability"]
+    assert p[0] is None and p[16 + 0] == 1.0 and p[16 + 8] == 0.5 and p[16 + 9] == 0.0
+    for query, message in (("step=0", "bad step 0"), ("model=zz", "no concentration maps from model 'zz'"),
+                           ("lead=9", "lead 9 not archived")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(ice_site + "/icemap?problem=arctic_sea_ice&" + query)
+        assert err.value.code == 400 and message in json.loads(err.value.read())["error"]
+
+    browser.get(ice_site + "/?problem=arctic_sea_ice")
+    _wait(browser, lambda dr: dr.find_element(By.ID, "icemap").get_attribute("data-cells") not in (None, "0"))
+    canvas = browser.find_element(By.ID, "icemap")
+    assert int(canvas.get_attribute("data-cells")) == sum(v is not None for v in p) == 12 * 16 - 3
+    assert int(canvas.get_attribute("data-ice")) == sum(v is not None and v >= 0.5 for v in p) == 12 * 9 - 3
+    # the observed edge: ice at column 6 beside open water at column 7, in every row
+    assert int(canvas.get_attribute("data-edge")) == 12
+    scale = int(canvas.get_attribute("data-scale"))
+
+    def pixel(i, j):
+        return browser.execute_script(
+            "const c = document.getElementById('icemap');"
+            "return Array.from(c.getContext('2d').getImageData(arguments[0], arguments[1], 1, 1).data.slice(0, 3));",
+            j * scale + scale // 2, i * scale + scale // 2)
+
+    assert pixel(0, 0) == [200, 200, 200]  # land
+    assert pixel(5, 2) == [8, 48, 107]  # every member has ice
+    assert pixel(5, 12) == [255, 255, 255]  # no member has ice
+    assert pixel(5, 6) == [214, 39, 40]  # the observed edge
+    assert "2020-03, from 2020-02 (lead 1)" in browser.find_element(By.ID, "icemap-meta").text
+    browser.execute_script("arguments[0].scrollIntoView()", canvas)
+    keep_screenshot(canvas, "ice-probability")
+    Select(browser.find_element(By.ID, "problem")).select_by_value("el_nino")
+    browser.find_element(By.ID, "load").click()
+    _wait(browser, lambda dr: dr.find_element(By.ID, "icemap").get_attribute("data-cells") == "0")
+    assert "no concentration maps archived for el_nino" in browser.find_element(By.ID, "icemap-meta").text
 
 
 @pytest.fixture(scope="module")
@@ -223,4 +343,4 @@ def test_hostile_names_are_text_never_markup(browser, hostile_site, tmp_path):
     assert "<b>toy</b>" in browser.find_element(By.ID, "meta").text
     assert browser.title != "pwned"
     assert any(HOSTILE_MODEL in s.text for s in browser.find_elements(By.CSS_SELECTOR, "#legend span"))
-    browser.save_screenshot(str(tmp_path / "hostile.png"))
+    keep_screenshot(browser, "hostile-names")

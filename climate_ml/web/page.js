@@ -49,9 +49,62 @@ async function loadBoard() {
     $("error").textContent = body.error || `HTTP ${res.status}`;
     for (const node of [$("board").querySelector("thead"), $("board").querySelector("tbody"), $("chart"), $("legend")]) clear(node);
     $("meta").textContent = "";
+    drawReliability(null);
     return;
   }
   render(body);
+}
+
+function drawReliability(b) {
+  // per category: observed frequency against forecast probability (bins of the backtest, all leads
+  // pooled), one series per model, dots sized by the number of forecasts in the bin
+  const box = $("reliability");
+  clear(box);
+  clear($("reliability-legend"));
+  const rows = b ? b.rows.filter((r) => r.source && r.source.reliability) : [];
+  const cats = [...new Set(rows.flatMap((r) => Object.keys(r.source.reliability)))];
+  if (!cats.length) {
+    $("reliability-meta").textContent = b ? `no category probabilities recorded for ${b.problem}` : "";
+    return;
+  }
+  $("reliability-meta").textContent = `calibrated category probabilities of ${b.problem} in the backtest ` +
+    `(inits ${b.test_period[0]}..${b.test_period[1]}): on the diagonal = reliable; dot area = number of forecasts`;
+  const S = 300, m = {l: 42, r: 10, t: 22, b: 34}, w = S - m.l - m.r, h = S - m.t - m.b;
+  const x = (v) => m.l + v * w, y = (v) => S - m.b - v * h;
+  const most = Math.max(1, ...rows.flatMap((r) => cats.flatMap((c) => (r.source.reliability[c] || []).map((q) => q.n))));
+  for (const c of cats) {
+    const svg = svgEl("svg", {class: "reliability", "data-category": c, width: S, height: S, role: "img",
+                              "aria-label": `reliability of P(${c})`});
+    svg.append(svgEl("text", {x: S / 2, y: 14, "font-size": 12, "text-anchor": "middle"}, `P(${c})`),
+               svgEl("line", {x1: x(0), y1: y(0), x2: x(1), y2: y(1), stroke: "#bbb", "stroke-dasharray": "4,4"}),
+               svgEl("line", {x1: x(0), y1: y(0), x2: x(1), y2: y(0), stroke: "#888"}),
+               svgEl("line", {x1: x(0), y1: y(0), x2: x(0), y2: y(1), stroke: "#888"}),
+               svgEl("text", {x: S / 2 + m.l / 2, y: S - 4, "font-size": 11, "text-anchor": "middle"}, "forecast probability"),
+               svgEl("text", {x: 10, y: S / 2, "font-size": 11, "text-anchor": "middle",
+                              transform: `rotate(-90 10 ${S / 2})`}, "observed frequency"));
+    for (const t of [0, 0.5, 1]) {
+      svg.append(svgEl("text", {x: x(t), y: y(0) + 14, "font-size": 10, "text-anchor": "middle"}, t),
+                 svgEl("text", {x: x(0) - 5, y: y(t) + 4, "font-size": 10, "text-anchor": "end"}, t));
+    }
+    b.rows.forEach((r, i) => {
+      const bins = ((r.source && r.source.reliability) || {})[c] || [];
+      const pts = bins.filter((q) => q.n > 0 && q.forecast !== null && q.observed !== null);
+      if (!pts.length) return;
+      const color = COLORS[i % COLORS.length];
+      svg.append(svgEl("path", {class: "rel-line", "data-model": r.model, fill: "none", stroke: color, "stroke-width": 1.5,
+                                d: pts.map((q, k) => `${k ? "L" : "M"}${x(q.forecast).toFixed(1)},${y(q.observed).toFixed(1)}`).join(" ")}));
+      for (const q of pts) {
+        svg.append(svgEl("circle", {class: "rel-point", "data-model": r.model, "data-n": q.n, cx: x(q.forecast).toFixed(1),
+                                    cy: y(q.observed).toFixed(1), r: (2 + 6 * Math.sqrt(q.n / most)).toFixed(1), fill: color,
+                                    "fill-opacity": 0.6},
+                                   [svgEl("title", {}, `${r.model}: forecast ${q.forecast.toFixed(2)}, observed ${q.observed.toFixed(2)}, n ${q.n}`)]));
+      }
+    });
+    box.append(svg);
+  }
+  b.rows.forEach((r, i) => {
+    if (r.source && r.source.reliability) $("reliability-legend").append(el("span", {style: `color:${COLORS[i % COLORS.length]}`}, `\u25A0 ${r.model}`));
+  });
 }
 
 function render(b) {
@@ -65,6 +118,7 @@ function render(b) {
     return el("td", {class: cls, title: tip}, fmt(c.score));
   })])));
   drawChart(b);
+  drawReliability(b);
 }
 
 function drawChart(b) {
@@ -225,6 +279,60 @@ function drawProbabilities(p) {
   cats.forEach((c, j) => $("probs-legend").append(el("span", {style: `color:${CATEGORY_COLORS[j % 3]}`}, `\u25A0 ${c}`)));
 }
 
-const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume()]);
+const LAND = [200, 200, 200], EDGE = [214, 39, 40];
+
+function iceColour(p) {
+  // white (0) to dark blue (1)
+  return [255 - 247 * p, 255 - 207 * p, 255 - 148 * p].map(Math.round);
+}
+
+async function loadIceMap() {
+  const canvas = $("icemap");
+  const ctx = canvas.getContext("2d");
+  const res = await fetch("icemap?" + archiveParams().toString());
+  const d = await res.json();
+  clear($("icemap-legend"));
+  if (!res.ok) {
+    canvas.width = 0;
+    canvas.height = 0;
+    canvas.dataset.cells = "0";
+    $("icemap-meta").textContent = d.error || `HTTP ${res.status}`;
+    return;
+  }
+  const [ny, nx] = d.shape;
+  const scale = Math.max(1, Math.floor(480 / Math.max(nx, ny)));
+  canvas.width = nx * scale;
+  canvas.height = ny * scale;
+  const img = ctx.createImageData(nx * scale, ny * scale);
+  const at = (i, j) => i * nx + j;
+  let ice = 0, edge = 0, cells = 0;
+  for (let i = 0; i < ny; i++) {
+    for (let j = 0; j < nx; j++) {
+      const p = d.probability[at(i, j)], o = d.observed_ice[at(i, j)];
+      let rgb = p === null ? LAND : iceColour(p);
+      if (p !== null) { cells += 1; if (p >= 0.5) ice += 1; }
+      // the observed ice edge: an ice cell next to observed open water (right or below)
+      const right = j + 1 < nx ? d.observed_ice[at(i, j + 1)] : null, below = i + 1 < ny ? d.observed_ice[at(i + 1, j)] : null;
+      if (o !== null && ((right !== null && right !== o) || (below !== null && below !== o))) { rgb = EDGE; edge += 1; }
+      for (let a = 0; a < scale; a++) {
+        for (let b = 0; b < scale; b++) {
+          const k = 4 * ((i * scale + a) * nx * scale + j * scale + b);
+          img.data[k] = rgb[0]; img.data[k + 1] = rgb[1]; img.data[k + 2] = rgb[2]; img.data[k + 3] = 255;
+        }
+      }
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  Object.assign(canvas.dataset, {cells: String(cells), ice: String(ice), edge: String(edge), scale: String(scale)});
+  $("icemap-meta").textContent = `${d.model} on ${d.dataset}: probability of concentration >= ${Math.round(100 * d.threshold)}% ` +
+    `(share of ${d.members} members) for ${d.valid}, from ${d.init} (lead ${d.lead}); red: the observed ice edge`;
+  for (const [label, rgb] of [["P = 0", iceColour(0)], ["P = 0.5", iceColour(0.5)], ["P = 1", iceColour(1)],
+                              ["land", LAND], ["observed edge", EDGE]]) {
+    $("icemap-legend").append(el("span", {}, [
+      el("span", {style: `background:rgb(${rgb.join(",")});border:1px solid #999;margin-right:.3rem`}, "\u00A0\u00A0\u00A0"), label]));
+  }
+}
+
+const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume(), loadIceMap()]);
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); loadAll(); });
 loadProblems().then(loadAll);
