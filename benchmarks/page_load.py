@@ -9,10 +9,12 @@ archive table are all drawn, for a cold and then warm server (median of --runs).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,16 @@ def main() -> None:
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
     try:
+        started = time.perf_counter()
         with running_server(root, workers=2) as base:
+            # the server warms its caches at start (archive snapshots, default leaderboards);
+            # a visitor after that sees a warm server: wait until both processes answer warm
+            streak = 0
+            while streak < 10 and time.perf_counter() - started < 120:
+                with urllib.request.urlopen(base + "/health", timeout=30) as r:
+                    streak = streak + 1 if json.loads(r.read())["warm"] else 0
+                time.sleep(0.05)
+            warm_s = time.perf_counter() - started
             times = []
             for _ in range(args.runs + 1):
                 tic = time.perf_counter()
@@ -70,9 +81,10 @@ def main() -> None:
                 times.append(time.perf_counter() - tic)
     finally:
         driver.quit()
-    print(f"page over 10 models x 600 inits x 18 leads: first load {times[0] * 1000:.0f} ms (cold server caches), "
-          f"then median {statistics.median(times[1:]) * 1000:.0f} ms, max {max(times[1:]) * 1000:.0f} ms "
-          f"over {args.runs} loads (aim < 1 s)")
+    print(f"page over 10 models x 600 inits x 18 leads: server started and warmed up in {warm_s:.1f} s; "
+          f"first page load {times[0] * 1000:.0f} ms (a new browser session), then median "
+          f"{statistics.median(times[1:]) * 1000:.0f} ms, max {max(times[1:]) * 1000:.0f} ms over {args.runs} loads "
+          "(aim < 1 s)")
 
 
 if __name__ == "__main__":

@@ -480,6 +480,34 @@ def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentrat
                           dataset=dataset, observed=observed)
 
 
+def seasonal_cycle(extent: xr.DataArray, years: int = 3, climatology: tuple[int, int] = (1981, 2010)) -> dict:
+    """What a sea-ice extent chart is drawn from (NSIDC's "Charctic" view): by calendar month, the
+    last ``years`` years of the series, the record low of each month with its year, and the mean
+    of the ``climatology`` years (of every year when the record does not cover them)."""
+    series = extent.to_series().dropna()
+    idx = pd.DatetimeIndex(series.index)
+    last = idx[-1].year
+    out = {"units": extent.attrs.get("units", ""), "last": f"{idx[-1]:%Y-%m}", "years": {}, "record_low": [],
+           "climatology": []}
+    for year in range(last - years + 1, last + 1):
+        part = series[idx.year == year]
+        out["years"][str(year)] = [{"month": int(t.month), "value": round(float(v), 3)} for t, v in part.items()]
+    first, final = climatology
+    base = series[(idx.year >= first) & (idx.year <= final)]
+    if pd.DatetimeIndex(base.index).year.nunique() < final - first + 1:
+        base, first, final = series, idx[0].year, last
+    out["climatology_years"] = [int(first), int(final)]
+    for month in range(1, 13):
+        part = series[idx.month == month]
+        if len(part):
+            out["record_low"].append({"month": month, "value": round(float(part.min()), 3),
+                                      "year": int(pd.Timestamp(part.idxmin()).year)})
+        clim = base[pd.DatetimeIndex(base.index).month == month]
+        if len(clim):
+            out["climatology"].append({"month": month, "value": round(float(clim.mean()), 3)})
+    return out
+
+
 def observed_history(problem: Problem, prepared: xr.Dataset, init, months: int = 24) -> pd.Series:
     """The observed target, in the convention of a forecast issued at ``init`` (anomalies against
     the climatology of data up to the init), for the ``months`` valid months up to the init:

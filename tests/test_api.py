@@ -1,6 +1,7 @@
 """The HTTP service as a client sees it: a real uvicorn server on loopback over a real store."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -116,8 +117,14 @@ def test_history_several_leads_and_the_standard_layouts(server, tmp_path):
 
 def test_health_shows_no_internals(server):
     status, _, body = get(server + "/health")
-    assert status == 200 and set(json.loads(body)) == {"status", "version"}
+    assert status == 200 and set(json.loads(body)) == {"status", "version", "warm"}
     assert "/" not in json.loads(body)["version"]
+    for _ in range(120):  # the server warms its caches (archive snapshots, default leaderboards) at start
+        if json.loads(get(server + "/health")[2])["warm"]:
+            break
+        time.sleep(0.25)
+    else:
+        raise AssertionError("the server never finished warming up")
 
 
 def test_concurrent_mixed_load_never_crashes_the_server(server, tmp_path):

@@ -269,8 +269,46 @@ def ice_site(tmp_path_factory):
     observed = xr.DataArray(seen, dims=("init_time", "lead", "y", "x"), coords=coords)
     write_forecast(store, "arctic_sea_ice", "icemodel", fc, {"kind": "hindcast"}, dataset="toy-sea-ice",
                    observed=observed)
+    # an extent record for the seasonal cycle (1979-01..2020-10) and a live forecast from its last month
+    from climate_ml.store import write_obs
+
+    t = pd.date_range("1979-01", "2020-10", freq="MS")
+    extent = 12 + 3.5 * np.cos(2 * np.pi * (t.month.values - 3) / 12) - 0.05 * (t.year.values - 1979)
+    extent[t == pd.Timestamp("2012-09")] -= 1.5  # a record September
+    write_obs(xr.Dataset({"extent": ("time", extent, {"units": "1e6 km2"})}, coords={"time": t}), store, "toy-sea-ice",
+              {"source": "test"})
+    live = add_valid_time(xr.DataArray(extent[-1] + np.arange(1.0, 7.0)[None], dims=("init_time", "lead"),
+                                       coords={"init_time": t[-1:], "lead": list(range(1, 7))}))
+    write_forecast(store, "arctic_sea_ice", "damped", live, {"kind": "forecast"}, dataset="toy-sea-ice")
     with running_api(store) as base:
         yield base
+
+
+def test_page_draws_the_seasonal_cycle_with_records_and_forecasts(browser, ice_site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    d = json.loads(urllib.request.urlopen(ice_site + "/seasonal?problem=arctic_sea_ice").read())
+    assert list(d["years"]) == ["2018", "2019", "2020"] and len(d["years"]["2020"]) == 10
+    assert d["climatology_years"] == [1981, 2010] and len(d["record_low"]) == 12
+    september = next(r for r in d["record_low"] if r["month"] == 9)
+    assert september["year"] == 2012
+    assert d["forecasts"]["init"] == "2020-10" and [f["model"] for f in d["forecasts"]["models"]] == ["damped"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(ice_site + "/seasonal?problem=el_nino")
+    assert err.value.code == 400 and "drawn for arctic_sea_ice" in json.loads(err.value.read())["error"]
+
+    browser.get(ice_site + "/?problem=arctic_sea_ice")
+    _wait(browser, lambda dr: len(dr.find_elements(By.CSS_SELECTOR, "#seasonal path.year")) == 3)
+    paths = {p.get_attribute("data-key"): p.get_attribute("d") for p in browser.find_elements(By.CSS_SELECTOR, "#seasonal path")}
+    assert paths["record"].count("L") == 11 and paths["climatology"].count("L") == 11  # one point a month
+    assert paths["2020"].count("L") == 9  # January to October
+    assert paths["damped"].count("M") == 2  # November-December, then January-April: wraps at the year's end
+    assert "observed to 2020-10, with the forecasts from 2020-10" in browser.find_element(By.ID, "seasonal-meta").text
+    keep_screenshot(browser.find_element(By.ID, "seasonal"), "seasonal-cycle")
+    Select(browser.find_element(By.ID, "problem")).select_by_value("el_nino")
+    browser.find_element(By.ID, "load").click()
+    _wait(browser, lambda dr: not dr.find_elements(By.CSS_SELECTOR, "#seasonal path"))
 
 
 def test_page_maps_the_probability_of_ice_with_the_observed_edge(browser, ice_site):

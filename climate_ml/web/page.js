@@ -279,6 +279,54 @@ function drawProbabilities(p) {
   cats.forEach((c, j) => $("probs-legend").append(el("span", {style: `color:${CATEGORY_COLORS[j % 3]}`}, `\u25A0 ${c}`)));
 }
 
+const MONTHS = "JFMAMJJASOND";
+
+async function loadSeasonal() {
+  // sea-ice extent by calendar month: recent years, each month's record low, the 1981-2010 mean
+  // and every model's latest forecast at its valid months (a forecast crossing December wraps)
+  const svg = $("seasonal");
+  clear(svg);
+  clear($("seasonal-legend"));
+  if ($("problem").value !== "arctic_sea_ice") { $("seasonal-meta").textContent = "drawn for arctic_sea_ice"; return; }
+  const res = await fetch("seasonal?" + archiveParams().toString());
+  const d = await res.json();
+  if (!res.ok) { $("seasonal-meta").textContent = d.error || `HTTP ${res.status}`; return; }
+  const W = 760, H = 300, m = {l: 50, r: 10, t: 10, b: 35};
+  const fc = d.forecasts.models.map((f) => f.valid.map((v, k) => ({month: Number(v.slice(5, 7)), value: f.mean[k]})));
+  const series = [...Object.values(d.years), d.record_low, d.climatology, ...fc];
+  const vals = series.flat().map((q) => q.value).filter((v) => v !== null);
+  if (!vals.length) { $("seasonal-meta").textContent = `no extent observed on ${d.dataset}`; return; }
+  let lo = Math.min(...vals), hi = Math.max(...vals);
+  if (hi === lo) { hi += 0.5; lo -= 0.5; }
+  const x = (month) => m.l + (month - 1) / 11 * (W - m.l - m.r);
+  const y = (v) => H - m.b - (v - lo) / (hi - lo) * (H - m.t - m.b);
+  const path = (pts) => {
+    let out = "", prev = null;
+    for (const q of pts.filter((q) => q.value !== null)) {
+      out += `${prev === null || q.month < prev ? "M" : "L"}${x(q.month).toFixed(1)},${y(q.value).toFixed(1)} `;
+      prev = q.month;
+    }
+    return out.trim();
+  };
+  svg.append(svgEl("line", {x1: m.l, y1: H - m.b, x2: W - m.r, y2: H - m.b, stroke: "#888"}),
+             svgEl("line", {x1: m.l, y1: m.t, x2: m.l, y2: H - m.b, stroke: "#888"}));
+  for (let k = 1; k <= 12; k++) svg.append(svgEl("text", {x: x(k), y: H - m.b + 16, "font-size": 11, "text-anchor": "middle"}, MONTHS[k - 1]));
+  for (const t of [lo, (lo + hi) / 2, hi]) svg.append(svgEl("text", {x: m.l - 6, y: y(t) + 4, "font-size": 11, "text-anchor": "end"}, t.toFixed(1)));
+  const line = (cls, pts, attrs, label, key) => {
+    svg.append(svgEl("path", {class: cls, "data-key": key, d: path(pts), fill: "none", ...attrs}));
+    if (label) $("seasonal-legend").append(el("span", {style: `color:${attrs.stroke}`}, `\u25A0 ${label}`));
+  };
+  line("climatology", d.climatology, {stroke: "#999", "stroke-width": 3}, `mean ${d.climatology_years.join("-")}`, "climatology");
+  line("record", d.record_low, {stroke: "#b2182b", "stroke-width": 1.5, "stroke-dasharray": "5,4"}, "record low", "record");
+  const years = Object.keys(d.years);
+  years.forEach((yr, i) => line("year", d.years[yr], {stroke: i === years.length - 1 ? "#111" : "#bbb", "stroke-width": i === years.length - 1 ? 2.5 : 1.2},
+                                 yr, yr));
+  d.forecasts.models.forEach((f, i) => line("forecast", fc[i], {stroke: COLORS[i % COLORS.length], "stroke-width": 2},
+                                            `${f.model} from ${d.forecasts.init}`, f.model));
+  $("seasonal-meta").textContent = `${d.problem} on ${d.dataset}: extent (${d.units}) by calendar month, observed to ${d.last}` +
+    (d.forecasts.init ? `, with the forecasts from ${d.forecasts.init}` : "");
+}
+
 const LAND = [200, 200, 200], EDGE = [214, 39, 40];
 
 function iceColour(p) {
@@ -333,6 +381,6 @@ async function loadIceMap() {
   }
 }
 
-const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume(), loadIceMap()]);
+const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume(), loadSeasonal(), loadIceMap()]);
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); loadAll(); });
 loadProblems().then(loadAll);
