@@ -220,13 +220,14 @@ def forecast_provenance(problem: Problem, model_path: Path, obs: xr.Dataset, dat
 
 def forecast_and_archive(
     root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
-    dataset: str, init, replace: bool = False, outlook: bool = False,
+    dataset: str, init, replace: bool = False, outlook: bool = False, recent: BacktestResult | None = None,
 ) -> tuple[xr.DataArray, str, dict | None]:
     """Forecast from ``init``, with the problem's probabilities when ``outlook`` (El Nino
-    categories, rainfall terciles), and archive both. Returns (forecast, action, outlook)."""
+    categories, rainfall terciles), and archive both. Returns (forecast, action, outlook).
+    ``recent``: a backtest holding the model, to calibrate the probabilities on."""
     factory = load_model_factory(model_path)
     fc = issue_forecast(problem, factory, prepared, init, name=model_name(model_path))
-    summary = probabilistic_outlook(problem, model_path, prepared, fc) if outlook else None
+    summary = probabilistic_outlook(problem, model_path, prepared, fc, recent=recent) if outlook else None
     provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
     action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
                             probabilities=outlook_probabilities(summary, fc))
@@ -260,10 +261,12 @@ def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: x
 
 
 def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
-                       dataset: str, init) -> tuple[dict, xr.DataArray]:
+                       dataset: str, init, recent: BacktestResult | None = None) -> tuple[dict, xr.DataArray]:
     """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
-    terciles, El Nino categories): the summary the run and monthly flows report, and the forecast."""
-    fc, action, outlook = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init, outlook=True)
+    terciles, El Nino categories): the summary the run and monthly flows report, and the forecast.
+    ``recent``: a backtest holding the model (the run's evaluation), to calibrate them on."""
+    fc, action, outlook = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init, outlook=True,
+                                               recent=recent)
     mean = fc.mean("member") if "member" in fc.dims else fc
     out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
            "forecast": {int(k): round(float(v), 3) for k, v in zip(mean["lead"].values, mean.values[0], strict=True)}}
@@ -331,23 +334,27 @@ def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Pat
 
 
 def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Dataset, forecast: xr.DataArray,
-                          years: int = 20) -> dict | None:
-    """Tercile probabilities for a live forecast, for problems that issue them: the model is
-    backtested on the ``years`` before the init (data up to the init only, refit every 5 years)
-    to calibrate its spread. None for other problems. An ensemble's mean is the forecast
-    here: its probabilities come from the model's own out-of-sample errors, like any other."""
+                          years: int = 20, recent: BacktestResult | None = None) -> dict | None:
+    """Category probabilities for a live forecast (El Nino categories, sea-ice record low and
+    last year, rainfall terciles), for problems that issue them. The spread is calibrated on the
+    model's own out-of-sample errors: those of ``recent``, a backtest that holds the model (the
+    run's own evaluation), else of a backtest on the ``years`` before the init (data up to the
+    init only, refit every 5 years). Only errors verified by the init count either way. None for
+    other problems. An ensemble's mean is the forecast here."""
     if not hasattr(problem, "outlook"):
         return None
     if "member" in forecast.dims:
         forecast = forecast.mean("member")
+    name = model_name(model_path)
     init = pd.Timestamp(forecast["init_time"].values[0])
     known = prepared.sel(time=slice(None, init))
-    last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init
-    first = last - pd.DateOffset(years=years) + pd.DateOffset(months=1)
-    recent = backtest(problem, {model_name(model_path): model_path}, known, first, last, refit_every=60)
-    if recent.failures:
-        raise ModelError(next(iter(recent.failures.values())))
-    return problem.outlook(known, forecast, recent, model_name(model_path))
+    if recent is None or name not in recent.forecasts:
+        last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init
+        first = last - pd.DateOffset(years=years) + pd.DateOffset(months=1)
+        recent = backtest(problem, {name: model_path}, known, first, last, refit_every=60)
+        if recent.failures:
+            raise ModelError(next(iter(recent.failures.values())))
+    return problem.outlook(known, forecast, recent, name)
 
 
 def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,

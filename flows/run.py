@@ -83,20 +83,21 @@ def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Datase
 
 
 @task
-def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
-    """One model's forecast from the latest month; a model that fails is one line, not the run's end."""
+def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None) -> dict:
+    """One model's forecast from the latest month; a model that fails is one line, not the run's end.
+    Its probabilities are calibrated on ``recent``, the run's own backtest of it."""
     try:
-        return _issue(root, problem_name, dataset, model, prepared)
+        return _issue(root, problem_name, dataset, model, prepared, recent)
     except ClimateMLError as exc:
         get_run_logger().warning(f"FAILED {model}: {exc}")
         return {"model": model, "error": str(exc)}
 
 
-def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset) -> dict:
+def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
     out, _ = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
-                                problem.last_init(prepared))
+                                problem.last_init(prepared), recent=recent)
     last = max(out["forecast"])
     return {**out, "lead": last, "value": out["forecast"][last]}
 
@@ -160,7 +161,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     result, actions = ev.result, ev.archived
     for name, reason in result.failures.items():
         logger.warning(f"FAILED {name}: {reason}")
-    issued = [issue(root, problem_name, dataset, m, prepared) for m in registered_models(problem_name)]
+    issued = [issue(root, problem_name, dataset, m, prepared, result) for m in registered_models(problem_name)]
     failed_issue = [i for i in issued if "error" in i]
     issued = [i for i in issued if "error" not in i]
     verified = verify(root, problem_name, dataset, prepared)
