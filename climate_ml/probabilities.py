@@ -182,6 +182,7 @@ class GaussianCategories:
         past = recent.forecasts[name]
         past = (past.mean("member") if "member" in past.dims else past).drop_vars("valid_time", errors="ignore")
         errors = past - recent.obs.drop_vars("valid_time", errors="ignore")
+        errors = errors.isel({INIT: errors[INIT].values < np.datetime64(init)})  # later inits: nothing verified yet
         both = xr.concat([errors, xr.full_like(fc, np.nan)], dim=INIT)
         verified = xr.concat([self.target_end(errors[INIT].values), self.target_end([init])], dim=INIT)
         fit_end = xr.DataArray(np.full(both.sizes[INIT], np.datetime64(init, "ns")), dims=INIT,

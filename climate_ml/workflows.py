@@ -4,6 +4,7 @@ archive forecasts. Each step takes and returns plain values or xarray objects.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -354,6 +355,9 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
         recent = backtest(problem, {name: model_path}, known, first, last, refit_every=60)
         if recent.failures:
             raise ModelError(next(iter(recent.failures.values())))
+    else:  # outcomes observed after the init are not known at the init: they never set the spread
+        ends = problem.target_end(recent.obs["init_time"].values)
+        recent = dataclasses.replace(recent, obs=recent.obs.where(ends <= init))
     return problem.outlook(known, forecast, recent, name)
 
 

@@ -160,3 +160,23 @@ def test_a_broken_model_is_one_failure_in_the_outlook(tmp_path):
     assert set(out.summaries) == {"xro"} and "import failed" in out.failures["broken"]
     assert set(out.consensus) == {"1", "3"}
     assert "| 3 | 2020-09 | ASO 2020 |" in out.table()
+
+
+def test_outlook_calibrated_on_a_given_backtest_ignores_outcomes_after_the_init(toy):
+    """The run calibrates its issued forecasts on its own backtest: outcomes observed after the
+    init must not move the probabilities; outcomes known by then must."""
+    import dataclasses
+
+    from climate_ml.backtest import issue_forecast
+    from climate_ml.model_api import load_model_factory
+
+    path = registered_models()["damped_persistence"]
+    res = backtest(PROBLEM, {"damped_persistence": path}, toy, "1985-01", "2008-12", refit_every=48)
+    init = pd.Timestamp("2000-06-01")
+    fc = issue_forecast(PROBLEM, load_model_factory(path), toy, init)
+    out = probabilistic_outlook(PROBLEM, path, toy, fc, recent=res)
+    ends = PROBLEM.target_end(res.obs["init_time"].values)
+    after = dataclasses.replace(res, obs=res.obs.where(ends <= init, res.obs + 3.0))
+    assert probabilistic_outlook(PROBLEM, path, toy, fc, recent=after)["categories"] == out["categories"]
+    before = dataclasses.replace(res, obs=res.obs.where(ends > init, res.obs + 3.0))
+    assert probabilistic_outlook(PROBLEM, path, toy, fc, recent=before)["categories"] != out["categories"]
