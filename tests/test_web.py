@@ -381,4 +381,8 @@ def test_hostile_names_are_text_never_markup(browser, hostile_site, tmp_path):
     assert "<b>toy</b>" in browser.find_element(By.ID, "meta").text
     assert browser.title != "pwned"
     assert any(HOSTILE_MODEL in s.text for s in browser.find_elements(By.CSS_SELECTOR, "#legend span"))
+    # the reliability diagrams name the same models: text there too
+    _wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#reliability svg.reliability"))
+    assert any(HOSTILE_MODEL in s.text for s in browser.find_elements(By.CSS_SELECTOR, "#reliability-legend span"))
+    assert browser.find_elements(By.CSS_SELECTOR, "#reliability img, #reliability-legend img, #reliability script") == []
     keep_screenshot(browser, "hostile-names")
