@@ -10,6 +10,8 @@
     GET /plume?problem=el_nino[&dataset=NAME]        latest live forecasts and the observed history
     GET /icemap?problem=arctic_sea_ice[&dataset=NAME][&model=M][&lead=1][&step=N]
                                                      P(ice) map of the latest verified init, observed ice
+    GET /rainseason?problem=california_rainfall[&dataset=NAME]
+                                                     Nov-Mar so far, its terciles, the archived season outlooks
     GET /seasonal?problem=arctic_sea_ice[&dataset=NAME][&years=3]
                                                      extent by month: recent years, record lows, 1981-2010 mean
     GET /archive/history?problem=el_nino
@@ -80,7 +82,7 @@ def _records_state(root: Path, problem: str) -> tuple:
 def create_app(root: Path) -> FastAPI:
     app = FastAPI(title="climate-ml archive", version=__version__)
     boards: dict[tuple, bytes] = {}
-    board_locks: dict[tuple, threading.Lock] = {}
+    board_locks = [threading.Lock() for _ in range(16)]  # striped: one table is computed once at a time
     warm = threading.Event()
 
     @app.exception_handler(ClimateMLError)
@@ -191,25 +193,48 @@ def create_app(root: Path) -> FastAPI:
 
     prepared_cache: dict[tuple, xr.Dataset] = {}
 
+    def prepared_inputs(prob, dataset: str | None) -> tuple[str, xr.Dataset]:
+        """The problem's prepared target from the stored data set (read only: nothing is ingested
+        here), cached until the store changes."""
+        from climate_ml.store import obs_path, open_obs
+        from climate_ml.workflows import DEFAULT_DATASET
+
+        name = dataset or DEFAULT_DATASET[prob.name]
+        path = obs_path(root, name)  # checks the name before it touches the file system
+        key = (prob.name, name, path.stat().st_mtime_ns if path.exists() else None)
+        if key not in prepared_cache:
+            if len(prepared_cache) >= 4:
+                prepared_cache.pop(next(iter(prepared_cache)))
+            prepared_cache[key] = prob.prepare(open_obs(root, name))
+        return name, prepared_cache[key]
+
+    @app.get("/rainseason")
+    def rainseason(problem: str = "california_rainfall", dataset: str | None = None) -> dict:
+        """The November-March season so far (observed months and running total), the terciles of
+        the season total, and each model's latest archived season outlook."""
+        from climate_ml.archive import season_outlooks
+        from climate_ml.workflows import wet_season
+
+        prob = get_problem(problem)
+        if problem != "california_rainfall":
+            raise QueryError(f"the wet season is drawn for california_rainfall, not {problem}")
+        name, prepared = prepared_inputs(prob, dataset)
+        return {"problem": problem, "dataset": name, **wet_season(prob, prepared),
+                "outlooks": season_outlooks(root, problem, name)}
+
     @app.get("/seasonal")
     def seasonal(problem: str = "arctic_sea_ice", dataset: str | None = None, years: int = 3) -> dict:
         """Sea-ice extent by calendar month: the last ``years`` years, each month's record low,
         the 1981-2010 mean, and the latest live forecasts (as the plume) at their valid months."""
-        from climate_ml.store import obs_path, open_obs
-        from climate_ml.workflows import DEFAULT_DATASET, seasonal_cycle
+        from climate_ml.workflows import seasonal_cycle
 
         prob = get_problem(problem)
         if problem != "arctic_sea_ice":
             raise QueryError(f"the seasonal cycle is drawn for arctic_sea_ice, not {problem}")
         if not 1 <= years <= 10:
             raise QueryError(f"bad years {years}: between 1 and 10")
-        name = dataset or DEFAULT_DATASET[problem]
-        path = obs_path(root, name)  # checks the name before it touches the file system
-        key = (name, path.stat().st_mtime_ns if path.exists() else None)
-        if key not in prepared_cache:
-            prepared_cache.clear()
-            prepared_cache[key] = prob.prepare(open_obs(root, name))  # only reads: nothing is ingested here
-        out = seasonal_cycle(prepared_cache[key]["extent"].assign_attrs(units=prob.target_units), years)
+        name, prepared = prepared_inputs(prob, dataset)
+        out = seasonal_cycle(prepared["extent"].assign_attrs(units=prob.target_units), years)
         return {"problem": problem, "dataset": name, **out, "forecasts": latest_forecasts(root, problem, name)}
 
     @app.get("/archive/history")
@@ -233,7 +258,7 @@ def create_app(root: Path) -> FastAPI:
         # the same records, archive state and parameters give the same table (the bootstrap is
         # seeded): computed once, not per request
         key = (problem, score, dataset, reference, n_boot, snapshot_id(root, problem), _records_state(root, problem))
-        with board_locks.setdefault(key, threading.Lock()):  # a request during the warm-up waits for it
+        with board_locks[hash(key) % len(board_locks)]:  # a request during the warm-up waits for it
             if key not in boards:
                 table = leaderboard_table(root, problem, score, dataset, reference, n_boot)
                 if len(boards) >= 64:
@@ -249,6 +274,8 @@ def create_app(root: Path) -> FastAPI:
                      (board_json, (problem, "acc", None, None, 500))]
             if problem == "arctic_sea_ice":
                 steps.append((seasonal, (problem, None, 3)))
+            if problem == "california_rainfall":
+                steps.append((rainseason, (problem, None)))
             for step, args in steps:
                 try:
                     step(*args)

@@ -46,6 +46,8 @@ MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
 OBSERVED = "observed"
 PROBABILITY, CATEGORY = "probability", "category"
+SEASON_FORECAST, SEASON_PROBABILITY = "season_forecast", "season_probability"  # rainfall: the Nov-Mar total
+OPTIONAL = (PROBABILITY, SEASON_FORECAST, SEASON_PROBABILITY)  # variables along init_time a write may lack
 KINDS = ("forecast", "hindcast", "imported")
 # Provenance of each init, stored as string variables along init_time: name -> long_name.
 PROVENANCE = {
@@ -271,7 +273,13 @@ def _cf(ds: xr.Dataset, problem: str, model: str, dataset: str, units: str) -> x
                                               "centred on valid_time; rainfall: terciles of the month; sea ice: a new "
                                               "record low / below last year / at or above last year for the month)",
                                  "units": "1"}
+    if CATEGORY in ds.coords:
         ds[CATEGORY].attrs = {"long_name": "forecast category"}
+    if SEASON_FORECAST in ds:
+        ds[SEASON_FORECAST].attrs = {"long_name": "forecast November-March total (the wet season of the init's autumn)",
+                                     "units": units}
+        ds[SEASON_PROBABILITY].attrs = {"long_name": "forecast probability of each tercile of the November-March total",
+                                        "units": "1"}
     ds[OBSERVED].attrs = {"long_name": f"observed {problem} target at valid_time, in the forecast's anomaly "
                                            "convention (empty while not yet observed)", "units": units}
     ds.attrs = {**GLOBAL_ATTRS, "title": f"climate-ml {problem} forecasts by {model} on {dataset}",
@@ -305,12 +313,14 @@ def _same(a: xr.DataArray, b: xr.DataArray) -> bool:
 def write_forecast(
     root: Path, problem: str, model: str, forecast: xr.DataArray, provenance: dict, replace: bool = False,
     dataset: str | None = None, observed: xr.DataArray | None = None, probabilities: xr.DataArray | None = None,
+    season: xr.Dataset | None = None,
 ) -> str:
     """Write ``forecast(init_time, lead[, member][, grid])`` into the archive under its data set
     (``dataset``, else ``provenance['dataset']``, else the problem's default) in one commit, with
     its provenance per init and, optionally, the ``observed`` outcome (init_time, lead) and
-    category ``probabilities`` (init_time, lead, category). Returns "created", "updated" or
-    "unchanged"."""
+    category ``probabilities`` (init_time, lead, category) and the ``season`` outlook
+    (``season_forecast(init_time)``, ``season_probability(init_time, category)``: rainfall's
+    November-March total). Returns "created", "updated" or "unchanged"."""
     from climate_ml.problems import get_problem
 
     validate_forecast(forecast)
@@ -331,6 +341,11 @@ def write_forecast(
         new[PROBABILITY] = probabilities.drop_vars([c for c in probabilities.coords if c not in probabilities.dims]
                                                    ).reindex({INIT: new[INIT].values, LEAD: new[LEAD].values})
         new = new.assign_coords({CATEGORY: new[CATEGORY].astype(object)})
+    if season is not None:
+        if PROBABILITY in new and [str(c) for c in season[CATEGORY].values] != [str(c) for c in new[CATEGORY].values]:
+            raise StoreError(f"{model}: season categories {list(season[CATEGORY].values)} differ from the monthly ones")
+        new = new.assign({v: season[v].reindex({INIT: new[INIT].values}) for v in (SEASON_FORECAST, SEASON_PROBABILITY)})
+        new = new.assign_coords({CATEGORY: new[CATEGORY].astype(object)})
     new = new.assign(provenance_variables({**provenance, "dataset": dataset}, inits))
     units = forecast.attrs.get("units") or get_problem(problem).target_units  # maps say their own ("1")
     new = _cf(add_valid_time(new), problem, model, dataset, units)
@@ -346,12 +361,15 @@ def write_forecast(
             new.to_zarr(session.store, group=group, mode="w", consolidated=False, encoding=_encoding(new))
             action, fresh, replaced = "created", inits, []
         else:
-            if PROBABILITY in new and PROBABILITY not in old:  # the group's first probabilities: empty before
-                first = new[PROBABILITY].isel({INIT: 0}, drop=True)
-                empty = xr.full_like(first.drop_vars([c for c in first.coords if c not in first.dims]), np.nan).expand_dims(
-                    {INIT: old[INIT].values}).transpose(INIT, LEAD, CATEGORY).reindex({LEAD: old[LEAD].values})
-                xr.Dataset({PROBABILITY: empty.assign_attrs(new[PROBABILITY].attrs)}).to_zarr(
-                    session.store, group=group, mode="a", consolidated=False)
+            first_time = [v for v in OPTIONAL if v in new and v not in old]
+            if first_time:  # the group's first probabilities or season outlook: empty for the inits before
+                empty = {}
+                for v in first_time:
+                    one = new[v].isel({INIT: 0}, drop=True)
+                    one = xr.full_like(one.drop_vars([c for c in one.coords if c not in one.dims]), np.nan)
+                    one = one.expand_dims({INIT: old[INIT].values}).transpose(*new[v].dims)
+                    empty[v] = (one.reindex({LEAD: old[LEAD].values}) if LEAD in one.dims else one).assign_attrs(new[v].attrs)
+                xr.Dataset(empty).to_zarr(session.store, group=group, mode="a", consolidated=False)
                 old = xr.open_zarr(session.store, group=group, consolidated=False)
             new = _conform(new, old, group)
             old_inits = pd.DatetimeIndex(old[INIT].values)
@@ -401,14 +419,17 @@ def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
                          f"{int(old[LEAD].min())}..{int(old[LEAD].max())}")
     if MEMBER in old.dims and not np.array_equal(new[MEMBER].values, old[MEMBER].values):
         raise StoreError(f"{group}: {new.sizes[MEMBER]} members, the archive holds {old.sizes[MEMBER]}")
-    if PROBABILITY in old:
+    if CATEGORY in old.dims:
         cats = [str(c) for c in old[CATEGORY].values]
-        if PROBABILITY not in new:  # a forecast without probabilities in a group that has some
-            new = new.assign({PROBABILITY: xr.DataArray(np.full((new.sizes[INIT], new.sizes[LEAD], len(cats)), np.nan),
-                                                        dims=(INIT, LEAD, CATEGORY), attrs=old[PROBABILITY].attrs)})
-            new = new.assign_coords({CATEGORY: np.array(cats, dtype=object)})
-        elif [str(c) for c in new[CATEGORY].values] != cats:
+        if CATEGORY in new.dims and [str(c) for c in new[CATEGORY].values] != cats:
             raise StoreError(f"{group}: categories {list(new[CATEGORY].values)}, the archive holds {cats}")
+    for v in OPTIONAL:  # a forecast without probabilities (or a season outlook) in a group that has some
+        if v in old and v not in new:
+            dims = old[v].dims
+            sizes = {**{d: old.sizes[d] for d in dims}, INIT: new.sizes[INIT], **({LEAD: new.sizes[LEAD]} if LEAD in dims else {})}
+            new = new.assign({v: xr.DataArray(np.full([sizes[d] for d in dims], np.nan), dims=dims, attrs=old[v].attrs)})
+            if CATEGORY in dims:
+                new = new.assign_coords({CATEGORY: np.array([str(c) for c in old[CATEGORY].values], dtype=object)})
     return add_valid_time(new.drop_vars(VALID).reindex({LEAD: old[LEAD].values}))
 
 
@@ -589,6 +610,27 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
     return out
 
 
+def season_outlooks(root: Path, problem: str, dataset: str | None = None) -> list[dict]:
+    """Each model's latest archived November-March outlook (rainfall): init, total and tercile
+    probabilities, newest inits first."""
+    dataset, _, _ = _group(problem, "any", dataset)
+    snap = _snapshot(root, problem)
+    out = []
+    for m in snap.groups.get(dataset, []) if snap else []:
+        ds = snap.load(dataset, m)
+        if SEASON_FORECAST not in ds:
+            continue
+        have = np.flatnonzero(np.isfinite(ds[SEASON_FORECAST].values))
+        if not len(have):
+            continue
+        one = ds.isel({INIT: int(have[-1])})
+        out.append({"model": m, "init": f"{pd.Timestamp(one[INIT].values):%Y-%m}",
+                    "forecast": round(float(one[SEASON_FORECAST]), 1),
+                    "probability": {str(c): round(float(one[SEASON_PROBABILITY].sel({CATEGORY: c})), 3)
+                                    for c in ds[CATEGORY].values}})
+    return sorted(out, key=lambda r: (r["init"], r["model"]), reverse=True)
+
+
 def latest_verified_map(root: Path, problem: str, dataset: str | None = None, model: str | None = None,
                         lead: int = 1) -> xr.Dataset:
     """A field model's maps from its latest init whose lead-``lead`` outcome is observed: the
@@ -608,11 +650,12 @@ def latest_verified_map(root: Path, problem: str, dataset: str | None = None, mo
     ds = snap.load(dataset, model)
     if lead not in ds.indexes[LEAD]:
         raise QueryError(f"lead {lead} not archived (leads: {int(ds[LEAD].min())}..{int(ds[LEAD].max())})")
-    seen = ds[OBSERVED].sel({LEAD: lead}).notnull().any([d for d in ds[OBSERVED].dims if d not in (INIT, LEAD)])
-    verified = np.flatnonzero(seen.values)
-    if not len(verified):
+    observed = ds[OBSERVED].sel({LEAD: lead})
+    latest = next((k for k in range(ds.sizes[INIT] - 1, -1, -1)  # newest first: reads a map or two, not all
+                   if bool(observed.isel({INIT: k}).notnull().any())), None)
+    if latest is None:
         raise QueryError(f"no map of {model!r} has an observed outcome at lead {lead} yet")
-    one = ds.isel({INIT: int(verified[-1])}).sel({LEAD: lead})
+    one = ds.isel({INIT: latest}).sel({LEAD: lead})
     init = pd.Timestamp(one[INIT].values)
     out = xr.Dataset({"forecast": one["forecast"].load(), OBSERVED: one[OBSERVED].load()})
     out = out.drop_vars([c for c in out.coords if c not in out.dims and c not in ("lat", "lon")])

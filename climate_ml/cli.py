@@ -366,8 +366,8 @@ def sea_ice_fields_cmd(
                        "verified test init, with the observed ice edge.")] = None,
     archive: Annotated[bool, typer.Option(
         "--archive", help="With --model: archive each model's out-of-sample maps (all members) as hindcasts, with "
-                          "the observed maps; query them with `climate-ml query arctic_sea_ice --dataset NAME "
-                          "--model M [--box ...]`.")] = False,
+                          "the observed maps; query them with `climate-ml archive query --problem arctic_sea_ice "
+                          "--dataset NAME --model M [--box ...]`.")] = False,
     replace: Annotated[bool, typer.Option("--replace", help="With --archive: overwrite different archived maps.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,

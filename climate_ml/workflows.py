@@ -231,8 +231,22 @@ def forecast_and_archive(
     summary = probabilistic_outlook(problem, model_path, prepared, fc, recent=recent) if outlook else None
     provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
     action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
-                            probabilities=outlook_probabilities(summary, fc))
+                            probabilities=outlook_probabilities(summary, fc), season=outlook_season(summary, fc))
     return fc, action, summary
+
+
+def outlook_season(outlook: dict | None, fc: xr.DataArray) -> xr.Dataset | None:
+    """The November-March outlook of a rainfall forecast (total and tercile probabilities) as
+    ``season_forecast(init_time)`` and ``season_probability(init_time, category)`` for the
+    archive; None when the outlook has none (other problems, inits outside August-November)."""
+    season = (outlook or {}).get("season")
+    if not season:
+        return None
+    cats = list(season["probability"])
+    inits = fc["init_time"].values
+    return xr.Dataset({"season_forecast": ("init_time", [float(season["forecast"])]),
+                       "season_probability": (("init_time", "category"), [[season["probability"][c] for c in cats]])},
+                      coords={"init_time": inits, "category": cats})
 
 
 def outlook_probabilities(outlook: dict | None, fc: xr.DataArray) -> xr.DataArray | None:
@@ -517,6 +531,29 @@ def seasonal_cycle(extent: xr.DataArray, years: int = 3, climatology: tuple[int,
         if len(clim):
             out["climatology"].append({"month": month, "value": round(float(clim.mean()), 3)})
     return out
+
+
+def wet_season(problem: Problem, prepared: xr.Dataset) -> dict:
+    """The wet season as a rainfall user follows it: the months of the current (or, outside it,
+    the last) November-March season observed so far with their running total, and the terciles of
+    the season total over every complete season in the record."""
+    pr = prepared["precip"].to_series().dropna()
+    idx = pd.DatetimeIndex(pr.index)
+    last = idx[-1]
+    first_month, n = problem.season_months[0], len(problem.season_months)
+    start = pd.Timestamp(year=last.year - (last.month < first_month), month=first_month, day=1)
+    months = pd.date_range(start, periods=n, freq="MS")
+    seen = [(t, float(pr[t])) for t in months if t in pr.index]
+    totals = problem.season_totals(prepared["precip"]).to_series().dropna()
+    edges = np.quantile(totals.values, [1 / 3, 2 / 3]) if len(totals) >= 10 else [np.nan, np.nan]
+    running = np.cumsum([v for _, v in seen]).tolist()
+    return {"season": f"{months[0]:%b %Y}-{months[-1]:%b %Y}", "last": f"{last:%Y-%m}",
+            "complete": len(seen) == n, "units": prepared["precip"].attrs.get("units", "mm"),
+            "months": [{"month": f"{t:%Y-%m}", "value": round(v, 1), "total": round(c, 1)}
+                       for (t, v), c in zip(seen, running, strict=True)],
+            "so_far": round(running[-1], 1) if running else 0.0,
+            "tercile_edges": [None if not np.isfinite(e) else round(float(e), 1) for e in edges],
+            "n_seasons": int(len(totals)), "season_mean": round(float(totals.mean()), 1) if len(totals) else None}
 
 
 def observed_history(problem: Problem, prepared: xr.Dataset, init, months: int = 24) -> pd.Series:

@@ -127,3 +127,35 @@ def test_queries_during_writes_see_only_complete_states(store):
         t.join()
     assert errors == []
     assert len(sizes) == 75 and max(sizes) <= len(inits)
+
+
+def _season(init, total, probs, cats=("below", "near", "above")):
+    return xr.Dataset({"season_forecast": (INIT, [total]), "season_probability": ((INIT, "category"), [list(probs)])},
+                      coords={INIT: pd.DatetimeIndex([init]), "category": list(cats)})
+
+
+def _terciles(init, leads=(1, 2, 3)):
+    return xr.DataArray(np.full((1, len(leads), 3), 1 / 3), dims=(INIT, LEAD, "category"),
+                        coords={INIT: pd.DatetimeIndex([init]), LEAD: list(leads), "category": ["below", "near", "above"]})
+
+
+def test_season_outlooks_join_a_group_that_had_none_and_leave_gaps_as_nan(store):
+    """Rainfall's November-March outlook exists for August-November inits only: a group written
+    without it gains it (empty for the earlier inits), a later init without it stays empty, and
+    categories that differ from the group's are refused with nothing changed."""
+    write_forecast(store, "california_rainfall", "m", fc(["2020-01-01"]), {"kind": "forecast"},
+                   probabilities=_terciles("2020-01-01"))
+    write_forecast(store, "california_rainfall", "m", fc(["2020-08-01"]), {"kind": "forecast"},
+                   probabilities=_terciles("2020-08-01"), season=_season("2020-08-01", 410.0, (0.2, 0.3, 0.5)))
+    write_forecast(store, "california_rainfall", "m", fc(["2021-02-01"]), {"kind": "forecast"},
+                   probabilities=_terciles("2021-02-01"))
+    ds = query(store, "california_rainfall", "m").isel(model=0)
+    assert np.isnan(ds["season_forecast"].values[[0, 2]]).all() and float(ds["season_forecast"][1]) == 410.0
+    assert ds["season_probability"].sel(init_time="2020-08-01").values.tolist() == [0.2, 0.3, 0.5]
+    assert ds["season_forecast"].attrs["units"] == "mm"
+    before = tree_digest(store / "archive")
+    with pytest.raises(StoreError, match="season categories"):
+        write_forecast(store, "california_rainfall", "m", fc(["2021-08-01"]), {"kind": "forecast"},
+                       probabilities=_terciles("2021-08-01"),
+                       season=_season("2021-08-01", 300.0, (0.3, 0.3, 0.4), cats=("dry", "normal", "wet")))
+    assert tree_digest(store / "archive") == before

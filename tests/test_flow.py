@@ -21,8 +21,11 @@ def test_run_quick_end_to_end(tmp_path):
                        capture_output=True, text=True, env=env, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ACC by lead" in p.stdout and "plot:" in p.stdout
-    runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir() if r.name != "backtests"}
+    records = {"backtests", "field-backtests"}  # the leaderboard's records, beside the runs
+    runs = {r.name.split("-", 1)[1]: r for r in (tmp_path / "store" / "runs").iterdir() if r.name not in records}
     assert set(runs) == {"el_nino", "arctic_sea_ice", "california_rainfall"}
+    # the sea-ice field backtest is recorded too: the field leaderboard has content after a run
+    assert list((tmp_path / "store" / "runs" / "field-backtests" / "arctic_sea_ice").glob("*/scores.nc"))
     for run in runs.values():
         png = run / "skill_vs_lead.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

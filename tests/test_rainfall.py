@@ -206,3 +206,19 @@ def test_cli_forecast_prints_the_season_outlook(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["season"]["units"] == "mm" and len(out["forecast"]) == 7
     assert all(abs(sum(r["terciles"].values()) - 1) < 2e-3 for r in out["forecast"])
+    # the November-March outlook is archived with the forecast, beside the monthly terciles; a later
+    # init outside August-November has none (NaN), and the earlier one is kept as it was
+    from climate_ml.archive import query
+
+    assert main(["forecast", "california_rainfall", "models/enso_regression.py", "--init", "2021-01", "--json",
+                 "--store", str(tmp_path / "store")]) == 0
+    capsys.readouterr()
+    ds = query(tmp_path / "store", "california_rainfall", "enso_regression").isel(model=0)
+    aug = ds.sel(init_time="2020-08-01")
+    assert float(aug["season_forecast"]) == pytest.approx(out["season"]["forecast"], abs=0.05)
+    assert [float(aug["season_probability"].sel(category=c)) for c in ("below", "near", "above")] == pytest.approx(
+        [out["season"]["probability"][c] for c in ("below", "near", "above")], abs=1e-6)
+    assert ds["season_forecast"].attrs["units"] == "mm"
+    jan = ds.sel(init_time="2021-01-01")
+    assert np.isnan(float(jan["season_forecast"])) and bool(jan["season_probability"].isnull().all())
+    assert bool(jan["probability"].notnull().all())  # its monthly terciles are there

@@ -354,6 +354,63 @@ def test_page_maps_the_probability_of_ice_with_the_observed_edge(browser, ice_si
 
 
 @pytest.fixture(scope="module")
+def rain_site(tmp_path_factory):
+    """Monthly precipitation 1950-01..2021-01 (the 2020-21 season three months in) and one model's
+    archived season outlook from 2020-08."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from climate_ml.archive import write_forecast
+    from climate_ml.schema import add_valid_time
+    from climate_ml.store import write_obs
+    from climate_ml.workflows import DEFAULT_DATASET
+
+    store = tmp_path_factory.mktemp("rain") / "store"
+    t = pd.date_range("1950-01", "2021-01", freq="MS")
+    rng = np.random.default_rng(4)
+    wet = np.isin(t.month, [11, 12, 1, 2, 3])
+    precip = np.where(wet, rng.gamma(2.0, 45.0, len(t)), rng.gamma(1.0, 5.0, len(t)))
+    write_obs(xr.Dataset({"precip": ("time", precip, {"units": "mm"})}, coords={"time": t}), store,
+              DEFAULT_DATASET["california_rainfall"], {"source": "test"})
+    init = pd.DatetimeIndex(["2020-08-01"])
+    fc = add_valid_time(xr.DataArray(np.full((1, 7), 30.0), dims=("init_time", "lead"),
+                                     coords={"init_time": init, "lead": list(range(1, 8))}))
+    season = xr.Dataset({"season_forecast": ("init_time", [400.0]),
+                         "season_probability": (("init_time", "category"), [[0.2, 0.3, 0.5]])},
+                        coords={"init_time": init, "category": ["below", "near", "above"]})
+    write_forecast(store, "california_rainfall", "seasonmodel", fc, {"kind": "forecast"}, season=season)
+    with running_api(store) as base:
+        yield base, pd.Series(precip, index=t)
+
+
+def test_page_follows_the_wet_season_with_the_archived_outlooks(browser, rain_site):
+    import numpy as np
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    base, precip = rain_site
+    d = json.loads(urllib.request.urlopen(base + "/rainseason?problem=california_rainfall").read())
+    assert (d["season"], d["last"], d["complete"]) == ("Nov 2020-Mar 2021", "2021-01", False)
+    assert d["so_far"] == pytest.approx(precip["2020-11":"2021-01"].sum(), abs=0.1)
+    totals = [precip[f"{y}-11":f"{y + 1}-03"].sum() for y in range(1950, 2020)]
+    assert d["n_seasons"] == 70 and d["tercile_edges"] == pytest.approx(np.quantile(totals, [1 / 3, 2 / 3]), abs=0.1)
+    assert d["outlooks"] == [{"model": "seasonmodel", "init": "2020-08", "forecast": 400.0,
+                              "probability": {"below": 0.2, "near": 0.3, "above": 0.5}}]
+    browser.get(base + "/?problem=california_rainfall")
+    _wait(browser, lambda dr: dr.find_elements(By.CSS_SELECTOR, "#rain circle.outlook"))
+    assert browser.find_element(By.CSS_SELECTOR, "#rain circle.outlook").get_attribute("data-total") == "400"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rain rect.so-far")) == 1
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#rain line.tercile")) == 2
+    texts = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#rain text")]
+    assert "P(below/near/above) 0.20/0.30/0.50" in texts and "seasonmodel from 2020-08" in texts
+    keep_screenshot(browser.find_element(By.ID, "rain"), "wet-season")
+    Select(browser.find_element(By.ID, "problem")).select_by_value("el_nino")
+    browser.find_element(By.ID, "load").click()
+    _wait(browser, lambda dr: not dr.find_elements(By.CSS_SELECTOR, "#rain circle, #rain rect"))
+
+
+@pytest.fixture(scope="module")
 def hostile_site(tmp_path_factory):
     """A recorded backtest whose model and data set names are HTML: stored script injection if
     the page ever put names into the page as markup."""

@@ -327,6 +327,51 @@ async function loadSeasonal() {
     (d.forecasts.init ? `, with the forecasts from ${d.forecasts.init}` : "");
 }
 
+async function loadRainSeason() {
+  // the November-March season so far against the terciles of the season total, and each model's
+  // latest archived season outlook: its total and P(below / near / above) as a stacked bar
+  const svg = $("rain");
+  clear(svg);
+  clear($("rain-legend"));
+  svg.setAttribute("height", 60);
+  if ($("problem").value !== "california_rainfall") { $("rain-meta").textContent = "drawn for california_rainfall"; return; }
+  const res = await fetch("rainseason?" + archiveParams().toString());
+  const d = await res.json();
+  if (!res.ok) { $("rain-meta").textContent = d.error || `HTTP ${res.status}`; return; }
+  const [lower, upper] = d.tercile_edges;
+  const W = 760, m = {l: 250, r: 20}, rowH = 26, top = 22;
+  const rows = [{label: `observed ${d.season}` + (d.complete ? "" : " so far"), total: d.so_far}, ...d.outlooks.map(
+    (o) => ({label: `${o.model} from ${o.init}`, total: o.forecast, probability: o.probability}))];
+  const H = top + rows.length * rowH + 24;
+  svg.setAttribute("height", H);
+  const hi = Math.max(upper || 0, ...rows.map((r) => r.total)) * 1.15 || 1;
+  const x = (v) => m.l + v / hi * (W - m.l - m.r);
+  for (const [edge, label] of [[lower, "lower tercile"], [upper, "upper tercile"]]) {
+    if (edge === null) continue;
+    svg.append(svgEl("line", {class: "tercile", x1: x(edge), x2: x(edge), y1: top - 6, y2: H - 22, stroke: "#999", "stroke-dasharray": "4,4"}),
+               svgEl("text", {x: x(edge), y: top - 9, "font-size": 10, "text-anchor": "middle"}, `${label} ${edge.toFixed(0)}`));
+  }
+  rows.forEach((r, i) => {
+    const y = top + i * rowH;
+    svg.append(svgEl("text", {x: m.l - 8, y: y + rowH / 2 + 4, "font-size": 11, "text-anchor": "end"}, r.label));
+    if (!r.probability) {
+      svg.append(svgEl("rect", {class: "so-far", x: x(0), y: y + 4, width: x(r.total) - x(0), height: rowH - 8, fill: "#333"},
+                       [svgEl("title", {}, `${r.total.toFixed(0)} ${d.units}`)]));
+      return;
+    }
+    const color = COLORS[(i - 1) % COLORS.length];
+    svg.append(svgEl("circle", {class: "outlook", "data-total": r.total, cx: x(r.total), cy: y + rowH / 2, r: 5, fill: color},
+                     [svgEl("title", {}, `${r.label}: ${r.total.toFixed(0)} ${d.units}`)]));
+    const p = r.probability;
+    svg.append(svgEl("text", {x: x(r.total) + 9, y: y + rowH / 2 + 4, "font-size": 10},
+                     `P(below/near/above) ${["below", "near", "above"].map((c) => (p[c] ?? NaN).toFixed(2)).join("/")}`));
+  });
+  svg.append(svgEl("text", {x: (W + m.l) / 2, y: H - 4, "font-size": 11, "text-anchor": "middle"}, `November-March total (${d.units})`));
+  $("rain-meta").textContent = `${d.problem} on ${d.dataset}: the ${d.season} season observed to ${d.last}` +
+    ` (${d.so_far.toFixed(0)} ${d.units}), terciles of ${d.n_seasons} seasons` +
+    (d.outlooks.length ? `, and ${d.outlooks.length} archived season outlooks` : ", no season outlook archived");
+}
+
 const LAND = [200, 200, 200], EDGE = [214, 39, 40];
 
 function iceColour(p) {
@@ -381,6 +426,7 @@ async function loadIceMap() {
   }
 }
 
-const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume(), loadSeasonal(), loadIceMap()]);
+const loadAll = () => Promise.all([loadBoard(), loadArchive(), loadMonitoring(), loadPlume(), loadSeasonal(),
+                                    loadRainSeason(), loadIceMap()]);
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); loadAll(); });
 loadProblems().then(loadAll);
