@@ -58,10 +58,13 @@ def test_yearly_daily_files_become_monthly_means(tmp_path, store):
     np.testing.assert_array_equal(open_obs(store, "oisst").sst.isel(time=slice(0, 24)).values, ds.sst.values)
 
 
-def _rewrite_without(path: Path, keep) -> None:
+def _rewrite_days(path: Path, days) -> xr.Dataset:
+    """Rewrite a yearly file with only the day positions ``days`` (in that order, repeats allowed);
+    returns the file as it was."""
     ds = xr.open_dataset(path).load()
     ds.close()
-    ds.isel(time=keep).to_netcdf(path, encoding={"sst": {"_FillValue": OISST_FILL}})
+    ds.isel(time=list(days)).to_netcdf(path, encoding={"sst": {"_FillValue": OISST_FILL}})
+    return ds
 
 
 def test_a_missing_day_inside_the_record_is_refused(tmp_path, store):
@@ -70,7 +73,7 @@ def test_a_missing_day_inside_the_record_is_refused(tmp_path, store):
     write_oisst_like(tmp_path / "oisst", [1992], resolution=15.0)
     f = tmp_path / "oisst" / "sst.day.mean.1992.nc"
     days = pd.date_range("1992-01-01", "1992-12-31")
-    _rewrite_without(f, np.flatnonzero(days != pd.Timestamp("1992-03-14")))
+    _rewrite_days(f, np.flatnonzero(days != pd.Timestamp("1992-03-14")))
     before = tree_digest(store)
     expect_clean_error(store, before, IngestError, r"day 1992-03-14 is missing",
                        lambda: ingest_file(tmp_path / "oisst", "sst", "oisst", store))
@@ -78,11 +81,7 @@ def test_a_missing_day_inside_the_record_is_refused(tmp_path, store):
 
 def test_a_day_twice_and_a_grid_change_are_refused(tmp_path, store):
     write_oisst_like(tmp_path / "a", [1990], resolution=15.0)
-    f = tmp_path / "a" / "sst.day.mean.1990.nc"
-    ds = xr.open_dataset(f).load()
-    ds.close()
-    xr.concat([ds.isel(time=slice(0, 40)), ds.isel(time=[39]), ds.isel(time=slice(40, None))], "time").to_netcdf(
-        f, encoding={"sst": {"_FillValue": OISST_FILL}})
+    _rewrite_days(tmp_path / "a" / "sst.day.mean.1990.nc", [*range(40), 39, *range(40, 365)])  # 9 February twice
     expect_clean_error(store, "absent", IngestError, r"a day of 1990-02 appears twice",
                        lambda: ingest_file(tmp_path / "a", "sst", "a", store))
     write_oisst_like(tmp_path / "b", [1990], resolution=15.0)
@@ -95,10 +94,8 @@ def test_a_day_twice_and_a_grid_change_are_refused(tmp_path, store):
 def test_a_partial_last_month_waits_until_it_is_complete(tmp_path, store):
     write_oisst_like(tmp_path / "oisst", [2000], resolution=15.0)
     f = tmp_path / "oisst" / "sst.day.mean.2000.nc"
-    full = xr.open_dataset(f).load()
-    full.close()
     days = pd.date_range("2000-01-01", "2000-12-31")
-    _rewrite_without(f, np.flatnonzero(days <= pd.Timestamp("2000-06-17")))  # a year still being served
+    full = _rewrite_days(f, np.flatnonzero(days <= pd.Timestamp("2000-06-17")))  # a year still being served
     res = ingest_file(tmp_path / "oisst", "sst", "oisst", store)
     assert res.n_time == 5  # January-May; June is not over
     full.to_netcdf(f, encoding={"sst": {"_FillValue": OISST_FILL}})
