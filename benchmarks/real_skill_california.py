@@ -19,7 +19,7 @@ from pathlib import Path
 
 from climate_ml.problems import get_problem
 from climate_ml.problems.california_rainfall import enso_rain_correlation, season_skill_interval
-from climate_ml.report import markdown_table
+from climate_ml.report import markdown_table, reliability_table
 from climate_ml.workflows import ensure_dataset, registered_models, run_backtest
 
 TARGET, SST = "nclimdiv-precip-california-local", "kaplan-local"
@@ -53,6 +53,12 @@ def main() -> None:
     for n in res.forecasts:
         iv = season_skill_interval(problem, res, n)
         print(f"  {n:<18} " + "; ".join(f"{k} {p:+.2f} [{lo:+.2f}, {hi:+.2f}]" for k, (p, lo, hi) in iv.items()))
+    # the monthly tercile probabilities of the model with the best mean RPSS over leads, all leads pooled
+    best = max((n for n in res.forecasts if n != "climatology"),
+               key=lambda n: sum(v for v in scores[n]["rpss"].values() if v is not None))
+    for category in ("above", "below"):
+        print("\n" + reliability_table(res.extra(best)["reliability"][category],
+                                        f"P(monthly total {category} its tercile) from {best}, all leads"))
 
 
 if __name__ == "__main__":

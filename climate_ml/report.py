@@ -238,8 +238,14 @@ def probability_tables(res, leads, bss_leads) -> str:
         if s["rpss"][str(leads[-1])] > best_rpss and name != "climatology":
             best, best_rpss = name, s["rpss"][str(leads[-1])]
     for c in cats:
-        lines += ["", f"reliability of P({names[c]}) from {best}, all leads (bins with forecasts):",
-                  "| forecast probability | n | mean forecast | observed frequency |", "|---|---:|---:|---:|"]
-        lines += [f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['forecast']:.2f} | {b['observed']:.2f} |"
-                  for b in res.extra(best)["reliability"][c] if b["n"]]
+        lines += ["", reliability_table(res.extra(best)["reliability"][c], f"P({names[c]}) from {best}, all leads")]
+    return "\n".join(lines)
+
+
+def reliability_table(bins: list[dict], label: str) -> str:
+    """Markdown: a reliability table (``probabilities.reliability``), bins with forecasts only."""
+    lines = [f"reliability of {label} (bins with forecasts):",
+             "| forecast probability | n | mean forecast | observed frequency |", "|---|---:|---:|---:|"]
+    lines += [f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['n']} | {b['forecast']:.2f} | {b['observed']:.2f} |"
+              for b in bins if b["n"]]
     return "\n".join(lines)

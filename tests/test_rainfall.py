@@ -140,6 +140,14 @@ def test_backtest_scores_the_season_and_terciles(prepared):
     seas = PROBLEM.season_forecasts(res, "lightgbm_lagged")
     assert (seas["probability"].sum("category") - 1).pipe(abs).max() < 1e-9
     assert set(pd.DatetimeIndex(seas[INIT].values).month) == {8, 9, 10, 11}
+    # reliability of the monthly tercile probabilities: every verified (init, lead) in one bin, and a
+    # climatological forecast is never sharp (about 1/3; the skewed totals move it a little)
+    for name in res.forecasts:
+        for category in ("above", "below"):
+            bins = res.extra(name)["reliability"][category]
+            assert sum(b["n"] for b in bins) == int(res.obs.notnull().sum())
+    clim_bins = [b for b in res.extra("climatology")["reliability"]["above"] if b["n"]]
+    assert all(0.3 <= b["bin"][0] < 0.5 for b in clim_bins)
 
 
 def test_toy_precip_is_a_wet_season_climate_with_a_weak_enso_link(tmp_path):

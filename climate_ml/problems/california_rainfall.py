@@ -33,6 +33,7 @@ import xarray as xr
 
 from climate_ml.errors import ClimateMLError
 from climate_ml.features import anomalies, fit_climatology, lagged, trailing_mean
+from climate_ml.probabilities import reliability
 from climate_ml.problems.base import (
     FoldData,
     Problem,
@@ -272,7 +273,8 @@ class CaliforniaRainfall(Problem):
             "bss_upper_tercile": _by_lead(brier_skill_upper_tercile(probs, onehot)),
             "rpss": _by_lead(ranked_probability_skill(probs, onehot)),
         }
-        return per_lead, {"season": season_scores(self.season_forecasts(result, name))}
+        return per_lead, {"season": season_scores(self.season_forecasts(result, name)),
+                          "reliability": {c: reliability(probs, onehot, c) for c in ("above", "below")}}
 
 
 def _mean(fc: xr.DataArray) -> xr.DataArray:
