@@ -187,6 +187,7 @@ def plot_outlook(outlook, path: str | Path, problem) -> Path:
     """The outlook as a person reads it: the plume above, and below it the multi-model
     probability of each category for every lead as stacked bars (CPC / IRI style)."""
     import numpy as np
+    import pandas as pd
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,7 +199,8 @@ def plot_outlook(outlook, path: str | Path, problem) -> Path:
         ax = axes[1, 0]
         leads = sorted(outlook.consensus, key=int)
         first = next(iter(outlook.summaries.values()))
-        labels = [first.get("valid_season", {}).get(k, f"L{k}").split()[0] + f"\nL{k}" for k in leads]
+        labels = [first.get("valid_season", {}).get(k, f"{outlook.init + pd.DateOffset(months=int(k)):%b}").split()[0]
+                  + f"\nL{k}" for k in leads]  # the season (El Nino) or the valid month
         bottom = np.zeros(len(leads))
         for c in outlook.consensus[leads[0]]:
             v = np.array([outlook.consensus[k][c] for k in leads])

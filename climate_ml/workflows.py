@@ -321,7 +321,8 @@ class Outlook:
         for lead in sorted(first.get("forecast", {})):
             valid = self.init + pd.DateOffset(months=int(lead))
             row = [str(lead), f"{valid:%Y-%m}", *([first["valid_season"][str(lead)]] if "valid_season" in first else [])]
-            row += [f"{self.summaries[n]['forecast'][lead]:+.2f}" for n in names]
+            sign = "+" if PROBLEMS[self.problem]().target_is_anomaly else ""  # an extent is not an anomaly
+            row += [f"{self.summaries[n]['forecast'][lead]:{sign}.2f}" for n in names]
             row += [f"{self.consensus[str(lead)][c]:.2f}" for c in cats]
             lines.append("| " + " | ".join(row) + " |")
         return "\n".join(lines)

@@ -200,3 +200,25 @@ def test_probabilities_of_a_record_low_and_of_below_last_year(prepared):
         assert abs(sum(p.values()) - 1) < 2e-3
         th = out["thresholds"][lead]
         assert th["record_low"] <= th["last_year"]
+
+
+def test_outlook_command_gives_sea_ice_probabilities_and_a_png(tmp_path, capsys):
+    """`climate-ml outlook arctic_sea_ice`: every model's extent and the mean P(record low / below
+    last year / above last year) per lead, with the thresholds, in JSON and a PNG."""
+    import json
+
+    from climate_ml.cli import main
+    from climate_ml.store import write_obs
+
+    store = tmp_path / "store"
+    write_obs(synthetic_extent(), store, "ext", {"source": "synthetic"})
+    png = tmp_path / "outlook.png"
+    rc = main(["outlook", "arctic_sea_ice", "--dataset", "ext", "--model", "damped_anomaly_persistence",
+               "--model", "trend_persistence", "--init", "2015-06", "-o", str(png), "--json", "--store", str(store)])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["failed"] == {} and set(out["models"]) == {"damped_anomaly_persistence", "trend_persistence"}
+    for lead, p in out["consensus"].items():
+        assert set(p) == {"new_record_low", "below_last_year", "above_last_year"} and abs(sum(p.values()) - 1) < 5e-3
+        th = out["models"]["trend_persistence"]["thresholds"][lead]
+        assert th["record_low"] <= th["last_year"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
