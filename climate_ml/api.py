@@ -10,7 +10,7 @@
     GET /plume?problem=el_nino[&dataset=NAME]        latest live forecasts and the observed history
     GET /icemap?problem=arctic_sea_ice[&dataset=NAME][&model=M][&lead=1][&step=N]
                                                      P(ice) map of the latest verified init, observed ice
-    GET /rainseason?problem=california_rainfall[&dataset=NAME]
+    GET /rainseason?problem=california_rainfall[&dataset=NAME]   (any problem with a season total)
                                                      Nov-Mar so far, its terciles, the archived season outlooks
     GET /seasonal?problem=arctic_sea_ice[&dataset=NAME][&years=3]
                                                      extent by month: recent years, record lows, 1981-2010 mean
@@ -57,7 +57,7 @@ from climate_ml.archive import (
 )
 from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.leaderboard import FIELD_METRICS, leaderboard_table
-from climate_ml.problems import PROBLEMS, get_problem
+from climate_ml.problems import get_problem, problem_classes, problem_names
 from climate_ml.regions import parse_box
 from climate_ml.scores import METRICS
 from climate_ml.verify import drift_records
@@ -120,8 +120,19 @@ def create_app(root: Path) -> FastAPI:
 
     @app.get("/problems")
     def problems() -> list[dict]:
-        return [{"name": n, "description": get_problem(n).description, "leads": list(get_problem(n).leads),
-                 "units": get_problem(n).target_units} for n in PROBLEMS]
+        out = []
+        for name in problem_names():
+            prob = get_problem(name)
+            out.append({"name": name, "description": prob.description, "leads": list(prob.leads),
+                        "units": prob.target_units, "panels": list(prob.panels)})
+        return out
+
+    def with_panel(problem: str, panel: str, what: str):
+        prob = get_problem(problem)
+        if panel not in prob.panels:
+            having = [n for n, cls in problem_classes().items() if panel in cls.panels]
+            raise QueryError(f"{what} is drawn for {', '.join(having) or 'no problem'}, not {problem}")
+        return prob
 
     # async: a point query is ~2 ms of CPU on an archive snapshot already loaded; run on the event
     # loop it skips the thread-pool hop and the lock convoy of many threads (p99 1/3 lower, measured)
@@ -197,9 +208,7 @@ def create_app(root: Path) -> FastAPI:
         """The problem's prepared target from the stored data set (read only: nothing is ingested
         here), cached until the store changes."""
         from climate_ml.store import obs_path, open_obs
-        from climate_ml.workflows import DEFAULT_DATASET
-
-        name = dataset or DEFAULT_DATASET[prob.name]
+        name = dataset or prob.default_dataset
         path = obs_path(root, name)  # checks the name before it touches the file system
         key = (prob.name, name, path.stat().st_mtime_ns if path.exists() else None)
         if key not in prepared_cache:
@@ -210,14 +219,12 @@ def create_app(root: Path) -> FastAPI:
 
     @app.get("/rainseason")
     def rainseason(problem: str = "california_rainfall", dataset: str | None = None) -> dict:
-        """The November-March season so far (observed months and running total), the terciles of
-        the season total, and each model's latest archived season outlook."""
+        """The problem's season so far (e.g. November-March: observed months and running total),
+        the terciles of the season total, and each model's latest archived season outlook."""
         from climate_ml.archive import season_outlooks
         from climate_ml.workflows import wet_season
 
-        prob = get_problem(problem)
-        if problem != "california_rainfall":
-            raise QueryError(f"the wet season is drawn for california_rainfall, not {problem}")
+        prob = with_panel(problem, "season", "the season")
         name, prepared = prepared_inputs(prob, dataset)
         return {"problem": problem, "dataset": name, **wet_season(prob, prepared),
                 "outlooks": season_outlooks(root, problem, name)}
@@ -228,9 +235,7 @@ def create_app(root: Path) -> FastAPI:
         the 1981-2010 mean, and the latest live forecasts (as the plume) at their valid months."""
         from climate_ml.workflows import seasonal_cycle
 
-        prob = get_problem(problem)
-        if problem != "arctic_sea_ice":
-            raise QueryError(f"the seasonal cycle is drawn for arctic_sea_ice, not {problem}")
+        prob = with_panel(problem, "seasonal_cycle", "the seasonal cycle")
         if not 1 <= years <= 10:
             raise QueryError(f"bad years {years}: between 1 and 10")
         name, prepared = prepared_inputs(prob, dataset)
@@ -269,12 +274,12 @@ def create_app(root: Path) -> FastAPI:
     def warm_up() -> None:
         """What the page asks first, computed before anyone asks: each problem's archive snapshot
         (plume, contents) and its default leaderboard. A first visit then reads caches."""
-        for problem in PROBLEMS:
+        for problem, cls in problem_classes().items():
             steps = [(latest_forecasts, (root, problem)), (contents, (root, problem)),
                      (board_json, (problem, "acc", None, None, 500))]
-            if problem == "arctic_sea_ice":
+            if "seasonal_cycle" in cls.panels:
                 steps.append((seasonal, (problem, None, 3)))
-            if problem == "california_rainfall":
+            if "season" in cls.panels:
                 steps.append((rainseason, (problem, None)))
             for step, args in steps:
                 try:

@@ -276,9 +276,10 @@ def _cf(ds: xr.Dataset, problem: str, model: str, dataset: str, units: str) -> x
     if CATEGORY in ds.coords:
         ds[CATEGORY].attrs = {"long_name": "forecast category"}
     if SEASON_FORECAST in ds:
-        ds[SEASON_FORECAST].attrs = {"long_name": "forecast November-March total (the wet season of the init's autumn)",
-                                     "units": units}
-        ds[SEASON_PROBABILITY].attrs = {"long_name": "forecast probability of each tercile of the November-March total",
+        months = ds[SEASON_FORECAST].attrs.get("season", "season")  # e.g. Nov-Mar: the season that follows the init
+        ds[SEASON_FORECAST].attrs = {"long_name": f"forecast {months} total (the season that follows the init)",
+                                     "units": units, "season": months}
+        ds[SEASON_PROBABILITY].attrs = {"long_name": f"forecast probability of each tercile of the {months} total",
                                         "units": "1"}
     ds[OBSERVED].attrs = {"long_name": f"observed {problem} target at valid_time, in the forecast's anomaly "
                                            "convention (empty while not yet observed)", "units": units}
@@ -611,8 +612,8 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
 
 
 def season_outlooks(root: Path, problem: str, dataset: str | None = None) -> list[dict]:
-    """Each model's latest archived November-March outlook (rainfall): init, total and tercile
-    probabilities, newest inits first."""
+    """Each model's latest archived season outlook (e.g. rainfall's November-March total): init,
+    total and tercile probabilities, newest inits first."""
     dataset, _, _ = _group(problem, "any", dataset)
     snap = _snapshot(root, problem)
     out = []

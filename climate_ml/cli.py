@@ -31,6 +31,7 @@ app.add_typer(catalog_app, name="catalog")
 app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
+PROBLEM_HELP = "A forecasting problem, e.g. el_nino, arctic_sea_ice, california_rainfall (`climate-ml problems` lists them)."
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store root (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on (default $CLIMATE_ML_DASK_SCHEDULER, else this process).")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
@@ -103,6 +104,27 @@ def catalog_show(name: str):
         typer.echo(f"# resolves to {p} ({'present' if p.exists() else 'MISSING'})")
 
 
+@app.command("problems")
+def problems_cmd(as_json: Annotated[bool, typer.Option("--json")] = False):
+    """List the forecasting problems (built in, and those of the folders in $CLIMATE_ML_PROBLEMS)
+    with their leads, units, default data and references."""
+    from climate_ml.problems import get_problem, problem_names
+
+    rows = []
+    for name in problem_names():
+        p = get_problem(name)
+        rows.append({"name": name, "description": p.description, "leads": list(p.leads), "units": p.target_units,
+                     "default_dataset": p.default_dataset, "default_predictors": list(p.default_predictors),
+                     "references": list(p.references)})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    width = max(len(r["name"]) for r in rows) + 1
+    for r in rows:
+        typer.echo(f"{r['name']:{width}s} leads {r['leads'][0]}-{r['leads'][-1]}, {r['units']}, data "
+                   f"{r['default_dataset']}, references {', '.join(r['references'])}: {r['description']}")
+
+
 @app.command()
 def ingest(
     entry: Annotated[str | None, typer.Argument(help="Catalog entry name.")] = None,
@@ -171,7 +193,7 @@ def index(
 
 @app.command("backtest")
 def backtest_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     model_paths: Annotated[list[Path], typer.Argument(help="One or more model files, e.g. models/lightgbm_lagged.py")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
@@ -248,7 +270,7 @@ def backtest_cmd(
         for name in res.forecasts:
             season = res.extra(name).get("season")
             if season:
-                typer.echo(f"{name}: wet season " + ", ".join(
+                typer.echo(f"{name}: {prob.season_label} season " + ", ".join(
                     f"{k} {season[k]['all']}" for k in ("rmse", "correlation", "bss_upper_tercile", "rpss")))
         for name in res.members:
             s = scores[name]
@@ -268,7 +290,7 @@ def backtest_cmd(
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     score: Annotated[str, typer.Option("--score", help="acc, rmse or mae; for sea-ice maps (recorded by sea-ice-fields) iiee, sie_rmse, binary_accuracy or ice_brier")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
@@ -293,7 +315,7 @@ def leaderboard_cmd(
 
 @archive_app.command("import")
 def archive_import(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     file: Annotated[Path, typer.Option("--file", help="CSV or NetCDF of forecasts by init and lead.")],
     model: Annotated[str, typer.Option("--model", help="Name for these forecasts in the archive.")],
     column: Annotated[str | None, typer.Option("--column", help="Value column/variable (default: the model name, else 'forecast').")] = None,
@@ -317,7 +339,7 @@ def archive_import(
 
 @app.command("stress")
 def stress_cmd(
-    problem: Annotated[str, typer.Argument(help="el_nino or california_rainfall (problems with an ENSO phase)")],
+    problem: Annotated[str, typer.Argument(help="A problem whose features carry an ENSO phase (e.g. el_nino, california_rainfall).")],
     model_paths: Annotated[list[Path], typer.Argument(help="Model files.")],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
@@ -339,8 +361,7 @@ def stress_cmd(
 
     prob = get_problem(problem, target_variable=target_variable)
     if prob.enso_phase is None:
-        raise QueryError(f"stress breaks skill down by ENSO phase at the init; {prob.name!r} has no ENSO phase "
-                         "(el_nino and california_rainfall do)")
+        raise QueryError(f"stress breaks skill down by ENSO phase at the init; {prob.name!r} has no ENSO phase")
     for path in model_paths:
         load_model_factory(path)
     if lead not in prob.leads:
@@ -435,7 +456,7 @@ def _report_field_run(run, dataset: str, test_start: str, refit_every: int, as_j
 
 @app.command()
 def forecast(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     model_paths: Annotated[list[Path], typer.Argument(help="One or more model files.")],
     init: Annotated[str, typer.Option("--init", help="Init month YYYY-MM (data up to it are used), or a range A:B of them.")],
     dataset: DatasetOpt = None,
@@ -550,7 +571,7 @@ def _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last
 
 @app.command()
 def outlook(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     init: Annotated[str | None, typer.Option("--init", help="Init month YYYY-MM (default: the latest month with every input).")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", help="Models in models/ (repeatable; default: every model of the problem).")] = None,
     dataset: DatasetOpt = None,
@@ -636,7 +657,7 @@ def archive_query(
 
 @archive_app.command("history")
 def archive_history(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     limit: Annotated[int, typer.Option("--limit", help="Newest commits to show.")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
@@ -656,7 +677,7 @@ def archive_history(
 
 @archive_app.command("tag")
 def archive_tag(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     name: Annotated[str, typer.Argument(help="Name for the archive's current state, e.g. before-2026-27-winter.")],
     store: StoreOpt = None,
 ):
@@ -670,7 +691,7 @@ def archive_tag(
 
 @app.command()
 def verify(
-    problem: Annotated[str, typer.Argument(help="el_nino, arctic_sea_ice or california_rainfall")],
+    problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
     target_variable: TargetVarOpt = None,

@@ -151,12 +151,10 @@ def _draw_plume(ax, observed, forecasts: dict, problem) -> None:
             valid = valid.insert(0, observed.index[-1])
             values = np.concatenate([[observed.values[-1]], values])
         ax.plot(valid, values, style, color=color, lw=1.8, label=name)
-    if getattr(problem, "name", "") == "el_nino":
-        for level, label in ((0.5, "El Nino"), (-0.5, "La Nina")):
-            ax.axhline(level, color="grey", lw=0.8, ls=":")
-            ax.text(ax.get_xlim()[0], level, f" {label} threshold", va="bottom" if level > 0 else "top", fontsize=8,
-                    color="grey")
-        ax.axhline(0, color="grey", lw=0.5)
+    for level, label in getattr(problem, "plot_lines", ()):
+        ax.axhline(level, color="grey", lw=0.8 if label else 0.5, ls=":" if label else "-")
+        if label:
+            ax.text(ax.get_xlim()[0], level, f" {label}", va="bottom" if level > 0 else "top", fontsize=8, color="grey")
     ax.set_ylabel(f"{getattr(problem, 'description', '').split(',')[0][:60]}\n({problem.target_units})", fontsize=9)
     ax.set_xlabel("valid month")
     ax.grid(alpha=0.3)

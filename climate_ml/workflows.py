@@ -21,22 +21,16 @@ from climate_ml.catalog import PROJECT_ROOT, load_catalog
 from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import FIELD_TARGET, file_sha256, load_model_factory, model_name
-from climate_ml.problems import PROBLEMS, Problem
+from climate_ml.problems import Problem, get_problem
 from climate_ml.store import check_name, list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
-# Each problem declares its embedded default data set and the predictors used with it (the toy ocean's
-# recharge state for El Nino, the toy ocean for rainfall, whose ENSO drives the toy rain).
-DEFAULT_DATASET = {name: cls().default_dataset for name, cls in PROBLEMS.items()}
-DEFAULT_PREDICTORS = {name: cls().default_predictors for name, cls in PROBLEMS.items()}
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 _FIELD_LINE = re.compile(r"^TARGET\s*=\s*[\"']" + FIELD_TARGET + r"[\"']", re.MULTILINE)
 
 
 def reference_paths(problem: Problem | str = "el_nino") -> dict[str, Path]:
     """The problem's reference model files."""
-    from climate_ml.problems import get_problem
-
     prob = get_problem(problem) if isinstance(problem, str) else problem
     return {name: MODELS_DIR / f"{name}.py" for name in prob.references}
 
@@ -80,8 +74,8 @@ def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, pre
     dataset, the problem's embedded default and its default predictors are used; ``predictors``
     names further stored datasets or catalog entries (e.g. an SST data set for rainfall)."""
     if predictors is None:
-        predictors = list(DEFAULT_PREDICTORS.get(problem.name, ())) if dataset is None else []
-    name = DEFAULT_DATASET[problem.name] if dataset is None else dataset
+        predictors = list(problem.default_predictors) if dataset is None else []
+    name = problem.default_dataset if dataset is None else dataset
     for n in [name, *predictors]:  # names become paths: refuse a bad one before any work
         check_name(n)
     obs = ensure_dataset(root, name, log=log)
@@ -171,8 +165,6 @@ def backtest_summary(
     result: BacktestResult, model: str, dataset: str, test_start, test_end, refit_every: int, leads
 ) -> dict:
     """The ``--json`` object of ``climate-ml backtest``."""
-    from climate_ml.problems import get_problem
-
     references = get_problem(result.problem).references
     refs = {r: {**{k: v for k, v in result.scores(r).items() if k != "n"}, **result.extra(r)}
             for r in references if r in result.forecasts}
@@ -236,15 +228,16 @@ def forecast_and_archive(
 
 
 def outlook_season(outlook: dict | None, fc: xr.DataArray) -> xr.Dataset | None:
-    """The November-March outlook of a rainfall forecast (total and tercile probabilities) as
-    ``season_forecast(init_time)`` and ``season_probability(init_time, category)`` for the
-    archive; None when the outlook has none (other problems, inits outside August-November)."""
+    """The season outlook of a forecast (e.g. rainfall's November-March total and its tercile
+    probabilities) as ``season_forecast(init_time)`` and ``season_probability(init_time,
+    category)`` for the archive; None when the outlook has none (problems without a season,
+    inits outside the season's init months)."""
     season = (outlook or {}).get("season")
     if not season:
         return None
     cats = list(season["probability"])
     inits = fc["init_time"].values
-    return xr.Dataset({"season_forecast": ("init_time", [float(season["forecast"])]),
+    return xr.Dataset({"season_forecast": ("init_time", [float(season["forecast"])], {"season": season["months"]}),
                        "season_probability": (("init_time", "category"), [[season["probability"][c] for c in cats]])},
                       coords={"init_time": inits, "category": cats})
 
@@ -321,7 +314,7 @@ class Outlook:
         for lead in sorted(first.get("forecast", {})):
             valid = self.init + pd.DateOffset(months=int(lead))
             row = [str(lead), f"{valid:%Y-%m}", *([first["valid_season"][str(lead)]] if "valid_season" in first else [])]
-            sign = "+" if PROBLEMS[self.problem]().target_is_anomaly else ""  # an extent is not an anomaly
+            sign = "+" if get_problem(self.problem).target_is_anomaly else ""  # an extent is not an anomaly
             row += [f"{self.summaries[n]['forecast'][lead]:{sign}.2f}" for n in names]
             row += [f"{self.consensus[str(lead)][c]:.2f}" for c in cats]
             lines.append("| " + " | ".join(row) + " |")
@@ -425,7 +418,6 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     from climate_ml.backtest import fold_starts
     from climate_ml.leaderboard import record_field_backtest
     from climate_ml.model_api import model_target
-    from climate_ml.problems import get_problem
     from climate_ml.sea_ice_fields import (
         FIELD_METHODS,
         concentration_field,
@@ -478,7 +470,6 @@ def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentrat
     ``arctic_sea_ice`` on ``dataset``: (init_time, lead, member, <grid>) in units of 1, with the
     grid's lat/lon, the observed maps at each valid month, and per init the training cut-off (the
     fold start in ``starts`` it was fitted at) and the fold."""
-    from climate_ml.problems import get_problem
     from climate_ml.schema import INIT, LEAD, MEMBER, add_months, add_valid_time
 
     inits = pd.DatetimeIndex(sorted(maps))
@@ -535,9 +526,9 @@ def seasonal_cycle(extent: xr.DataArray, years: int = 3, climatology: tuple[int,
 
 
 def wet_season(problem: Problem, prepared: xr.Dataset) -> dict:
-    """The wet season as a rainfall user follows it: the months of the current (or, outside it,
-    the last) November-March season observed so far with their running total, and the terciles of
-    the season total over every complete season in the record."""
+    """The season as a rainfall user follows it: the months of the current (or, outside it, the
+    last) season of the problem (e.g. November-March) observed so far with their running total,
+    and the terciles of the season total over every complete season in the record."""
     pr = prepared["precip"].to_series().dropna()
     idx = pd.DatetimeIndex(pr.index)
     last = idx[-1]
@@ -548,7 +539,7 @@ def wet_season(problem: Problem, prepared: xr.Dataset) -> dict:
     totals = problem.season_totals(prepared["precip"]).to_series().dropna()
     edges = np.quantile(totals.values, [1 / 3, 2 / 3]) if len(totals) >= 10 else [np.nan, np.nan]
     running = np.cumsum([v for _, v in seen]).tolist()
-    return {"season": f"{months[0]:%b %Y}-{months[-1]:%b %Y}", "last": f"{last:%Y-%m}",
+    return {"season": f"{months[0]:%b %Y}-{months[-1]:%b %Y}", "season_months": problem.season_label, "last": f"{last:%Y-%m}",
             "complete": len(seen) == n, "units": prepared["precip"].attrs.get("units", "mm"),
             "months": [{"month": f"{t:%Y-%m}", "value": round(v, 1), "total": round(c, 1)}
                        for (t, v), c in zip(seen, running, strict=True)],

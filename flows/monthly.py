@@ -32,8 +32,6 @@ from climate_ml.verify import (
     verify_archive,
 )
 from climate_ml.workflows import (
-    DEFAULT_DATASET,
-    DEFAULT_PREDICTORS,
     multi_model_outlook,
     problem_inputs,
     registered_models,
@@ -104,10 +102,10 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     archive, verify. Without a dataset: the problem's default data and predictors."""
     logger = get_run_logger()
     root = str(store_root(store))
-    get_problem(problem)
+    prob = get_problem(problem)
     if predictors is None:
-        predictors = list(DEFAULT_PREDICTORS.get(problem, ())) if dataset is None else []
-    dataset = dataset or DEFAULT_DATASET[problem]
+        predictors = list(prob.default_predictors) if dataset is None else []
+    dataset = dataset or prob.default_dataset
     for name in [dataset, *predictors]:
         logger.info(ingest_new_months(root, name))
     available = registered_models(problem)
@@ -147,10 +145,10 @@ def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: 
     due, in one process (blocks until interrupted)."""
     from prefect import serve as prefect_serve
 
-    from climate_ml.problems import PROBLEMS
+    from climate_ml.problems import problem_names
 
     require_prefect_server()
-    problems = list(problems or PROBLEMS)
+    problems = list(problems or problem_names())
     if (dataset or predictors) and len(problems) != 1:
         raise ClimateMLError("--dataset and --predictor-dataset belong to one problem: give exactly one --problem")
     deployments = [

@@ -21,13 +21,12 @@ from prefect import flow, get_run_logger, task
 from climate_ml.archive import archive_path
 from climate_ml.cluster import dask_client, scheduler_address
 from climate_ml.errors import ClimateMLError
-from climate_ml.problems import get_problem
+from climate_ml.problems import get_problem, problem_names
+from climate_ml.problems.seasonal_totals import MONTH_ABBR
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
 from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
-    DEFAULT_DATASET,
-    DEFAULT_PREDICTORS,
     Evaluation,
     ensure_dataset,
     evaluate,
@@ -35,14 +34,6 @@ from climate_ml.workflows import (
     problem_inputs,
     registered_models,
 )
-
-PROBLEMS = ("el_nino", "arctic_sea_ice", "california_rainfall")
-# (first test init, months between refits): full run, then --quick
-SCHEDULE = {
-    "el_nino": (("1990-01", 24), ("2016-01", 60)),
-    "arctic_sea_ice": (("2005-01", 12), ("2018-01", 36)),
-    "california_rainfall": (("1985-01", 12), ("2010-01", 60)),
-}
 
 
 @task
@@ -58,7 +49,7 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
     from dask.distributed import Client, LocalCluster
 
     problem = get_problem(problem_name)
-    predictors = list(DEFAULT_PREDICTORS.get(problem_name, ()))
+    predictors = list(problem.default_predictors)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter, incl. closed comms
     if scheduler:
         with dask_client(scheduler):
@@ -138,23 +129,25 @@ def field_lines(fields: dict | None) -> list[str]:
 
 
 def season_lines(result) -> list[str]:
-    """The wet-season summary per model, for problems that have one."""
+    """The season-total summary per model, for problems that have one."""
     lines = []
     for name in result.forecasts:
         season = result.extra(name).get("season")
         if season:
-            lines.append(f"  {name:<18} wet season (all inits): " + ", ".join(
+            lines.append(f"  {name:<18} season (all inits): " + ", ".join(
                 f"{k} {season[k]['all']}" for k in ("rmse", "correlation", "bss_upper_tercile", "rpss")))
-    return ["Nov-Mar total from Aug-Nov inits:", *lines, ""] if lines else []
+    prob = result.definition
+    months = "/".join(MONTH_ABBR[m - 1] for m in getattr(prob, "season_inits", ()))
+    return [f"{getattr(prob, 'season_label', 'season')} total from {months} inits:", *lines, ""] if lines else []
 
 
 @flow(name="climate-ml-problem", log_prints=True)
 def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None) -> dict:
     logger = get_run_logger()
     problem = get_problem(problem_name)
-    dataset = DEFAULT_DATASET[problem_name]
-    test_start, refit = SCHEDULE[problem_name][1 if quick else 0]
-    for name in [dataset, *DEFAULT_PREDICTORS.get(problem_name, ())]:
+    dataset = problem.default_dataset
+    test_start, refit = problem.run_schedule[1 if quick else 0]
+    for name in [dataset, *problem.default_predictors]:
         logger.info(ingest_default(root, name))
     prepared = build_features(root, problem_name, dataset, scheduler)
     ev = evaluate_all(root, problem_name, dataset, prepared, test_start, refit)
@@ -208,7 +201,7 @@ def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str
     root = str(store_root(store))
     scheduler = scheduler_address(scheduler)
     summaries, failed = {}, {}
-    for name in PROBLEMS:  # one problem failing never stops the others
+    for name in problem_names():  # one problem failing never stops the others
         state = run_problem(name, root, quick, scheduler, return_state=True)
         if state.is_completed():
             summaries[name] = state.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import cftime
@@ -134,3 +135,61 @@ def running_api(store: Path):
     from climate_ml.api import running_server
 
     return running_server(store)
+
+
+# -- the web page in a real browser (headless Chromium from Debian's packages) --------------------
+
+# Screenshots are kept as test artefacts (not in a temporary folder): test-artefacts/web/ in the
+# checkout, or $CLIMATE_ML_TEST_ARTEFACTS/web; each run overwrites the previous one's.
+ARTEFACTS = Path(os.environ.get("CLIMATE_ML_TEST_ARTEFACTS") or Path(__file__).resolve().parents[1] / "test-artefacts")
+
+
+def keep_screenshot(target, name: str) -> Path:
+    """Save a PNG of the browser window or of one element under ARTEFACTS/web; returns its path."""
+    path = ARTEFACTS / "web" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if hasattr(target, "save_screenshot"):
+        target.save_screenshot(str(path))
+    else:
+        target.screenshot(str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromedriver are missing; `make test` installs them from Debian's packages")
+        pytest.skip("chromium/chromedriver not installed (make browser installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1200,900"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield driver
+    driver.quit()
+
+
+def wait_until(driver, condition, timeout=30):
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the page rebuilds the table on every load: an element read mid-rebuild is retried
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+
+
+def board_cells(driver) -> dict[str, list[str]]:
+    """The table's cells as the page shows them, read in one script call (atomic w.r.t. re-renders)."""
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#board tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))")
+    return {r[0]: r[1:] for r in rows}

@@ -3,11 +3,8 @@ chromium-driver, installed by `make test`) driven by Selenium against `climate-m
 on loopback, over a store with a recorded backtest."""
 
 import json
-import os
-import shutil
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -17,47 +14,11 @@ from climate_ml.leaderboard import record_backtest
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.synthetic import toy_ocean
 from climate_ml.workflows import MODELS_DIR
-from conftest import running_api
-
-# Screenshots are kept as test artefacts (not in a temporary folder): test-artefacts/web/ in the
-# checkout, or $CLIMATE_ML_TEST_ARTEFACTS/web; each run overwrites the previous one's.
-ARTEFACTS = Path(os.environ.get("CLIMATE_ML_TEST_ARTEFACTS") or Path(__file__).resolve().parents[1] / "test-artefacts")
-
-
-def keep_screenshot(target, name: str) -> Path:
-    """Save a PNG of the browser window or of one element under ARTEFACTS/web; returns its path."""
-    path = ARTEFACTS / "web" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if hasattr(target, "save_screenshot"):
-        target.save_screenshot(str(path))
-    else:
-        target.screenshot(str(path))
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    return path
+from conftest import board_cells as _table
+from conftest import keep_screenshot, running_api
+from conftest import wait_until as _wait
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and CHROMEDRIVER):
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromedriver are missing; `make test` installs them from Debian's packages")
-        pytest.skip("chromium/chromedriver not installed (make browser installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1200,900"):
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -101,22 +62,6 @@ def archive_and_monitor(store, res):
                        attrs={"problem": "el_nino", "dataset": "toy-ocean", "score": "rmse", "min_cases": 12,
                               "verified_through": "1995-12"})
     write_monitoring(store, "el_nino", "toy-ocean", skill)
-
-
-def _wait(driver, condition, timeout=30):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # the page rebuilds the table on every load: an element read mid-rebuild is retried
-    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
-
-
-def _table(driver) -> dict[str, list[str]]:
-    """The table's cells as the page shows them, read in one script call (atomic w.r.t. re-renders)."""
-    rows = driver.execute_script(
-        "return Array.from(document.querySelectorAll('#board tbody tr'))"
-        ".map(r => Array.from(r.cells).map(c => c.textContent))")
-    return {r[0]: r[1:] for r in rows}
 
 
 def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
@@ -362,9 +307,9 @@ def rain_site(tmp_path_factory):
     import xarray as xr
 
     from climate_ml.archive import write_forecast
+    from climate_ml.problems import get_problem
     from climate_ml.schema import add_valid_time
     from climate_ml.store import write_obs
-    from climate_ml.workflows import DEFAULT_DATASET
 
     store = tmp_path_factory.mktemp("rain") / "store"
     t = pd.date_range("1950-01", "2021-01", freq="MS")
@@ -372,7 +317,7 @@ def rain_site(tmp_path_factory):
     wet = np.isin(t.month, [11, 12, 1, 2, 3])
     precip = np.where(wet, rng.gamma(2.0, 45.0, len(t)), rng.gamma(1.0, 5.0, len(t)))
     write_obs(xr.Dataset({"precip": ("time", precip, {"units": "mm"})}, coords={"time": t}), store,
-              DEFAULT_DATASET["california_rainfall"], {"source": "test"})
+              get_problem("california_rainfall").default_dataset, {"source": "test"})
     init = pd.DatetimeIndex(["2020-08-01"])
     fc = add_valid_time(xr.DataArray(np.full((1, 7), 30.0), dims=("init_time", "lead"),
                                      coords={"init_time": init, "lead": list(range(1, 8))}))

@@ -56,6 +56,9 @@ class ArcticSeaIce(GaussianCategories, Problem):
     references: tuple[str, ...] = ("climatology", "linear_trend", "trend_persistence")
     lags: tuple[int, ...] = tuple(range(12))
     target_variable: str | None = None
+    listing_order: ClassVar[int] = 1
+    panels: ClassVar[tuple[str, ...]] = ("seasonal_cycle",)
+    run_schedule: ClassVar[tuple] = (("2005-01", 12), ("2018-01", 36))
     default_dataset: ClassVar[str] = "toy-sea-ice"  # the embedded data its commands use when none is named
     default_predictors: ClassVar[tuple[str, ...]] = ()
     min_errors: int = 15  # out-of-sample errors per lead and target season before they set the spread

@@ -58,6 +58,18 @@ class Problem(ABC):
     enso_phase: str | None = None  # the X variable with the latest 3-month Nino 3.4 anomaly, if any
     target_variable: str | None = None  # which variable of a multi-variable data set is the target
     target_aliases: tuple[str, ...] = ()  # names (lower case, letters and digits) taken as the target
+    default_dataset: str  # the embedded data set its commands use when none is named
+    default_predictors: tuple[str, ...] = ()  # predictor data sets used with the default data set
+    plot_lines: tuple[tuple[float, str], ...] = ()  # (value, label) lines drawn across forecast plots
+    panels: tuple[str, ...] = ()  # the page's problem-specific panels: "seasonal_cycle" (extent), "season" (totals)
+    listing_order: int = 100  # where menus and `run` list the problem (lowest first, then by name)
+    # the `run` flow's backtest: (first test init, months between refits) for the full run and for --quick
+    run_schedule: tuple[tuple[str, int], tuple[str, int]] = (("1990-01", 24), ("2010-01", 60))
+
+    def __reduce__(self):
+        # pickled by name through the registry, so that a problem loaded from a user's file
+        # (CLIMATE_ML_PROBLEMS) reaches spawned and Dask worker processes too
+        return (_rebuild_problem, (self.name, dict(vars(self))))
 
     def split_target(self, obs: xr.Dataset) -> tuple[xr.Dataset, xr.Dataset | None]:
         """The target variable of a data set and its other variables (which become predictors).
@@ -146,6 +158,14 @@ class Problem(ABC):
     @abstractmethod
     def fold_data(self, prepared: xr.Dataset, fit_end) -> FoldData:
         """Features and targets with every learned statistic fitted up to ``fit_end``."""
+
+
+def _rebuild_problem(name: str, state: dict) -> Problem:
+    from climate_ml.problems import problem_classes
+
+    obj = object.__new__(problem_classes()[name])
+    obj.__dict__.update(state)
+    return obj
 
 
 PREDICTOR_PREFIX = "pred_"

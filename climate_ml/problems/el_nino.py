@@ -59,6 +59,9 @@ class ElNino(GaussianCategories, Problem):
     thresholds: tuple[float, float] = (-0.5, 0.5)  # La Nina < -0.5 <= neutral <= +0.5 < El Nino (degC)
     min_errors: int = 15  # out-of-sample errors per lead and target season before they set the spread
     target_variable: str | None = None
+    listing_order: ClassVar[int] = 0
+    plot_lines: ClassVar[tuple] = ((0.5, "El Nino threshold"), (-0.5, "La Nina threshold"), (0.0, ""))
+    run_schedule: ClassVar[tuple] = (("1990-01", 24), ("2016-01", 60))
     default_dataset: ClassVar[str] = "toy-ocean"  # the embedded data its commands use when none is named
     default_predictors: ClassVar[tuple[str, ...]] = ("toy-heat-content",)
     target_aliases: ClassVar[tuple[str, ...]] = ("nino34",)

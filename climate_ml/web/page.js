@@ -24,9 +24,20 @@ function paramsFromForm() {
   return p;
 }
 
+let PROBLEMS = [];  // from /problems: name, description, leads, units, panels
+
+function panelOf(panel) {
+  // "" when the chosen problem has this panel, else the one-line reason shown in its place
+  const p = PROBLEMS.find((q) => q.name === $("problem").value);
+  if (p && p.panels.includes(panel)) return "";
+  const having = PROBLEMS.filter((q) => q.panels.includes(panel)).map((q) => q.name);
+  return `drawn for ${having.join(", ") || "no problem"}`;
+}
+
 async function loadProblems() {
   const res = await fetch("problems");
   const problems = await res.json();
+  PROBLEMS = problems;
   $("problem").replaceChildren(...problems.map((p) => el("option", {value: p.name, title: p.description}, p.name)));
   const url = new URLSearchParams(location.search);
   for (const key of ["problem", "score", "dataset", "reference"]) {
@@ -287,7 +298,8 @@ async function loadSeasonal() {
   const svg = $("seasonal");
   clear(svg);
   clear($("seasonal-legend"));
-  if ($("problem").value !== "arctic_sea_ice") { $("seasonal-meta").textContent = "drawn for arctic_sea_ice"; return; }
+  const noSeasonal = panelOf("seasonal_cycle");
+  if (noSeasonal) { $("seasonal-meta").textContent = noSeasonal; return; }
   const res = await fetch("seasonal?" + archiveParams().toString());
   const d = await res.json();
   if (!res.ok) { $("seasonal-meta").textContent = d.error || `HTTP ${res.status}`; return; }
@@ -328,13 +340,14 @@ async function loadSeasonal() {
 }
 
 async function loadRainSeason() {
-  // the November-March season so far against the terciles of the season total, and each model's
+  // the problem's season (e.g. November-March) so far against the terciles of the season total, and each model's
   // latest archived season outlook: its total and P(below / near / above) as a stacked bar
   const svg = $("rain");
   clear(svg);
   clear($("rain-legend"));
   svg.setAttribute("height", 60);
-  if ($("problem").value !== "california_rainfall") { $("rain-meta").textContent = "drawn for california_rainfall"; return; }
+  const noSeason = panelOf("season");
+  if (noSeason) { $("rain-meta").textContent = noSeason; return; }
   const res = await fetch("rainseason?" + archiveParams().toString());
   const d = await res.json();
   if (!res.ok) { $("rain-meta").textContent = d.error || `HTTP ${res.status}`; return; }
@@ -366,7 +379,7 @@ async function loadRainSeason() {
     svg.append(svgEl("text", {x: x(r.total) + 9, y: y + rowH / 2 + 4, "font-size": 10},
                      `P(below/near/above) ${["below", "near", "above"].map((c) => (p[c] ?? NaN).toFixed(2)).join("/")}`));
   });
-  svg.append(svgEl("text", {x: (W + m.l) / 2, y: H - 4, "font-size": 11, "text-anchor": "middle"}, `November-March total (${d.units})`));
+  svg.append(svgEl("text", {x: (W + m.l) / 2, y: H - 4, "font-size": 11, "text-anchor": "middle"}, `${d.season_months} total (${d.units})`));
   $("rain-meta").textContent = `${d.problem} on ${d.dataset}: the ${d.season} season observed to ${d.last}` +
     ` (${d.so_far.toFixed(0)} ${d.units}), terciles of ${d.n_seasons} seasons` +
     (d.outlooks.length ? `, and ${d.outlooks.length} archived season outlooks` : ", no season outlook archived");
