@@ -118,6 +118,14 @@ def create_app(root: Path) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "version": __version__, "warm": warm.is_set()}
 
+    @app.get("/metrics")
+    def metrics() -> list[dict]:
+        """Every score the leaderboard ranks by: the registered index metrics, then the map ones."""
+        return ([{"name": n, "description": m.description, "lower_is_better": m.lower_is_better, "kind": "index"}
+                 for n, m in METRICS.items()]
+                + [{"name": n, "description": m.description, "lower_is_better": m.lower_is_better, "kind": "map"}
+                   for n, m in FIELD_METRICS.items()])
+
     @app.get("/problems")
     def problems() -> list[dict]:
         out = []

@@ -40,9 +40,10 @@ def fold_starts(test_start, test_end, refit_every: int) -> list[pd.Timestamp]:
     return list(month_range(test_start, test_end, refit_every))
 
 
-def fit_predict(factory: Factory, fold: FoldData, inits, leads, name: str = "model") -> xr.DataArray:
-    """Fit a fresh model on the fold's training set and forecast the given inits."""
-    pred, X_test = _fit_and_predict(factory, fold, inits, name)
+def fit_predict(model: ModelSpec, fold: FoldData, inits, leads, name: str = "model") -> xr.DataArray:
+    """Fit a fresh model (a factory, or a model file's path) on the fold's training set and
+    forecast the given inits."""
+    pred, X_test = _fit_and_predict(_resolve(model), fold, inits, name)
     return check_prediction(pred, X_test, leads, where=name)
 
 
@@ -133,17 +134,30 @@ def _factory_cache(path: str, mtime_ns: int) -> Factory:  # mtime in the key: an
     return load_model_factory(path)
 
 
-def _plan(problem: Problem, prepared: xr.Dataset, test_start, test_end, refit_every: int) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
-    times = pd.DatetimeIndex(prepared["time"].values)
-    test_end = min(pd.Timestamp(test_end), problem.last_init(prepared))
-    test_start = pd.Timestamp(test_start)
-    if test_start < times[0]:
-        raise ClimateMLError(f"test start {test_start:%Y-%m} is before the data starts ({times[0]:%Y-%m})")
-    plan = []
-    for t0 in fold_starts(test_start, test_end, refit_every):
-        block_end = min(t0 + pd.DateOffset(months=refit_every - 1), test_end)
-        plan.append((t0, month_range(t0, block_end)))
-    return plan
+@dataclass(frozen=True)
+class RollingOrigin:
+    """The cross-validation of every backtest: an expanding training window and a test period
+    cut into blocks of ``refit_every`` months; the model is fitted on data up to each block's
+    first init (``fit_end``) and forecasts every init of the block. The test period ends at the
+    problem's last init with every input known."""
+
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    refit_every: int = 12
+
+    def folds(self, problem: Problem, prepared: xr.Dataset) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
+        """(fit_end, test inits) of each fold, in time order."""
+        times = pd.DatetimeIndex(prepared["time"].values)
+        if pd.Timestamp(self.test_start) < times[0]:
+            raise ClimateMLError(f"test start {pd.Timestamp(self.test_start):%Y-%m} is before the data starts "
+                                 f"({times[0]:%Y-%m})")
+        return self.blocks(min(pd.Timestamp(self.test_end), problem.last_init(prepared)))
+
+    def blocks(self, last_init=None) -> list[tuple[pd.Timestamp, pd.DatetimeIndex]]:
+        """(fit_end, test inits) of each fold, the test period ending at ``last_init`` if earlier."""
+        test_end = pd.Timestamp(self.test_end) if last_init is None else min(pd.Timestamp(self.test_end), last_init)
+        return [(t0, month_range(t0, min(t0 + pd.DateOffset(months=self.refit_every - 1), test_end)))
+                for t0 in fold_starts(self.test_start, test_end, self.refit_every)]
 
 
 # Worker state for process pools: the prepared data and problem are sent once per worker,
@@ -165,17 +179,130 @@ def _fold(problem: Problem, prepared: xr.Dataset, t0: pd.Timestamp, cache: dict)
 
 
 def _unit(name: str, spec: ModelSpec, t0: pd.Timestamp, inits: pd.DatetimeIndex,
-          problem: Problem | None = None, prepared: xr.Dataset | None = None) -> tuple[str, object, float]:
+          problem: Problem | None = None, prepared: xr.Dataset | None = None,
+          cache: dict | None = None) -> tuple[str, object, float]:
     """One (model, fold): fit and predict. Returns (name, prediction or error text, seconds)."""
     problem = problem if problem is not None else _WORKER["problem"]
     prepared = prepared if prepared is not None else _WORKER["prepared"]
     tic = _time.perf_counter()
     try:
-        fold = _fold(problem, prepared, t0, _WORKER)
+        fold = _fold(problem, prepared, t0, _WORKER if cache is None else cache)
         pred = fit_predict(_resolve(spec), fold, inits, problem.leads, name)
         return name, pred, _time.perf_counter() - tic
     except ModelError as exc:
         return name, str(exc), _time.perf_counter() - tic
+
+
+Unit = tuple[str, ModelSpec, pd.Timestamp, pd.DatetimeIndex]  # (model name, model, fit_end, test inits)
+
+
+class Outcomes:
+    """What the executors report into: each unit's forecast, a model's first failure (its later
+    units are skipped where possible), and the seconds spent per model."""
+
+    def __init__(self, names, time_limit: float | None = None):
+        self.done: dict[tuple[str, pd.Timestamp], xr.DataArray] = {}
+        self.failures: dict[str, str] = {}
+        self.seconds = dict.fromkeys(names, 0.0)
+        self.time_limit = time_limit
+
+    def add(self, name: str, t0: pd.Timestamp, out, secs: float) -> None:
+        self.seconds[name] += secs
+        if name in self.failures:
+            return
+        if isinstance(out, str):
+            self.failures[name] = out
+        else:
+            self.done[(name, t0)] = out
+
+    def timed_out(self, name: str, t0: pd.Timestamp) -> None:
+        self.failures.setdefault(name, f"{name}: exceeded the time limit of {self.time_limit:g} s "
+                                       f"(fold fitted up to {t0:%Y-%m})")
+
+
+class InProcess:
+    """Every (model, fold) unit in this process, fold after fold (each fold's features once)."""
+
+    def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
+            progress: Callable[[str], None]) -> None:
+        cache: dict = {}
+        folds = sorted({u[2] for u in units})
+        for k, t0 in enumerate(folds):
+            for name, spec, _, inits in (u for u in units if u[2] == t0):
+                if name not in out.failures:
+                    r = _unit(name, spec, t0, inits, problem, prepared, cache)
+                    out.add(r[0], t0, r[1], r[2])
+            progress(f"fold {k + 1}/{len(folds)} (fit up to {t0:%Y-%m})")
+
+
+@dataclass
+class LocalProcesses:
+    """Units in ``n_jobs`` spawned processes (each receives the problem and data once); with a
+    ``time_limit``, a unit that runs longer fails its model and the pool is killed at the end."""
+
+    n_jobs: int = 2
+    time_limit: float | None = None
+
+    def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
+            progress: Callable[[str], None]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared))
+        stuck = False
+        try:
+            handles = [(u, pool.apply_async(_unit, (u[0], u[1], u[2], u[3]))) for u in units]
+            for k, ((name, _, t0, _), h) in enumerate(handles):
+                if name in out.failures and not h.ready():
+                    stuck = stuck or "time limit" in out.failures[name]
+                    continue
+                try:
+                    r = h.get(timeout=self.time_limit)
+                    out.add(r[0], t0, r[1], r[2])
+                except multiprocessing.TimeoutError:
+                    out.timed_out(name, t0)
+                    stuck = True
+                progress(f"{k + 1}/{len(units)} model-folds")
+        finally:
+            if stuck:
+                pool.terminate()  # a model still running past its limit is killed
+            else:
+                pool.close()
+            pool.join()
+
+
+@dataclass
+class DaskCluster:
+    """Units on a dask.distributed scheduler (``tcp://host:port``): the data are scattered to
+    every worker once, each unit is one task."""
+
+    address: str
+    time_limit: float | None = None
+
+    def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
+            progress: Callable[[str], None]) -> None:
+        from dask.distributed import Client
+        from dask.distributed import TimeoutError as DaskTimeout
+
+        with Client(self.address) as client:
+            [prep_f] = client.scatter([prepared], broadcast=True)
+            futures = [(u, client.submit(_unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)) for u in units]
+            for k, ((name, _, t0, _), fut) in enumerate(futures):
+                try:
+                    r = fut.result(timeout=self.time_limit)
+                    out.add(r[0], t0, r[1], r[2])
+                except DaskTimeout:
+                    out.timed_out(name, t0)
+                    fut.cancel()
+                progress(f"{k + 1}/{len(units)} model-folds")
+
+
+def choose_executor(n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None):
+    """The executor the options ask for: a Dask scheduler, local processes (also whenever a time
+    limit must be enforced), or this process."""
+    if scheduler:
+        return DaskCluster(scheduler, time_limit)
+    if n_jobs > 1 or time_limit is not None:
+        return LocalProcesses(n_jobs, time_limit)
+    return InProcess()
 
 
 def backtest(
@@ -189,89 +316,29 @@ def backtest(
     n_jobs: int = 1,
     scheduler: str | None = None,
     time_limit: float | None = None,
+    executor=None,
 ) -> BacktestResult:
-    """Backtest several models on the same folds. Work is split into (model, fold) units run
-    in this process (``n_jobs=1``), in ``n_jobs`` local processes, or on a Dask cluster
-    (``scheduler`` address); results are assembled in fold order, so the numbers do not depend
-    on the parallelism. A model that raises, returns a bad forecast or runs longer than
-    ``time_limit`` seconds in a fold becomes a failure with its reason; the others still run."""
-    plan = _plan(problem, prepared, test_start, test_end, refit_every)
+    """Backtest several models on the same folds (``RollingOrigin``). Work is split into (model,
+    fold) units run by ``executor`` (default from the options: in this process with
+    ``n_jobs=1``, in ``n_jobs`` local processes, or on a Dask cluster at ``scheduler``); results
+    are assembled in fold order, so the numbers do not depend on the executor. A model that
+    raises, returns a bad forecast or runs longer than ``time_limit`` seconds in a fold becomes
+    a failure with its reason; the others still run."""
+    plan = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)
     units = [(name, spec, t0, inits) for t0, inits in plan for name, spec in models.items()]
-    done: dict[tuple[str, pd.Timestamp], xr.DataArray] = {}
-    failures: dict[str, str] = {}
-    seconds = dict.fromkeys(models, 0.0)
+    out = Outcomes(models, time_limit)
+    executor = executor or choose_executor(n_jobs, scheduler, time_limit)
+    executor.run(problem, prepared, units, out, progress or (lambda msg: None))
+    return assemble_result(problem, prepared, plan, models, out)
 
-    def record(name, t0, out, secs):
-        seconds[name] += secs
-        if name in failures:
-            return
-        if isinstance(out, str):
-            failures[name] = out
-        else:
-            done[(name, t0)] = out
 
-    def timed_out(name, t0):
-        failures.setdefault(name, f"{name}: exceeded the time limit of {time_limit:g} s (fold fitted up to {t0:%Y-%m})")
-
-    total = len(units)
-    if scheduler:
-        from dask.distributed import Client
-        from dask.distributed import TimeoutError as DaskTimeout
-
-        with Client(scheduler) as client:
-            [prep_f] = client.scatter([prepared], broadcast=True)
-            futures = [(u, client.submit(_unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)) for u in units]
-            for k, ((name, _, t0, _), fut) in enumerate(futures):
-                try:
-                    r = fut.result(timeout=time_limit)
-                    record(r[0], t0, r[1], r[2])
-                except DaskTimeout:
-                    timed_out(name, t0)
-                    fut.cancel()
-                if progress:
-                    progress(f"{k + 1}/{total} model-folds")
-    elif n_jobs > 1 or time_limit is not None:
-        ctx = multiprocessing.get_context("spawn")
-        pool = ctx.Pool(max(1, n_jobs), initializer=_init_worker, initargs=(problem, prepared))
-        stuck = False
-        try:
-            handles = [(u, pool.apply_async(_unit, (u[0], u[1], u[2], u[3]))) for u in units]
-            for k, ((name, _, t0, _), h) in enumerate(handles):
-                if name in failures and not h.ready():
-                    stuck = stuck or "time limit" in failures[name]
-                    continue
-                try:
-                    r = h.get(timeout=time_limit)
-                    record(r[0], t0, r[1], r[2])
-                except multiprocessing.TimeoutError:
-                    timed_out(name, t0)
-                    stuck = True
-                if progress:
-                    progress(f"{k + 1}/{total} model-folds")
-        finally:
-            if stuck:
-                pool.terminate()  # a model still running past its limit is killed
-            else:
-                pool.close()
-            pool.join()
-    else:
-        cache: dict = {}
-        for k, (t0, inits) in enumerate(plan):
-            for name, spec in models.items():
-                if name in failures:
-                    continue
-                tic = _time.perf_counter()
-                try:
-                    fold = _fold(problem, prepared, t0, cache)
-                    record(name, t0, fit_predict(_resolve(spec), fold, inits, problem.leads, name), _time.perf_counter() - tic)
-                except ModelError as exc:
-                    record(name, t0, str(exc), _time.perf_counter() - tic)
-            if progress:
-                progress(f"fold {k + 1}/{len(plan)} (fit up to {t0:%Y-%m})")
-
+def assemble_result(problem: Problem, prepared: xr.Dataset, plan, models, out: Outcomes) -> BacktestResult:
+    """The backtest's result from its units' outcomes, in fold order: forecasts (ensemble means,
+    with the members kept aside), observations, baselines, each init's fit_end and the
+    problem's scoring context."""
     forecasts = {
-        name: add_valid_time(xr.concat([done[(name, t0)] for t0, _ in plan], dim=INIT))
-        for name in models if name not in failures
+        name: add_valid_time(xr.concat([out.done[(name, t0)] for t0, _ in plan], dim=INIT))
+        for name in models if name not in out.failures
     }
     members = {name: fc for name, fc in forecasts.items() if MEMBER in fc.dims}
     forecasts = {name: fc.mean(MEMBER) if name in members else fc for name, fc in forecasts.items()}
@@ -286,7 +353,8 @@ def backtest(
     contexts = [problem.scoring_context(prepared, t0) for t0, _ in plan]
     context = {k: xr.concat([c[k].sel({INIT: inits}) for c, (_, inits) in zip(contexts, plan, strict=True)], dim=INIT)
                for k in contexts[0]}
-    return BacktestResult(problem.name, forecasts, obs, failures, seconds, baseline, fit_end, context, problem, members)
+    return BacktestResult(problem.name, forecasts, obs, out.failures, out.seconds, baseline, fit_end, context, problem,
+                          members)
 
 
 def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:
@@ -321,7 +389,7 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
     well as a feature that reads ahead. Returns {model: reason} for the models that look ahead
     (or fail while being probed). ``done``: the backtest's forecasts, whose last block (fitted on
     the same fold) is the unperturbed reference, saving one fit per model."""
-    t0, block = _plan(problem, prepared, test_start, test_end, refit_every)[-1]
+    t0, block = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)[-1]
     probes = block[np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)]
     base = problem.fold_data(prepared, t0)
     perturbed = {init: problem.fold_data(perturb_after(prepared, init, seed=seed), t0) for init in probes}

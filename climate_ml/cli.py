@@ -291,7 +291,7 @@ def backtest_cmd(
 @app.command("leaderboard")
 def leaderboard_cmd(
     problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
-    score: Annotated[str, typer.Option("--score", help="acc, rmse or mae; for sea-ice maps (recorded by sea-ice-fields) iiee, sie_rmse, binary_accuracy or ice_brier")] = "acc",
+    score: Annotated[str, typer.Option("--score", help="A registered metric: acc, rmse, mae...; for sea-ice maps (field backtests) iiee, sie_rmse, binary_accuracy or ice_brier.")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Model that differences are taken against (default: the problem's strongest reference).")] = None,
@@ -306,7 +306,7 @@ def leaderboard_cmd(
     from climate_ml.scores import METRICS
 
     if score not in METRICS and score not in FIELD_METRICS:
-        raise QueryError(f"bad --score {score!r} (acc, rmse or mae; for maps {', '.join(FIELD_METRICS)})")
+        raise QueryError(f"bad --score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
     if n_boot < 100:
         raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
     table = leaderboard_table(_root(store), problem, score, dataset, reference, n_boot, work)

@@ -22,6 +22,7 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -195,43 +196,34 @@ def _common_pairs(board: Board) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return F, obs_arr, names
 
 
-def _yearly_stats(F: np.ndarray, obs_arr: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-year sufficient statistics: S[year, model, lead, k] for k in
-    (n, sum f, sum o, sum f^2, sum o^2, sum f*o, sum |f-o|)."""
+def yearly_sums(metric, F: np.ndarray, obs_arr: np.ndarray, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The metric's per-pair statistics summed within each calendar year of the inits:
+    S[year, model, lead, k] (the blocks the bootstrap resamples), and the years."""
     uy = np.unique(years)
-    ok = np.isfinite(obs_arr)
-    f = np.where(ok, F, 0.0)
-    o = np.where(ok, obs_arr, 0.0)[None]
-    n = np.broadcast_to(ok, F.shape).astype(float)
-    parts = [n, f, np.broadcast_to(o, F.shape), f * f, np.broadcast_to(o * o, F.shape), f * o, np.abs(f - o) * n]
-    stats = np.stack(parts, axis=-1)  # model, init, lead, k
-    S = np.stack([stats[:, years == y].sum(axis=1) for y in uy])  # year, model, lead, k
+    stats = metric.sample_stats(F, obs_arr[None])  # model, init, lead, k
+    S = np.stack([stats[:, years == y].sum(axis=1) for y in uy])
     return S, uy
-
-
-def _scores_from_stats(S: np.ndarray) -> dict[str, np.ndarray]:
-    """Scores from summed statistics S[..., k]; any leading dims are kept."""
-    n, sf, so, sff, soo, sfo, sabs = (S[..., k] for k in range(7))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mse = (sff - 2 * sfo + soo) / n
-        cov = sfo / n - (sf / n) * (so / n)
-        vf = sff / n - (sf / n) ** 2
-        vo = soo / n - (so / n) ** 2
-        return {"acc": cov / np.sqrt(vf * vo), "rmse": np.sqrt(np.maximum(mse, 0)), "mae": sabs / n}
 
 
 def score_board(board: Board, score: str = "acc", reference: str = REFERENCE, n_boot: int = 1000,
                 seed: int = 0, level: float = 0.95) -> dict:
     """Scores per model and lead on common pairs, with block-bootstrap intervals for the score,
-    the difference from ``reference`` and the difference from the leader at each lead."""
+    the difference from ``reference`` and the difference from the leader at each lead. Any
+    registered metric (``scores.METRICS``) works: its statistics are summed per resampled year."""
     if score not in METRICS:
         raise QueryError(f"unknown score {score!r} (known: {', '.join(METRICS)})")
+    metric = METRICS[score]
     F, obs_arr, names = _common_pairs(board)
     years = pd.DatetimeIndex(board.obs[INIT].values).year.values
-    S, uy = _yearly_stats(F, obs_arr, years)
+    S, uy = yearly_sums(metric, F, obs_arr, years)
     leads = [int(v) for v in board.obs[LEAD].values]
-    return _table(board, names, leads, S, uy, lambda stats: _scores_from_stats(stats)[score], score,
-                  METRICS[score].lower_is_better, reference, np.isfinite(obs_arr).sum(axis=0), n_boot, seed, level)
+
+    def to_score(sums):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return metric.reduce(sums)
+
+    return _table(board, names, leads, S, uy, to_score, score, metric.lower_is_better, reference,
+                  np.isfinite(obs_arr).sum(axis=0), n_boot, seed, level)
 
 
 def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndarray, to_score, score: str,
@@ -285,12 +277,18 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
 
 # -- field (map) forecasts: per-sample scores from `sea-ice-fields`, averaged over (init, lead) --
 
-# name: (the per-sample score of sea_ice_fields.field_scores, reduction, lower is better)
+class FieldMetric(NamedTuple):
+    variable: str  # the per-sample score of sea_ice_fields.field_scores
+    reduction: str  # "mean" or "rms" over (init, lead) pairs
+    lower_is_better: bool
+    description: str
+
+
 FIELD_METRICS = {
-    "iiee": ("iiee", "mean", True),  # integrated ice-edge error, 10^6 km^2
-    "sie_rmse": ("sie_error", "rms", True),  # extent error of the map forecast, 10^6 km^2
-    "binary_accuracy": ("binary_accuracy", "mean", False),
-    "ice_brier": ("ice_brier", "mean", True),  # Brier score of the probability of ice
+    "iiee": FieldMetric("iiee", "mean", True, "integrated ice-edge error (10^6 km^2)"),
+    "sie_rmse": FieldMetric("sie_error", "rms", True, "extent RMSE of the map forecast (10^6 km^2)"),
+    "binary_accuracy": FieldMetric("binary_accuracy", "mean", False, "binary accuracy of ice / no ice"),
+    "ice_brier": FieldMetric("ice_brier", "mean", True, "Brier score of the probability of ice"),
 }
 FIELD_REFERENCE = "damped_anomaly_persistence"
 
@@ -356,7 +354,7 @@ def score_field_board(board: FieldBoard, score: str = "iiee", reference: str = F
     bootstrap over years as ``score_board``."""
     if score not in FIELD_METRICS:
         raise QueryError(f"unknown field score {score!r} (known: {', '.join(FIELD_METRICS)})")
-    variable, reduction, lower_better = FIELD_METRICS[score]
+    variable, reduction, lower_better, _ = FIELD_METRICS[score]
     names = list(board.scores)
     if not names:
         raise QueryError(f"no field model of {board.problem!r} has scores in work {board.work_key}")

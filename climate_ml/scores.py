@@ -1,4 +1,11 @@
-"""Metrics as small objects: ``name``, ``lower_is_better`` and ``compute(forecast, obs)``.
+"""Metrics as small objects, one contract for the backtest and the leaderboard.
+
+A metric has ``name``, ``lower_is_better`` and ``description``, and two steps (as weatherbench2
+splits them): ``sample_stats(f, o)``, additive statistics of each (init, lead) pair (e.g. the
+squared error), and ``reduce(sums)``, the score from their sums (e.g. the root of the mean). The
+backtest sums over every init; the leaderboard's block bootstrap sums over resampled years, so
+any metric written this way gets intervals without more code. Register one with
+``register_metric``; ``compute(forecast, obs)`` gives its value per lead.
 
 ``forecast`` and ``obs`` are DataArrays with dims (init_time, lead [, member]); scores reduce
 over ``init_time`` (and ``member`` for the ensemble mean) and return one value per lead.
@@ -14,6 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from climate_ml.errors import ClimateMLError
 from climate_ml.schema import INIT, MEMBER
 
 
@@ -31,50 +39,87 @@ class Metric(ABC):
     lower_is_better: bool
     description: str = ""
 
-    def compute(self, forecast: xr.DataArray, obs: xr.DataArray) -> xr.DataArray:
-        f, o = _prepare(forecast, obs)
-        out = self._compute(f, o)
-        out.name = self.name
-        return out
+    @abstractmethod
+    def stats(self, f: np.ndarray, o: np.ndarray) -> list[np.ndarray]:
+        """Additive per-pair statistics from paired values (both finite)."""
 
     @abstractmethod
-    def _compute(self, f: xr.DataArray, o: xr.DataArray) -> xr.DataArray:
-        """The score per lead from aligned, jointly masked forecast and obs."""
+    def reduce(self, sums: np.ndarray) -> np.ndarray:
+        """The score from statistics summed over pairs: ``sums[..., k]`` -> ``score[...]``."""
+
+    def sample_stats(self, f: np.ndarray, o: np.ndarray) -> np.ndarray:
+        """``stats`` of every pair as ``[..., k]``, zero where either side is missing, so that
+        sums over any set of pairs (all inits, or a bootstrap's years) reduce to the score."""
+        f, o = np.broadcast_arrays(np.asarray(f, dtype=float), np.asarray(o, dtype=float))
+        ok = np.isfinite(f) & np.isfinite(o)
+        parts = self.stats(np.where(ok, f, 0.0), np.where(ok, o, 0.0))
+        return np.stack([ok.astype(float), *[np.where(ok, x, 0.0) for x in parts]], axis=-1)
+
+    def compute(self, forecast: xr.DataArray, obs: xr.DataArray) -> xr.DataArray:
+        f, o = _prepare(forecast, obs)
+        f, o = xr.broadcast(f, o)
+        axis = f.dims.index(INIT)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = self.reduce(self.sample_stats(f.values, o.values).sum(axis=axis))
+        rest = [d for d in f.dims if d != INIT]
+        return xr.DataArray(values, dims=rest, coords={d: f[d].values for d in rest if d in f.indexes}, name=self.name)
+
+
+def _n(sums):
+    return sums[..., 0]
 
 
 class RMSE(Metric):
-    def _compute(self, f, o):
-        return np.sqrt(((f - o) ** 2).mean(INIT))
+    def stats(self, f, o):
+        return [(f - o) ** 2]
+
+    def reduce(self, sums):
+        return np.sqrt(sums[..., 1] / _n(sums))
 
 
 class MAE(Metric):
-    def _compute(self, f, o):
-        return abs(f - o).mean(INIT)
+    def stats(self, f, o):
+        return [np.abs(f - o)]
+
+    def reduce(self, sums):
+        return sums[..., 1] / _n(sums)
 
 
 class ACC(Metric):
     """Anomaly correlation: Pearson correlation over inits (forecast and obs are anomalies)."""
 
-    def _compute(self, f, o):
-        fa = f - f.mean(INIT)
-        oa = o - o.mean(INIT)
-        cov = (fa * oa).mean(INIT)
-        return cov / np.sqrt((fa**2).mean(INIT) * (oa**2).mean(INIT))
+    def stats(self, f, o):
+        return [f, o, f * f, o * o, f * o]
+
+    def reduce(self, sums):
+        n = _n(sums)
+        sf, so, sff, soo, sfo = (sums[..., k] / n for k in range(1, 6))
+        return (sfo - sf * so) / np.sqrt((sff - sf**2) * (soo - so**2))
 
 
 class Count(Metric):
-    def _compute(self, f, o):
-        return f.notnull().sum(INIT).astype(float)
+    def stats(self, f, o):
+        return []
+
+    def reduce(self, sums):
+        return _n(sums)
 
 
-METRICS: dict[str, Metric] = {
-    m.name: m
-    for m in [
-        ACC("acc", lower_is_better=False, description="anomaly correlation coefficient"),
-        RMSE("rmse", lower_is_better=True, description="root-mean-square error"),
-        MAE("mae", lower_is_better=True, description="mean absolute error"),
-    ]
-}
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric) -> Metric:
+    """Add a metric to every backtest summary and to the leaderboard (CLI, HTTP, page)."""
+    if not metric.name.isidentifier() or metric.name in METRICS:
+        raise ClimateMLError(f"metric name {metric.name!r} is taken or not an identifier")
+    METRICS[metric.name] = metric
+    return metric
+
+
+for _m in (ACC("acc", lower_is_better=False, description="anomaly correlation coefficient"),
+           RMSE("rmse", lower_is_better=True, description="root-mean-square error"),
+           MAE("mae", lower_is_better=True, description="mean absolute error")):
+    register_metric(_m)
 N_VERIFIED = Count("n", lower_is_better=False, description="number of verified forecasts")
 
 

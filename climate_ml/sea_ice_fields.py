@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.backtest import fold_starts, month_range
+from climate_ml.backtest import RollingOrigin, month_range
 from climate_ml.errors import ClimateMLError, ModelError
 from climate_ml.model_api import FIELD_TARGET, model_target
 from climate_ml.schema import INIT, LEAD, TIME, add_months
@@ -205,14 +205,13 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     test_end = min(pd.Timestamp(test_end), times[-1])
     if pd.Timestamp(test_start) <= times[0]:
         raise ClimateMLError(f"test start {pd.Timestamp(test_start):%Y-%m} leaves no training data")
-    starts = fold_starts(test_start, test_end, refit_every)
-    inits = month_range(starts[0], test_end)
+    plan = RollingOrigin(test_start, test_end, refit_every).blocks()
+    inits = month_range(plan[0][0], test_end)
     out = np.full((len(names), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
     failures: dict[str, str] = {}
     k = 0
-    for n, t0 in enumerate(starts):
+    for n, (t0, block) in enumerate(plan):
         fit = fit_fields(conc, times, t0, leads)
-        block = month_range(t0, min(t0 + pd.DateOffset(months=refit_every - 1), test_end))
         fitted = {}
         for name, factory in models.items():
             if name not in failures:
@@ -252,7 +251,7 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
                     out[i_m, k, j] = [s[score] for score in FIELD_SCORES]
             k += 1
         if progress:
-            progress(f"fold {n + 1}/{len(starts)} (fit up to {t0:%Y-%m})")
+            progress(f"fold {n + 1}/{len(plan)} (fit up to {t0:%Y-%m})")
     keep = [i for i, name in enumerate(names) if name not in failures]
     coords = {"method": [names[i] for i in keep], INIT: inits, LEAD: leads}
     return xr.Dataset({name: (("method", INIT, LEAD), out[keep][..., s]) for s, name in enumerate(FIELD_SCORES)},

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.backtest import ModelSpec, _plan, _resolve, backtest, fit_predict
+from climate_ml.backtest import ModelSpec, RollingOrigin, _resolve, backtest, fit_predict
 from climate_ml.errors import ClimateMLError, ModelError
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD
@@ -37,7 +37,7 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
     if train_end >= test_start:
         raise ClimateMLError(f"--train-end {train_end:%Y-%m} must be before --test-start {test_start:%Y-%m}")
     inside = backtest(problem, models, prepared, test_start, test_end, refit_every)
-    folds = [(problem.fold_data(prepared, t0), inits) for t0, inits in _plan(problem, prepared, test_start, test_end, refit_every)]
+    folds = [(problem.fold_data(prepared, t0), inits) for t0, inits in RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)]
     X_train, y_train = problem.fold_data(prepared, train_end).training_set()
     outside: dict[str, xr.DataArray] = {}
     failures = dict(inside.failures)

@@ -15,16 +15,16 @@ from climate_ml.blend import blend_backtest, caruana_weights
 from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.ingest import standardise
 from climate_ml.leaderboard import (
-    _scores_from_stats,
-    _yearly_stats,
     assemble,
     format_board,
+    leaderboard_table,
     record_backtest,
     score_board,
+    yearly_sums,
 )
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.schema import INIT, LEAD
-from climate_ml.scores import METRICS
+from climate_ml.scores import METRICS, Metric, register_metric
 from climate_ml.stress import format_stress, stress_test
 from climate_ml.synthetic import toy_ocean
 from climate_ml.workflows import MODELS_DIR
@@ -73,12 +73,46 @@ def test_bootstrap_statistics_match_the_metric_objects(result):
     F = np.stack([result.forecasts[n].transpose(INIT, LEAD).values for n in names])
     O = result.obs.transpose(INIT, LEAD).values  # noqa: E741
     years = pd.DatetimeIndex(result.obs[INIT].values).year.values
-    S, _ = _yearly_stats(F, O, years)
-    got = _scores_from_stats(S.sum(axis=0))
     for metric in ("acc", "rmse", "mae"):
+        S, _ = yearly_sums(METRICS[metric], F, O, years)
+        got = METRICS[metric].reduce(S.sum(axis=0))
         for i, n in enumerate(names):
             want = METRICS[metric].compute(result.forecasts[n], result.obs).values
-            np.testing.assert_allclose(got[metric][i], want, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(got[i], want, rtol=1e-9, atol=1e-12)
+
+
+def test_a_metric_added_in_one_place_is_ranked_with_intervals(result, store):
+    """One ``register_metric`` call: the backtest scores it and the leaderboard (the function the
+    CLI and HTTP call) ranks by it with bootstrap intervals. MSE is RMSE squared on the same
+    bootstrap draws: with 1001 resamples the 2.5% and 97.5% quantiles are exact order
+    statistics, so its interval is the square of RMSE's."""
+
+    class MSE(Metric):
+        def stats(self, f, o):
+            return [(f - o) ** 2]
+
+        def reduce(self, sums):
+            return sums[..., 1] / sums[..., 0]
+
+    register_metric(MSE("mse", lower_is_better=True, description="mean squared error"))
+    try:
+        assert set(result.scores("persistence")) >= {"acc", "rmse", "mae", "mse"}
+        record_backtest(store, PROBLEM, result, "toy", "abc", "1980-01", "1998-12", 24,
+                        {**REFS, "lightgbm_lagged": MODELS_DIR / "lightgbm_lagged.py"})
+        mse = leaderboard_table(store, "el_nino", "mse", n_boot=1001)
+        rmse = leaderboard_table(store, "el_nino", "rmse", n_boot=1001)
+    finally:
+        METRICS.pop("mse")
+    assert mse["lower_is_better"] is True and [r["model"] for r in mse["rows"]] == [r["model"] for r in rmse["rows"]]
+    by_model = {r["model"]: r["leads"] for r in rmse["rows"]}
+    for row in mse["rows"]:
+        for lead, cell in row["leads"].items():
+            want = by_model[row["model"]][lead]
+            assert cell["score"] == pytest.approx(want["score"] ** 2, abs=2e-4)
+            assert cell["ci"] == pytest.approx([v**2 for v in want["ci"]], abs=2e-4)
+            assert cell["ci"][0] < cell["score"] < cell["ci"][1]
+    with pytest.raises(ClimateMLError, match="taken"):
+        register_metric(METRICS["acc"])
 
 
 def test_leaderboard_merges_same_work_only(result, prepared, store):
@@ -187,7 +221,7 @@ def test_cli_backtest_many_then_leaderboard(tmp_path):
     assert {r["model"] for r in table["rows"]} == {"template", "damped_persistence", "blend", "persistence", "climatology", "xro"}
     assert table["reference"] == "xro"  # the strongest reference by default
     bad = cli("leaderboard", "el_nino", "--score", "brier", store=store)
-    assert bad.returncode == 2 and bad.stderr.strip() == ("error: bad --score 'brier' (acc, rmse or mae; "
+    assert bad.returncode == 2 and bad.stderr.strip() == ("error: bad --score 'brier' (acc, rmse, mae; "
                                                        "for maps iiee, sie_rmse, binary_accuracy, ice_brier)")
     bad = cli("leaderboard", "el_nino", "--lead", "40", store=store)
     assert bad.returncode == 2 and "lead 40 is not on this leaderboard" in bad.stderr

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from climate_ml.backtest import backtest
+from climate_ml.backtest import RollingOrigin, backtest, fit_predict
+from climate_ml.errors import ModelError
 from climate_ml.ingest import standardise
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.synthetic import toy_ocean
@@ -52,12 +53,38 @@ def models():
     return {n: MODELS_DIR / f"{n}.py" for n in ("persistence", "damped_persistence", "lightgbm_lagged")}
 
 
+class NewestFoldFirst:
+    """A user's executor, through the public contract: units in reverse order, one at a time."""
+
+    def __init__(self):
+        self.seen = []
+
+    def run(self, problem, prepared, units, out, progress):
+        for name, spec, t0, inits in reversed(units):
+            self.seen.append((name, t0))
+            tic = time.perf_counter()
+            fold = problem.fold_data(prepared, fit_end=t0)
+            try:
+                out.add(name, t0, fit_predict(spec, fold, inits, problem.leads, name), time.perf_counter() - tic)
+            except ModelError as exc:
+                out.add(name, t0, str(exc), time.perf_counter() - tic)
+
+
 def test_numbers_do_not_depend_on_parallelism(prepared):
     args = (PROBLEM, models(), prepared, "1985-01", "1994-12", 36)
     serial = backtest(*args)
     in_procs = backtest(*args, n_jobs=2)
     for name in models():
         xr.testing.assert_identical(serial.forecasts[name], in_procs.forecasts[name])
+    # the folds are the public cross-validation object's, and any executor may run the units
+    plan = RollingOrigin("1985-01", "1994-12", 36).folds(PROBLEM, prepared)
+    assert [f"{t0:%Y-%m}" for t0, _ in plan] == ["1985-01", "1988-01", "1991-01", "1994-01"]
+    assert sum(len(inits) for _, inits in plan) == 120
+    mine = NewestFoldFirst()
+    other = backtest(*args, executor=mine)
+    assert mine.seen[0] == ("lightgbm_lagged", plan[-1][0]) and len(mine.seen) == 3 * len(plan)
+    for name in models():
+        xr.testing.assert_identical(serial.forecasts[name], other.forecasts[name])
     xr.testing.assert_identical(serial.obs, in_procs.obs)
 
 

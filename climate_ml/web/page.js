@@ -35,6 +35,9 @@ function panelOf(panel) {
 }
 
 async function loadProblems() {
+  const scores = await (await fetch("metrics")).json();  // every registered metric, then the map scores
+  $("score").replaceChildren(...scores.map((s) => el("option", {value: s.name},
+    `${s.kind === "map" ? "maps: " : ""}${s.name} - ${s.description} (${s.lower_is_better ? "lower" : "higher"} is better)`)));
   const res = await fetch("problems");
   const problems = await res.json();
   PROBLEMS = problems;
