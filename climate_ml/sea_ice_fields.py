@@ -15,8 +15,9 @@ grid, land NaN), with ice meaning concentration >= 15%:
 
 Deterministic scores (IIEE, extent error, binary accuracy) use the member mean.
 
-Field forecasts, fitted per grid cell and calendar month on the training window (data up to
-``fit_end``) and clipped to 0-1:
+The references: field forecasts fitted per grid cell and calendar month on the training window
+(data up to ``fit_end``) and clipped to 0-1, each an ordinary field model file in
+``models/fields/`` (``PerCellReference``):
 
 - ``climatology``: the mean concentration of the valid calendar month;
 - ``linear_trend``: a linear trend per calendar month, at the valid year;
@@ -34,9 +35,9 @@ maps: ``make_model()`` returns an object with
 
 Because a model is never handed a month after its init, it cannot look ahead.
 
-``field_backtest`` runs the references and the field models on a rolling origin like
-``backtest.backtest`` (a block of inits per refit, each forecast made from data up to its init)
-and scores every (init, lead).
+``field_backtest`` runs field models (the references among them) on the folds of
+``backtest.RollingOrigin`` (a block of inits per refit, each forecast made from data up to its
+init) and scores every (init, lead).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from climate_ml.errors import ClimateMLError, ModelError
 from climate_ml.model_api import FIELD_TARGET, model_target
 from climate_ml.schema import INIT, LEAD, TIME, add_months
 
+TARGET = FIELD_TARGET  # the factories of ``reference_models`` are field models
 THRESHOLD = 0.15
 FIELD_METHODS = ("climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence")
 FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier")
@@ -124,9 +126,10 @@ class FieldFit:
         return self.intercept[m] + self.slope[m] * times.year.values[:, None]
 
 
-def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads) -> FieldFit:
+def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, damping: bool = True) -> FieldFit:
     """Fit the per-cell climatology and trends on months up to ``fit_end``; ``conc`` is
-    (time, cells) with NaN for land."""
+    (time, cells) with NaN for land. ``damping=False`` leaves the damping coefficients at 0
+    (only damped anomaly persistence needs them)."""
     fit_end = pd.Timestamp(fit_end)
     train = times <= fit_end
     if train.sum() < 36:
@@ -149,6 +152,8 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads) -> Fie
         intercept[m] = mu - b * ybar
         ever[m] = (v >= THRESHOLD).any(0)
     fit = FieldFit(fit_end, mean, slope, intercept, ever, np.zeros((12, len(leads))))
+    if not damping:
+        return fit
     # damping of the departure from the trend, one coefficient per init month and lead
     anom = conc - fit.trend(times)
     for m in range(12):
@@ -164,34 +169,76 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads) -> Fie
     return fit
 
 
-def forecast_fields(fit: FieldFit, conc: np.ndarray, times: pd.DatetimeIndex, init, leads, method: str) -> np.ndarray:
-    """(lead, cells) forecast from ``init`` with data at or before it."""
+def forecast_fields(fit: FieldFit, latest: np.ndarray, init, leads, method: str) -> np.ndarray:
+    """(lead, cells) forecast from ``init``, where ``latest`` is the observed map (cells) of the
+    init month."""
     if method not in FIELD_METHODS:
         raise ClimateMLError(f"unknown field method {method!r} (known: {', '.join(FIELD_METHODS)})")
     init = pd.Timestamp(init)
-    i = times.get_loc(init)
     valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
     if method == "climatology":
         out = fit.mean[valid.month.values - 1]
     else:
         out = fit.trend(valid)
         if method != "linear_trend":
-            anom0 = conc[i] - fit.trend(pd.DatetimeIndex([init]))[0]
+            anom0 = latest - fit.trend(pd.DatetimeIndex([init]))[0]
             damp = np.ones(len(leads)) if method == "trend_persistence" else fit.damping[init.month - 1]
             out = out + damp[:, None] * anom0[None, :]
     return np.clip(out, 0.0, 1.0)
 
 
+class PerCellReference:
+    """A per-cell reference (one of ``FIELD_METHODS``) as a field model: the model files in
+    ``models/fields/`` are one line around it."""
+
+    def __init__(self, method: str):
+        if method not in FIELD_METHODS:
+            raise ClimateMLError(f"unknown field method {method!r} (known: {', '.join(FIELD_METHODS)})")
+        self.method = method
+
+    def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> PerCellReference:
+        times = pd.DatetimeIndex(conc[TIME].values)
+        self.grid_ = [d for d in conc.dims if d != TIME]
+        values = conc.transpose(TIME, *self.grid_).values.reshape(len(times), -1)
+        self.ocean_ = np.isfinite(values).any(0)  # land cells are NaN throughout: leave them out
+        self.leads_ = [int(k) for k in leads]
+        self.fit_ = fit_fields(values[:, self.ocean_].astype("float64"), times, times[-1], self.leads_,
+                               damping=self.method == "damped_anomaly_persistence")
+        return self
+
+    def predict(self, conc: xr.DataArray) -> xr.DataArray:
+        last = conc.isel({TIME: -1})
+        latest = np.asarray(last.transpose(*self.grid_).values, dtype="float64").ravel()
+        out = np.full((len(self.leads_), latest.size), np.nan)  # land stays NaN
+        out[:, self.ocean_] = forecast_fields(self.fit_, latest[self.ocean_], pd.Timestamp(last[TIME].values),
+                                              self.leads_, self.method)
+        shape = [last.sizes[d] for d in self.grid_]
+        return xr.DataArray(out.reshape(len(self.leads_), *shape), dims=(LEAD, *self.grid_),
+                            coords={LEAD: self.leads_})
+
+
+def reference_models(methods=FIELD_METHODS) -> dict[str, Callable[[], PerCellReference]]:
+    """The per-cell references as field-model factories, by name (what ``models/fields/`` holds)."""
+    return {m: (lambda m=m: PerCellReference(m)) for m in methods}
+
+
+def active_region(conc: np.ndarray, times: pd.DatetimeIndex, fit_end) -> np.ndarray:
+    """(12, cells): ice (>= 15%) at least once in that calendar month up to ``fit_end``: the
+    region binary accuracy and the Brier score are taken over (with the forecast's and the
+    observation's ice)."""
+    train = times <= pd.Timestamp(fit_end)
+    return np.stack([(conc[train & (times.month.values == m + 1)] >= THRESHOLD).any(0) for m in range(12)])
+
+
 def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, test_start, test_end,
-                   refit_every: int = 12, methods=FIELD_METHODS,
+                   refit_every: int = 12, models: dict[str, Callable[[], object]] | None = None,
                    progress: Callable[[str], None] | None = None,
-                   models: dict[str, Callable[[], object]] | None = None,
                    on_forecast: Callable[[str, pd.Timestamp, np.ndarray], None] | None = None) -> xr.Dataset:
-    """Rolling-origin backtest of the reference field forecasts (``methods``) and the field
-    ``models`` (name: factory); returns scores (method, init_time, lead). A model that raises or
-    returns a bad forecast is left out, with its reason in ``attrs["failures"]`` (JSON).
-    ``on_forecast(name, init, maps)`` is handed each model's checked forecast, (member, lead,
-    grid cells), e.g. to keep one for a map."""
+    """Rolling-origin backtest of field ``models`` (name: factory; the per-cell references are
+    models too, see ``reference_models``); returns scores (method, init_time, lead). A model
+    that raises or returns a bad forecast is left out, with its reason in
+    ``attrs["failures"]`` (JSON). ``on_forecast(name, init, maps)`` is handed each model's
+    checked forecast, (member, lead, grid cells), e.g. to keep one for a map."""
     spatial = [d for d in concentration.dims if d != TIME]
     times = pd.DatetimeIndex(concentration[TIME].values)
     shape = tuple(concentration.sizes[d] for d in spatial)
@@ -201,7 +248,9 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     area = np.asarray(cell_area.transpose(*spatial).values, dtype="float64").ravel()[ocean]
     leads = [int(k) for k in leads]
     models = dict(models or {})
-    names = list(methods) + list(models)
+    if not models:
+        raise ClimateMLError("field backtest: no field model to run")
+    names = list(models)
     test_end = min(pd.Timestamp(test_end), times[-1])
     if pd.Timestamp(test_start) <= times[0]:
         raise ClimateMLError(f"test start {pd.Timestamp(test_start):%Y-%m} leaves no training data")
@@ -211,7 +260,7 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     failures: dict[str, str] = {}
     k = 0
     for n, (t0, block) in enumerate(plan):
-        fit = fit_fields(conc, times, t0, leads)
+        active = active_region(conc, times, t0)
         fitted = {}
         for name, factory in models.items():
             if name not in failures:
@@ -223,9 +272,6 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
         for init in block:
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
             forecasts = {}
-            for method in methods:
-                fc = forecast_fields(fit, conc, times, init, leads, method)
-                forecasts[method] = (fc, None)
             for name, model in fitted.items():
                 if name in failures:
                     continue
@@ -246,7 +292,7 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
                 for j, v in enumerate(valid):
                     if v not in times:
                         continue
-                    s = field_scores(fc[j], conc[times.get_loc(v)], area, fit.ever_ice[v.month - 1],
+                    s = field_scores(fc[j], conc[times.get_loc(v)], area, active[v.month - 1],
                                      members=None if members is None else members[:, j])
                     out[i_m, k, j] = [s[score] for score in FIELD_SCORES]
             k += 1
@@ -316,17 +362,6 @@ def concentration_field(obs: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
 
 
 def field_forecast_maps(concentration: xr.DataArray, init, lead: int, methods=FIELD_METHODS) -> dict[str, xr.DataArray]:
-    """Each method's forecast field (y, x) from ``init`` at ``lead``, fitted on data up to init."""
-    spatial = [d for d in concentration.dims if d != TIME]
-    times = pd.DatetimeIndex(concentration[TIME].values)
-    shape = [concentration.sizes[d] for d in spatial]
-    full = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(times), -1)
-    ocean = np.isfinite(full[times <= pd.Timestamp(init)]).any(0)  # the land mask as known at init
-    conc = full[:, ocean]
-    fit = fit_fields(conc, times, init, [lead])
-    out = {}
-    for method in methods:
-        fc = np.full(full.shape[1], np.nan)  # land stays NaN
-        fc[ocean] = forecast_fields(fit, conc, times, init, [lead], method)[0]
-        out[method] = xr.DataArray(fc.reshape(shape), dims=spatial)
-    return out
+    """Each reference's forecast field (grid) from ``init`` at ``lead``, fitted on data up to init."""
+    known = concentration.sel({TIME: slice(None, pd.Timestamp(init))})
+    return {m: PerCellReference(m).fit(known, None, [lead]).predict(known).sel({LEAD: lead}, drop=True) for m in methods}

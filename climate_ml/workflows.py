@@ -25,6 +25,7 @@ from climate_ml.problems import Problem, get_problem
 from climate_ml.store import check_name, list_obs, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
+FIELD_MODELS_DIR = MODELS_DIR / "fields"  # the per-cell concentration-map references
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 _FIELD_LINE = re.compile(r"^TARGET\s*=\s*[\"']" + FIELD_TARGET + r"[\"']", re.MULTILINE)
 
@@ -419,7 +420,6 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     from climate_ml.leaderboard import record_field_backtest
     from climate_ml.model_api import model_target
     from climate_ml.sea_ice_fields import (
-        FIELD_METHODS,
         concentration_field,
         field_backtest,
         summarise_field_scores,
@@ -427,9 +427,15 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
 
     if archive and not model_paths:
         raise ClimateMLError("--archive needs a field model (--model FILE): the per-cell references are not archived")
+    problem = get_problem("arctic_sea_ice")
     paths = {model_name(p): Path(p) for p in model_paths}
+    refs = {n: FIELD_MODELS_DIR / f"{n}.py" for n in problem.field_references}
+    clash = sorted(n for n in set(paths) & set(refs) if paths[n].resolve() != refs[n].resolve())
+    if clash:
+        raise ClimateMLError(f"field model {clash[0]!r} has the name of a per-cell reference (models/fields/); rename the file")
+    refs = {n: p for n, p in refs.items() if n not in paths}  # a reference given as a model runs once
     models = {}
-    for name, path in paths.items():
+    for name, path in {**refs, **paths}.items():
         factory = load_model_factory(path)
         if model_target(factory) != FIELD_TARGET:
             raise ClimateMLError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
@@ -440,11 +446,11 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     conc = conc.load()
     last = pd.Timestamp(conc["time"].values[-1])
     end = min(pd.Timestamp(test_end), last) if test_end is not None else last
-    leads = list(get_problem("arctic_sea_ice").leads)
-    hindcasts: dict[str, dict] = {name: {} for name in models} if archive else {}
+    leads = list(problem.leads)
+    hindcasts: dict[str, dict] = {name: {} for name in paths} if archive else {}  # the references are not archived
 
     def keep(name, init, maps):
-        if archive:
+        if name in hindcasts:
             hindcasts[name][init] = maps.astype("float32")
         if on_forecast:
             on_forecast(name, init, maps)
@@ -459,7 +465,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
                                                      fold_starts(test_start, end, refit_every), replace=replace)
             log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
     record = record_field_backtest(root, "arctic_sea_ice", scores, dataset, obs.attrs.get("source_sha256", ""),
-                                   test_start, end, refit_every, {**dict.fromkeys(FIELD_METHODS), **paths})
+                                   test_start, end, refit_every, {**refs, **paths})
     return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 
 

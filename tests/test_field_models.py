@@ -14,7 +14,12 @@ from climate_ml.backtest import backtest
 from climate_ml.cli import main
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
-from climate_ml.sea_ice_fields import field_backtest, field_scores, summarise_field_scores
+from climate_ml.sea_ice_fields import (
+    field_backtest,
+    field_scores,
+    reference_models,
+    summarise_field_scores,
+)
 from climate_ml.workflows import registered_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +112,7 @@ def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):
     ice = advecting_ice(n_years=8, size=8)
     factory = load_model_factory(_write_model(tmp_path, "persist"))
     scores = field_backtest(ice["conc"], ice["cell_area"], [1, 2], "1995-01", "1996-06", 12,
-                            methods=("damped_anomaly_persistence",), models={"persist": factory})
+                            models={**reference_models(("damped_anomaly_persistence",)), "persist": factory})
     assert list(scores["method"].values) == ["damped_anomaly_persistence", "persist"]
     assert json.loads(scores.attrs["failures"]) == {}
     # predict saw data up to each init and no further: the last month it got is the init
@@ -123,7 +128,7 @@ def test_field_model_on_the_wrong_grid_fails_with_its_reason(tmp_path):
     ice = advecting_ice(n_years=8, size=8)
     bad = load_model_factory(_write_model(tmp_path, "cropped", suffix=".isel(x=slice(0, 5))"))
     scores = field_backtest(ice["conc"], ice["cell_area"], [1], "1995-01", "1995-03", 12,
-                            methods=("climatology",), models={"cropped": bad})
+                            models={**reference_models(("climatology",)), "cropped": bad})
     failures = json.loads(scores.attrs["failures"])
     assert "does not match the data set's grid" in failures["cropped"]
     assert list(scores["method"].values) == ["climatology"]  # the reference still scored
@@ -193,7 +198,7 @@ def test_convlstm_learns_advection_that_per_cell_references_miss():
 
     small.__module__ = factory.__module__
     scores = field_backtest(ice["conc"], ice["cell_area"], [1, 2], "2005-01", "2009-11", 36,
-                            methods=("damped_anomaly_persistence",), models={"convlstm": small})
+                            models={**reference_models(("damped_anomaly_persistence",)), "convlstm": small})
     assert json.loads(scores.attrs["failures"]) == {}
     iiee = scores["iiee"].mean("init_time")
     ref, net = (iiee.sel({"method": m}) for m in ("damped_anomaly_persistence", "convlstm"))
@@ -218,6 +223,43 @@ def test_backtest_takes_field_models_through_the_field_backtest(tmp_path, sea_ic
         assert message in capsys.readouterr().err
     assert main(["backtest", "el_nino", str(path), "--store", str(sea_ice_store)]) != 0
     assert "backtest them on arctic_sea_ice, not el_nino" in capsys.readouterr().err
+    # the per-cell references are model files like any other: one given by hand runs once, with
+    # the scores it has as a reference; another file with a reference's name is refused
+    dap = ROOT / "models" / "fields" / "damped_anomaly_persistence.py"
+    assert main(["backtest", "arctic_sea_ice", str(dap), "--test-start", "2024-01", "--json",
+                 "--store", str(sea_ice_store)]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert list(again["scores"]) == ["climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence"]
+    assert again["scores"] == {k: v for k, v in out["scores"].items() if k != "persist"}
+    impostor = _write_model(tmp_path, "linear_trend")
+    assert main(["backtest", "arctic_sea_ice", str(impostor), "--store", str(sea_ice_store)]) != 0
+    assert "has the name of a per-cell reference" in capsys.readouterr().err
+
+
+def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():
+    """Each file in models/fields is a field model whose map is the per-cell method's, computed
+    directly from the fitted statistics, with land NaN; its name is the method's."""
+    from climate_ml.model_api import load_model_factory, model_target
+    from climate_ml.sea_ice_fields import FIELD_METHODS, fit_fields, forecast_fields
+
+    ice = advecting_ice(n_years=8, size=8)
+    conc = ice["conc"]
+    known = conc.sel(time=slice(None, "1996-03"))
+    times = pd.DatetimeIndex(known.time.values)
+    flat = known.values.reshape(len(times), -1).astype("float64")
+    ocean = np.isfinite(flat).any(0)
+    fit = fit_fields(flat[:, ocean], times, times[-1], [1, 3])
+    files = sorted((ROOT / "models" / "fields").glob("*.py"))
+    assert sorted(f.stem for f in files) == sorted(FIELD_METHODS)
+    for f in files:
+        factory = load_model_factory(f)
+        assert model_target(factory) == "sea_ice_concentration"
+        maps = factory().fit(known, ice["cell_area"], [1, 3]).predict(known)
+        assert maps.dims == ("lead", *conc.dims[1:]) and maps.lead.values.tolist() == [1, 3]
+        want = forecast_fields(fit, flat[-1, ocean], times[-1], [1, 3], f.stem)
+        got = maps.values.reshape(2, -1)
+        np.testing.assert_allclose(got[:, ocean], want, rtol=1e-12, atol=1e-12)
+        assert np.isnan(got[:, ~ocean]).all()
 
 
 def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_path, sea_ice_store, capsys):

@@ -14,6 +14,7 @@ from climate_ml.sea_ice_fields import (
     field_backtest,
     field_forecast_maps,
     field_scores,
+    reference_models,
     summarise_field_scores,
 )
 from climate_ml.synthetic import toy_sea_ice
@@ -51,7 +52,8 @@ def test_field_forecasts_do_not_look_ahead(ice):
 
 
 def test_field_backtest_scores_and_references(ice):
-    scores = field_backtest(ice["cdr_seaice_conc"], ice["cell_area"], range(1, 7), "2005-01", "2011-12", 24)
+    scores = field_backtest(ice["cdr_seaice_conc"], ice["cell_area"], range(1, 7), "2005-01", "2011-12", 24,
+                            models=reference_models())
     assert scores.sizes == {"method": 4, "init_time": 84, "lead": 6}
     table = summarise_field_scores(scores)
     trend, damped, clim = (table[m]["iiee"] for m in ("linear_trend", "damped_anomaly_persistence", "climatology"))

@@ -58,6 +58,9 @@ class ArcticSeaIce(GaussianCategories, Problem):
     target_variable: str | None = None
     listing_order: ClassVar[int] = 1
     panels: ClassVar[tuple[str, ...]] = ("seasonal_cycle",)
+    # the concentration-map references every field backtest includes (models/fields/<name>.py)
+    field_references: ClassVar[tuple[str, ...]] = ("climatology", "linear_trend", "trend_persistence",
+                                                   "damped_anomaly_persistence")
     run_schedule: ClassVar[tuple] = (("2005-01", 12), ("2018-01", 36))
     default_dataset: ClassVar[str] = "toy-sea-ice"  # the embedded data its commands use when none is named
     default_predictors: ClassVar[tuple[str, ...]] = ()
