@@ -39,7 +39,17 @@ import zarr
 
 from climate_ml import __version__
 from climate_ml.errors import QueryError, StoreError
-from climate_ml.schema import INIT, LEAD, MEMBER, MODEL, VALID, add_valid_time, validate_forecast
+from climate_ml.schema import (
+    INIT,
+    LEAD,
+    MEMBER,
+    MODEL,
+    TIME,
+    VALID,
+    add_months,
+    add_valid_time,
+    validate_forecast,
+)
 from climate_ml.store import NETCDF_LOCK, check_name, locked
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
@@ -434,10 +444,13 @@ def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
     return add_valid_time(new.drop_vars(VALID).reindex({LEAD: old[LEAD].values}))
 
 
-def write_observed(root: Path, problem: str, observed: xr.DataArray, dataset: str | None = None) -> int:
+def write_observed(root: Path, problem: str, observed: xr.DataArray | None, dataset: str | None = None,
+                   maps: xr.DataArray | None = None) -> int:
     """Record outcomes that have arrived: ``observed(init_time, lead)`` (in the forecasts'
-    convention) fills the still-empty ``observed`` values of every model archived on ``dataset``,
-    in one commit. A value already recorded is never changed. Returns the values filled."""
+    convention) fills the still-empty ``observed`` values of every index model archived on
+    ``dataset``, and ``maps(time, <grid>)`` (the observed fields) those of every map model at
+    their valid months, in one commit. A value already recorded is never changed. Returns the
+    values filled."""
     dataset, _, _ = _group(problem, "any", dataset)
     path = archive_path(root, problem)
     repo = _repository(path)
@@ -452,10 +465,22 @@ def write_observed(root: Path, problem: str, observed: xr.DataArray, dataset: st
             group = f"{dataset}/{model}"
             old = xr.open_zarr(session.store, group=group, consolidated=False)
             have = old[OBSERVED].load()
-            new = observed.reindex({INIT: old[INIT].values, LEAD: old[LEAD].values})
-            new = new.drop_vars([c for c in new.coords if c not in new.dims]).transpose(*have.dims)
+            if set(have.dims) == {INIT, LEAD}:
+                if observed is None:
+                    continue
+                new = observed.reindex({INIT: old[INIT].values, LEAD: old[LEAD].values})
+                new = new.drop_vars([c for c in new.coords if c not in new.dims]).transpose(*have.dims)
+            else:  # maps: the observed field at each (init, lead)'s valid month
+                if maps is None:
+                    continue
+                grid = [d for d in have.dims if d not in (INIT, LEAD)]
+                valid = add_months(pd.DatetimeIndex(old[INIT].values), old[LEAD].values).ravel()
+                seen = maps.transpose(TIME, *grid).reindex({TIME: valid}).values
+                new = xr.DataArray(seen.reshape(have.shape[0], have.shape[1], *seen.shape[1:]).astype(have.dtype),
+                                   dims=(INIT, LEAD, *grid)).transpose(*have.dims)
+                new = new.assign_coords({d: have[d].values for d in have.dims})
             fill = have.isnull() & new.notnull()
-            rows = np.flatnonzero(fill.any(LEAD).values)
+            rows = np.flatnonzero(fill.any([d for d in fill.dims if d != INIT]).values)
             if not len(rows):
                 continue
             merged = have.where(~fill, new)
@@ -540,9 +565,15 @@ def list_datasets(root: Path, problem: str, as_of: str | None = None) -> list[st
     return sorted(snap.groups) if snap else []
 
 
-def list_models(root: Path, problem: str, dataset: str | None = None, as_of: str | None = None) -> list[str]:
+def list_models(root: Path, problem: str, dataset: str | None = None, as_of: str | None = None,
+                kind: str | None = None) -> list[str]:
+    """The models archived on a data set; ``kind`` "index" or "maps" keeps only those."""
     snap = _snapshot(root, problem, as_of)
-    return list(snap.groups.get(dataset or default_dataset(problem), [])) if snap else []
+    dataset = dataset or default_dataset(problem)
+    models = list(snap.groups.get(dataset, [])) if snap else []
+    if kind is None:
+        return models
+    return [m for m in models if ("index" if _is_index(snap.load(dataset, m)) else "maps") == kind]
 
 
 def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
@@ -725,6 +756,7 @@ def query(
     as_of: str | None = None,
     provenance: bool = True,
     box: str | None = None,
+    kind: str | None = None,
 ) -> xr.Dataset:
     """Archived forecasts on one data set (default: the problem's) as a Dataset over
     (model, init_time, lead[, member]) with valid_time, the observed outcome where known and each
@@ -732,7 +764,8 @@ def query(
     or several leads, ``as_of`` a UTC date/time or a tag: the archive as it stood then.
     ``provenance=False`` leaves the provenance variables out (tables do not show them). ``box``
     (maps only): a region name or ``lat_min,lat_max,lon_min,lon_max``; the maps are cut to the
-    rows and columns that touch it and cells outside it are NaN."""
+    rows and columns that touch it and cells outside it are NaN. ``kind`` "index" or "maps"
+    keeps only the models of that kind (a data set may hold both)."""
     from climate_ml.problems import get_problem
     from climate_ml.regions import parse_box
 
@@ -745,6 +778,8 @@ def query(
     dataset, _, _ = _group(problem, model or "any", dataset)
     snap = _snapshot(root, problem, as_of)
     models = snap.groups.get(dataset, []) if snap else []
+    if kind is not None:
+        models = [m for m in models if ("index" if _is_index(snap.load(dataset, m)) else "maps") == kind]
     if not models:
         others = sorted(snap.groups) if snap else []
         raise QueryError(f"no forecasts archived for problem {problem!r} on dataset {dataset!r}"

@@ -216,23 +216,19 @@ def backtest_cmd(
     TARGET = "sea_ice_concentration", for arctic_sea_ice) go through the field backtest of
     `sea-ice-fields`, scored by IIEE, extent error, binary accuracy and the Brier score of P(ice)."""
     from climate_ml.cluster import scheduler_address
-    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_name, model_target
+    from climate_ml.model_api import model_name
     from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
     from climate_ml.workflows import backtest_summary, evaluate, problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
-    targets = {model_target(load_model_factory(path)) for path in model_paths}  # fail fast on a broken path
+    fields = _field_models(prob, model_paths, "backtest")  # fails fast on a broken path
     if n_jobs < 1:
         raise QueryError(f"bad --n-jobs {n_jobs}: must be at least 1")
     start = _month(test_start, "--test-start")
     end = _month(test_end, "--test-end")
     root = _root(store)
-    if FIELD_TARGET in targets:  # concentration maps: the field backtest, recorded for the field leaderboard
-        if len(targets) > 1:
-            raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
-        if prob.name != "arctic_sea_ice":
-            raise QueryError(f"field models forecast sea-ice concentration maps: backtest them on arctic_sea_ice, not {problem}")
+    if fields:  # concentration maps: the field backtest, recorded for the field leaderboard
         from climate_ml.workflows import field_backtest_run
 
         with _progress("field backtest") as bar:
@@ -286,6 +282,21 @@ def backtest_cmd(
             err.print(f"recorded in {record_dir}", soft_wrap=True)
     if any(model_name(p) in res.failures for p in model_paths):
         raise typer.Exit(3)
+
+
+def _field_models(prob, model_paths, verb: str) -> bool:
+    """True when the model files are field models (TARGET = "sea_ice_concentration"), False for
+    index models; mixing the two, or field models for another problem, is a one-line error."""
+    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_target
+
+    targets = {model_target(load_model_factory(path)) for path in model_paths}
+    if FIELD_TARGET not in targets:
+        return False
+    if len(targets) > 1:
+        raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
+    if prob.name != "arctic_sea_ice":
+        raise QueryError(f"field models forecast sea-ice concentration maps: {verb} them on arctic_sea_ice, not {prob.name}")
+    return True
 
 
 @app.command("leaderboard")
@@ -469,8 +480,9 @@ def forecast(
     store: StoreOpt = None,
 ):
     """Train on data up to --init, forecast every lead with each model, and archive the forecasts.
-    With a range --init A:B, forecast every init in it, fitting once per --refit-every months."""
-    from climate_ml.model_api import load_model_factory
+    With a range --init A:B, forecast every init in it, fitting once per --refit-every months.
+    Field models (TARGET = "sea_ice_concentration", for arctic_sea_ice) forecast concentration
+    maps from one init; the maps are archived and their extents printed."""
     from climate_ml.problems import get_problem
     from climate_ml.report import CATEGORY_NAMES, plot_plume
     from climate_ml.workflows import (
@@ -489,9 +501,10 @@ def forecast(
         raise QueryError(f"bad --init {init!r}: end before start")
     if refit_every < 1:
         raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
-    for path in model_paths:
-        load_model_factory(path)  # fail fast on a broken path before any data work
     root = _root(store)
+    if _field_models(prob, model_paths, "forecast"):  # fails fast on a broken path before any data work
+        _forecast_maps(root, prob, model_paths, dataset, init_ts, span, replace, as_json)
+        return
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
     if span:
         _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json)
@@ -544,6 +557,28 @@ def forecast(
             p = s["probability"]
             typer.echo(f"  {s['months']} total {s['forecast']:.0f} {s['units']} (terciles {s['tercile_edges'][0]:.0f} / "
                        f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
+
+
+def _forecast_maps(root, prob, model_paths, dataset, init, span, replace, as_json) -> None:
+    from climate_ml.workflows import field_forecast_and_archive
+
+    if span:
+        raise QueryError("field models forecast one init at a time (--init YYYY-MM); "
+                         "`climate-ml backtest arctic_sea_ice FILE` runs them over a test period")
+    dataset = dataset or prob.default_dataset
+    results = [field_forecast_and_archive(root, dataset, Path(p), init, replace=replace, log=err.print)
+               for p in model_paths]
+    if as_json:
+        typer.echo(json.dumps(results[0] if len(results) == 1 else {"problem": prob.name, "models": results}))
+        return
+    for out in results:
+        typer.echo(f"{prob.name} concentration maps from {out['model']} ({out['members']} members), init "
+                   f"{out['init_time']} on {dataset} ({out['archive']} in archive); extent of the mean map:")
+        for r in out["forecast"]:
+            seen = f"   observed {r['observed_extent']:.2f}" if "observed_extent" in r else ""
+            typer.echo(f"  lead {r['lead']:2d}  {r['valid_time']}  {r['extent']:.2f} {out['units']}{seen}")
+    err.print(f"query the maps with `climate-ml archive query --problem {prob.name} --model {results[0]['model']} "
+              f"--init {results[0]['init_time']} --dataset {dataset} --format netcdf -o maps.nc`")
 
 
 def _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json):
@@ -699,22 +734,49 @@ def verify(
     store: StoreOpt = None,
 ):
     """Record the outcomes observed since in the archive, beside their forecasts, and score every
-    archived forecast whose target has been observed, per model and lead."""
+    archived forecast whose target has been observed, per model and lead. Archived concentration
+    maps (field models) get their observed maps and the field scores (IIEE, extent RMSE, binary
+    accuracy, Brier score of P(ice))."""
+    from climate_ml.archive import list_models
     from climate_ml.problems import get_problem
-    from climate_ml.verify import record_outcomes, verification_records, verify_archive
+    from climate_ml.sea_ice_fields import concentration_field
+    from climate_ml.verify import (
+        record_field_outcomes,
+        record_outcomes,
+        verification_records,
+        verify_archive,
+        verify_fields,
+    )
     from climate_ml.workflows import problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
     root = _root(store)
-    name, _, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
-    filled = record_outcomes(root, prob, prepared, name)
-    if filled:
-        err.print(f"recorded {filled} newly observed outcome(s) in the archive")
-    recs = verification_records(verify_archive(root, prob, prepared, name))
+    name, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    index_models = list_models(root, prob.name, name, kind="index")
+    map_models = list_models(root, prob.name, name, kind="maps")
+    if not index_models and not map_models:
+        raise QueryError(f"no forecasts archived for {prob.name} on {name}")
+    recs, maps = [], []
+    if index_models:
+        filled = record_outcomes(root, prob, prepared, name)
+        if filled:
+            err.print(f"recorded {filled} newly observed outcome(s) in the archive")
+        recs = verification_records(verify_archive(root, prob, prepared, name))
+    if map_models:
+        conc, area = concentration_field(obs)
+        conc = conc.load()
+        filled = record_field_outcomes(root, prob, conc, name)
+        if filled:
+            err.print(f"recorded {filled} newly observed map value(s) in the archive")
+        maps = verify_fields(root, prob, conc, area, name)
     if as_json:
-        typer.echo(json.dumps(recs))
-    else:
+        typer.echo(json.dumps(recs if not map_models else {"index": recs, "maps": maps}))
+        return
+    if recs:
         typer.echo(pd.DataFrame(recs).to_string(index=False))
+    if maps:
+        typer.echo(("\n" if recs else "") + "concentration maps (iiee, sie_rmse in 10^6 km^2):")
+        typer.echo(pd.DataFrame(maps).to_string(index=False))
 
 
 @app.command()

@@ -265,8 +265,8 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
         for name, factory in models.items():
             if name not in failures:
                 try:
-                    fitted[name] = _fit_field_model(factory, concentration.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
-                                                    cell_area, leads, name)
+                    fitted[name] = fit_field_model(factory, concentration.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
+                                                   cell_area, leads, name)
                 except ModelError as exc:
                     failures[name] = str(exc)
         for init in block:
@@ -276,7 +276,7 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
                 if name in failures:
                     continue
                 try:
-                    raw = _call(model.predict, name, concentration.isel({TIME: slice(0, times.get_loc(init) + 1)}))
+                    raw = predict_field_model(model, concentration.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
                     maps = check_field_prediction(raw, spatial, shape, leads, name)
                 except ModelError as exc:
                     failures[name] = str(exc)
@@ -314,7 +314,14 @@ def _call(fn, name: str, *args):
         raise ModelError(f"{name}: {type(exc).__name__} in fit/predict: {exc}") from exc
 
 
-def _fit_field_model(factory, conc: xr.DataArray, cell_area: xr.DataArray, leads, name: str):
+def predict_field_model(model, conc: xr.DataArray, name: str):
+    """A fitted field model's raw forecast from the last month of ``conc`` (check it with
+    ``check_field_prediction``); an exception inside the model is a ``ModelError``."""
+    return _call(model.predict, name, conc)
+
+
+def fit_field_model(factory, conc: xr.DataArray, cell_area: xr.DataArray, leads, name: str):
+    """A fresh field model fitted on ``conc`` (the months up to the cut-off)."""
     if model_target(factory) != FIELD_TARGET:
         raise ModelError(f"{name}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
                          f"backtest index models with `climate-ml backtest arctic_sea_ice`")

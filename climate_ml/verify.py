@@ -38,7 +38,7 @@ def record_outcomes(root: Path, problem: Problem, prepared: xr.Dataset, dataset:
     """Write the outcomes observed since into the archive beside the forecasts they verify (each
     in the convention of :func:`observed_for`); returns how many values were filled."""
     try:
-        fc = query(root, problem.name, dataset=dataset)
+        fc = query(root, problem.name, dataset=dataset, kind="index")
     except QueryError:
         return 0
     inits = pd.DatetimeIndex(fc[INIT].values)
@@ -63,7 +63,7 @@ def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: 
     """Scores per model and lead (dims model, lead) for every forecast archived on ``dataset``
     (the observations in ``prepared``) whose target has been observed; ``n`` counts them.
     ``kinds``: only inits of these provenance kinds (e.g. ``("forecast",)``: issued live)."""
-    fc = query(root, problem.name, dataset=dataset)
+    fc = query(root, problem.name, dataset=dataset, kind="index")
     if kinds is not None:
         fc["forecast"] = fc["forecast"].where(fc["prov_kind"].isin(list(kinds)))
     inits = pd.DatetimeIndex(fc[INIT].values)
@@ -84,6 +84,55 @@ def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: 
     ds["n"] = n
     ds.attrs = {"problem": problem.name, "verified_through": f"{pd.Timestamp(prepared['time'].values[-1]):%Y-%m}"}
     return ds
+
+
+def record_field_outcomes(root: Path, problem: Problem, concentration: xr.DataArray, dataset: str) -> int:
+    """Write the observed maps that have arrived beside the archived map forecasts they verify."""
+    return write_observed(root, problem.name, None, dataset, maps=concentration)
+
+
+def verify_fields(root: Path, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
+                  dataset: str, kinds: tuple[str, ...] | None = None) -> list[dict]:
+    """Every archived map forecast on ``dataset`` whose valid month is now observed, scored as
+    the field backtest scores them (``sea_ice_fields.field_scores``: the member mean for IIEE,
+    extent error and binary accuracy, the members for the Brier score of P(ice); the active
+    region from the maps up to the init). Per model and lead: n and the mean IIEE, extent RMSE,
+    mean binary accuracy and mean Brier score."""
+    from climate_ml.archive import list_models
+    from climate_ml.sea_ice_fields import FIELD_SCORES, active_region, field_scores
+
+    grid = [d for d in concentration.dims if d != "time"]
+    times = pd.DatetimeIndex(concentration["time"].values)
+    conc = np.asarray(concentration.transpose("time", *grid).values, dtype="float64").reshape(len(times), -1)
+    area = np.asarray(cell_area.transpose(*grid).values, dtype="float64").ravel()
+    rows = []
+    for model in list_models(root, problem.name, dataset, kind="maps"):
+        ds = query(root, problem.name, model, dataset=dataset).isel({MODEL: 0})
+        if kinds is not None:
+            ds = ds.isel({INIT: np.isin(ds["prov_kind"].values.astype(str), list(kinds))})
+        fc = ds["forecast"].transpose(INIT, LEAD, "member", *grid)
+        per_lead: dict[int, list[dict]] = {int(k): [] for k in ds[LEAD].values}
+        for i, init in enumerate(pd.DatetimeIndex(ds[INIT].values)):
+            active = active_region(conc, times, init)
+            for j, lead in enumerate(int(k) for k in ds[LEAD].values):
+                valid = init + pd.DateOffset(months=lead)
+                if valid not in times:
+                    continue
+                members = fc.isel({INIT: i, LEAD: j}).values.reshape(fc.sizes["member"], -1)
+                if not np.isfinite(members).any():
+                    continue
+                per_lead[lead].append(field_scores(members.mean(0), conc[times.get_loc(valid)], area,
+                                                   active[valid.month - 1],
+                                                   members=members if members.shape[0] > 1 else None))
+        for lead, scores in per_lead.items():
+            row = {"model": model, "lead": lead, "n": len(scores)}
+            for name in FIELD_SCORES:
+                vals = np.array([s[name] for s in scores], dtype=float)
+                vals = vals[np.isfinite(vals)]
+                value = (np.sqrt(np.mean(vals**2)) if name == "sie_error" else np.mean(vals)) if vals.size else np.nan
+                row["sie_rmse" if name == "sie_error" else name] = None if not np.isfinite(value) else round(float(value), 4)
+            rows.append(row)
+    return rows
 
 
 def verification_records(ds: xr.Dataset) -> list[dict]:

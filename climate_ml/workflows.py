@@ -461,21 +461,21 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     archived = {}
     for name, maps in hindcasts.items():
         if name not in failures and maps:
-            archived[name] = archive_field_hindcasts(root, paths[name], maps, conc, obs, dataset, leads,
-                                                     fold_starts(test_start, end, refit_every), replace=replace)
+            archived[name] = archive_field_maps(root, paths[name], maps, conc, obs, dataset, leads,
+                                                fold_starts(test_start, end, refit_every), replace=replace)
             log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
     record = record_field_backtest(root, "arctic_sea_ice", scores, dataset, obs.attrs.get("source_sha256", ""),
                                    test_start, end, refit_every, {**refs, **paths})
     return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 
 
-def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
-                            dataset: str, leads, starts, replace: bool = False) -> str:
-    """Archive a field model's out-of-sample maps from ``field_backtest`` (``maps``: init ->
-    (member, lead, grid cells), as its ``on_forecast`` hands them) as hindcasts of
-    ``arctic_sea_ice`` on ``dataset``: (init_time, lead, member, <grid>) in units of 1, with the
-    grid's lat/lon, the observed maps at each valid month, and per init the training cut-off (the
-    fold start in ``starts`` it was fitted at) and the fold."""
+def archive_field_maps(root: Path, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
+                       dataset: str, leads, starts, replace: bool = False, kind: str = "hindcast") -> str:
+    """Archive a field model's maps (``maps``: init -> (member, lead, grid cells), as
+    ``field_backtest``'s ``on_forecast`` hands them) as forecasts of ``arctic_sea_ice`` on
+    ``dataset`` of ``kind`` (hindcast, or a live forecast): (init_time, lead, member, <grid>) in
+    units of 1, with the grid's lat/lon, the observed maps at each valid month where known, and
+    per init the training cut-off (the fold start in ``starts`` it was fitted at) and the fold."""
     from climate_ml.schema import INIT, LEAD, MEMBER, add_months, add_valid_time
 
     inits = pd.DatetimeIndex(sorted(maps))
@@ -496,11 +496,58 @@ def archive_field_hindcasts(root: Path, model_path: Path, maps: dict, concentrat
     starts = pd.DatetimeIndex(starts)
     fold = starts.searchsorted(inits, "right") - 1
     problem = get_problem("arctic_sea_ice")
-    provenance = forecast_provenance(problem, model_path, obs, dataset, starts[fold], "hindcast",
+    provenance = forecast_provenance(problem, model_path, obs, dataset, starts[fold], kind,
                                      np.array([f"{k + 1}/{len(starts)}" for k in fold]))
     provenance["details"].update(units="1", anomaly_convention="none: sea-ice concentration maps (fraction of the cell)")
     return write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
                           dataset=dataset, observed=observed)
+
+
+def field_forecast_and_archive(root: Path, dataset: str, model_path: Path, init, replace: bool = False,
+                               log: Callable[[str], None] = lambda s: None) -> dict:
+    """A field model's live concentration maps from ``init``: fitted on the maps up to the init,
+    checked as in the field backtest and archived (kind "forecast", its own provenance). Returns
+    a summary: the archive action, the members, and per lead the extent of the member-mean map
+    and the share of members with ice averaged over the ice-covered area (10^6 km^2), with the
+    observed extent where the valid month is in the record."""
+    from climate_ml.sea_ice_fields import (
+        THRESHOLD,
+        check_field_prediction,
+        concentration_field,
+        fit_field_model,
+        predict_field_model,
+    )
+
+    problem = get_problem("arctic_sea_ice")
+    obs = ensure_dataset(root, dataset, log=log)
+    conc, area = concentration_field(obs)
+    conc = conc.load()
+    times = pd.DatetimeIndex(conc["time"].values)
+    init = pd.Timestamp(init)
+    if init not in times:
+        raise ClimateMLError(f"init {init:%Y-%m} is not in {dataset} ({times[0]:%Y-%m}..{times[-1]:%Y-%m})")
+    known = conc.sel(time=slice(None, init))
+    leads = list(problem.leads)
+    name = model_name(model_path)
+    model = fit_field_model(load_model_factory(model_path), known, area, leads, name)
+    grid = [d for d in conc.dims if d != "time"]
+    maps = check_field_prediction(predict_field_model(model, known, name), grid,
+                                  tuple(conc.sizes[d] for d in grid), leads, name)
+    action = archive_field_maps(root, model_path, {init: maps}, conc, obs, dataset, leads, [init], replace=replace,
+                                kind="forecast")
+    a = np.asarray(area.transpose(*grid).values, dtype="float64").ravel() / 1e12
+    rows = []
+    for j, lead in enumerate(leads):
+        valid = init + pd.DateOffset(months=lead)
+        mean = maps[:, j].mean(0)
+        row = {"lead": lead, "valid_time": f"{valid:%Y-%m}",
+               "extent": round(float(a[np.nan_to_num(mean) >= THRESHOLD].sum()), 3)}
+        if valid in times:
+            seen = conc.sel(time=valid).transpose(*grid).values.ravel()
+            row["observed_extent"] = round(float(a[np.nan_to_num(seen) >= THRESHOLD].sum()), 3)
+        rows.append(row)
+    return {"problem": problem.name, "model": name, "init_time": f"{init:%Y-%m}", "dataset": dataset,
+            "archive": action, "members": int(maps.shape[0]), "units": "1e6 km2", "forecast": rows}
 
 
 def seasonal_cycle(extent: xr.DataArray, years: int = 3, climatology: tuple[int, int] = (1981, 2010)) -> dict:

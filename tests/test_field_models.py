@@ -2,6 +2,7 @@
 sea-ice ConvLSTM learning a planted signal that per-cell references cannot see."""
 
 import json
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -234,6 +235,85 @@ def test_backtest_takes_field_models_through_the_field_backtest(tmp_path, sea_ic
     impostor = _write_model(tmp_path, "linear_trend")
     assert main(["backtest", "arctic_sea_ice", str(impostor), "--store", str(sea_ice_store)]) != 0
     assert "has the name of a per-cell reference" in capsys.readouterr().err
+
+
+def test_forecast_takes_field_models_and_archives_their_maps(tmp_path, sea_ice_store, capsys):
+    """`forecast arctic_sea_ice MAPS.py --init`: the model sees the maps up to the init only, its
+    members are archived as a live forecast with its own provenance, and the printed extents are
+    those of the archived mean map; ranges, mixed contracts and a missing init are one-line errors."""
+    from climate_ml.archive import query
+
+    store = sea_ice_store
+    path = _write_model(tmp_path, "persist")
+    assert main(["forecast", "arctic_sea_ice", str(path), "--init", "2024-03", "--json", "--store", str(store)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path))
+    assert module.SEEN == [np.datetime64("2024-03-01")]  # predicted from the init's map, never a later one
+    assert (out["model"], out["init_time"], out["archive"], out["members"]) == ("persist", "2024-03", "created", 3)
+    assert [r["valid_time"] for r in out["forecast"]] == [f"2024-{m:02d}" for m in range(4, 10)]
+    ds = query(store, "arctic_sea_ice", "persist", init="2024-03", dataset="toy-sea-ice").isel(model=0)
+    assert ds["prov_kind"].values.tolist() == ["forecast"] and ds["prov_train_end"].values.tolist() == ["2024-03"]
+    conc = xr.open_zarr(store / "obs" / "toy-sea-ice.zarr", consolidated=False)["cdr_seaice_conc"].load()
+    np.testing.assert_allclose(ds["forecast"].sel(lead=1, member=1).squeeze().values, conc.sel(time="2024-03").squeeze().values,
+                               equal_nan=True, atol=1e-6)
+    mean = ds["forecast"].sel(lead=2).squeeze().mean("member")
+    area = xr.open_zarr(store / "obs" / "toy-sea-ice.zarr", consolidated=False)["cell_area"].load()
+    extent = float(area.where(mean.values >= 0.15).sum()) / 1e12
+    assert out["forecast"][1]["extent"] == pytest.approx(extent, abs=1e-3)
+    seen = float(area.where(conc.sel(time="2024-05").squeeze().values >= 0.15).sum()) / 1e12
+    assert out["forecast"][1]["observed_extent"] == pytest.approx(seen, abs=1e-3)
+    assert main(["forecast", "arctic_sea_ice", str(path), "--init", "2024-03", "--store", str(store)]) == 0
+    assert "unchanged in archive" in capsys.readouterr().out
+    for args, message in (
+        ([str(path), "--init", "2024-01:2024-03"], "field models forecast one init at a time"),
+        ([str(path), "--init", "1900-01"], "init 1900-01 is not in toy-sea-ice"),
+        ([str(path), str(ROOT / "models" / "persistence.py"), "--init", "2024-03"], "in separate runs"),
+    ):
+        assert main(["forecast", "arctic_sea_ice", *args, "--store", str(store)]) != 0
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert main(["forecast", "el_nino", str(path), "--init", "2024-03", "--store", str(store)]) != 0
+    assert "forecast them on arctic_sea_ice, not el_nino" in capsys.readouterr().err
+
+
+def test_verify_scores_archived_maps_once_their_month_is_observed(tmp_path, sea_ice_store, capsys):
+    """Maps forecast when only the init's month was known: `verify` records the observed maps that
+    arrive later beside them (never changing a recorded one) and scores them as the field
+    backtest does."""
+    from climate_ml.archive import query
+    from climate_ml.sea_ice_fields import active_region, field_scores
+    from climate_ml.store import open_obs, write_obs
+
+    store = sea_ice_store
+    full = open_obs(store, "toy-sea-ice").load()
+    write_obs(full.sel(time=slice(None, "2024-03")), store, "early", {"source": "test"})
+    path = _write_model(tmp_path, "persist")
+    assert main(["forecast", "arctic_sea_ice", str(path), "--init", "2024-03", "--dataset", "early", "--json",
+                 "--store", str(store)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all("observed_extent" not in r for r in out["forecast"])  # nothing after the init is known yet
+    write_obs(full, store, "early", {"source": "test"})  # the later months arrive
+    assert main(["verify", "arctic_sea_ice", "--dataset", "early", "--json", "--store", str(store)]) == 0
+    captured = capsys.readouterr()
+    assert "newly observed map value(s)" in captured.err
+    rows = {r["lead"]: r for r in json.loads(captured.out)["maps"]}
+    ds = query(store, "arctic_sea_ice", "persist", dataset="early").isel(model=0)
+    conc = full["cdr_seaice_conc"]
+    for lead in (1, 4):
+        valid = pd.Timestamp("2024-03") + pd.DateOffset(months=lead)
+        np.testing.assert_allclose(ds["observed"].sel(lead=lead).squeeze().values, conc.sel(time=valid).values,
+                                   equal_nan=True, atol=1e-6)
+        members = ds["forecast"].sel(lead=lead).squeeze().transpose("member", "y", "x").values.reshape(3, -1)
+        times = pd.DatetimeIndex(conc.time.values)
+        flat = conc.values.reshape(len(times), -1)
+        want = field_scores(members.mean(0), flat[times.get_loc(valid)], full["cell_area"].values.ravel(),
+                            active_region(flat, times, "2024-03")[valid.month - 1], members=members)
+        assert rows[lead]["n"] == 1
+        assert rows[lead]["iiee"] == pytest.approx(want["iiee"], abs=1e-4)
+        assert rows[lead]["ice_brier"] == pytest.approx(want["ice_brier"], abs=1e-4)
+        assert rows[lead]["sie_rmse"] == pytest.approx(abs(want["sie_error"]), abs=1e-4)
+    assert main(["verify", "arctic_sea_ice", "--dataset", "early", "--json", "--store", str(store)]) == 0
+    assert "newly observed" not in capsys.readouterr().err  # recorded once
 
 
 def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():
