@@ -1,0 +1,76 @@
+"""Running the pipeline and its services: the run flow, the scheduled deployment, the HTTP service."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from climate_ml.commands.common import (
+    PredictorOpt,
+    StoreOpt,
+    app,
+    err,
+    store_path,
+)
+from climate_ml.errors import QueryError
+
+
+@app.command()
+def run(
+    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 5 minutes instead of about 11 on 2 cores).")] = False,
+    store: StoreOpt = None,
+):
+    """The main job, as a Prefect flow: data -> features -> backtest -> forecast -> archive -> verify -> report."""
+    from flows.run import climate_ml_run
+
+    summary = climate_ml_run(store=str(store_path(store)), quick=quick)
+    typer.echo(summary["text"])
+
+
+@app.command("serve")
+def serve_cmd(
+    cron: Annotated[str, typer.Option("--cron", help="Cron schedule (UTC).")] = "0 6 5 * *",
+    problem: Annotated[list[str] | None, typer.Option("--problem", help="Problems to schedule (repeatable; default: every problem).")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Catalog entry to ingest each month, for one --problem (default: the problem's embedded data).")] = None,
+    predictor_dataset: PredictorOpt = None,
+    store: StoreOpt = None,
+):
+    """Serve the monthly forecast flow of every problem (or those given) as Prefect deployments
+    on a cron schedule, one deployment per problem, in this process. Needs a Prefect server:
+    set PREFECT_API_URL, e.g. after `prefect server start`."""
+    from climate_ml.catalog import get_entry
+    from climate_ml.problems import get_problem
+    from flows.monthly import require_prefect_server, serve
+
+    require_prefect_server()
+    for p in problem or []:
+        get_problem(p)
+    for name in [dataset, *(predictor_dataset or [])]:
+        if name is not None:
+            get_entry(name)
+    parts = cron.split()
+    if len(parts) != 5:
+        raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
+    err.print(f"serving the monthly job for {', '.join(problem or ['every problem'])} on cron {cron!r}; Ctrl-C stops")
+    serve(cron=cron, problems=problem, dataset=dataset, store=str(store_path(store)), predictors=predictor_dataset)
+
+
+@app.command("serve-api")
+def serve_api(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes (each keeps its own snapshot cache).")] = 2,
+    store: StoreOpt = None,
+):
+    """Serve the forecast archive and leaderboard over HTTP (GET /forecasts, /leaderboard)."""
+    import uvicorn
+
+    if not 0 < port < 65536:
+        raise QueryError(f"bad --port {port}")
+    if not 1 <= workers <= 64:
+        raise QueryError(f"bad --workers {workers}: between 1 and 64")
+    os.environ["CLIMATE_ML_STORE"] = str(store_path(store))  # what each worker process's app serves
+    uvicorn.run("climate_ml.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
