@@ -2,7 +2,8 @@
 
     GET /            the leaderboard web page (climate_ml/web/index.html)
     GET /health
-    GET /problems
+    GET /problems                                    every problem: leads, units, the page's panels
+    GET /metrics                                     every score the leaderboard ranks by
     GET /forecasts?problem=el_nino[&dataset=NAME][&model=M][&init=YYYY-MM:YYYY-MM][&lead=L[,L]][&valid=A:B]
                   [&box=LAT0,LAT1,LON0,LON1 or a region name: maps only]
                   [&as_of=YYYY-MM-DD|TAG][&format=json|csv|netcdf|climpred|weatherbench2]
@@ -11,12 +12,13 @@
     GET /icemap?problem=arctic_sea_ice[&dataset=NAME][&model=M][&lead=1][&step=N]
                                                      P(ice) map of the latest verified init, observed ice
     GET /rainseason?problem=california_rainfall[&dataset=NAME]   (any problem with a season total)
-                                                     Nov-Mar so far, its terciles, the archived season outlooks
+                                                     the season so far, its terciles, the archived outlooks
     GET /seasonal?problem=arctic_sea_ice[&dataset=NAME][&years=3]
                                                      extent by month: recent years, record lows, 1981-2010 mean
     GET /archive/history?problem=el_nino
     GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts, drift flags
-    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|iiee|sie_rmse|binary_accuracy|ice_brier][&dataset=NAME][&reference=M]
+    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|<registered metric>|iiee|sie_rmse|binary_accuracy|ice_brier]
+                  [&dataset=NAME][&reference=M]
 
 Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.
 Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``.

@@ -114,3 +114,22 @@ def test_ensemble_scores_by_hand():
     assert float(s["crps"].sel(lead=1)) == pytest.approx(0.5)
     assert np.isinf(float(s["spread_skill"].sel(lead=1)))  # perfect mean, so no error to compare
     assert rank_histogram(members, obs) == [0, 1, 0]
+
+
+def test_lightgbm_members_keep_the_mean_forecast_and_add_a_learned_spread(prepared):
+    """The LightGBM ensemble's mean is lightgbm_lagged's forecast; its spread (from quantile
+    boosters) varies by init, is never negative, and is scored by CRPS and spread/skill."""
+    files = {n: MODELS_DIR / f"{n}.py" for n in ("lightgbm_lagged", "lightgbm_members")}
+    res = backtest(PROBLEM, files, prepared, "1990-01", "1999-06", 60)
+    assert res.failures == {}
+    members = res.members["lightgbm_members"]
+    assert members.sizes["member"] == 10
+    np.testing.assert_allclose(res.forecasts["lightgbm_members"].values, res.forecasts["lightgbm_lagged"].values,
+                               rtol=0, atol=1e-12)
+    spread = members.std("member")
+    assert float(spread.min()) >= 0 and float(spread.std("init_time").mean()) > 0  # not one constant spread
+    np.testing.assert_allclose(members.mean("member").values, res.forecasts["lightgbm_lagged"].values, atol=1e-12)
+    scores = res.scores("lightgbm_members")
+    for lead in ("1", "3", "6"):
+        assert 0 < scores["crps"][lead] < scores["mae"][lead]  # a spread that helps: CRPS below the MAE of the mean
+        assert 0.2 < scores["spread_skill"][lead] < 3
