@@ -1,6 +1,22 @@
-"""Neural-network building blocks shared by the PyTorch model files in ``models/``."""
+"""Neural-network building blocks shared by the PyTorch model files in ``models/``: the
+ConvLSTM cell, and the index ConvLSTM forecaster (``ConvLSTMForecaster``) that
+``models/convlstm.py`` (El Nino) and ``models/convlstm_rain.py`` (California rainfall) use.
 
+The forecaster reads the last four monthly SST anomaly maps (``X["field_anomaly"]``, oldest
+first, coarsened 2x) with a convolutional LSTM (Shi et al. 2015), and maps its final hidden
+state, together with the calendar month and the predictor series (``pred_*``, at their lags), to
+every lead at once. Maps are standardised per cell and the targets per lead with the training
+window's statistics; where the problem gives a ``baseline`` (rainfall: the valid month's
+training climatology) the network learns the departure from it. Adam with weight decay, a few
+seeds returned as members (deterministic scores use their mean). Deterministic on the CPU
+(seeded, one thread); on a GPU with ``CLIMATE_ML_DEVICE=cuda``.
+"""
+
+import os
+
+import numpy as np
 import torch
+import xarray as xr
 from torch import nn
 
 
@@ -18,3 +34,104 @@ class ConvLSTMCell(nn.Module):
         i, f, o, g = torch.chunk(self.gates(torch.cat([x, h], dim=1)), 4, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
+
+
+class Net(nn.Module):
+    def __init__(self, height: int, width: int, n_leads: int, hidden: int = 8, pooled: int = 4, n_extra: int = 0):
+        super().__init__()
+        self.coarsen = nn.AvgPool2d(2, ceil_mode=True)  # 5-degree maps to 10 degrees: 4x less work
+        height, width = (height + 1) // 2, (width + 1) // 2
+        self.cell = ConvLSTMCell(1, hidden)
+        self.pool = nn.AdaptiveAvgPool2d((min(pooled, height), min(pooled * 2, width)))
+        n_flat = hidden * min(pooled, height) * min(pooled * 2, width)
+        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(0.2))
+        self.out = nn.Sequential(nn.Linear(n_flat + 2 + n_extra, 32), nn.ReLU(), nn.Linear(32, n_leads))
+
+    def forward(self, seq, month):  # seq: (batch, time, 1, H, W); month: (batch, 2 + predictors)
+        b, n_t, _, h, w = seq.shape
+        seq = self.coarsen(seq.reshape(b * n_t, 1, h, w))
+        h, w = seq.shape[-2:]
+        seq = seq.reshape(b, n_t, 1, h, w)
+        state = (seq.new_zeros(b, self.cell.hidden, h, w), seq.new_zeros(b, self.cell.hidden, h, w))
+        for t in range(seq.shape[1]):
+            state = self.cell(seq[:, t], state)
+        z = self.head(self.pool(state[0]))
+        return self.out(torch.cat([z, month], dim=1))
+
+
+class ConvLSTMForecaster:
+    def __init__(self, epochs: int = 30, lr: float = 3e-3, weight_decay: float = 1e-3, batch: int = 64,
+                 seeds=(0, 1), n_frames: int = 4):
+        self.epochs, self.lr, self.weight_decay, self.batch, self.seeds = epochs, lr, weight_decay, batch, seeds
+        self.n_frames = n_frames
+        self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
+
+    def _inputs(self, X: xr.Dataset):
+        field = X["field_anomaly"].transpose("init_time", "field_lag", "lat", "lon")
+        lags = sorted(int(v) for v in field["field_lag"].values)[: self.n_frames]
+        seq = field.sel(field_lag=lags[::-1]).values  # oldest first
+        seq = (seq - self.mean_) / self.std_
+        month = np.column_stack([X["month_sin"].values, X["month_cos"].values])
+        if self.predictors_:  # heat content, climate modes...: joined to the head, standardised
+            table = np.column_stack([X[v].transpose("init_time", ...).values.reshape(X.sizes["init_time"], -1)
+                                     for v in self.predictors_])
+            month = np.column_stack([month, (table - self.p_mean_) / self.p_std_])
+        return (torch.tensor(seq[:, :, None], dtype=torch.float32, device=self.device),
+                torch.tensor(month, dtype=torch.float32, device=self.device))
+
+    def fit(self, X: xr.Dataset, y: xr.DataArray) -> "ConvLSTMForecaster":
+        if "field_anomaly" not in X:
+            raise ValueError("the ConvLSTM needs X['field_anomaly'] (an SST field data set, not a 1-D index)")
+        torch.set_num_threads(1)
+        self.leads_ = y["lead"].values
+        field = X["field_anomaly"].transpose("init_time", "field_lag", "lat", "lon").values
+        self.mean_ = field.mean(axis=(0, 1))
+        self.std_ = field.std(axis=(0, 1)) + 1e-6
+        self.predictors_ = sorted(v for v in X.data_vars if v.startswith("pred_"))
+        if self.predictors_:
+            table = np.column_stack([X[v].transpose("init_time", ...).values.reshape(X.sizes["init_time"], -1)
+                                     for v in self.predictors_])
+            self.p_mean_, self.p_std_ = table.mean(axis=0), table.std(axis=0) + 1e-6
+        seq, month = self._inputs(X)
+        target = y.transpose("init_time", "lead").values - self._baseline(X)
+        self.y_mean_ = np.nanmean(target, axis=0)
+        self.y_std_ = np.nanstd(target, axis=0) + 1e-6
+        t = torch.tensor((target - self.y_mean_) / self.y_std_, dtype=torch.float32, device=self.device)
+        known = torch.isfinite(t)
+        t = torch.nan_to_num(t)
+        self.nets_ = []
+        for seed in self.seeds:
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            net = Net(seq.shape[3], seq.shape[4], len(self.leads_), n_extra=month.shape[1] - 2).to(self.device)
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            n = seq.shape[0]
+            for _ in range(self.epochs):
+                net.train()
+                for idx in torch.randperm(n, generator=gen).split(self.batch):
+                    idx = idx.to(self.device)
+                    pred = net(seq[idx], month[idx])
+                    loss = (((pred - t[idx]) ** 2) * known[idx]).sum() / known[idx].sum().clamp(min=1)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+            net.eval()
+            self.nets_.append(net)
+        return self
+
+    def _baseline(self, X: xr.Dataset):
+        """The problem's known-at-init expectation (e.g. rainfall's climatology of the valid
+        month), which the network learns departures from; 0 where the problem has none."""
+        if "baseline" not in X:
+            return np.zeros((X.sizes["init_time"], len(self.leads_)))
+        return X["baseline"].sel(lead=self.leads_).transpose("init_time", "lead").values
+
+    def predict(self, X: xr.Dataset) -> xr.DataArray:
+        torch.set_num_threads(1)
+        seq, month = self._inputs(X)
+        with torch.no_grad():
+            out = np.stack([net(seq, month).cpu().numpy() for net in self.nets_], axis=-1)
+        out = out * self.y_std_[:, None] + self.y_mean_[:, None] + self._baseline(X)[:, :, None]
+        return xr.DataArray(out, dims=("init_time", "lead", "member"),
+                            coords={"init_time": X["init_time"].values, "lead": self.leads_,
+                                    "member": np.arange(len(self.nets_))})

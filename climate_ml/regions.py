@@ -36,6 +36,7 @@ REGIONS: dict[str, Box] = {
         Box("california", (32.0, 42.0), (235.0, 246.0), "California: 32N-42N, 125W-114W"),
         Box("arctic", (60.0, 90.0), (0.0, 359.999), "Arctic: north of 60N"),
         Box("tropical_pacific", (-30.0, 30.0), (120.0, 290.0), "Tropical Pacific: 30S-30N, 120E-70W"),
+        Box("pacific", (-30.0, 60.0), (120.0, 290.0), "Pacific: 30S-60N, 120E-70W"),
     ]
 }
 

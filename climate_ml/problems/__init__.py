@@ -21,7 +21,7 @@ from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.problems.base import FoldData, Problem
 
 PROBLEMS_ENV = "CLIMATE_ML_PROBLEMS"
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a problem's name becomes a path (archive/<name>.zarr)
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a problem's name becomes a path (archive/<name>.icechunk)
 _CACHE: dict[str, dict[str, type[Problem]]] = {}
 
 

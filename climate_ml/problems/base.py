@@ -229,6 +229,14 @@ def predictor_features(prepared: xr.Dataset, fit_end, lags=PREDICTOR_LAGS) -> di
     return out
 
 
+def field_anomaly_features(field: xr.DataArray, fit_end, lags) -> xr.DataArray:
+    """Anomaly maps (time, field_lag, lat, lon) for spatial models: departures from the field's
+    climatology fitted up to ``fit_end`` at ``lags``; land (NaN through the training window) is 0."""
+    anom = anomalies(field, fit_climatology(field, fit_end))
+    ocean = field.sel({TIME: slice(None, pd.Timestamp(fit_end))}).notnull().any(TIME)  # land as known at fit_end
+    return lagged(anom.where(ocean, 0.0), lags, dim="field_lag")
+
+
 def feature_dataset(feats: dict[str, xr.DataArray]) -> xr.Dataset:
     """X over ``init_time`` from features over ``time``, with the calendar month of the init
     added (``month``, ``month_sin``, ``month_cos``) and non-dimension coordinates dropped."""

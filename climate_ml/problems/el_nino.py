@@ -35,7 +35,13 @@ from climate_ml.features import (
     trailing_mean,
 )
 from climate_ml.probabilities import GaussianCategories, climatological_probabilities, valid_months
-from climate_ml.problems.base import FoldData, Problem, feature_dataset, predictor_features
+from climate_ml.problems.base import (
+    FoldData,
+    Problem,
+    feature_dataset,
+    field_anomaly_features,
+    predictor_features,
+)
 from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, TIME, add_months, add_valid_time
 
@@ -113,9 +119,8 @@ class ElNino(GaussianCategories, Problem):
             anom = anomalies(field, fit_climatology(field, fit_end))
             pcs = project_eofs(anom, fit_eofs(anom, fit_end, self.n_eofs))
             feats["pc"] = lagged(pcs, self.eof_lags, dim="pc_lag")
-            if self.field_lags:  # the anomaly maps themselves, for spatial models; land (always NaN) is 0
-                ocean = field.sel({TIME: slice(None, fit_end)}).notnull().any(TIME)  # land as known at fit_end
-                feats["field_anomaly"] = lagged(anom.where(ocean, 0.0), self.field_lags, dim="field_lag")
+            if self.field_lags:  # the anomaly maps themselves, for spatial models
+                feats["field_anomaly"] = field_anomaly_features(field, fit_end, self.field_lags)
         feats.update(predictor_features(prepared, fit_end, self.predictor_lags))  # heat content, climate modes...
         X = feature_dataset(feats)
 

@@ -33,15 +33,17 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.features import anomalies, fit_climatology, lagged, trailing_mean
+from climate_ml.features import anomalies, coarsen_field, fit_climatology, lagged, trailing_mean
 from climate_ml.probabilities import reliability
 from climate_ml.problems.base import (
     FoldData,
     Problem,
     feature_dataset,
+    field_anomaly_features,
     lead_stack,
     predictor_features,
 )
+from climate_ml.regions import REGIONS
 from climate_ml.schema import INIT, LEAD, MEMBER, TIME, add_months, add_valid_time
 from climate_ml.scores import (
     brier_score_upper_tercile,
@@ -70,7 +72,10 @@ class SeasonalTotals(Problem):
     predictor_lags: tuple[int, ...] = (0, 1, 2, 3)
     min_past_errors: int = 12
     min_past_seasons: int = 5
+    field_lags: tuple[int, ...] = (0, 1, 2, 3)  # SST anomaly maps for spatial models, from an SST predictor
+    field_resolution: float = 5.0
     target_variable: str | None = None
+    field_region: ClassVar[str] = "pacific"
     default_predictors: ClassVar[tuple[str, ...]] = ()
     panels: ClassVar[tuple[str, ...]] = ("season",)
 
@@ -100,6 +105,19 @@ class SeasonalTotals(Problem):
         if units != "mm":
             raise ClimateMLError(f"{self.name} needs precipitation in mm; {names[0]!r} has units {units!r}")
         return xr.Dataset({"precip": pr.astype("float64")}).compute()
+
+    def prepare(self, obs: xr.Dataset, predictors: dict[str, xr.Dataset] | None = None) -> xr.Dataset:
+        """As ``Problem.prepare``; an SST field among the predictor data sets is also kept as a
+        coarse map over ``field_region`` (``field``), for spatial models (``field_anomaly``)."""
+        prepared = super().prepare(obs, predictors)
+        maps = [ds[v] for ds in (predictors or {}).values() for v in ds.data_vars
+                if ds[v].dims == (TIME, "lat", "lon")]
+        if maps and self.field_lags:
+            box = REGIONS[self.field_region]
+            sst = maps[0].where(box.mask(maps[0]["lat"], maps[0]["lon"]), drop=True)
+            field = coarsen_field(sst, self.field_resolution).astype("float64").compute()
+            prepared["field"] = field.reindex({TIME: prepared[TIME].values})
+        return prepared
 
     def _climatology(self, prepared: xr.Dataset, fit_end) -> xr.DataArray:
         return fit_climatology(prepared["precip"], fit_end)
@@ -131,6 +149,8 @@ class SeasonalTotals(Problem):
                  **predictor_features(prepared, fit_end, self.predictor_lags)}
         if "pred_nino34" in feats:  # the ENSO state: the latest 3-month mean Nino 3.4 anomaly
             feats["enso"] = trailing_mean(feats["pred_nino34"].sel(predictor_lag=0, drop=True), 3)
+        if "field" in prepared:  # SST anomaly maps, for spatial models (tabular ones leave maps out)
+            feats["field_anomaly"] = field_anomaly_features(prepared["field"], fit_end, self.field_lags)
         X = feature_dataset(feats)
         X["baseline"] = self.baseline(prepared, fit_end)
         times = pd.DatetimeIndex(prepared[TIME].values)
