@@ -35,7 +35,7 @@ def test_run_quick_end_to_end(tmp_path):
     scores = json.loads((runs["el_nino"] / "scores.json").read_text())
     acc = {m: s["acc"] for m, s in scores["backtest"].items()}
     assert set(acc) == {"persistence", "climatology", "damped_persistence", "xro", "lightgbm_lagged", "convlstm",
-                        "ridge_ocean", "xro_ridge", "blend"}  # el_nino models only, and their blend
+                        "ridge_ocean", "xro_ridge", "lightgbm_members", "blend"}  # el_nino models only, and their blend
     assert acc["lightgbm_lagged"]["6"] > acc["persistence"]["6"]
     # the toy heat content is read: XRO has the recharge state (WWV) and beats persistence
     assert acc["xro"]["6"] > acc["persistence"]["6"] + 0.1
@@ -57,7 +57,8 @@ def test_run_quick_end_to_end(tmp_path):
     assert bool(ds["observed"].isel(init_time=slice(0, -1)).notnull().any())  # hindcasts carry their outcome
     assert any(r["n"] > 0 for r in scores["verification"])
     rain = json.loads((runs["california_rainfall"] / "scores.json").read_text())
-    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain", "blend"}
+    assert set(rain["backtest"]) == {"climatology", "enso_regression", "lightgbm_lagged", "lightgbm_enso_rain",
+                                     "convlstm_rain", "blend"}
     assert {"bss_upper_tercile", "rpss", "rmse", "acc"} <= set(rain["backtest"]["lightgbm_lagged"])
     season = rain["extra"]["lightgbm_lagged"]["season"]
     assert season["n"]["all"] > 0 and set(season["n"]) == {"Aug", "Sep", "Oct", "Nov", "all"}
