@@ -68,7 +68,8 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
                              env=env, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0 and "Completed" in run.stdout, run.stdout[-2000:] + run.stderr[-2000:]
         assert list_models(tmp_path / "store", "el_nino") == ["climatology", "convlstm", "damped_persistence",
-                                                              "lightgbm_lagged", "persistence", "ridge_ocean", "xro", "xro_ridge"]
+                                                              "lightgbm_lagged", "lightgbm_members", "persistence",
+                                                              "ridge_ocean", "xro", "xro_ridge"]
         fc = open_archived(tmp_path / "store", "el_nino", "toy-ocean/lightgbm_lagged").sortby("init_time")
         assert str(fc.init_time.values[-1])[:7] == "2024-12" and str(fc["prov_kind"].values[-1]) == "forecast"
         assert len(list((tmp_path / "store" / "runs").glob("*-monthly-el_nino/monthly.json"))) == 1
