@@ -168,7 +168,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                      f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads,
                      units=problem.target_units)
     fields = None
-    if problem_name == "arctic_sea_ice" and "cell_area" in ensure_dataset(Path(root), dataset).coords:
+    if getattr(problem, "field_references", ()) and "cell_area" in ensure_dataset(Path(root), dataset).coords:
         fields = field_skill(root, dataset, test_start, refit, str(run_dir))
     (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
                                                      "verification": verified, "forecasts": issued}, indent=1))
@@ -214,7 +214,7 @@ def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str
 
 
 NEXT_STEPS = """Next:
-  .venv/bin/climate-ml leaderboard el_nino                   # skill with 95% intervals (also arctic_sea_ice, california_rainfall)
+  .venv/bin/climate-ml leaderboard el_nino                   # skill with 95% intervals (`climate-ml problems` lists the others)
   .venv/bin/climate-ml archive query --problem el_nino --init 2024 --format csv   # the archived forecasts
   .venv/bin/climate-ml serve-api                              # the web page at http://127.0.0.1:8000/
   .venv/bin/climate-ml backtest el_nino models/template.py    # your own model, against the references
