@@ -20,7 +20,10 @@ forecast gets 1/3 each. The tercile edges come from the training window only.
 Predictors at init t: precipitation departures at ``precip_lags``, predictor indices (e.g. Nino
 3.4 from an SST data set given as a predictor) as departures from their training climatology at
 ``predictor_lags`` plus their 3-month mean ``enso`` (for Nino 3.4), the calendar month and
-``baseline`` (init_time, lead): the training-window mean of the valid calendar month.
+``baseline`` (init_time, lead): the training-window mean of the valid calendar month. An SST
+field given as a predictor is also kept as coarse maps over ``field_region`` whose anomalies at
+``field_lags`` (``field_anomaly``) spatial models read (the rainfall ConvLSTM); tabular models
+leave maps out.
 """
 
 from __future__ import annotations
