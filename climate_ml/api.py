@@ -17,7 +17,7 @@
                                                      extent by month: recent years, record lows, 1981-2010 mean
     GET /archive/history?problem=el_nino
     GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts, drift flags
-    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|<registered metric>|iiee|sie_rmse|binary_accuracy|ice_brier]
+    GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|<registered metric>|iiee|sie_rmse|binary_accuracy|ice_brier|conc_crps]
                   [&dataset=NAME][&reference=M]
 
 Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.

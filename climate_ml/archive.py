@@ -672,7 +672,7 @@ def latest_verified_map(root: Path, problem: str, dataset: str | None = None, mo
     snap = _snapshot(root, problem)
     names = snap.groups.get(dataset, []) if snap else []
     fields = [m for m in names if not _is_index(snap.load(dataset, m))]
-    hint = "; archive some with `climate-ml sea-ice-fields --model FILE --archive`"
+    hint = f"; archive some with `climate-ml backtest {problem} MAPS.py --archive`"
     if model is not None and model not in fields:
         raise QueryError(f"no concentration maps from model {model!r} for {problem} on {dataset}"
                          + (f" (models with maps: {', '.join(fields)})" if fields else hint))

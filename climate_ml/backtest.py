@@ -58,8 +58,7 @@ def _fit_and_predict(factory: Factory, fold: FoldData, inits, name: str):
     X_test = fold.test_set(inits)
     if model_target(factory) == FIELD_TARGET:
         raise ModelError(f"{name}: forecasts concentration maps (TARGET = {FIELD_TARGET!r}), not an index; "
-                         "backtest it without index models: `climate-ml backtest arctic_sea_ice FILE` "
-                         "(or `climate-ml sea-ice-fields --model FILE`)")
+                         "backtest it without index models: `climate-ml backtest arctic_sea_ice FILE`")
     try:
         model = factory()
         model.fit(X_train, y_train)

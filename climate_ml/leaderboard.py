@@ -159,7 +159,7 @@ def _one_work(root: Path, problem: str, key: str | None, dataset: str | None, ki
     """The records of one work key (default: the newest record's), optionally on one data set."""
     records = list_records(root, problem, kind)
     what, command = (("backtests", "climate-ml backtest") if kind == "backtests" else
-                     ("field backtests", "climate-ml sea-ice-fields"))
+                     ("field backtests", f"climate-ml backtest {problem} MAPS.py"))
     if dataset:
         records = [r for r in records if r["work"]["dataset"] == dataset]
     if not records:
@@ -275,7 +275,7 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
     }
 
 
-# -- field (map) forecasts: per-sample scores from `sea-ice-fields`, averaged over (init, lead) --
+# -- field (map) forecasts: per-sample scores of field backtests, averaged over (init, lead) --
 
 class FieldMetric(NamedTuple):
     variable: str  # the per-sample score of sea_ice_fields.field_scores
@@ -289,6 +289,7 @@ FIELD_METRICS = {
     "sie_rmse": FieldMetric("sie_error", "rms", True, "extent RMSE of the map forecast (10^6 km^2)"),
     "binary_accuracy": FieldMetric("binary_accuracy", "mean", False, "binary accuracy of ice / no ice"),
     "ice_brier": FieldMetric("ice_brier", "mean", True, "Brier score of the probability of ice"),
+    "conc_crps": FieldMetric("crps", "mean", True, "CRPS of concentration (the members; absolute error for one map)"),
 }
 FIELD_REFERENCE = "damped_anomaly_persistence"
 
@@ -355,9 +356,9 @@ def score_field_board(board: FieldBoard, score: str = "iiee", reference: str = F
     if score not in FIELD_METRICS:
         raise QueryError(f"unknown field score {score!r} (known: {', '.join(FIELD_METRICS)})")
     variable, reduction, lower_better, _ = FIELD_METRICS[score]
-    names = list(board.scores)
+    names = [n for n in board.scores if variable in board.scores[n]]  # records older than a metric lack it
     if not names:
-        raise QueryError(f"no field model of {board.problem!r} has scores in work {board.work_key}")
+        raise QueryError(f"no field model of {board.problem!r} has {score} scores in work {board.work_key}")
     X = np.stack([board.scores[n][variable].transpose(INIT, LEAD).values for n in names])  # model, init, lead
     ok = np.isfinite(X).all(axis=0)
     x = np.where(ok[None], X, 0.0)

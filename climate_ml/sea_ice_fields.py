@@ -11,7 +11,13 @@ grid, land NaN), with ice meaning concentration >= 15%:
   window, or has ice in the forecast or the observation (after IceNet, Andersson et al. 2021);
 - ``ice_brier``: the area-weighted Brier score of the probability of ice over the active region
   (the share of members with ice; 0 or 1 for a single forecast, where it equals
-  1 - binary_accuracy).
+  1 - binary_accuracy);
+- ``crps``: the area-weighted mean CRPS of concentration over the active region, from the
+  members by xskillscore (the absolute error for a single forecast);
+- ``spread`` and ``sq_error``: the area-weighted mean member variance, times (m+1)/m, and the
+  mean squared error of the member mean over the active region; the spread/skill ratio
+  sqrt(mean spread) / sqrt(mean sq_error) over the inits (Fortin et al. 2014) is 1 for a
+  calibrated ensemble and below 1 for an over-confident one (NaN for a single forecast).
 
 Deterministic scores (IIEE, extent error, binary accuracy) use the member mean.
 
@@ -58,7 +64,7 @@ from climate_ml.schema import INIT, LEAD, TIME, add_months
 TARGET = FIELD_TARGET  # the factories of ``reference_models`` are field models
 THRESHOLD = 0.15
 FIELD_METHODS = ("climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence")
-FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier")
+FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier", "crps", "spread", "sq_error")
 
 
 def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, active: np.ndarray | None = None,
@@ -83,7 +89,26 @@ def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, a
         "sie_error": float(a[f_ice].sum() - a[o_ice].sum()),
         "binary_accuracy": (1.0 - (over + under) / region_area) if region_area > 0 else np.nan,
         "ice_brier": brier,
+        **ensemble_field_scores(forecast if members is None else members, observed, a, p_region),
     }
+
+
+def ensemble_field_scores(members: np.ndarray, observed: np.ndarray, area: np.ndarray, region: np.ndarray) -> dict:
+    """``crps``, ``spread`` and ``sq_error`` (see the module docstring) of ``members`` (member,
+    cells), or of one forecast (cells), against ``observed`` over the cells of ``region``,
+    weighted by ``area``."""
+    import xskillscore as xs
+
+    members = np.atleast_2d(members)[:, region]
+    if not region.any():
+        return {"crps": np.nan, "spread": np.nan, "sq_error": np.nan}
+    w = area[region] / area[region].sum()
+    obs = observed[region]
+    crps = xs.crps_ensemble(xr.DataArray(obs, dims="cell"), xr.DataArray(members, dims=("member", "cell")),
+                            dim=[], keep_attrs=False).values
+    m = members.shape[0]
+    spread = float(w @ members.var(0, ddof=1)) * (m + 1) / m if m > 1 else np.nan
+    return {"crps": float(w @ crps), "spread": spread, "sq_error": float(w @ (members.mean(0) - obs) ** 2)}
 
 
 def check_field_prediction(pred, grid: list[str], shape: tuple[int, ...], leads, where: str) -> np.ndarray:
@@ -331,13 +356,16 @@ def fit_field_model(factory, conc: xr.DataArray, cell_area: xr.DataArray, leads,
 
 
 def summarise_field_scores(scores: xr.Dataset) -> dict[str, dict[str, dict[str, float | None]]]:
-    """Per method and lead: mean IIEE, RMSE of the extent error, mean binary accuracy and mean
-    Brier score of the probability of ice."""
+    """Per method and lead: mean IIEE, RMSE of the extent error, mean binary accuracy, mean
+    Brier score of the probability of ice, mean CRPS and the spread/skill ratio (None for a
+    model without members)."""
     table = {
         "iiee": scores["iiee"].mean(INIT),
         "sie_rmse": np.sqrt((scores["sie_error"] ** 2).mean(INIT)),
         "binary_accuracy": scores["binary_accuracy"].mean(INIT),
         "ice_brier": scores["ice_brier"].mean(INIT),
+        "conc_crps": scores["crps"].mean(INIT),
+        "spread_skill": np.sqrt(scores["spread"].mean(INIT) / scores["sq_error"].mean(INIT)),
     }
     out: dict = {}
     for method in scores["method"].values:

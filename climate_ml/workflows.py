@@ -410,12 +410,12 @@ class FieldRun:
 def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refit_every: int = 12,
                        model_paths=(), archive: bool = False, replace: bool = False,
                        on_forecast: Callable | None = None, progress: Callable[[str], None] | None = None,
-                       log: Callable[[str], None] = lambda s: None) -> FieldRun:
+                       log: Callable[[str], None] = lambda s: None, problem: Problem | str = "arctic_sea_ice") -> FieldRun:
     """Backtest concentration-map forecasts on a stored sea-ice field: the per-cell references
     and the field model files in ``model_paths`` on the same folds, at the problem's leads;
     record the per-sample scores (the field leaderboard reads them) and, with ``archive``, archive
-    each model's out-of-sample maps as hindcasts. What `climate-ml sea-ice-fields` and the run
-    flow both do."""
+    each model's out-of-sample maps as hindcasts. What `climate-ml backtest` of field models and
+    the run flow both do."""
     from climate_ml.backtest import fold_starts
     from climate_ml.leaderboard import record_field_backtest
     from climate_ml.model_api import model_target
@@ -426,8 +426,8 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     )
 
     if archive and not model_paths:
-        raise ClimateMLError("--archive needs a field model (--model FILE): the per-cell references are not archived")
-    problem = get_problem("arctic_sea_ice")
+        raise ClimateMLError("--archive needs a field model file: the per-cell references are not archived")
+    problem = get_problem(problem) if isinstance(problem, str) else problem
     paths = {model_name(p): Path(p) for p in model_paths}
     refs = {n: FIELD_MODELS_DIR / f"{n}.py" for n in problem.field_references}
     clash = sorted(n for n in set(paths) & set(refs) if paths[n].resolve() != refs[n].resolve())
@@ -439,7 +439,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
         factory = load_model_factory(path)
         if model_target(factory) != FIELD_TARGET:
             raise ClimateMLError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
-                                 "backtest index models with `climate-ml backtest arctic_sea_ice FILE`")
+                                 "backtest index models and field models in separate runs")
         models[name] = factory
     obs = ensure_dataset(root, dataset, log=log)
     conc, area = concentration_field(obs)
@@ -464,7 +464,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
             archived[name] = archive_field_maps(root, paths[name], maps, conc, obs, dataset, leads,
                                                 fold_starts(test_start, end, refit_every), replace=replace)
             log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
-    record = record_field_backtest(root, "arctic_sea_ice", scores, dataset, obs.attrs.get("source_sha256", ""),
+    record = record_field_backtest(root, problem.name, scores, dataset, obs.attrs.get("source_sha256", ""),
                                    test_start, end, refit_every, {**refs, **paths})
     return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 

@@ -94,7 +94,7 @@ def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.
 
 
 @task
-def field_skill(root: str, dataset: str, test_start: str, refit_every: int, run_dir: str) -> dict:
+def field_skill(root: str, problem_name: str, dataset: str, test_start: str, refit_every: int, run_dir: str) -> dict:
     """Concentration-field forecasts (per-cell references) scored by IIEE, extent error and
     binary accuracy, recorded for the field leaderboard; a skill plot and a map of the ice edge
     in the last verifiable September."""
@@ -102,9 +102,9 @@ def field_skill(root: str, dataset: str, test_start: str, refit_every: int, run_
     from climate_ml.workflows import field_backtest_run
 
     times = pd.DatetimeIndex(ensure_dataset(Path(root), dataset)["time"].values)
-    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every)  # recorded for the leaderboard
+    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every, problem=problem_name)  # recorded
     conc, summary = run.concentration, run.summary
-    leads = list(get_problem("arctic_sea_ice").leads)
+    leads = list(get_problem(problem_name).leads)
     plot_skill(summary, Path(run_dir) / "field_skill_vs_lead.png",
                f"sea-ice concentration fields on {dataset}: inits {test_start}.., refit every {refit_every} months",
                leads, metrics=("binary_accuracy", "iiee"))
@@ -168,8 +168,8 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                      f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads,
                      units=problem.target_units)
     fields = None
-    if getattr(problem, "field_references", ()) and "cell_area" in ensure_dataset(Path(root), dataset).coords:
-        fields = field_skill(root, dataset, test_start, refit, str(run_dir))
+    if problem.field_references and "cell_area" in ensure_dataset(Path(root), dataset).coords:
+        fields = field_skill(root, problem_name, dataset, test_start, refit, str(run_dir))
     (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
                                                      "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")

@@ -109,6 +109,27 @@ def test_probability_of_ice_scores_members():
     assert det["ice_brier"] == pytest.approx(1 - det["binary_accuracy"])  # 0/1 probabilities
 
 
+def test_crps_and_spread_of_members_by_hand():
+    """CRPS of an ensemble = mean |x_i - y| - mean |x_i - x_j| / 2 per cell, area-weighted over
+    the active region (both cells here: each has ice in the forecast or the observation);
+    spread = (m+1)/m x the area-weighted member variance; sq_error of the member mean; a single
+    map's CRPS is its absolute error."""
+    area = np.array([1.0, 3.0]) * 1e12
+    obs = np.array([0.9, 0.0])
+    members = np.array([[0.5, 0.2], [0.3, 0.0], [0.1, 0.4]])
+    s = field_scores(members.mean(0), obs, area, members=members)
+
+    def crps(x, y):
+        return np.abs(x - y).mean() - np.abs(x[:, None] - x[None, :]).mean() / 2
+
+    w = area / area.sum()
+    assert s["crps"] == pytest.approx(w @ [crps(members[:, 0], 0.9), crps(members[:, 1], 0.0)])
+    assert s["spread"] == pytest.approx(4 / 3 * (w @ members.var(0, ddof=1)))
+    assert s["sq_error"] == pytest.approx(w @ (members.mean(0) - obs) ** 2)
+    det = field_scores(members.mean(0), obs, area)
+    assert det["crps"] == pytest.approx(w @ np.abs(members.mean(0) - obs)) and np.isnan(det["spread"])
+
+
 def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):
     ice = advecting_ice(n_years=8, size=8)
     factory = load_model_factory(_write_model(tmp_path, "persist"))
@@ -120,7 +141,9 @@ def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):
     seen = pd.DatetimeIndex(__import__("sys").modules[factory.__module__].SEEN)
     assert list(seen) == list(pd.date_range("1995-01", "1996-06", freq="MS"))
     table = summarise_field_scores(scores)
-    assert set(table["persist"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier"}
+    assert set(table["persist"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier", "conc_crps", "spread_skill"}
+    assert all(v is not None and v > 0 for v in table["persist"]["spread_skill"].values())  # 3 members
+    assert set(table["damped_anomaly_persistence"]["spread_skill"].values()) == {None}  # one map
     brier = scores["ice_brier"].sel({"method": "persist"})
     assert bool((brier >= 0).all()) and bool((brier <= 1).all())
 
@@ -136,27 +159,33 @@ def test_field_model_on_the_wrong_grid_fails_with_its_reason(tmp_path):
 
 
 def test_field_and_index_models_refuse_the_other_contract(tmp_path, store, capsys):
-    """A field model given to the index backtest, and an index model given to sea-ice-fields:
-    each a one-line error that names the way to run it."""
+    """Field and index models in one backtest, a field model reaching the index backtest, field
+    models on an index-only problem, --plot with index models: each a one-line error that names
+    the way to run it."""
     assert "convlstm_sea_ice" in registered_models("arctic_sea_ice", fields=True)
     assert "convlstm_sea_ice" not in registered_models("arctic_sea_ice")
-    rc = main(["sea-ice-fields", "--model", str(ROOT / "models" / "persistence.py"), "--store", str(store)])
-    err = capsys.readouterr().err
-    assert rc != 0 and "not a field model" in err and len(err.strip().splitlines()) == 1
+    field_ref = str(ROOT / "models" / "fields" / "climatology.py")
+    for args, says in ((["arctic_sea_ice", str(ROOT / "models" / "persistence.py"), field_ref], "separate runs"),
+                       (["el_nino", field_ref], "not el_nino"),
+                       (["el_nino", str(ROOT / "models" / "persistence.py"), "--plot", str(tmp_path / "p.png")],
+                        "--plot is for field models")):
+        rc = main(["backtest", *args, "--store", str(store)])
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
     problem = get_problem("arctic_sea_ice")
     from climate_ml.workflows import problem_inputs
 
     _, _, prepared = problem_inputs(store, problem)
     field = _write_model(tmp_path, "maps")
     res = backtest(problem, {"maps": field}, prepared, "2015-01", "2016-12", 24)
-    assert "forecasts concentration maps" in res.failures["maps"] and "sea-ice-fields --model" in res.failures["maps"]
+    assert "forecasts concentration maps" in res.failures["maps"] and "backtest arctic_sea_ice FILE" in res.failures["maps"]
 
 
-def test_cli_sea_ice_fields_with_a_field_model(tmp_path, sea_ice_store, capsys):
+def test_cli_backtest_of_a_field_model(tmp_path, sea_ice_store, capsys):
     store = sea_ice_store
     path = _write_model(tmp_path, "persist")
     png = tmp_path / "probability.png"
-    rc = main(["sea-ice-fields", "--test-start", "2022-01", "--refit-every", "60", "--model", str(path),
+    rc = main(["backtest", "arctic_sea_ice", str(path), "--test-start", "2022-01", "--refit-every", "60",
                "--plot", str(png), "--json", "--store", str(store)])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["failed"] == {}
@@ -165,7 +194,7 @@ def test_cli_sea_ice_fields_with_a_field_model(tmp_path, sea_ice_store, capsys):
     assert out["scores"]["persist"]["iiee"]["1"] > 0
     # the run is recorded: the field leaderboard ranks the model and the per-cell references on
     # the same (init, lead) pairs, with the numbers the run printed
-    for score in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
+    for score in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier", "conc_crps"):
         assert main(["leaderboard", "arctic_sea_ice", "--score", score, "--json", "--n-boot", "200",
                      "--store", str(store)]) == 0
         board = json.loads(capsys.readouterr().out)
@@ -181,7 +210,7 @@ def test_cli_sea_ice_fields_with_a_field_model(tmp_path, sea_ice_store, capsys):
     assert main(["leaderboard", "el_nino", "--score", "iiee", "--store", str(store)]) != 0
     assert "no field backtests recorded for problem 'el_nino'" in capsys.readouterr().err
     bad = _write_model(tmp_path, "broken", suffix=" + 2")
-    rc = main(["sea-ice-fields", "--test-start", "2024-01", "--model", str(bad), "--store", str(store)])
+    rc = main(["backtest", "arctic_sea_ice", str(bad), "--test-start", "2024-01", "--store", str(store)])
     printed = capsys.readouterr().out
     assert rc == 3 and "FAILED broken" in printed and "outside 0-1" in printed
 
@@ -223,7 +252,7 @@ def test_backtest_takes_field_models_through_the_field_backtest(tmp_path, sea_ic
         assert main(["backtest", "arctic_sea_ice", *args, "--store", str(sea_ice_store)]) != 0
         assert message in capsys.readouterr().err
     assert main(["backtest", "el_nino", str(path), "--store", str(sea_ice_store)]) != 0
-    assert "backtest them on arctic_sea_ice, not el_nino" in capsys.readouterr().err
+    assert "backtest them on a problem with a field target (arctic_sea_ice), not el_nino" in capsys.readouterr().err
     # the per-cell references are model files like any other: one given by hand runs once, with
     # the scores it has as a reference; another file with a reference's name is refused
     dap = ROOT / "models" / "fields" / "damped_anomaly_persistence.py"
@@ -273,7 +302,7 @@ def test_forecast_takes_field_models_and_archives_their_maps(tmp_path, sea_ice_s
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert main(["forecast", "el_nino", str(path), "--init", "2024-03", "--store", str(store)]) != 0
-    assert "forecast them on arctic_sea_ice, not el_nino" in capsys.readouterr().err
+    assert "forecast them on a problem with a field target (arctic_sea_ice), not el_nino" in capsys.readouterr().err
 
 
 def test_verify_scores_archived_maps_once_their_month_is_observed(tmp_path, sea_ice_store, capsys):
@@ -343,7 +372,7 @@ def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():
 
 
 def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_path, sea_ice_store, capsys):
-    """`sea-ice-fields --archive`: every out-of-sample map with its members, the observed map,
+    """`backtest arctic_sea_ice MAPS.py --archive`: every out-of-sample map with its members, the observed map,
     its own training cut-off; queries return maps cut to a box, over the CLI and HTTP."""
     from climate_ml.archive import query
     from climate_ml.errors import QueryError
@@ -351,7 +380,7 @@ def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_pa
 
     store = sea_ice_store
     path = _write_model(tmp_path, "persist")
-    args = ["sea-ice-fields", "--test-start", "2024-01", "--refit-every", "6", "--model", str(path), "--archive",
+    args = ["backtest", "arctic_sea_ice", str(path), "--test-start", "2024-01", "--refit-every", "6", "--archive",
             "--json", "--store", str(store)]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["archived"] == {"persist": "created"}

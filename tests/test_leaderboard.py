@@ -222,7 +222,7 @@ def test_cli_backtest_many_then_leaderboard(tmp_path):
     assert table["reference"] == "xro"  # the strongest reference by default
     bad = cli("leaderboard", "el_nino", "--score", "brier", store=store)
     assert bad.returncode == 2 and bad.stderr.strip() == ("error: bad --score 'brier' (acc, rmse, mae; "
-                                                       "for maps iiee, sie_rmse, binary_accuracy, ice_brier)")
+                                                       "for maps iiee, sie_rmse, binary_accuracy, ice_brier, conc_crps)")
     bad = cli("leaderboard", "el_nino", "--lead", "40", store=store)
     assert bad.returncode == 2 and "lead 40 is not on this leaderboard" in bad.stderr
 

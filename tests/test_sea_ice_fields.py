@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from climate_ml.catalog import PROJECT_ROOT as ROOT
 from climate_ml.cli import main
 from climate_ml.errors import ClimateMLError
 from climate_ml.sea_ice_fields import (
@@ -32,7 +33,10 @@ def test_scores_on_a_hand_made_grid():
     assert s["binary_accuracy"] == pytest.approx(1 - 4.0 / 6.0)  # active region: cells 0-2
     active = np.array([False, False, False, False])
     perfect = field_scores(obs, obs, area, active)
-    assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0, "ice_brier": 0.0}
+    assert np.isnan(perfect.pop("spread"))  # one map: no spread
+    assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0, "ice_brier": 0.0, "crps": 0.0,
+                       "sq_error": 0.0}
+    assert s["crps"] == pytest.approx((1 * 0.7 + 2 * 0.4 + 3 * 0.1) / 6)  # absolute error over cells 0-2
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +74,19 @@ def test_extent_series_is_not_a_field(store):
         concentration_field(ds)
 
 
-def test_cli_sea_ice_fields_json_and_bad_input(tmp_path, capsys):
+def test_cli_backtest_of_the_map_references_json_and_bad_input(tmp_path, capsys):
+    """A per-cell reference file given alone to `backtest` runs the references only."""
     store = tmp_path / "store"
-    rc = main(["sea-ice-fields", "--test-start", "2020-01", "--refit-every", "60", "--json", "--store", str(store)])
+    ref = str(ROOT / "models" / "fields" / "damped_anomaly_persistence.py")
+    rc = main(["backtest", "arctic_sea_ice", ref, "--test-start", "2020-01", "--refit-every", "60", "--json",
+               "--store", str(store)])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out["scores"]) == {"climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence"}
-    assert set(out["scores"]["linear_trend"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier"}
-    rc = main(["sea-ice-fields", "--test-start", "2020-13", "--store", str(store)])
+    assert set(out["scores"]["linear_trend"]) == {"iiee", "sie_rmse", "binary_accuracy", "ice_brier", "conc_crps",
+                                                  "spread_skill"}
+    assert set(out["scores"]["linear_trend"]["spread_skill"].values()) == {None}  # one map, no members
+    rc = main(["backtest", "arctic_sea_ice", ref, "--test-start", "2020-13", "--store", str(store)])
     assert rc == 2 and "bad --test-start '2020-13'" in capsys.readouterr().err
+    rc = main(["backtest", "arctic_sea_ice", ref, "--refit-every", "0", "--store", str(store)])
+    assert rc == 2 and "bad --refit-every 0" in capsys.readouterr().err

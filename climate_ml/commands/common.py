@@ -84,6 +84,10 @@ def field_contract(prob, model_paths, verb: str) -> bool:
         return False
     if len(targets) > 1:
         raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
-    if prob.name != "arctic_sea_ice":
-        raise QueryError(f"field models forecast sea-ice concentration maps: {verb} them on arctic_sea_ice, not {prob.name}")
+    if not prob.field_references:
+        from climate_ml.problems import problem_classes
+
+        with_maps = ", ".join(sorted(name for name, cls in problem_classes().items() if cls.field_references))
+        raise QueryError(f"field models forecast sea-ice concentration maps: {verb} them on a problem with a field "
+                         f"target ({with_maps}), not {prob.name}")
     return True

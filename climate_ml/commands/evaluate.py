@@ -41,15 +41,22 @@ def backtest_cmd(
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="Seconds allowed per model and fold; slower models fail.")] = None,
     blend: Annotated[bool, typer.Option("--blend/--no-blend", help="Add a Caruana blend of all models, selected inside each fold.")] = True,
     record: Annotated[bool, typer.Option("--record/--no-record", help="Record the run for the leaderboard.")] = True,
-    archive: Annotated[bool, typer.Option("--archive", help="Archive every model's out-of-sample forecasts as hindcasts.")] = False,
+    archive: Annotated[bool, typer.Option("--archive", help="Archive every model's out-of-sample forecasts as hindcasts "
+                                                             "(for field models: all members of every map, with the observed maps).")] = False,
+    replace: Annotated[bool, typer.Option("--replace", help="Field models with --archive: overwrite different archived maps.")] = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Field models: write a PNG map of each model's probability of ice at lead 1 from the last "
+                       "verified test init, with the observed ice edge.")] = None,
     guard: Annotated[bool, typer.Option("--guard/--no-guard", help="Run the lookahead guard on the submitted models (skip it knowingly).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     store: StoreOpt = None,
 ):
     """Rolling-origin backtest of model files against the problem's references on the same
     folds; each run is recorded for `climate-ml leaderboard`. Field models (files that say
-    TARGET = "sea_ice_concentration", for arctic_sea_ice) go through the field backtest of
-    `sea-ice-fields`, scored by IIEE, extent error, binary accuracy and the Brier score of P(ice)."""
+    TARGET = "sea_ice_concentration", for arctic_sea_ice, e.g. models/convlstm_sea_ice.py) are
+    backtested on the concentration maps against the per-cell references of models/fields/
+    (give one of those alone to run only the references), scored by IIEE, extent error, binary
+    accuracy, the Brier score of P(ice), the CRPS of concentration and the members' spread/skill."""
     from climate_ml.cluster import scheduler_address
     from climate_ml.model_api import model_name
     from climate_ml.problems import get_problem
@@ -63,15 +70,14 @@ def backtest_cmd(
     start = parse_month(test_start, "--test-start")
     end = parse_month(test_end, "--test-end")
     root = store_path(store)
+    if refit_every < 1:
+        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
     if fields:  # concentration maps: the field backtest, recorded for the field leaderboard
-        from climate_ml.workflows import field_backtest_run
-
-        with progress_bar("field backtest") as bar:
-            task = bar.add_task("", total=None)
-            run = field_backtest_run(root, dataset or prob.default_dataset, start, end, refit_every, model_paths,
-                                     archive=archive, log=err.print, progress=lambda msg: bar.update(task, description=msg))
-        _report_field_run(run, dataset or prob.default_dataset, test_start, refit_every, as_json, archive)
+        _field_backtest(root, prob, dataset or prob.default_dataset, start, end, test_start, refit_every, model_paths,
+                        archive, replace, plot, as_json)
         return
+    if plot or replace:
+        raise QueryError(f"{'--plot' if plot else '--replace'} is for field models (maps); these are index models")
     dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
     end = min(end, prob.last_init(prepared)) if end else prob.last_init(prepared)
     with progress_bar("backtest") as bar:
@@ -122,7 +128,7 @@ def backtest_cmd(
 @app.command("leaderboard")
 def leaderboard_cmd(
     problem: Annotated[str, typer.Argument(help=PROBLEM_HELP)],
-    score: Annotated[str, typer.Option("--score", help="A registered metric: acc, rmse, mae...; for sea-ice maps (field backtests) iiee, sie_rmse, binary_accuracy or ice_brier.")] = "acc",
+    score: Annotated[str, typer.Option("--score", help="A registered metric: acc, rmse, mae...; for sea-ice maps (field backtests) iiee, sie_rmse, binary_accuracy, ice_brier or conc_crps.")] = "acc",
     lead: Annotated[int | None, typer.Option("--lead", help="One lead with confidence intervals.")] = None,
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Model that differences are taken against (default: the problem's strongest reference).")] = None,
@@ -181,40 +187,15 @@ def stress_cmd(
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
-@app.command("sea-ice-fields")
-def sea_ice_fields_cmd(
-    dataset: Annotated[str, typer.Option("--dataset", help="A sea-ice concentration field (fraction, with cell_area).")] = "toy-sea-ice",
-    test_start: Annotated[str, typer.Option("--test-start", help="First test init, YYYY-MM.")] = "2012-01",
-    test_end: Annotated[str | None, typer.Option("--test-end", help="Last test init, YYYY-MM (default: end of data).")] = None,
-    refit_every: Annotated[int, typer.Option("--refit-every", help="Months between refits.")] = 12,
-    model_paths: Annotated[list[Path] | None, typer.Option(
-        "--model", help="A field model file (TARGET = \"sea_ice_concentration\"), e.g. models/convlstm_sea_ice.py; repeatable.")] = None,
-    plot: Annotated[Path | None, typer.Option(
-        "--plot", help="With --model: write a PNG map of each model's probability of ice at lead 1 from the last "
-                       "verified test init, with the observed ice edge.")] = None,
-    archive: Annotated[bool, typer.Option(
-        "--archive", help="With --model: archive each model's out-of-sample maps (all members) as hindcasts, with "
-                          "the observed maps; query them with `climate-ml archive query --problem arctic_sea_ice "
-                          "--dataset NAME --model M [--box ...]`.")] = False,
-    replace: Annotated[bool, typer.Option("--replace", help="With --archive: overwrite different archived maps.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    store: StoreOpt = None,
-):
-    """Backtest concentration-field forecasts at leads 1-6: the per-cell references
-    (climatology, linear trend, trend persistence, damped anomaly persistence) and any field
-    model files given with --model, on the same folds. Scores: integrated ice-edge error,
-    sea-ice-extent error, binary accuracy (ice = concentration >= 15%) and the Brier score of
-    the probability of ice (from the members of a model that has them)."""
+def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str, refit_every: int, model_paths,
+                    archive: bool, replace: bool, plot: Path | None, as_json: bool) -> None:
+    """`backtest` of field models: the field backtest with its map of the probability of ice."""
     import numpy as np
 
     from climate_ml.report import plot_ice_probability
     from climate_ml.sea_ice_fields import THRESHOLD
     from climate_ml.workflows import field_backtest_run
 
-    start = parse_month(test_start, "--test-start")
-    end = parse_month(test_end, "--test-end")
-    if refit_every < 1:
-        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
     recent: dict[str, dict] = {}  # model -> the lead-1 probability of ice of its two latest inits
 
     def keep(name, init, maps):
@@ -226,9 +207,9 @@ def sea_ice_fields_cmd(
 
     with progress_bar("field backtest") as bar:
         task = bar.add_task("", total=None)
-        run = field_backtest_run(store_path(store), dataset, start, end, refit_every, model_paths or [], archive=archive,
+        run = field_backtest_run(root, dataset, start, end, refit_every, model_paths, archive=archive,
                                  replace=replace, on_forecast=keep, log=err.print,
-                                 progress=lambda msg: bar.update(task, description=msg))
+                                 progress=lambda msg: bar.update(task, description=msg), problem=prob)
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
     kept = {name: p[map_init] for name, p in recent.items() if map_init in p}
@@ -238,23 +219,26 @@ def sea_ice_fields_cmd(
         probs = {name: np.where(ocean, p.reshape(ocean.shape), np.nan) for name, p in kept.items()}
         png = plot_ice_probability(conc.sel(time=valid).values, probs, plot, f"{valid:%Y-%m} from {map_init:%Y-%m} (lead 1)")
         err.print(f"wrote {png}")
-    _report_field_run(run, dataset, test_start, refit_every, as_json, archive)
+    _report_field_run(run, prob, dataset, test_start, refit_every, as_json, archive)
 
 
-def _report_field_run(run, dataset: str, test_start: str, refit_every: int, as_json: bool, archive: bool) -> None:
-    """What `sea-ice-fields` and `backtest` with field models print; exit 3 when a model failed."""
+def _report_field_run(run, prob, dataset: str, test_start: str, refit_every: int, as_json: bool, archive: bool) -> None:
+    """What `backtest` with field models prints; exit 3 when a model failed."""
     from climate_ml.report import skill_table
 
-    leads = list(range(1, 7))
-    err.print(f"recorded {run.record.name} (`climate-ml leaderboard arctic_sea_ice --score iiee` ranks the models)")
+    leads = list(prob.leads)
+    err.print(f"recorded {run.record.name} (`climate-ml leaderboard {prob.name} --score iiee` ranks the models)")
     if as_json:
-        typer.echo(json.dumps({"problem": "arctic_sea_ice", "dataset": dataset, "test_period": [test_start, f"{run.end:%Y-%m}"],
+        typer.echo(json.dumps({"problem": prob.name, "dataset": dataset, "test_period": [test_start, f"{run.end:%Y-%m}"],
                                "refit_every_months": refit_every, "leads": leads, "scores": run.summary,
                                "failed": run.failures, "record": run.record.name,
                                **({"archived": run.archived} if archive else {})}))
     else:
-        for metric in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier"):
+        for metric in ("iiee", "sie_rmse", "binary_accuracy", "ice_brier", "conc_crps"):
             typer.echo(skill_table(run.summary, metric, leads) + "\n")
+        spread = {name: s for name, s in run.summary.items() if any(v is not None for v in s["spread_skill"].values())}
+        if spread:
+            typer.echo(skill_table(spread, "spread_skill", leads) + "\n")
         for name, reason in run.failures.items():
             typer.echo(f"FAILED {name}: {reason}")
     if run.failures:

@@ -61,6 +61,9 @@ class Problem(ABC):
     default_dataset: str  # the embedded data set its commands use when none is named
     default_predictors: tuple[str, ...] = ()  # predictor data sets used with the default data set
     plot_lines: tuple[tuple[float, str], ...] = ()  # (value, label) lines drawn across forecast plots
+    # a field target: the per-cell map references (models/fields/<name>.py) every field backtest
+    # includes; empty for a problem whose models forecast an index only
+    field_references: tuple[str, ...] = ()
     panels: tuple[str, ...] = ()  # the page's problem-specific panels: "seasonal_cycle" (extent), "season" (totals)
     listing_order: int = 100  # where menus and `run` list the problem (lowest first, then by name)
     # the `run` flow's backtest: (first test init, months between refits) for the full run and for --quick
