@@ -90,15 +90,26 @@ class BacktestResult:
             return fc, self.obs
         return fc - self.baseline, self.obs - self.baseline
 
-    def scores(self, name: str) -> dict[str, dict[str, float]]:
+    def lead_scores(self, name: str) -> dict[str, xr.DataArray]:
+        """One model's per-lead scores (metric name: DataArray over lead): the registered metrics
+        (``METRICS``) of the forecast (the member mean for an ensemble), the number of verified
+        pairs ``n``, for an ensemble its CRPS and spread/skill, and the problem's extra scores."""
         fc, obs = self._anomalies(self.forecasts[name])
-        out = {m: _per_lead(metric.compute(fc, obs)) for m, metric in METRICS.items()}
-        out["n"] = _per_lead(N_VERIFIED.compute(fc, obs))
+        out = {m: metric.compute(fc, obs) for m, metric in METRICS.items()}
+        out["n"] = N_VERIFIED.compute(fc, obs)
         if name in self.members:  # forecasts hold the ensemble mean; these use the members
-            out.update({k: _per_lead(v) for k, v in ensemble_scores(self.members[name], self.obs).items()})
+            out.update(ensemble_scores(self.members[name], self.obs))
         if self.definition is not None:
-            out.update(self.definition.extra_scores(self, name)[0])
+            leads = fc[LEAD]
+            for metric, per_lead in self.definition.extra_scores(self, name)[0].items():
+                out[metric] = xr.DataArray([np.nan if per_lead.get(str(int(k))) is None else per_lead[str(int(k))]
+                                            for k in leads.values], dims=LEAD, coords={LEAD: leads.values})
         return out
+
+    def scores(self, name: str) -> dict[str, dict[str, float]]:
+        """``lead_scores`` as plain numbers (rounded, None where undefined), as JSON and the
+        tables show them."""
+        return {k: _per_lead(v) for k, v in self.lead_scores(name).items()}
 
     def extra(self, name: str) -> dict:
         """Summaries beyond per-lead scores: problem-specific ones (e.g. the rainfall wet season)
@@ -112,6 +123,38 @@ class BacktestResult:
         fc, obs = self._anomalies(self.forecasts[name])
         ref, _ = self._anomalies(self.forecasts[reference])
         return _per_lead(skill_score(METRICS[metric], fc, obs, ref))
+
+    def evaluation(self, reference: str | None = None) -> xr.Dataset:
+        """Every model's scores in one Dataset: ``score`` (model, metric, lead), NaN where a
+        metric does not apply to a model (CRPS of a single forecast); with ``reference``, also
+        ``skill`` (model, metric, lead) of each registered metric against that model on the
+        same pairs (``scores.skill_score``). The coordinate ``better`` says per metric whether
+        "lower" or "higher" values are better ("" for counts and ratios such as spread/skill)."""
+        leads = self.obs[LEAD].values
+
+        def on_leads(da: xr.DataArray | None) -> np.ndarray:
+            return np.full(len(leads), np.nan) if da is None else da.reindex({LEAD: leads}).values.astype("float64")
+
+        per_model = {name: self.lead_scores(name) for name in self.forecasts}
+        metrics = list(dict.fromkeys(m for scores in per_model.values() for m in scores))
+        score = np.stack([[on_leads(per_model[n].get(m)) for m in metrics] for n in per_model])
+        better = ["lower" if m == "crps" or (m in METRICS and METRICS[m].lower_is_better) else
+                  "higher" if m in METRICS else "" for m in metrics]
+        coords = {"model": list(per_model), "metric": metrics, LEAD: leads, "better": ("metric", better)}
+        out = xr.Dataset({"score": (("model", "metric", LEAD), score)}, coords=coords, attrs={"problem": self.problem})
+        if reference is not None:
+            if reference not in self.forecasts:
+                raise ClimateMLError(f"reference {reference!r} is not among the backtested models")
+            ref, _ = self._anomalies(self.forecasts[reference])
+            skill = np.full(score.shape, np.nan)
+            for i, name in enumerate(per_model):
+                fc, obs = self._anomalies(self.forecasts[name])
+                for j, m in enumerate(metrics):
+                    if m in METRICS:
+                        skill[i, j] = on_leads(skill_score(METRICS[m], fc, obs, ref))
+            out["skill"] = (("model", "metric", LEAD), skill)
+            out.attrs["reference"] = reference
+        return out
 
 
 def _per_lead(da: xr.DataArray) -> dict[str, float]:

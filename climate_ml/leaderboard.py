@@ -61,7 +61,9 @@ def work_key(work: dict) -> str:
 
 def record_backtest(root: Path, problem: Problem, result: BacktestResult, dataset: str, data_sha256: str,
                     test_start, test_end, refit_every: int, model_files: dict[str, Path]) -> Path:
-    """Write one backtest record; returns its directory."""
+    """Write one backtest record: ``record.json`` (the work, each model's file, hash, status and
+    time), ``forecasts.nc`` (every out-of-sample forecast and the observations) and
+    ``evaluation.nc`` (``BacktestResult.evaluation``); returns its directory."""
     work = {
         "problem": problem_definition(problem),
         "dataset": dataset,
@@ -94,8 +96,13 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
                          "obs": result.obs.drop_vars("valid_time", errors="ignore")})
         if result.baseline is not None:
             ds["baseline"] = result.baseline
+        # the scores of the run as one Dataset (model, metric, lead), with skill against the
+        # problem's strongest reference in it
+        present = [r for r in problem.references if r in result.forecasts]
+        evaluation = result.evaluation(reference=present[-1] if present else None)
         with NETCDF_LOCK:
             ds.to_netcdf(run_dir / "forecasts.nc")
+            evaluation.to_netcdf(run_dir / "evaluation.nc")
     (run_dir / "record.json").write_text(json.dumps(record, indent=1))
     return run_dir
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 from climate_ml.archive import import_forecasts, imported_forecasts, query
 from climate_ml.backtest import backtest, fold_starts
@@ -215,6 +216,11 @@ def test_cli_backtest_many_then_leaderboard(tmp_path):
     assert sum(out["blend_contributivity"].values()) == pytest.approx(1.0, abs=1e-3)
     rec = json.loads((tmp_path / out["record"] / "record.json").read_text())
     assert rec["models"]["template"]["sha256"] and rec["work"]["dataset"] == "toy" and rec["code_version"]
+    ev = xr.load_dataset(tmp_path / out["record"] / "evaluation.nc")  # the run's scores as one Dataset
+    assert ev.attrs["reference"] == "xro" and set(ev["model"].values.tolist()) >= {"template", "blend", "xro"}
+    for name in ("template", "blend"):
+        for lead, value in out["models"][name]["scores"]["acc"].items():
+            assert float(ev["score"].sel(model=name, metric="acc", lead=int(lead))) == pytest.approx(value, abs=6e-5)
     lb = cli("leaderboard", "el_nino", "--json", "--n-boot", "200", store=store)
     assert lb.returncode == 0, lb.stderr
     table = json.loads(lb.stdout)

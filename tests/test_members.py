@@ -84,6 +84,32 @@ def test_member_models_are_scored_on_the_mean_and_the_members(prepared, tmp_path
     assert hist[0] + hist[-1] > 0.5 * sum(hist)  # U-shaped: the observation falls outside
 
 
+def test_evaluation_is_one_dataset_of_every_model_metric_and_lead(prepared, tmp_path):
+    """``BacktestResult.evaluation``: the numbers of ``scores()`` as (model, metric, lead), NaN
+    where a metric does not apply, and skill against a reference from the same pairs."""
+    wide = _model(tmp_path, "wide", 1.0)
+    res = backtest(PROBLEM, {"wide": wide, "persistence": MODELS_DIR / "persistence.py",
+                             "climatology": MODELS_DIR / "climatology.py"}, prepared, "1985-01", "1998-12", refit_every=60)
+    ev = res.evaluation(reference="climatology")
+    assert ev["score"].dims == ("model", "metric", "lead") and list(ev["lead"].values) == list(PROBLEM.leads)
+    assert {"acc", "rmse", "mae", "n", "crps", "spread_skill"} <= set(ev["metric"].values.tolist())
+    better = dict(zip(ev["metric"].values.tolist(), ev["better"].values.tolist(), strict=True))
+    assert better["rmse"] == better["crps"] == "lower" and better["acc"] == "higher" and better["spread_skill"] == ""
+    for name in res.forecasts:
+        for metric, per_lead in res.scores(name).items():
+            for lead, value in per_lead.items():
+                got = float(ev["score"].sel(model=name, metric=metric, lead=int(lead)))
+                assert (value is None and np.isnan(got)) or got == pytest.approx(value, abs=6e-5), (name, metric, lead)
+    assert bool(ev["score"].sel(model="persistence", metric="crps").isnull().all())  # a single forecast
+    for lead, value in res.skill("persistence", "climatology", "rmse").items():
+        assert float(ev["skill"].sel(model="persistence", metric="rmse", lead=int(lead))) == pytest.approx(value, abs=6e-5)
+    assert float(abs(ev["skill"].sel(model="climatology", metric="rmse")).max()) < 1e-12  # no skill over itself
+    assert bool(ev["skill"].sel(metric="crps").isnull().all())  # skill only of the registered metrics
+    path = tmp_path / "scores.nc"
+    ev.to_netcdf(path)
+    xr.testing.assert_identical(xr.load_dataset(path), ev)
+
+
 def test_guard_probes_member_models(prepared, tmp_path):
     path = _model(tmp_path, "wide", 1.0)
     assert guard_backtest(PROBLEM, {"wide": path}, prepared, "1990-01", "1994-12", 60) == {}
