@@ -43,7 +43,7 @@ def fold_starts(test_start, test_end, refit_every: int) -> list[pd.Timestamp]:
 def fit_predict(model: ModelSpec, fold: FoldData, inits, leads, name: str = "model") -> xr.DataArray:
     """Fit a fresh model (a factory, or a model file's path) on the fold's training set and
     forecast the given inits."""
-    pred, X_test = _fit_and_predict(_resolve(model), fold, inits, name)
+    pred, X_test = _fit_and_predict(resolve_model(model), fold, inits, name)
     return check_prediction(pred, X_test, leads, where=name)
 
 
@@ -164,7 +164,8 @@ def _per_lead(da: xr.DataArray) -> dict[str, float]:
 ModelSpec = Factory | str | Path  # a factory, or a model file loaded by path (needed for processes)
 
 
-def _resolve(spec: ModelSpec) -> Factory:
+def resolve_model(spec: ModelSpec) -> Factory:
+    """A model's factory: the one given, or the model file's (loaded once per process and file version)."""
     if isinstance(spec, (str, Path)):
         path = Path(spec)
         return _factory_cache(str(path), path.stat().st_mtime_ns if path.exists() else 0)
@@ -212,6 +213,14 @@ def _init_worker(problem: Problem, prepared: xr.Dataset) -> None:
     _WORKER.update(problem=problem, prepared=prepared, fold=None)
 
 
+def unit_inputs(problem, data):
+    """The problem and data of a unit of work: those it was handed, else the ones its worker
+    process received once (``LocalProcesses``)."""
+    if data is None:
+        return _WORKER["problem"], _WORKER["prepared"]
+    return problem, data
+
+
 def _fold(problem: Problem, prepared: xr.Dataset, t0: pd.Timestamp, cache: dict) -> FoldData:
     fold = cache.get("fold")
     if fold is None or fold.fit_end != t0:
@@ -224,12 +233,11 @@ def _unit(name: str, spec: ModelSpec, t0: pd.Timestamp, inits: pd.DatetimeIndex,
           problem: Problem | None = None, prepared: xr.Dataset | None = None,
           cache: dict | None = None) -> tuple[str, object, float]:
     """One (model, fold): fit and predict. Returns (name, prediction or error text, seconds)."""
-    problem = problem if problem is not None else _WORKER["problem"]
-    prepared = prepared if prepared is not None else _WORKER["prepared"]
+    problem, prepared = unit_inputs(problem, prepared)
     tic = _time.perf_counter()
     try:
         fold = _fold(problem, prepared, t0, _WORKER if cache is None else cache)
-        pred = fit_predict(_resolve(spec), fold, inits, problem.leads, name)
+        pred = fit_predict(resolve_model(spec), fold, inits, problem.leads, name)
         return name, pred, _time.perf_counter() - tic
     except ModelError as exc:
         return name, str(exc), _time.perf_counter() - tic
@@ -242,11 +250,13 @@ class Outcomes:
     """What the executors report into: each unit's forecast, a model's first failure (its later
     units are skipped where possible), and the seconds spent per model."""
 
-    def __init__(self, names, time_limit: float | None = None):
-        self.done: dict[tuple[str, pd.Timestamp], xr.DataArray] = {}
+    def __init__(self, names, time_limit: float | None = None,
+                 consume: Callable[[str, pd.Timestamp, object], None] | None = None):
+        self.done: dict[tuple[str, pd.Timestamp], object] = {}
         self.failures: dict[str, str] = {}
         self.seconds = dict.fromkeys(names, 0.0)
         self.time_limit = time_limit
+        self.consume = consume  # takes each unit's result as it arrives instead of keeping it (large maps)
 
     def add(self, name: str, t0: pd.Timestamp, out, secs: float) -> None:
         self.seconds[name] += secs
@@ -254,6 +264,9 @@ class Outcomes:
             return
         if isinstance(out, str):
             self.failures[name] = out
+        elif self.consume is not None:
+            self.consume(name, t0, out)
+            self.done[(name, t0)] = True
         else:
             self.done[(name, t0)] = out
 
@@ -263,16 +276,21 @@ class Outcomes:
 
 
 class InProcess:
-    """Every (model, fold) unit in this process, fold after fold (each fold's features once)."""
+    """Every (model, fold) unit in this process, fold after fold (each fold's features once).
+
+    Executors call ``work(name, spec, fit_end, inits[, problem, data, cache])`` for each unit:
+    ``_unit`` (an index model on the problem's features) unless told otherwise, e.g.
+    ``sea_ice_fields.field_unit`` for map models."""
 
     def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
-            progress: Callable[[str], None]) -> None:
+            progress: Callable[[str], None], work: Callable | None = None) -> None:
+        work = work or _unit
         cache: dict = {}
         folds = sorted({u[2] for u in units})
         for k, t0 in enumerate(folds):
             for name, spec, _, inits in (u for u in units if u[2] == t0):
                 if name not in out.failures:
-                    r = _unit(name, spec, t0, inits, problem, prepared, cache)
+                    r = work(name, spec, t0, inits, problem, prepared, cache)
                     out.add(r[0], t0, r[1], r[2])
             progress(f"fold {k + 1}/{len(folds)} (fit up to {t0:%Y-%m})")
 
@@ -286,12 +304,13 @@ class LocalProcesses:
     time_limit: float | None = None
 
     def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
-            progress: Callable[[str], None]) -> None:
+            progress: Callable[[str], None], work: Callable | None = None) -> None:
+        work = work or _unit
         ctx = multiprocessing.get_context("spawn")
         pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared))
         stuck = False
         try:
-            handles = [(u, pool.apply_async(_unit, (u[0], u[1], u[2], u[3]))) for u in units]
+            handles = [(u, pool.apply_async(work, (u[0], u[1], u[2], u[3]))) for u in units]
             for k, ((name, _, t0, _), h) in enumerate(handles):
                 if name in out.failures and not h.ready():
                     stuck = stuck or "time limit" in out.failures[name]
@@ -320,13 +339,14 @@ class DaskCluster:
     time_limit: float | None = None
 
     def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
-            progress: Callable[[str], None]) -> None:
+            progress: Callable[[str], None], work: Callable | None = None) -> None:
         from dask.distributed import Client
         from dask.distributed import TimeoutError as DaskTimeout
 
         with Client(self.address) as client:
             [prep_f] = client.scatter([prepared], broadcast=True)
-            futures = [(u, client.submit(_unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)) for u in units]
+            futures = [(u, client.submit(work or _unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False))
+                       for u in units]
             for k, ((name, _, t0, _), fut) in enumerate(futures):
                 try:
                     r = fut.result(timeout=self.time_limit)
@@ -441,11 +461,11 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
             if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
                 ref = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
             else:
-                ref = _mean(fit_predict(_resolve(spec), base, block, problem.leads, name))
+                ref = _mean(fit_predict(resolve_model(spec), base, block, problem.leads, name))
             for init in probes:
                 # only the probe init must be a valid forecast: later inits hold noise on purpose,
                 # and a model may well forecast garbage from garbage
-                raw, X_test = _fit_and_predict(_resolve(spec), perturbed[init], block, name)
+                raw, X_test = _fit_and_predict(resolve_model(spec), perturbed[init], block, name)
                 if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
                     raise ModelError(f"{name}: predict must return a DataArray with init_time")
                 got = _mean(check_prediction(raw.sel({INIT: [init]}), X_test.sel({INIT: [init]}), problem.leads, where=name))

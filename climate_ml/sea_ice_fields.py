@@ -41,14 +41,16 @@ maps: ``make_model()`` returns an object with
 
 Because a model is never handed a month after its init, it cannot look ahead.
 
-``field_backtest`` runs field models (the references among them) on the folds of
-``backtest.RollingOrigin`` (a block of inits per refit, each forecast made from data up to its
-init) and scores every (init, lead).
+``field_backtest`` runs field models (the references among them) on the backtest engine: one
+(model, fold) unit of ``field_unit`` per block of ``backtest.RollingOrigin`` (each forecast made
+from data up to its init), run by the same executors as index backtests (this process, local
+processes or a Dask cluster, with time limits), and scores every (init, lead) as the maps arrive.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -256,17 +258,24 @@ def active_region(conc: np.ndarray, times: pd.DatetimeIndex, fit_end) -> np.ndar
 
 
 def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, test_start, test_end,
-                   refit_every: int = 12, models: dict[str, Callable[[], object]] | None = None,
+                   refit_every: int = 12, models: dict[str, object] | None = None,
                    progress: Callable[[str], None] | None = None,
-                   on_forecast: Callable[[str, pd.Timestamp, np.ndarray], None] | None = None) -> xr.Dataset:
-    """Rolling-origin backtest of field ``models`` (name: factory; the per-cell references are
-    models too, see ``reference_models``); returns scores (method, init_time, lead). A model
-    that raises or returns a bad forecast is left out, with its reason in
-    ``attrs["failures"]`` (JSON). ``on_forecast(name, init, maps)`` is handed each model's
-    checked forecast, (member, lead, grid cells), e.g. to keep one for a map."""
+                   on_forecast: Callable[[str, pd.Timestamp, np.ndarray], None] | None = None,
+                   n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None,
+                   executor=None) -> xr.Dataset:
+    """Rolling-origin backtest of field ``models`` (name: factory or model file; the per-cell
+    references are models too, see ``reference_models``) on the engine of the index backtests:
+    (model, fold) units of ``field_unit`` on the folds of ``backtest.RollingOrigin``, run by
+    ``executor`` (default from ``n_jobs`` / ``scheduler`` / ``time_limit``, as in
+    ``backtest.backtest``); each unit's maps are scored as they arrive and then dropped.
+    Returns scores (method, init_time, lead). A model that raises, returns a bad forecast or
+    exceeds the time limit is left out, with its reason in ``attrs["failures"]`` (JSON).
+    ``on_forecast(name, init, maps)`` is handed each model's checked forecast, (member, lead,
+    grid cells), e.g. to keep one for a map or to archive it."""
+    from climate_ml.backtest import Outcomes, choose_executor
+
     spatial = [d for d in concentration.dims if d != TIME]
     times = pd.DatetimeIndex(concentration[TIME].values)
-    shape = tuple(concentration.sizes[d] for d in spatial)
     conc = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(times), -1)
     ocean = np.isfinite(conc).any(0)  # land cells are NaN throughout: leave them out
     conc = conc[:, ocean]
@@ -281,53 +290,65 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
         raise ClimateMLError(f"test start {pd.Timestamp(test_start):%Y-%m} leaves no training data")
     plan = RollingOrigin(test_start, test_end, refit_every).blocks()
     inits = month_range(plan[0][0], test_end)
+    row = {t: k for k, t in enumerate(inits)}
     out = np.full((len(names), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
-    failures: dict[str, str] = {}
-    k = 0
-    for n, (t0, block) in enumerate(plan):
-        active = active_region(conc, times, t0)
-        fitted = {}
-        for name, factory in models.items():
-            if name not in failures:
-                try:
-                    fitted[name] = fit_field_model(factory, concentration.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
-                                                   cell_area, leads, name)
-                except ModelError as exc:
-                    failures[name] = str(exc)
-        for init in block:
+    active: dict[pd.Timestamp, np.ndarray] = {}
+
+    def score(name: str, t0: pd.Timestamp, maps: dict) -> None:
+        """Score one (model, fold)'s maps, in init order; nothing of them is kept."""
+        if t0 not in active:
+            active.clear()
+            active[t0] = active_region(conc, times, t0)
+        for init, forecast in maps.items():
+            if on_forecast:
+                on_forecast(name, init, forecast)
+            members = forecast[..., ocean]
+            mean = members.mean(0)
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
-            forecasts = {}
-            for name, model in fitted.items():
-                if name in failures:
-                    continue
-                try:
-                    raw = predict_field_model(model, concentration.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
-                    maps = check_field_prediction(raw, spatial, shape, leads, name)
-                except ModelError as exc:
-                    failures[name] = str(exc)
-                    continue
-                if on_forecast:
-                    on_forecast(name, init, maps)
-                members = maps[..., ocean]
-                forecasts[name] = (members.mean(0), members if members.shape[0] > 1 else None)
-            for i_m, name in enumerate(names):
-                if name not in forecasts:
-                    continue
-                fc, members = forecasts[name]
-                for j, v in enumerate(valid):
-                    if v not in times:
-                        continue
-                    s = field_scores(fc[j], conc[times.get_loc(v)], area, active[v.month - 1],
-                                     members=None if members is None else members[:, j])
-                    out[i_m, k, j] = [s[score] for score in FIELD_SCORES]
-            k += 1
-        if progress:
-            progress(f"fold {n + 1}/{len(plan)} (fit up to {t0:%Y-%m})")
+            for j, v in enumerate(valid):
+                if v in times:
+                    s = field_scores(mean[j], conc[times.get_loc(v)], area, active[t0][v.month - 1],
+                                     members=members[:, j] if members.shape[0] > 1 else None)
+                    out[names.index(name), row[init], j] = [s[k] for k in FIELD_SCORES]
+
+    data = xr.Dataset({"conc": concentration}, attrs={"leads": leads})  # what each unit (and worker) gets
+    data["unit_cell_area"] = cell_area.drop_vars([c for c in cell_area.coords if c not in cell_area.dims])
+    units = [(name, spec, t0, block) for t0, block in plan for name, spec in models.items()]
+    outcomes = Outcomes(names, time_limit, consume=score)
+    executor = executor or choose_executor(n_jobs, scheduler, time_limit)
+    executor.run(None, data, units, outcomes, progress or (lambda msg: None), work=field_unit)
+    failures = outcomes.failures
     keep = [i for i, name in enumerate(names) if name not in failures]
     coords = {"method": [names[i] for i in keep], INIT: inits, LEAD: leads}
     return xr.Dataset({name: (("method", INIT, LEAD), out[keep][..., s]) for s, name in enumerate(FIELD_SCORES)},
                       coords=coords, attrs={"units_iiee": "1e6 km2", "units_sie_error": "1e6 km2",
                                             "failures": json.dumps(failures)})
+
+
+def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, problem=None, data: xr.Dataset | None = None,
+               cache: dict | None = None) -> tuple[str, object, float]:
+    """One (field model, fold) for the backtest engine's executors: fit on the maps up to
+    ``t0``, forecast every init of the block from the maps up to that init. Returns (name,
+    {init: checked maps (member, lead, grid cells)} or the error text, seconds)."""
+    from climate_ml.backtest import resolve_model, unit_inputs
+
+    _, data = unit_inputs(problem, data)
+    tic = time.perf_counter()
+    conc = data["conc"]
+    leads = [int(k) for k in np.atleast_1d(data.attrs["leads"])]
+    spatial = [d for d in conc.dims if d != TIME]
+    shape = tuple(conc.sizes[d] for d in spatial)
+    times = pd.DatetimeIndex(conc[TIME].values)
+    try:
+        model = fit_field_model(resolve_model(spec), conc.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
+                                data["unit_cell_area"], leads, name)
+        maps = {}
+        for init in inits:
+            raw = predict_field_model(model, conc.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
+            maps[init] = check_field_prediction(raw, spatial, shape, leads, name)
+    except ModelError as exc:
+        return name, str(exc), time.perf_counter() - tic
+    return name, maps, time.perf_counter() - tic
 
 
 def _call(fn, name: str, *args):

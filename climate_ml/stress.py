@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml.backtest import ModelSpec, RollingOrigin, _resolve, backtest, fit_predict
+from climate_ml.backtest import ModelSpec, RollingOrigin, backtest, fit_predict, resolve_model
 from climate_ml.errors import ClimateMLError, ModelError
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD
@@ -45,7 +45,7 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
         if name in failures:
             continue
         try:
-            model = _resolve(spec)()
+            model = resolve_model(spec)()
             model.fit(X_train, y_train)
             frozen = _Frozen(model)
             outside[name] = xr.concat(

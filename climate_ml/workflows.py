@@ -410,12 +410,13 @@ class FieldRun:
 def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refit_every: int = 12,
                        model_paths=(), archive: bool = False, replace: bool = False,
                        on_forecast: Callable | None = None, progress: Callable[[str], None] | None = None,
-                       log: Callable[[str], None] = lambda s: None, problem: Problem | str = "arctic_sea_ice") -> FieldRun:
+                       log: Callable[[str], None] = lambda s: None, problem: Problem | str = "arctic_sea_ice",
+                       **options) -> FieldRun:
     """Backtest concentration-map forecasts on a stored sea-ice field: the per-cell references
     and the field model files in ``model_paths`` on the same folds, at the problem's leads;
     record the per-sample scores (the field leaderboard reads them) and, with ``archive``, archive
     each model's out-of-sample maps as hindcasts. What `climate-ml backtest` of field models and
-    the run flow both do."""
+    the run flow both do. ``options`` (n_jobs, scheduler, time_limit) go to ``field_backtest``."""
     from climate_ml.backtest import fold_starts
     from climate_ml.leaderboard import record_field_backtest
     from climate_ml.model_api import model_target
@@ -440,7 +441,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
         if model_target(factory) != FIELD_TARGET:
             raise ClimateMLError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
                                  "backtest index models and field models in separate runs")
-        models[name] = factory
+        models[name] = path  # by path: worker processes load the file themselves
     obs = ensure_dataset(root, dataset, log=log)
     conc, area = concentration_field(obs)
     conc = conc.load()
@@ -456,7 +457,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
             on_forecast(name, init, maps)
 
     scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models, on_forecast=keep,
-                            progress=progress)
+                            progress=progress, **options)
     failures = json.loads(scores.attrs["failures"])
     archived = {}
     for name, maps in hindcasts.items():

@@ -148,6 +148,36 @@ def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):
     assert bool((brier >= 0).all()) and bool((brier <= 1).all())
 
 
+def test_field_backtest_runs_on_the_engine_executors_with_the_same_numbers(tmp_path):
+    """Field models are (model, fold) units of the backtest engine: in two worker processes,
+    or in reverse order through a custom executor, the scores are identical to in-process; a
+    time limit fails a slow model with its reason and the others still score."""
+    from climate_ml.backtest import InProcess
+
+    ice = advecting_ice(n_years=8, size=8)
+    refs = {n: ROOT / "models" / "fields" / f"{n}.py" for n in ("climatology", "damped_anomaly_persistence")}
+    models = {**refs, "persist": _write_model(tmp_path, "persist")}
+    args = (ice["conc"], ice["cell_area"], [1, 2], "1994-01", "1996-06", 12)
+    local = field_backtest(*args, models=models)
+
+    class Reversed(InProcess):
+        def run(self, problem, prepared, units, out, progress, work=None):
+            for name, spec, t0, inits in reversed(units):
+                r = work(name, spec, t0, inits, problem, prepared, {})
+                out.add(r[0], t0, r[1], r[2])
+
+    xr.testing.assert_identical(field_backtest(*args, models=models, n_jobs=2), local)
+    xr.testing.assert_identical(field_backtest(*args, models=models, executor=Reversed()), local)
+    slow = tmp_path / "slow.py"
+    slow.write_text(PERSISTENCE_MODEL.replace("{suffix}", "").replace(  # slow in its first fold
+        "self.leads = list(leads)", "self.leads = list(leads)\n        if conc.time.dt.year[-1] < 1995:\n"
+                                    "            __import__('time').sleep(60)"))
+    timed = field_backtest(*args, models={**refs, "slow": slow}, time_limit=8, n_jobs=2)
+    assert "exceeded the time limit of 8 s (fold fitted up to 1994-01)" in json.loads(timed.attrs["failures"])["slow"]
+    for name in timed.data_vars:
+        xr.testing.assert_identical(timed[name], local[name].sel({"method": list(refs)}))
+
+
 def test_field_model_on_the_wrong_grid_fails_with_its_reason(tmp_path):
     ice = advecting_ice(n_years=8, size=8)
     bad = load_model_factory(_write_model(tmp_path, "cropped", suffix=".isel(x=slice(0, 5))"))

@@ -74,7 +74,8 @@ def backtest_cmd(
         raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
     if fields:  # concentration maps: the field backtest, recorded for the field leaderboard
         _field_backtest(root, prob, dataset or prob.default_dataset, start, end, test_start, refit_every, model_paths,
-                        archive, replace, plot, as_json)
+                        archive, replace, plot, as_json, n_jobs=n_jobs, scheduler=scheduler_address(scheduler),
+                        time_limit=time_limit)
         return
     if plot or replace:
         raise QueryError(f"{'--plot' if plot else '--replace'} is for field models (maps); these are index models")
@@ -188,7 +189,7 @@ def stress_cmd(
 
 
 def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str, refit_every: int, model_paths,
-                    archive: bool, replace: bool, plot: Path | None, as_json: bool) -> None:
+                    archive: bool, replace: bool, plot: Path | None, as_json: bool, **options) -> None:
     """`backtest` of field models: the field backtest with its map of the probability of ice."""
     import numpy as np
 
@@ -209,7 +210,7 @@ def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str,
         task = bar.add_task("", total=None)
         run = field_backtest_run(root, dataset, start, end, refit_every, model_paths, archive=archive,
                                  replace=replace, on_forecast=keep, log=err.print,
-                                 progress=lambda msg: bar.update(task, description=msg), problem=prob)
+                                 progress=lambda msg: bar.update(task, description=msg), problem=prob, **options)
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
     kept = {name: p[map_init] for name, p in recent.items() if map_init in p}
