@@ -58,10 +58,10 @@ from climate_ml.archive import (
     snapshot_id,
 )
 from climate_ml.errors import ClimateMLError, QueryError
-from climate_ml.leaderboard import FIELD_METRICS, leaderboard_table
+from climate_ml.leaderboard import leaderboard_table
 from climate_ml.problems import get_problem, problem_classes, problem_names
 from climate_ml.regions import parse_box
-from climate_ml.scores import METRICS
+from climate_ml.scores import MAP_METRICS, METRICS
 from climate_ml.verify import drift_records
 
 PAGE = Path(__file__).parent / "web" / "index.html"
@@ -126,7 +126,7 @@ def create_app(root: Path) -> FastAPI:
         return ([{"name": n, "description": m.description, "lower_is_better": m.lower_is_better, "kind": "index"}
                  for n, m in METRICS.items()]
                 + [{"name": n, "description": m.description, "lower_is_better": m.lower_is_better, "kind": "map"}
-                   for n, m in FIELD_METRICS.items()])
+                   for n, m in MAP_METRICS.items()])
 
     @app.get("/problems")
     def problems() -> list[dict]:
@@ -263,8 +263,8 @@ def create_app(root: Path) -> FastAPI:
     def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
                     n_boot: int = 500) -> Response:
         get_problem(problem)
-        if score not in METRICS and score not in FIELD_METRICS:
-            raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
+        if score not in METRICS and score not in MAP_METRICS:
+            raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
         if not 100 <= n_boot <= 5000:
             raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
         return Response(content=board_json(problem, score, dataset, reference, n_boot), media_type="application/json")

@@ -22,7 +22,6 @@ import json
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,7 @@ from climate_ml.errors import QueryError
 from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
-from climate_ml.scores import METRICS
+from climate_ml.scores import MAP_METRICS, METRICS
 from climate_ml.store import NETCDF_LOCK
 
 REFERENCE = "damped_persistence"
@@ -284,20 +283,6 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
 
 # -- field (map) forecasts: per-sample scores of field backtests, averaged over (init, lead) --
 
-class FieldMetric(NamedTuple):
-    variable: str  # the per-sample score of sea_ice_fields.field_scores
-    reduction: str  # "mean" or "rms" over (init, lead) pairs
-    lower_is_better: bool
-    description: str
-
-
-FIELD_METRICS = {
-    "iiee": FieldMetric("iiee", "mean", True, "integrated ice-edge error (10^6 km^2)"),
-    "sie_rmse": FieldMetric("sie_error", "rms", True, "extent RMSE of the map forecast (10^6 km^2)"),
-    "binary_accuracy": FieldMetric("binary_accuracy", "mean", False, "binary accuracy of ice / no ice"),
-    "ice_brier": FieldMetric("ice_brier", "mean", True, "Brier score of the probability of ice"),
-    "conc_crps": FieldMetric("crps", "mean", True, "CRPS of concentration (the members; absolute error for one map)"),
-}
 FIELD_REFERENCE = "damped_anomaly_persistence"
 
 
@@ -357,47 +342,43 @@ def assemble_fields(root: Path, problem: str, key: str | None = None, dataset: s
 
 def score_field_board(board: FieldBoard, score: str = "iiee", reference: str = FIELD_REFERENCE, n_boot: int = 1000,
                       seed: int = 0, level: float = 0.95) -> dict:
-    """The leaderboard of a field metric (``FIELD_METRICS``): the mean (or root mean square) of
-    the per-sample scores over the (init, lead) pairs every model has, with the same block
-    bootstrap over years as ``score_board``."""
-    if score not in FIELD_METRICS:
-        raise QueryError(f"unknown field score {score!r} (known: {', '.join(FIELD_METRICS)})")
-    variable, reduction, lower_better, _ = FIELD_METRICS[score]
-    names = [n for n in board.scores if variable in board.scores[n]]  # records older than a metric lack it
+    """The leaderboard of a map metric (``scores.MAP_METRICS``) over the (init, lead) pairs
+    every model has, with the same block bootstrap over years (``yearly_sums``) as
+    ``score_board``."""
+    if score not in MAP_METRICS:
+        raise QueryError(f"unknown field score {score!r} (known: {', '.join(MAP_METRICS)})")
+    metric = MAP_METRICS[score]
+    names = [n for n in board.scores if metric.variable in board.scores[n]]  # records older than a metric lack it
     if not names:
         raise QueryError(f"no field model of {board.problem!r} has {score} scores in work {board.work_key}")
-    X = np.stack([board.scores[n][variable].transpose(INIT, LEAD).values for n in names])  # model, init, lead
+    X = np.stack([board.scores[n][metric.variable].transpose(INIT, LEAD).values for n in names])  # model, init, lead
     ok = np.isfinite(X).all(axis=0)
-    x = np.where(ok[None], X, 0.0)
     first = board.scores[names[0]]
     years = pd.DatetimeIndex(first[INIT].values).year.values
-    uy = np.unique(years)
-    n = np.broadcast_to(ok, X.shape).astype(float)
-    stats = np.stack([n, x, x * x], axis=-1)  # model, init, lead, (n, sum, sum of squares)
-    S = np.stack([stats[:, years == y].sum(axis=1) for y in uy])
+    S, uy = yearly_sums(metric, np.where(ok[None], X, np.nan), np.where(ok, 0.0, np.nan), years)
 
-    def to_score(st):
+    def to_score(sums):
         with np.errstate(invalid="ignore", divide="ignore"):
-            return st[..., 1] / st[..., 0] if reduction == "mean" else np.sqrt(st[..., 2] / st[..., 0])
+            return metric.reduce(sums)
 
     leads = [int(v) for v in first[LEAD].values]
-    return _table(board, names, leads, S, uy, to_score, score, lower_better, reference, ok.sum(axis=0), n_boot, seed,
-                  level)
+    return _table(board, names, leads, S, uy, to_score, score, metric.lower_is_better, reference, ok.sum(axis=0), n_boot,
+                  seed, level)
 
 
 def leaderboard_table(root: Path, problem: str, score: str = "acc", dataset: str | None = None,
                       reference: str | None = None, n_boot: int = 1000, work: str | None = None) -> dict:
     """The leaderboard the CLI and HTTP show: index scores (``METRICS``) from recorded backtests
-    and imported forecasts, or field scores (``FIELD_METRICS``) from recorded field backtests."""
+    and imported forecasts, or map scores (``MAP_METRICS``) from recorded field backtests."""
     from climate_ml.archive import imported_forecasts
     from climate_ml.problems import get_problem
 
     prob = get_problem(problem)
-    if score in FIELD_METRICS:
+    if score in MAP_METRICS:
         board = assemble_fields(root, problem, work, dataset)
         return score_field_board(board, score, reference or FIELD_REFERENCE, n_boot=n_boot)
     if score not in METRICS:
-        raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
+        raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
     board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
     return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 

@@ -105,14 +105,34 @@ class Count(Metric):
         return _n(sums)
 
 
-METRICS: dict[str, Metric] = {}
+@dataclass(frozen=True)
+class MapMetric(Metric):
+    """A score of map forecasts from one per-sample score of a field backtest (a variable of
+    ``sea_ice_fields.FIELD_SCORES``, e.g. the IIEE of each map): its mean over (init, lead)
+    pairs, or with ``rms`` its root mean square. ``stats`` takes the per-sample scores as ``f``
+    (``o`` is unused), so the leaderboard's bootstrap treats it like any other metric."""
+
+    variable: str = ""
+    rms: bool = False
+
+    def stats(self, f, o):
+        return [f * f if self.rms else f]
+
+    def reduce(self, sums):
+        mean = sums[..., 1] / _n(sums)
+        return np.sqrt(mean) if self.rms else mean
+
+
+METRICS: dict[str, Metric] = {}  # index forecasts: scored from (forecast, observation) pairs
+MAP_METRICS: dict[str, MapMetric] = {}  # map forecasts: scored from per-sample map scores
 
 
 def register_metric(metric: Metric) -> Metric:
-    """Add a metric to every backtest summary and to the leaderboard (CLI, HTTP, page)."""
-    if not metric.name.isidentifier() or metric.name in METRICS:
+    """Add a metric to every backtest summary and to the leaderboard (CLI, HTTP, page); a
+    ``MapMetric`` goes to the leaderboard of field backtests."""
+    if not metric.name.isidentifier() or metric.name in METRICS or metric.name in MAP_METRICS:
         raise ClimateMLError(f"metric name {metric.name!r} is taken or not an identifier")
-    METRICS[metric.name] = metric
+    (MAP_METRICS if isinstance(metric, MapMetric) else METRICS)[metric.name] = metric
     return metric
 
 
@@ -121,6 +141,12 @@ for _m in (ACC("acc", lower_is_better=False, description="anomaly correlation co
            MAE("mae", lower_is_better=True, description="mean absolute error")):
     register_metric(_m)
 N_VERIFIED = Count("n", lower_is_better=False, description="number of verified forecasts")
+for _m in (MapMetric("iiee", True, "integrated ice-edge error (10^6 km^2)", "iiee"),
+           MapMetric("sie_rmse", True, "extent RMSE of the map forecast (10^6 km^2)", "sie_error", rms=True),
+           MapMetric("binary_accuracy", False, "binary accuracy of ice / no ice", "binary_accuracy"),
+           MapMetric("ice_brier", True, "Brier score of the probability of ice", "ice_brier"),
+           MapMetric("conc_crps", True, "CRPS of concentration (the members; absolute error for one map)", "crps")):
+    register_metric(_m)
 
 
 def skill_score(metric: Metric, forecast, obs, reference) -> xr.DataArray:

@@ -140,11 +140,11 @@ def leaderboard_cmd(
 ):
     """Models x leads from recorded backtests of the same work (plus imported forecasts on the
     same inits), with block-bootstrap (by year) confidence intervals."""
-    from climate_ml.leaderboard import FIELD_METRICS, format_board, leaderboard_table
-    from climate_ml.scores import METRICS
+    from climate_ml.leaderboard import format_board, leaderboard_table
+    from climate_ml.scores import MAP_METRICS, METRICS
 
-    if score not in METRICS and score not in FIELD_METRICS:
-        raise QueryError(f"bad --score {score!r} ({', '.join(METRICS)}; for maps {', '.join(FIELD_METRICS)})")
+    if score not in METRICS and score not in MAP_METRICS:
+        raise QueryError(f"bad --score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
     if n_boot < 100:
         raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
     table = leaderboard_table(store_path(store), problem, score, dataset, reference, n_boot, work)
