@@ -58,9 +58,9 @@ from climate_ml.archive import (
     snapshot_id,
 )
 from climate_ml.errors import ClimateMLError, QueryError
-from climate_ml.leaderboard import leaderboard_table
 from climate_ml.problems import get_problem, problem_classes, problem_names
 from climate_ml.regions import parse_box
+from climate_ml.requests import LeaderboardRequest
 from climate_ml.scores import MAP_METRICS, METRICS
 from climate_ml.verify import drift_records
 
@@ -262,20 +262,18 @@ def create_app(root: Path) -> FastAPI:
     @app.get("/leaderboard")
     def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
                     n_boot: int = 500) -> Response:
-        get_problem(problem)
-        if score not in METRICS and score not in MAP_METRICS:
-            raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
-        if not 100 <= n_boot <= 5000:
-            raise QueryError(f"bad n_boot {n_boot}: between 100 and 5000")
-        return Response(content=board_json(problem, score, dataset, reference, n_boot), media_type="application/json")
+        request = LeaderboardRequest.checked(problem=problem, score=score, dataset=dataset, reference=reference,
+                                             n_boot=n_boot)
+        return Response(content=board_json(request), media_type="application/json")
 
-    def board_json(problem, score, dataset, reference, n_boot) -> bytes:
+    def board_json(request: LeaderboardRequest) -> bytes:
         # the same records, archive state and parameters give the same table (the bootstrap is
         # seeded): computed once, not per request
-        key = (problem, score, dataset, reference, n_boot, snapshot_id(root, problem), _records_state(root, problem))
+        problem = request.problem
+        key = (request, snapshot_id(root, problem), _records_state(root, problem))
         with board_locks[hash(key) % len(board_locks)]:  # a request during the warm-up waits for it
             if key not in boards:
-                table = leaderboard_table(root, problem, score, dataset, reference, n_boot)
+                table = request.table(root)
                 if len(boards) >= 64:
                     boards.pop(next(iter(boards)))
                 boards[key] = json.dumps(table, allow_nan=False).encode()  # serialised once too
@@ -286,7 +284,7 @@ def create_app(root: Path) -> FastAPI:
         (plume, contents) and its default leaderboard. A first visit then reads caches."""
         for problem, cls in problem_classes().items():
             steps = [(latest_forecasts, (root, problem)), (contents, (root, problem)),
-                     (board_json, (problem, "acc", None, None, 500))]
+                     (board_json, (LeaderboardRequest(problem, "acc", n_boot=500),))]
             if "seasonal_cycle" in cls.panels:
                 steps.append((seasonal, (problem, None, 3)))
             if "season" in cls.panels:

@@ -259,3 +259,26 @@ def test_ensemble_import_keeps_members_and_scores_the_mean(result, store, tmp_pa
     table = score_board(assemble(store, PROBLEM.name, imported=imported_forecasts(store, PROBLEM.name)), "rmse", n_boot=200)
     ens = next(r for r in table["rows"] if r["model"] == "ens")
     assert ens["leads"]["3"]["score"] == pytest.approx(0.0, abs=1e-6)  # members -0.5/+0.5 around the truth
+
+
+def test_leaderboard_requests_are_checked_once_for_every_shell():
+    """The CLI and the HTTP service check a leaderboard request in one place
+    (``requests.LeaderboardRequest``): the same rules, each error naming the parameter as that
+    shell spells it."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.requests import LeaderboardRequest, cli_option
+
+    ok = LeaderboardRequest.checked(problem="arctic_sea_ice", score="conc_crps", dataset="toy-sea-ice", n_boot=5000)
+    assert ok == LeaderboardRequest("arctic_sea_ice", "conc_crps", "toy-sea-ice", None, 5000)
+    for values, http, cli_text in (
+        ({"score": "brier"}, "bad score 'brier'", "bad --score 'brier'"),
+        ({"n_boot": 99}, "bad n_boot 99: between 100 and 5000", "bad --n-boot 99: between 100 and 5000"),
+        ({"n_boot": 5001}, "bad n_boot 5001", "bad --n-boot 5001"),
+        ({"dataset": "../evil"}, "invalid dataset name '../evil'", "invalid --dataset name '../evil'"),
+        ({"reference": "/etc/passwd"}, "invalid reference name", "invalid --reference name"),
+        ({"problem": "nino34"}, "unknown problem 'nino34'", "unknown problem 'nino34'"),
+    ):
+        for spell, says in ((None, http), (cli_option, cli_text)):
+            with pytest.raises(ClimateMLError) as caught:
+                LeaderboardRequest.checked(**({"spell": spell} if spell else {}), **{"problem": "el_nino", **values})
+            assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)

@@ -134,20 +134,18 @@ def leaderboard_cmd(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Only runs on this dataset.")] = None,
     reference: Annotated[str | None, typer.Option("--reference", help="Model that differences are taken against (default: the problem's strongest reference).")] = None,
     work: Annotated[str | None, typer.Option("--work", help="Work key (default: that of the newest run).")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 1000,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples (100-5000).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
 ):
     """Models x leads from recorded backtests of the same work (plus imported forecasts on the
     same inits), with block-bootstrap (by year) confidence intervals."""
-    from climate_ml.leaderboard import format_board, leaderboard_table
-    from climate_ml.scores import MAP_METRICS, METRICS
+    from climate_ml.leaderboard import format_board
+    from climate_ml.requests import LeaderboardRequest, cli_option
 
-    if score not in METRICS and score not in MAP_METRICS:
-        raise QueryError(f"bad --score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
-    if n_boot < 100:
-        raise QueryError(f"bad --n-boot {n_boot}: use at least 100")
-    table = leaderboard_table(store_path(store), problem, score, dataset, reference, n_boot, work)
+    request = LeaderboardRequest.checked(cli_option, problem=problem, score=score, dataset=dataset,
+                                         reference=reference, n_boot=n_boot, work=work)
+    table = request.table(store_path(store))
     typer.echo(json.dumps(table) if as_json else format_board(table, lead))
 
 
