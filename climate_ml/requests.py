@@ -9,9 +9,13 @@ keeps ``n_boot``, as an HTTP query parameter is written).
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from climate_ml.errors import QueryError
 
@@ -22,8 +26,102 @@ def as_given(name: str) -> str:
     return name
 
 
+CLI_NAMES = {"predictors": "--predictor-dataset"}  # where an option is not the field's name
+
+
 def cli_option(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return CLI_NAMES.get(name, "--" + name.replace("_", "-"))
+
+
+def parse_month(text, what: str) -> pd.Timestamp | None:
+    """A month given as YYYY-MM (or a Timestamp, from code) as the first of that month."""
+    if text is None or isinstance(text, pd.Timestamp):
+        return text
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", str(text)):
+        raise QueryError(f"bad {what} {text!r}: expected YYYY-MM")
+    if not 1678 <= int(text[:4]) <= 2261:
+        raise QueryError(f"bad {what} {text!r}: year outside 1678..2261")
+    return pd.Timestamp(text + "-01")
+
+
+def field_contract(prob, model_paths, verb: str) -> bool:
+    """True when the model files are field models (TARGET = "sea_ice_concentration"), False for
+    index models; mixing the two, or field models for a problem without a field target, is a
+    one-line error (so is a path that is not a model file)."""
+    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_target
+
+    targets = {model_target(load_model_factory(path)) for path in model_paths}
+    if FIELD_TARGET not in targets:
+        return False
+    if len(targets) > 1:
+        raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
+    if not prob.field_references:
+        from climate_ml.problems import problem_classes
+
+        with_maps = ", ".join(sorted(name for name, cls in problem_classes().items() if cls.field_references))
+        raise QueryError(f"field models forecast sea-ice concentration maps: {verb} them on a problem with a field "
+                         f"target ({with_maps}), not {prob.name}")
+    return True
+
+
+@dataclass(frozen=True)
+class BacktestRequest:
+    """A backtest of model files against the problem's references (``workflows.run_backtest_request``),
+    as `climate-ml backtest` and the run flow ask for it. ``fields`` is worked out from the model
+    files: True when they forecast concentration maps (the field backtest)."""
+
+    problem: str
+    model_paths: tuple[Path, ...] = ()
+    dataset: str | None = None
+    predictors: tuple[str, ...] | None = None
+    target_variable: str | None = None
+    test_start: pd.Timestamp = pd.Timestamp("1990-01-01")
+    test_end: pd.Timestamp | None = None
+    refit_every: int = 12
+    n_jobs: int = 1
+    scheduler: str | None = None
+    time_limit: float | None = None
+    blend: bool = True
+    record: bool = True
+    archive: bool = False
+    replace: bool = False
+    guard: bool = True
+    fields: bool = False
+
+    @classmethod
+    def checked(cls, spell: Callable[[str], str] = as_given, **values) -> BacktestRequest:
+        from climate_ml.store import check_name
+
+        values["model_paths"] = tuple(Path(p) for p in values.get("model_paths", ()))
+        if values.get("predictors") is not None:
+            values["predictors"] = tuple(values["predictors"])
+        for name in ("test_start", "test_end"):
+            if name in values:
+                values[name] = parse_month(values[name], spell(name))
+        req = cls(**values)
+        prob = req.definition()
+        fields = field_contract(prob, req.model_paths, "backtest")  # fails fast on a broken path
+        for name in ("refit_every", "n_jobs"):
+            if getattr(req, name) < 1:
+                raise QueryError(f"bad {spell(name)} {getattr(req, name)}: must be at least 1")
+        if req.time_limit is not None and not req.time_limit > 0:
+            raise QueryError(f"bad {spell('time_limit')} {req.time_limit}: must be positive")
+        if req.test_end is not None and req.test_end < req.test_start:
+            raise QueryError(f"bad {spell('test_end')} {req.test_end:%Y-%m}: before {spell('test_start')} "
+                             f"{req.test_start:%Y-%m}")
+        for name in [req.dataset] if req.dataset else []:
+            check_name(name, spell("dataset"))
+        for name in req.predictors or ():
+            check_name(name, spell("predictors"))
+        if req.replace and not fields:
+            raise QueryError(f"{spell('replace')} is for field models (maps); these are index models")
+        return dataclasses.replace(req, fields=fields)
+
+    def definition(self):
+        """The problem object this request is about."""
+        from climate_ml.problems import get_problem
+
+        return get_problem(self.problem, target_variable=self.target_variable)
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,36 @@ class Evaluation:
     record_dir: Path | None = None
     archived: dict[str, str] = field(default_factory=dict)
     looked_ahead: dict[str, str] = field(default_factory=dict)
+    dataset: str = ""  # the target's data set and the last test init the run reached
+    test_end: pd.Timestamp | None = None
+
+
+def run_backtest_request(root: Path, request, prepared: xr.Dataset | None = None, obs: xr.Dataset | None = None,
+                 progress: Callable[[str], None] | None = None, log: Callable[[str], None] = lambda s: None,
+                 on_forecast: Callable | None = None):
+    """A checked ``requests.BacktestRequest`` as every shell runs it: the field backtest
+    (``field_backtest_run``, a ``FieldRun``) when its model files forecast maps, else ``evaluate``
+    on the problem's inputs (``prepared`` and ``obs`` when the caller built them, e.g. on a Dask
+    cluster) up to the problem's last init with every input known (an ``Evaluation``)."""
+    prob = request.definition()
+    options = {"n_jobs": request.n_jobs, "scheduler": request.scheduler, "time_limit": request.time_limit}
+    if request.fields:
+        return field_backtest_run(root, request.dataset or prob.default_dataset, request.test_start, request.test_end,
+                                  request.refit_every, request.model_paths, archive=request.archive,
+                                  replace=request.replace, on_forecast=on_forecast, progress=progress, log=log,
+                                  problem=prob, **options)
+    if prepared is None:
+        predictors = None if request.predictors is None else list(request.predictors)
+        dataset, obs, prepared = problem_inputs(root, prob, request.dataset, predictors, log=log)
+    else:
+        dataset = request.dataset or prob.default_dataset
+        obs = obs if obs is not None else ensure_dataset(root, dataset, log=log)
+    end = prob.last_init(prepared) if request.test_end is None else min(request.test_end, prob.last_init(prepared))
+    ev = evaluate(root, prob, list(request.model_paths), prepared, obs, dataset, request.test_start, end,
+                  request.refit_every, blend=request.blend, record=request.record, archive=request.archive,
+                  guard=request.guard, progress=progress, **options)
+    ev.dataset, ev.test_end = dataset, end
+    return ev
 
 
 def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr.Dataset, obs: xr.Dataset,

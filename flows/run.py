@@ -24,15 +24,16 @@ from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem, problem_names
 from climate_ml.problems.seasonal_totals import MONTH_ABBR
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
+from climate_ml.requests import BacktestRequest
 from climate_ml.store import store_root
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     Evaluation,
     ensure_dataset,
-    evaluate,
     issue_with_outlook,
     problem_inputs,
     registered_models,
+    run_backtest_request,
 )
 
 
@@ -66,11 +67,12 @@ def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Datase
     problem, the lookahead guard, the blend, the record for the leaderboard, the hindcasts archived."""
     problem = get_problem(problem_name)
     extra = [p for n, p in registered_models(problem_name).items() if n not in problem.references]
-    test_end = min(problem.last_init(prepared), pd.Timestamp(prepared["time"].values[-2]))
-    obs = ensure_dataset(Path(root), dataset)
+    request = BacktestRequest.checked(problem=problem_name, model_paths=extra, dataset=dataset, test_start=test_start,
+                                      test_end=pd.Timestamp(prepared["time"].values[-2]), refit_every=refit_every,
+                                      archive=True)
     logger = get_run_logger()
-    return evaluate(Path(root), problem, extra, prepared, obs, dataset, test_start, test_end, refit_every,
-                    archive=True, progress=lambda msg: logger.info(f"{problem_name} backtest: {msg}"))
+    return run_backtest_request(Path(root), request, prepared=prepared,
+                        progress=lambda msg: logger.info(f"{problem_name} backtest: {msg}"))
 
 
 @task

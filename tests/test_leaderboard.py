@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,3 +283,34 @@ def test_leaderboard_requests_are_checked_once_for_every_shell():
             with pytest.raises(ClimateMLError) as caught:
                 LeaderboardRequest.checked(**({"spell": spell} if spell else {}), **{"problem": "el_nino", **values})
             assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_backtest_requests_are_checked_once_for_the_cli_and_the_flows(tmp_path):
+    """``requests.BacktestRequest``: what `climate-ml backtest` and the run flow ask for,
+    checked in one place; the CLI's errors name its options."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.requests import BacktestRequest, cli_option
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    req = BacktestRequest.checked(problem="el_nino", model_paths=[str(models / "persistence.py")], test_start="1990-01",
+                                  test_end="1999-12", predictors=["kaplan-local"])
+    assert req.test_start == pd.Timestamp("1990-01-01") and req.predictors == ("kaplan-local",) and not req.fields
+    maps = BacktestRequest.checked(problem="arctic_sea_ice", model_paths=[models / "fields" / "climatology.py"],
+                                   archive=True, replace=True)
+    assert maps.fields
+    for values, says in (
+        ({"test_start": "1990-13"}, "bad --test-start '1990-13': expected YYYY-MM"),
+        ({"test_end": "1980-01"}, "bad --test-end 1980-01: before --test-start 1990-01"),
+        ({"refit_every": 0}, "bad --refit-every 0: must be at least 1"),
+        ({"n_jobs": 0}, "bad --n-jobs 0: must be at least 1"),
+        ({"time_limit": -5.0}, "bad --time-limit -5.0: must be positive"),
+        ({"dataset": "../evil"}, "invalid --dataset name '../evil'"),
+        ({"predictors": ["/abs/path"]}, "invalid --predictor-dataset name '/abs/path'"),
+        ({"replace": True}, "--replace is for field models"),
+        ({"model_paths": [tmp_path / "missing.py"]}, "missing.py"),
+        ({"model_paths": [models / "fields" / "climatology.py"]}, "not el_nino"),
+    ):
+        with pytest.raises(ClimateMLError) as caught:
+            BacktestRequest.checked(cli_option, **{"problem": "el_nino", "model_paths": [models / "persistence.py"],
+                                                   **values})
+        assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)

@@ -3,16 +3,15 @@ helpers (store root, month parsing, progress bars, which contract a model file f
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from climate_ml.errors import QueryError
+from climate_ml.requests import field_contract, parse_month  # noqa: F401  (the commands' helpers)
 
 app = typer.Typer(
     add_completion=False,
@@ -44,16 +43,6 @@ def store_path(store):
     return store_root(store)
 
 
-def parse_month(text: str | None, what: str) -> pd.Timestamp | None:
-    if text is None:
-        return None
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", text):
-        raise QueryError(f"bad {what} {text!r}: expected YYYY-MM")
-    if not 1678 <= int(text[:4]) <= 2261:
-        raise QueryError(f"bad {what} {text!r}: year outside 1678..2261")
-    return pd.Timestamp(text + "-01")
-
-
 def parse_units(values: list[str] | None):
     """``--units U`` (every variable) or ``--units VAR=U`` (repeatable) as the ingest expects."""
     if not values:
@@ -71,23 +60,3 @@ def parse_units(values: list[str] | None):
 def progress_bar(label: str):
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.description}"),
                     TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
-
-
-
-def field_contract(prob, model_paths, verb: str) -> bool:
-    """True when the model files are field models (TARGET = "sea_ice_concentration"), False for
-    index models; mixing the two, or field models for another problem, is a one-line error."""
-    from climate_ml.model_api import FIELD_TARGET, load_model_factory, model_target
-
-    targets = {model_target(load_model_factory(path)) for path in model_paths}
-    if FIELD_TARGET not in targets:
-        return False
-    if len(targets) > 1:
-        raise QueryError("give field models (TARGET = 'sea_ice_concentration') and index models in separate runs")
-    if not prob.field_references:
-        from climate_ml.problems import problem_classes
-
-        with_maps = ", ".join(sorted(name for name, cls in problem_classes().items() if cls.field_references))
-        raise QueryError(f"field models forecast sea-ice concentration maps: {verb} them on a problem with a field "
-                         f"target ({with_maps}), not {prob.name}")
-    return True

@@ -18,7 +18,6 @@ from climate_ml.commands.common import (
     TargetVarOpt,
     app,
     err,
-    field_contract,
     parse_month,
     progress_bar,
     store_path,
@@ -59,33 +58,25 @@ def backtest_cmd(
     accuracy, the Brier score of P(ice), the CRPS of concentration and the members' spread/skill."""
     from climate_ml.cluster import scheduler_address
     from climate_ml.model_api import model_name
-    from climate_ml.problems import get_problem
     from climate_ml.report import skill_table
-    from climate_ml.workflows import backtest_summary, evaluate, problem_inputs
+    from climate_ml.requests import BacktestRequest, cli_option
+    from climate_ml.workflows import backtest_summary, run_backtest_request
 
-    prob = get_problem(problem, target_variable=target_variable)
-    fields = field_contract(prob, model_paths, "backtest")  # fails fast on a broken path
-    if n_jobs < 1:
-        raise QueryError(f"bad --n-jobs {n_jobs}: must be at least 1")
-    start = parse_month(test_start, "--test-start")
-    end = parse_month(test_end, "--test-end")
-    root = store_path(store)
-    if refit_every < 1:
-        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
-    if fields:  # concentration maps: the field backtest, recorded for the field leaderboard
-        _field_backtest(root, prob, dataset or prob.default_dataset, start, end, test_start, refit_every, model_paths,
-                        archive, replace, plot, as_json, n_jobs=n_jobs, scheduler=scheduler_address(scheduler),
-                        time_limit=time_limit)
+    request = BacktestRequest.checked(
+        cli_option, problem=problem, model_paths=model_paths, dataset=dataset, predictors=predictor_dataset,
+        target_variable=target_variable, test_start=test_start, test_end=test_end, refit_every=refit_every,
+        n_jobs=n_jobs, scheduler=scheduler_address(scheduler), time_limit=time_limit, blend=blend, record=record,
+        archive=archive, replace=replace, guard=guard)
+    prob, root, start = request.definition(), store_path(store), request.test_start
+    if request.fields:  # concentration maps: the field backtest, recorded for the field leaderboard
+        _field_backtest(root, request, plot, as_json)
         return
-    if plot or replace:
-        raise QueryError(f"{'--plot' if plot else '--replace'} is for field models (maps); these are index models")
-    dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
-    end = min(end, prob.last_init(prepared)) if end else prob.last_init(prepared)
+    if plot:
+        raise QueryError("--plot is for field models (maps); these are index models")
     with progress_bar("backtest") as bar:
         task = bar.add_task("", total=None)
-        ev = evaluate(root, prob, model_paths, prepared, obs, dataset, start, end, refit_every, blend=blend,
-                      record=record, archive=archive, guard=guard, progress=lambda msg: bar.update(task, description=msg),
-                      n_jobs=n_jobs, scheduler=scheduler_address(scheduler), time_limit=time_limit)
+        ev = run_backtest_request(root, request, progress=lambda msg: bar.update(task, description=msg), log=err.print)
+    dataset, end = ev.dataset, ev.test_end
     res = ev.result
     contributivity, record_dir = ev.contributivity, ev.record_dir
     names = [model_name(p) for p in model_paths] + (["blend"] if "blend" in res.forecasts else [])
@@ -186,14 +177,13 @@ def stress_cmd(
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
-def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str, refit_every: int, model_paths,
-                    archive: bool, replace: bool, plot: Path | None, as_json: bool, **options) -> None:
+def _field_backtest(root: Path, request, plot: Path | None, as_json: bool) -> None:
     """`backtest` of field models: the field backtest with its map of the probability of ice."""
     import numpy as np
 
     from climate_ml.report import plot_ice_probability
     from climate_ml.sea_ice_fields import THRESHOLD
-    from climate_ml.workflows import field_backtest_run
+    from climate_ml.workflows import run_backtest_request
 
     recent: dict[str, dict] = {}  # model -> the lead-1 probability of ice of its two latest inits
 
@@ -206,9 +196,8 @@ def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str,
 
     with progress_bar("field backtest") as bar:
         task = bar.add_task("", total=None)
-        run = field_backtest_run(root, dataset, start, end, refit_every, model_paths, archive=archive,
-                                 replace=replace, on_forecast=keep, log=err.print,
-                                 progress=lambda msg: bar.update(task, description=msg), problem=prob, **options)
+        run = run_backtest_request(root, request, on_forecast=keep, log=err.print,
+                           progress=lambda msg: bar.update(task, description=msg))
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
     kept = {name: p[map_init] for name, p in recent.items() if map_init in p}
@@ -218,7 +207,9 @@ def _field_backtest(root: Path, prob, dataset: str, start, end, test_start: str,
         probs = {name: np.where(ocean, p.reshape(ocean.shape), np.nan) for name, p in kept.items()}
         png = plot_ice_probability(conc.sel(time=valid).values, probs, plot, f"{valid:%Y-%m} from {map_init:%Y-%m} (lead 1)")
         err.print(f"wrote {png}")
-    _report_field_run(run, prob, dataset, test_start, refit_every, as_json, archive)
+    prob = request.definition()
+    _report_field_run(run, prob, request.dataset or prob.default_dataset, f"{request.test_start:%Y-%m}",
+                      request.refit_every, as_json, request.archive)
 
 
 def _report_field_run(run, prob, dataset: str, test_start: str, refit_every: int, as_json: bool, archive: bool) -> None:
