@@ -270,6 +270,17 @@ class Outcomes:
         else:
             self.done[(name, t0)] = out
 
+    def check_members(self, name: str, sizes: dict[pd.Timestamp, int]) -> bool:
+        """Fail ``name`` when its forecasts (fit_end: number of members) do not all have the
+        same number of members; True when they do."""
+        first = next(iter(sizes.items()))
+        other = next(((t, m) for t, m in sizes.items() if m != first[1]), None)
+        if other is not None:
+            self.failures.setdefault(name, f"{name}: members of unequal size: {first[1]} from the fit up to "
+                                           f"{first[0]:%Y-%m}, {other[1]} from the fit up to {other[0]:%Y-%m}; "
+                                           "return the same members every time")
+        return other is None
+
     def timed_out(self, name: str, t0: pd.Timestamp) -> None:
         self.failures.setdefault(name, f"{name}: exceeded the time limit of {self.time_limit:g} s "
                                        f"(fold fitted up to {t0:%Y-%m})")
@@ -397,7 +408,10 @@ def backtest(
 def assemble_result(problem: Problem, prepared: xr.Dataset, plan, models, out: Outcomes) -> BacktestResult:
     """The backtest's result from its units' outcomes, in fold order: forecasts (ensemble means,
     with the members kept aside), observations, baselines, each init's fit_end and the
-    problem's scoring context."""
+    problem's scoring context. A model whose folds return different numbers of members fails."""
+    for name in models:
+        if name not in out.failures:
+            out.check_members(name, {t0: out.done[(name, t0)].sizes.get(MEMBER, 1) for t0, _ in plan})
     forecasts = {
         name: add_valid_time(xr.concat([out.done[(name, t0)] for t0, _ in plan], dim=INIT))
         for name in models if name not in out.failures

@@ -293,9 +293,13 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     row = {t: k for k, t in enumerate(inits)}
     out = np.full((len(names), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
     active: dict[pd.Timestamp, np.ndarray] = {}
+    n_members: dict[str, tuple[pd.Timestamp, int]] = {}  # model -> its first fold and number of members
 
     def score(name: str, t0: pd.Timestamp, maps: dict) -> None:
         """Score one (model, fold)'s maps, in init order; nothing of them is kept."""
+        first = n_members.setdefault(name, (t0, next(iter(maps.values())).shape[0]))
+        if not outcomes.check_members(name, {first[0]: first[1], t0: next(iter(maps.values())).shape[0]}):
+            return
         if t0 not in active:
             active.clear()
             active[t0] = active_region(conc, times, t0)
@@ -346,6 +350,9 @@ def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, probl
         for init in inits:
             raw = predict_field_model(model, conc.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
             maps[init] = check_field_prediction(raw, spatial, shape, leads, name)
+            if maps[init].shape[0] != maps[inits[0]].shape[0]:
+                raise ModelError(f"{name}: members of unequal size: {maps[inits[0]].shape[0]} at {inits[0]:%Y-%m}, "
+                                 f"{maps[init].shape[0]} at {init:%Y-%m}; return the same members every time")
     except ModelError as exc:
         return name, str(exc), time.perf_counter() - tic
     return name, maps, time.perf_counter() - tic

@@ -178,6 +178,24 @@ def test_field_backtest_runs_on_the_engine_executors_with_the_same_numbers(tmp_p
         xr.testing.assert_identical(timed[name], local[name].sel({"method": list(refs)}))
 
 
+def test_field_members_of_unequal_size_fail_their_model(tmp_path):
+    """Three members before 1996 and two after, across folds or within one: a failure that says
+    so; the references still score."""
+    ice = advecting_ice(n_years=8, size=8)
+    fickle = tmp_path / "fickle.py"
+    fickle.write_text(PERSISTENCE_MODEL.replace("{suffix}", "").replace(
+        "for d in (-0.1, 0.0, 0.1)]", "for d in ((-0.1, 0.0, 0.1) if conc.time.dt.year[-1] < {year} else (0.0, 0.1))]"))
+    for year, refit, says in ((1996, 12, "3 from the fit up to 1994-01, 2 from the fit up to 1996-01"),
+                              (1995, 24, "3 at 1994-01, 2 at 1995-01")):
+        path = tmp_path / f"fickle{year}.py"
+        path.write_text(fickle.read_text().replace("{year}", str(year)))
+        scores = field_backtest(ice["conc"], ice["cell_area"], [1], "1994-01", "1996-06", refit,
+                                models={**reference_models(("climatology",)), "fickle": path})
+        reason = json.loads(scores.attrs["failures"])["fickle"]
+        assert "members of unequal size" in reason and says in reason, reason
+        assert list(scores["method"].values) == ["climatology"]
+
+
 def test_field_model_on_the_wrong_grid_fails_with_its_reason(tmp_path):
     ice = advecting_ice(n_years=8, size=8)
     bad = load_model_factory(_write_model(tmp_path, "cropped", suffix=".isel(x=slice(0, 5))"))

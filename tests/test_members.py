@@ -110,6 +110,20 @@ def test_evaluation_is_one_dataset_of_every_model_metric_and_lead(prepared, tmp_
     xr.testing.assert_identical(xr.load_dataset(path), ev)
 
 
+def test_members_of_unequal_size_fail_their_model_with_the_reason(prepared, tmp_path):
+    """A model that returns 9 members in one fold and 5 in the next is a FAILED row that says so
+    (its folds cannot be put together); the others still score."""
+    path = tmp_path / "fickle.py"
+    path.write_text(ENSEMBLE.format(n=9, scale=1.0).replace(
+        "        return self\n", "        self.n_members = 9 if int(X['init_time'].dt.year[-1]) < 1987 else 5\n"
+                                 "        return self\n", 1))
+    res = backtest(PROBLEM, {"fickle": path, "persistence": MODELS_DIR / "persistence.py"}, prepared,
+                   "1985-01", "1994-12", refit_every=60)
+    assert set(res.forecasts) == {"persistence"}
+    assert res.failures["fickle"].startswith("fickle: members of unequal size: 9 from the fit up to 1985-01, "
+                                             "5 from the fit up to 1990-01")
+
+
 def test_guard_probes_member_models(prepared, tmp_path):
     path = _model(tmp_path, "wide", 1.0)
     assert guard_backtest(PROBLEM, {"wide": path}, prepared, "1990-01", "1994-12", 60) == {}
