@@ -197,7 +197,7 @@ def _field_backtest(root: Path, request, plot: Path | None, as_json: bool) -> No
     with progress_bar("field backtest") as bar:
         task = bar.add_task("", total=None)
         run = run_backtest_request(root, request, on_forecast=keep, log=err.print,
-                           progress=lambda msg: bar.update(task, description=msg))
+                                   progress=lambda msg: bar.update(task, description=msg))
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
     kept = {name: p[map_init] for name, p in recent.items() if map_init in p}
