@@ -126,8 +126,8 @@ class Evaluation:
 
 
 def run_backtest_request(root: Path, request, prepared: xr.Dataset | None = None, obs: xr.Dataset | None = None,
-                 progress: Callable[[str], None] | None = None, log: Callable[[str], None] = lambda s: None,
-                 on_forecast: Callable | None = None):
+                         progress: Callable[[str], None] | None = None, log: Callable[[str], None] = lambda s: None,
+                         on_forecast: Callable | None = None):
     """A checked ``requests.BacktestRequest`` as every shell runs it: the field backtest
     (``field_backtest_run``, a ``FieldRun``) when its model files forecast maps, else ``evaluate``
     on the problem's inputs (``prepared`` and ``obs`` when the caller built them, e.g. on a Dask

@@ -19,10 +19,14 @@ from climate_ml.errors import QueryError
 
 @app.command()
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 5 minutes instead of about 11 on 2 cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 8 minutes on 2 cores).")] = False,
     store: StoreOpt = None,
 ):
     """The main job, as a Prefect flow: data -> features -> backtest -> forecast -> archive -> verify -> report."""
+    # Prefect's temporary server migrates a fresh database before it answers, which can take
+    # longer than Prefect's default 20 s wait on a small machine (seen on 2 cores): wait longer
+    # unless the user set it
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.run import climate_ml_run
 
     summary = climate_ml_run(store=str(store_path(store)), quick=quick)
