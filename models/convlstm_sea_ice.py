@@ -175,5 +175,6 @@ class SeaIceConvLSTM:
         return xr.DataArray(out, dims=("member", "lead", *self.grid_), coords=coords).transpose("lead", "member", ...)
 
 
-def make_model():
-    return SeaIceConvLSTM()
+def make_model(**options):
+    """The backtest calls this with no options; a benchmark may pass e.g. ``coarsen=4``."""
+    return SeaIceConvLSTM(**options)
