@@ -47,20 +47,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from climate_ml import __version__
 from climate_ml.archive import (
     contents,
-    export,
     history,
     latest_forecasts,
     latest_verified_map,
-    parse_init_range,
-    parse_leads,
-    query,
     read_monitoring,
     snapshot_id,
 )
 from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.problems import get_problem, problem_classes, problem_names
-from climate_ml.regions import parse_box
-from climate_ml.requests import LeaderboardRequest
+from climate_ml.requests import ArchiveQuery, LeaderboardRequest
 from climate_ml.scores import MAP_METRICS, METRICS
 from climate_ml.verify import drift_records
 
@@ -150,16 +145,9 @@ def create_app(root: Path) -> FastAPI:
     async def forecasts(problem: str, model: str | None = None, init: str | None = None, lead: str | None = None,
                   format: str = "json", dataset: str | None = None, valid: str | None = None,
                   as_of: str | None = None, box: str | None = None) -> Response:
-        if format not in MEDIA:
-            raise QueryError(f"bad format {format!r} ({', '.join(MEDIA)})")
-        get_problem(problem)
-        parse_init_range(init)
-        parse_init_range(valid)
-        parse_leads(lead)
-        if box is not None:
-            parse_box(box)
-        data = export(query(root, problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of,
-                            provenance=format not in ("json", "csv"), box=box), format)
+        request = ArchiveQuery.checked(problem=problem, model=model, init=init, lead=lead, valid=valid, as_of=as_of,
+                                       dataset=dataset, box=box, format=format)
+        data = request.export(root, provenance=format not in ("json", "csv"))
         binary = MEDIA[format] == "application/x-netcdf"
         headers = {"Content-Disposition": f'attachment; filename="{problem}-{format}.nc"'} if binary else None
         return Response(content=data, media_type=MEDIA[format], headers=headers)

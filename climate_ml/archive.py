@@ -696,13 +696,14 @@ def latest_verified_map(root: Path, problem: str, dataset: str | None = None, mo
     return out
 
 
-def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-    """``YYYY-MM``, ``YYYY`` (the whole year), ``A:B`` with A and B either form, ``:B`` or ``A:``."""
+def parse_init_range(text: str | None, what: str = "init") -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """``YYYY-MM``, ``YYYY`` (the whole year), ``A:B`` with A and B either form, ``:B`` or ``A:``;
+    errors name the parameter as ``what`` (e.g. ``valid``, ``--init``)."""
     if not text:
         return None, None
     parts = text.split(":")
     if len(parts) > 2:
-        raise QueryError(f"bad init {text!r}: expected YYYY-MM, YYYY or a range A:B of them")
+        raise QueryError(f"bad {what} {text!r}: expected YYYY-MM, YYYY or a range A:B of them")
     if len(parts) == 1:
         parts = [parts[0], parts[0]]
     out = []
@@ -711,19 +712,19 @@ def parse_init_range(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestam
             out.append(None)
             continue
         if not re.fullmatch(r"\d{4}(-\d{2})?", p) or (len(p) == 7 and not 1 <= int(p[5:]) <= 12):
-            raise QueryError(f"bad init {text!r}: {p!r} is not YYYY-MM or YYYY")
+            raise QueryError(f"bad {what} {text!r}: {p!r} is not YYYY-MM or YYYY")
         if not MIN_YEAR <= int(p[:4]) <= MAX_YEAR:
-            raise QueryError(f"bad init {text!r}: year {p[:4]} is outside {MIN_YEAR}..{MAX_YEAR}")
+            raise QueryError(f"bad {what} {text!r}: year {p[:4]} is outside {MIN_YEAR}..{MAX_YEAR}")
         if len(p) == 4:  # a year: from its January, or up to its December
             p = f"{p}-01" if k == 0 else f"{p}-12"
         out.append(pd.Timestamp(p + "-01"))
     if out[0] is not None and out[1] is not None and out[1] < out[0]:
-        raise QueryError(f"bad init {text!r}: end before start")
+        raise QueryError(f"bad {what} {text!r}: end before start")
     return out[0], out[1]
 
 
-def parse_leads(lead) -> list[int] | None:
-    """None (every lead), an int, or a comma list such as ``1,3,6``."""
+def parse_leads(lead, what: str = "lead") -> list[int] | None:
+    """None (every lead), an int, or a comma list such as ``1,3,6``; errors name ``what``."""
     if lead is None or lead == "":
         return None
     items = [lead] if isinstance(lead, int) else (lead if isinstance(lead, (list, tuple)) else str(lead).split(","))
@@ -732,9 +733,9 @@ def parse_leads(lead) -> list[int] | None:
         try:
             k = int(str(item).strip())
         except ValueError as exc:
-            raise QueryError(f"bad lead {lead!r}: expected whole months such as 3 or 1,3,6") from exc
+            raise QueryError(f"bad {what} {lead!r}: expected whole months such as 3 or 1,3,6") from exc
         if k < 1:
-            raise QueryError(f"bad lead {k}: leads are positive months")
+            raise QueryError(f"bad {what} {k}: leads are positive months")
         out.append(k)
     return sorted(set(out))
 

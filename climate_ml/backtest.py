@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import os
 import time as _time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -124,12 +125,46 @@ class BacktestResult:
         ref, _ = self._anomalies(self.forecasts[reference])
         return _per_lead(skill_score(METRICS[metric], fc, obs, ref))
 
-    def evaluation(self, reference: str | None = None) -> xr.Dataset:
+    def evaluation(self, reference: str | None = None, by: str | None = None) -> xr.Dataset:
         """Every model's scores in one Dataset: ``score`` (model, metric, lead), NaN where a
         metric does not apply to a model (CRPS of a single forecast); with ``reference``, also
         ``skill`` (model, metric, lead) of each registered metric against that model on the
         same pairs (``scores.skill_score``). The coordinate ``better`` says per metric whether
-        "lower" or "higher" values are better ("" for counts and ratios such as spread/skill)."""
+        "lower" or "higher" values are better ("" for counts and ratios such as spread/skill).
+        ``by="season"`` (the init's season, DJF..SON) or ``by="month"`` (the init's calendar
+        month) adds a ``group`` dimension: "all" (every init, as without ``by``) and then each
+        group of inits scored alone, e.g. the skill of forecasts made in spring, through the
+        predictability barrier. The problem's own extra scores (e.g. the rainfall season) are
+        for "all" only (NaN in the groups)."""
+        if by is None:
+            return self._evaluation(reference)
+        if by not in INIT_GROUPS:
+            raise ClimateMLError(f"bad grouping {by!r} ({', '.join(INIT_GROUPS)})")
+        label = INIT_GROUPS[by]
+        inits = pd.DatetimeIndex(self.obs[INIT].values)
+        keys = np.array([label(t) for t in inits])
+        names = ["all", *dict.fromkeys(label(pd.Timestamp(2001, m, 1)) for m in range(1, 13))]
+        parts = [self._evaluation(reference)]
+        for key in names[1:]:
+            parts.append(self.subset(inits[keys == key])._evaluation(reference) if (keys == key).any()
+                         else parts[0].isel(model=slice(0, 0)))
+        base = parts[0]  # every model and metric (a group has no extra scores, an empty group no models)
+        aligned = [p.drop_vars("better").reindex(model=base["model"].values, metric=base["metric"].values)
+                   for p in parts]
+        out = xr.concat(aligned, dim=pd.Index(names, name="group"))
+        return out.assign_coords(better=base["better"], group_by=by).assign_attrs(base.attrs)
+
+    def subset(self, inits) -> BacktestResult:
+        """The same backtest on some of its inits only (scores of a group of inits). The
+        problem's own extra scores are left out: they may need every init."""
+        sel = {INIT: pd.DatetimeIndex(inits)}
+        return BacktestResult(
+            self.problem, {n: fc.sel(sel) for n, fc in self.forecasts.items()}, self.obs.sel(sel), dict(self.failures),
+            dict(self.seconds), None if self.baseline is None else self.baseline.sel(sel),
+            None if self.fit_end is None else self.fit_end.sel(sel), {k: v.sel(sel) for k, v in self.context.items()},
+            None, {n: m.sel(sel) for n, m in self.members.items()})
+
+    def _evaluation(self, reference: str | None = None) -> xr.Dataset:
         leads = self.obs[LEAD].values
 
         def on_leads(da: xr.DataArray | None) -> np.ndarray:
@@ -155,6 +190,13 @@ class BacktestResult:
             out["skill"] = (("model", "metric", LEAD), skill)
             out.attrs["reference"] = reference
         return out
+
+
+SEASONS = ("DJF", "DJF", "MAM", "MAM", "MAM", "JJA", "JJA", "JJA", "SON", "SON", "SON", "DJF")
+INIT_GROUPS: dict[str, Callable[[pd.Timestamp], str]] = {
+    "season": lambda t: SEASONS[t.month - 1],
+    "month": lambda t: f"{t:%b}",
+}
 
 
 def _per_lead(da: xr.DataArray) -> dict[str, float]:
@@ -306,10 +348,26 @@ class InProcess:
             progress(f"fold {k + 1}/{len(folds)} (fit up to {t0:%Y-%m})")
 
 
+@functools.lru_cache(maxsize=1)
+def process_context():
+    """How worker processes start: forked from a fork server that imported the heavy modules
+    once (a freshly spawned worker spends seconds importing torch and LightGBM before its first
+    unit), or spawned where there is no fork server (Windows). Either way a worker starts clean,
+    never as a fork of this process and its threads."""
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["climate_ml.backtest", "climate_ml.sea_ice_fields", "climate_ml.layers",
+                                "climate_ml.boosting"])
+    return ctx
+
+
 @dataclass
 class LocalProcesses:
-    """Units in ``n_jobs`` spawned processes (each receives the problem and data once); with a
-    ``time_limit``, a unit that runs longer fails its model and the pool is killed at the end."""
+    """Units in ``n_jobs`` worker processes (``process_context``; each receives the problem and
+    data once); with a ``time_limit``, a unit that runs longer fails its model and the pool is
+    killed at the end."""
 
     n_jobs: int = 2
     time_limit: float | None = None
@@ -317,7 +375,7 @@ class LocalProcesses:
     def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
             progress: Callable[[str], None], work: Callable | None = None) -> None:
         work = work or _unit
-        ctx = multiprocessing.get_context("spawn")
+        ctx = process_context()
         pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared))
         stuck = False
         try:
@@ -366,6 +424,16 @@ class DaskCluster:
                     out.timed_out(name, t0)
                     fut.cancel()
                 progress(f"{k + 1}/{len(units)} model-folds")
+
+
+def default_jobs(limit: int = 4) -> int:
+    """Local worker processes for the shells' own backtests (the run and monthly flows): the
+    CPUs this process may use, at most ``limit`` (each worker holds a copy of the data)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(limit, cpus))
 
 
 def choose_executor(n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None):
@@ -449,6 +517,32 @@ def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, ini
     return add_valid_time(fit_predict(factory, fold, [init], problem.leads, name))
 
 
+def issue_forecasts(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, init,
+                    n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None,
+                    executor=None) -> tuple[dict[str, xr.DataArray], dict[str, str]]:
+    """``issue_forecast`` for several models, each a unit of work for the backtest's executors
+    (in this process, ``n_jobs`` local processes or a Dask ``scheduler``): (forecasts, failures
+    with their reasons). A forecast does not depend on which executor made it."""
+    init = pd.Timestamp(init)
+    units = [(name, spec, init, pd.DatetimeIndex([init])) for name, spec in models.items()]
+    out = Outcomes(models, time_limit)
+    executor = executor or choose_executor(n_jobs, scheduler, time_limit)
+    executor.run(problem, prepared, units, out, lambda msg: None, work=_issue_unit)
+    return {name: out.done[(name, init)] for name in models if name not in out.failures}, out.failures
+
+
+def _issue_unit(name: str, spec: ModelSpec, init: pd.Timestamp, inits: pd.DatetimeIndex,
+                problem: Problem | None = None, prepared: xr.Dataset | None = None,
+                cache: dict | None = None) -> tuple[str, object, float]:
+    """One model's forecast from ``init`` (``issue_forecast``): (name, forecast or error, seconds)."""
+    problem, prepared = unit_inputs(problem, prepared)
+    tic = _time.perf_counter()
+    try:
+        return name, issue_forecast(problem, resolve_model(spec), prepared, init, name), _time.perf_counter() - tic
+    except ClimateMLError as exc:
+        return name, str(exc), _time.perf_counter() - tic
+
+
 def missing_inputs(X: xr.Dataset) -> list[str]:
     """Variables of X with a missing (NaN) value at any of its inits."""
     return sorted(str(v) for v in X.data_vars if bool(X[v].isnull().any()))
@@ -456,7 +550,8 @@ def missing_inputs(X: xr.Dataset) -> list[str]:
 
 def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, test_start, test_end,
                    refit_every: int, n_probes: int = 2, seed: int = 0,
-                   done: dict[str, xr.DataArray] | None = None) -> dict[str, str]:
+                   done: dict[str, xr.DataArray] | None = None, n_jobs: int = 1, scheduler: str | None = None,
+                   time_limit: float | None = None, executor=None) -> dict[str, str]:
     """The lookahead guard as every backtest runs it (RAMP checks every submission): for the
     last fold of the plan, each model forecasts the fold's whole block of inits, as in the
     backtest, once on the data and once with every value after a probe init replaced by noise;
@@ -464,34 +559,69 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
     are probed, so a model that reads the rows of later inits inside ``predict`` is caught as
     well as a feature that reads ahead. Returns {model: reason} for the models that look ahead
     (or fail while being probed). ``done``: the backtest's forecasts, whose last block (fitted on
-    the same fold) is the unperturbed reference, saving one fit per model."""
+    the same fold) is the unperturbed reference, saving one fit per model. The (model, probe)
+    fits are units of work for the same executors as the backtest's (``n_jobs``, ``scheduler``,
+    ``time_limit``, ``executor``): the verdicts do not depend on which runs them."""
     t0, block = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)[-1]
     probes = block[np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)]
-    base = problem.fold_data(prepared, t0)
-    perturbed = {init: problem.fold_data(perturb_after(prepared, init, seed=seed), t0) for init in probes}
-    out = {}
-    for name, spec in models.items():
+    out: dict[str, str] = {}
+    refs, cache = {}, {}
+    for name, spec in models.items():  # the unperturbed forecasts of the block
+        if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
+            refs[name] = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
+            continue
         try:
-            if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
-                ref = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
-            else:
-                ref = _mean(fit_predict(resolve_model(spec), base, block, problem.leads, name))
-            for init in probes:
-                # only the probe init must be a valid forecast: later inits hold noise on purpose,
-                # and a model may well forecast garbage from garbage
-                raw, X_test = _fit_and_predict(resolve_model(spec), perturbed[init], block, name)
-                if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
-                    raise ModelError(f"{name}: predict must return a DataArray with init_time")
-                got = _mean(check_prediction(raw.sel({INIT: [init]}), X_test.sel({INIT: [init]}), problem.leads, where=name))
-                want = ref.sel({INIT: [init]})
-                if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
-                    diff = float(np.max(np.abs(want.values - got.values)))
-                    out[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
-                                 f"when only data after that init changed (lookahead guard; fold fitted up to {t0:%Y-%m})")
-                    break
+            refs[name] = _mean(fit_predict(resolve_model(spec), _fold(problem, prepared, t0, cache), block,
+                                           problem.leads, name))
         except ModelError as exc:
             out[name] = f"{name}: failed under the lookahead guard: {exc}"
+    # probe-major order: each probe's perturbed fold is built once per process
+    units = [(name, models[name], init, block) for init in probes for name in models if name not in out]
+    probed = Outcomes(models, time_limit)
+    if units:
+        executor = executor or choose_executor(n_jobs, scheduler, time_limit)
+        executor.run(problem, prepared, units, probed, lambda msg: None,
+                     work=functools.partial(_probe_unit, fit_end=t0, seed=seed))
+    for name in models:
+        if name in out:
+            continue
+        if name in probed.failures:
+            out[name] = f"{name}: failed under the lookahead guard: {probed.failures[name]}"
+            continue
+        for init in probes:
+            want, got = refs[name].sel({INIT: [init]}), probed.done[(name, init)]
+            if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
+                diff = float(np.max(np.abs(want.values - got.values)))
+                out[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
+                             f"when only data after that init changed (lookahead guard; fold fitted up to {t0:%Y-%m})")
+                break
     return out
+
+
+def _probe_unit(name: str, spec: ModelSpec, probe: pd.Timestamp, block: pd.DatetimeIndex,
+                problem: Problem | None = None, prepared: xr.Dataset | None = None, cache: dict | None = None,
+                *, fit_end: pd.Timestamp, seed: int = 0) -> tuple[str, object, float]:
+    """One (model, probe init) of the lookahead guard: fitted up to ``fit_end`` on data whose
+    every value after ``probe`` is noise, the model forecasts the whole ``block`` (as in the
+    backtest); returns (name, its ensemble-mean forecast for the probe init or an error, seconds).
+    Only the probe init must be a valid forecast: later inits hold noise on purpose, and a model
+    may well forecast garbage from garbage."""
+    problem, prepared = unit_inputs(problem, prepared)
+    cache = _WORKER if cache is None else cache
+    tic = _time.perf_counter()
+    try:
+        key = (pd.Timestamp(probe), pd.Timestamp(fit_end), seed)
+        hit = cache.get("probe")
+        if hit is None or hit[0] != key:  # read and written as one tuple: safe on a threaded worker
+            hit = (key, problem.fold_data(perturb_after(prepared, probe, seed=seed), fit_end))
+            cache["probe"] = hit
+        raw, X_test = _fit_and_predict(resolve_model(spec), hit[1], block, name)
+        if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
+            raise ModelError(f"{name}: predict must return a DataArray with init_time")
+        got = _mean(check_prediction(raw.sel({INIT: [probe]}), X_test.sel({INIT: [probe]}), problem.leads, where=name))
+        return name, got, _time.perf_counter() - tic
+    except ModelError as exc:
+        return name, str(exc), _time.perf_counter() - tic
 
 
 def _mean(fc: xr.DataArray) -> xr.DataArray:

@@ -62,7 +62,7 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
                     test_start, test_end, refit_every: int, model_files: dict[str, Path]) -> Path:
     """Write one backtest record: ``record.json`` (the work, each model's file, hash, status and
     time), ``forecasts.nc`` (every out-of-sample forecast and the observations) and
-    ``evaluation.nc`` (``BacktestResult.evaluation``); returns its directory."""
+    ``evaluation.nc`` (``BacktestResult.evaluation`` by init season); returns its directory."""
     work = {
         "problem": problem_definition(problem),
         "dataset": dataset,
@@ -95,10 +95,11 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
                          "obs": result.obs.drop_vars("valid_time", errors="ignore")})
         if result.baseline is not None:
             ds["baseline"] = result.baseline
-        # the scores of the run as one Dataset (model, metric, lead), with skill against the
+        # the scores of the run as one Dataset (group, model, metric, lead): every init ("all")
+        # and the inits of each season (the spring barrier shows), with skill against the
         # problem's strongest reference in it
         present = [r for r in problem.references if r in result.forecasts]
-        evaluation = result.evaluation(reference=present[-1] if present else None)
+        evaluation = result.evaluation(reference=present[-1] if present else None, by="season")
         with NETCDF_LOCK:
             ds.to_netcdf(run_dir / "forecasts.nc")
             evaluation.to_netcdf(run_dir / "evaluation.nc")

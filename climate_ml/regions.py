@@ -67,10 +67,10 @@ def box_mean(da: xr.DataArray, region: str | Box) -> xr.DataArray:
     return out
 
 
-def parse_box(text: str) -> Box:
+def parse_box(text: str, what: str = "box") -> Box:
     """A region for map queries: a name from ``REGIONS`` or ``lat_min,lat_max,lon_min,lon_max`` in
     degrees (longitudes east, -180..360; lon_min > lon_max wraps through 0). One-line QueryError
-    otherwise."""
+    otherwise, naming the parameter as ``what``."""
     text = str(text).strip()
     if text in REGIONS:
         return REGIONS[text]
@@ -78,12 +78,12 @@ def parse_box(text: str) -> Box:
     try:
         lat0, lat1, lon0, lon1 = (float(p) for p in parts)
     except ValueError:
-        raise QueryError(f"bad box {text[:60]!r}: give lat_min,lat_max,lon_min,lon_max in degrees "
+        raise QueryError(f"bad {what} {text[:60]!r}: give lat_min,lat_max,lon_min,lon_max in degrees "
                          f"(e.g. 70,90,0,360) or a region ({', '.join(REGIONS)})") from None
     if not (-90 <= lat0 < lat1 <= 90):
-        raise QueryError(f"bad box {text!r}: latitudes must satisfy -90 <= lat_min < lat_max <= 90")
+        raise QueryError(f"bad {what} {text!r}: latitudes must satisfy -90 <= lat_min < lat_max <= 90")
     if not all(np.isfinite(v) and -180 <= v <= 360 for v in (lon0, lon1)):
-        raise QueryError(f"bad box {text!r}: longitudes must lie in -180..360 degrees east")
+        raise QueryError(f"bad {what} {text!r}: longitudes must lie in -180..360 degrees east")
     if lon1 - lon0 >= 360:
         lon = (0.0, 360.0)
     else:

@@ -159,3 +159,49 @@ class LeaderboardRequest:
         from climate_ml.leaderboard import leaderboard_table
 
         return leaderboard_table(root, self.problem, self.score, self.dataset, self.reference, self.n_boot, self.work)
+
+
+@dataclass(frozen=True)
+class ArchiveQuery:
+    """A query of the forecast archive, as `climate-ml archive query` and HTTP ``/forecasts`` ask
+    it: every parameter checked before the store is touched (``as_of`` needs the archive itself
+    and is checked when it is read), then ``export(root)`` runs it (``archive.query`` and
+    ``archive.export``)."""
+
+    problem: str
+    model: str | None = None
+    init: str | None = None
+    lead: str | None = None
+    valid: str | None = None
+    as_of: str | None = None
+    dataset: str | None = None
+    box: str | None = None
+    format: str = "csv"
+
+    @classmethod
+    def checked(cls, spell: Callable[[str], str] = as_given, **values) -> ArchiveQuery:
+        from climate_ml.archive import FORMATS, parse_init_range, parse_leads
+        from climate_ml.problems import get_problem
+        from climate_ml.regions import parse_box
+        from climate_ml.store import check_name
+
+        req = cls(**values)
+        if req.format not in FORMATS:
+            raise QueryError(f"bad {spell('format')} {req.format!r} ({', '.join(FORMATS)})")
+        get_problem(req.problem)
+        for name in ("init", "valid"):
+            parse_init_range(getattr(req, name), spell(name))
+        parse_leads(req.lead, spell("lead"))
+        if req.box is not None:
+            parse_box(req.box, spell("box"))
+        for name in ("model", "dataset"):
+            if getattr(req, name) is not None:
+                check_name(getattr(req, name), spell(name))
+        return req
+
+    def export(self, root: Path, provenance: bool = True) -> bytes:
+        """The matching forecasts with their observed outcomes, serialised in ``format``."""
+        from climate_ml.archive import export, query
+
+        return export(query(root, self.problem, self.model, self.init, self.lead, dataset=self.dataset,
+                            valid=self.valid, as_of=self.as_of, provenance=provenance, box=self.box), self.format)

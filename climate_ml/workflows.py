@@ -16,7 +16,7 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.archive import write_forecast
-from climate_ml.backtest import BacktestResult, backtest, issue_forecast
+from climate_ml.backtest import BacktestResult, backtest, issue_forecast, issue_forecasts
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
 from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
@@ -160,7 +160,8 @@ def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr
     model files with the problem's references on the same folds; run the lookahead guard on
     every submitted model (a model that looks ahead becomes a FAILED row, never a score); add a
     Caruana blend selected inside each fold; record the run for the leaderboard; archive each
-    model's out-of-sample hindcasts. ``options`` go to ``backtest.backtest``."""
+    model's out-of-sample hindcasts. ``options`` go to ``backtest.backtest``; the guard's fits
+    run on the same executor (n_jobs, scheduler, time_limit)."""
     from climate_ml.backtest import fold_starts, guard_backtest
     from climate_ml.blend import blend_backtest
     from climate_ml.leaderboard import record_backtest
@@ -171,8 +172,11 @@ def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr
     looked = {}
     if guard:
         probed = {n: files[n] for n in submitted if n in res.forecasts}
-        looked = (guard_backtest(problem, probed, prepared, test_start, test_end, refit_every, done=res.forecasts)
-                  if probed else {})
+        runs_on = {k: options[k] for k in ("n_jobs", "scheduler", "time_limit", "executor") if k in options}
+        if probed and options.get("progress"):
+            options["progress"](f"lookahead guard on {len(probed)} model(s)")
+        looked = (guard_backtest(problem, probed, prepared, test_start, test_end, refit_every, done=res.forecasts,
+                                 **runs_on) if probed else {})
         for name, reason in looked.items():
             res.forecasts.pop(name, None)
             res.failures[name] = reason
@@ -245,12 +249,15 @@ def forecast_provenance(problem: Problem, model_path: Path, obs: xr.Dataset, dat
 def forecast_and_archive(
     root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
     dataset: str, init, replace: bool = False, outlook: bool = False, recent: BacktestResult | None = None,
+    forecast: xr.DataArray | None = None,
 ) -> tuple[xr.DataArray, str, dict | None]:
     """Forecast from ``init``, with the problem's probabilities when ``outlook`` (El Nino
     categories, rainfall terciles), and archive both. Returns (forecast, action, outlook).
-    ``recent``: a backtest holding the model, to calibrate the probabilities on."""
-    factory = load_model_factory(model_path)
-    fc = issue_forecast(problem, factory, prepared, init, name=model_name(model_path))
+    ``recent``: a backtest holding the model, to calibrate the probabilities on. ``forecast``:
+    the model's ``issue_forecast`` from ``init`` when the caller made it already (e.g. with
+    ``issue_forecasts``, several models at once)."""
+    fc = forecast if forecast is not None else issue_forecast(problem, load_model_factory(model_path), prepared, init,
+                                                              name=model_name(model_path))
     summary = probabilistic_outlook(problem, model_path, prepared, fc, recent=recent) if outlook else None
     provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
     action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
@@ -300,12 +307,14 @@ def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: x
 
 
 def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
-                       dataset: str, init, recent: BacktestResult | None = None) -> tuple[dict, xr.DataArray]:
+                       dataset: str, init, recent: BacktestResult | None = None,
+                       forecast: xr.DataArray | None = None) -> tuple[dict, xr.DataArray]:
     """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
     terciles, El Nino categories): the summary the run and monthly flows report, and the forecast.
-    ``recent``: a backtest holding the model (the run's evaluation), to calibrate them on."""
+    ``recent``: a backtest holding the model (the run's evaluation), to calibrate them on;
+    ``forecast``: the forecast when already made (``forecast_and_archive``)."""
     fc, action, outlook = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init, outlook=True,
-                                               recent=recent)
+                                               recent=recent, forecast=forecast)
     mean = fc.mean("member") if "member" in fc.dims else fc
     out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
            "forecast": {int(k): round(float(v), 3) for k, v in zip(mean["lead"].values, mean.values[0], strict=True)}}
@@ -353,14 +362,26 @@ class Outlook:
 
 
 def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Path], obs: xr.Dataset,
-                        prepared: xr.Dataset, dataset: str, init=None) -> Outlook:
+                        prepared: xr.Dataset, dataset: str, init=None, **options) -> Outlook:
     """Forecast (and archive) from ``init`` (default: the last month with every input) with each
-    model; a model that fails is recorded, the others go on."""
+    model; a model that fails is recorded, the others go on. The models' probabilities are
+    calibrated on one backtest of them all (``calibration_backtest``), whose fits run as
+    ``options`` say (n_jobs, scheduler)."""
     init = pd.Timestamp(init) if init is not None else problem.last_init(prepared)
-    summaries, forecasts, failures = {}, {}, {}
+    summaries, forecasts = {}, {}
+    made, failures = issue_forecasts(problem, model_paths, prepared, init, **options)
+    recent = None
+    if hasattr(problem, "outlook") and made:
+        recent = calibration_backtest(problem, {n: model_paths[n] for n in made}, prepared, init, **options)
     for name, path in model_paths.items():
+        if name in failures:
+            continue
+        if recent is not None and name in recent.failures:
+            failures[name] = recent.failures[name]
+            continue
         try:
-            summaries[name], forecasts[name] = issue_with_outlook(root, problem, path, obs, prepared, dataset, init)
+            summaries[name], forecasts[name] = issue_with_outlook(root, problem, path, obs, prepared, dataset, init,
+                                                                  recent=recent, forecast=made[name])
         except ClimateMLError as exc:
             failures[name] = str(exc)
     key = "categories" if any("categories" in s for s in summaries.values()) else "terciles"
@@ -371,6 +392,17 @@ def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Pat
             consensus[lead] = {c: round(float(np.mean([p[lead][c] for p in probs])), 3) for c in probs[0][lead]}
     return Outlook(problem.name, dataset, init, summaries, forecasts, failures, consensus,
                    observed_history(problem, prepared, init))
+
+
+def calibration_backtest(problem: Problem, model_paths: dict[str, Path], prepared: xr.Dataset, init,
+                         years: int = 20, **options) -> BacktestResult:
+    """The models' out-of-sample forecasts over the ``years`` before ``init`` whose targets are
+    observed by the init (data up to the init only, refit every 5 years): what a live forecast's
+    probabilities are calibrated on when no backtest of the model is at hand."""
+    init = pd.Timestamp(init)
+    last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init
+    first = last - pd.DateOffset(years=years) + pd.DateOffset(months=1)
+    return backtest(problem, model_paths, prepared.sel(time=slice(None, init)), first, last, refit_every=60, **options)
 
 
 def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Dataset, forecast: xr.DataArray,
@@ -389,9 +421,7 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
     init = pd.Timestamp(forecast["init_time"].values[0])
     known = prepared.sel(time=slice(None, init))
     if recent is None or name not in recent.forecasts:
-        last = init - pd.DateOffset(months=max(problem.leads))  # targets of these inits are observed by init
-        first = last - pd.DateOffset(years=years) + pd.DateOffset(months=1)
-        recent = backtest(problem, {name: model_path}, known, first, last, refit_every=60)
+        recent = calibration_backtest(problem, {name: model_path}, prepared, init, years)
         if recent.failures:
             raise ModelError(next(iter(recent.failures.values())))
     else:  # outcomes observed after the init are not known at the init: they never set the spread

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from climate_ml.archive import write_monitoring
+from climate_ml.backtest import default_jobs
 from climate_ml.catalog import get_entry
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
@@ -49,14 +50,17 @@ def ingest_new_months(root: str, dataset: str) -> str:
 
 @task
 def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[str], models: list[str],
-                  run_dir: str) -> dict:
+                  run_dir: str, n_jobs: int = 1) -> dict:
     """Every model's forecast from the latest month with every input, archived, with the
     problem's probabilities and their multi-model mean; the outlook PNG, and a Prefect artifact
-    with its table. A model that fails is one line; the others still forecast."""
+    with its table. A model that fails is one line; the others still forecast. The models' fits
+    (the forecasts and the backtest that calibrates the probabilities) run in ``n_jobs`` local
+    processes."""
     problem = get_problem(problem_name)
     _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
     available = registered_models(problem_name)
-    outlook = multi_model_outlook(Path(root), problem, {m: available[m] for m in models}, obs, prepared, dataset)
+    outlook = multi_model_outlook(Path(root), problem, {m: available[m] for m in models}, obs, prepared, dataset,
+                                  n_jobs=n_jobs)
     png = plot_outlook(outlook, Path(run_dir) / f"outlook-{problem_name}-{outlook.init:%Y-%m}.png", problem)
     for name, reason in outlook.failures.items():
         get_run_logger().warning(f"FAILED {name}: {reason}")
@@ -97,9 +101,11 @@ def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]
 
 @flow(name="climate-ml-monthly", log_prints=True)
 def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store: str | None = None,
-                     models: list[str] | None = None, predictors: list[str] | None = None) -> dict:
+                     models: list[str] | None = None, predictors: list[str] | None = None,
+                     n_jobs: int | None = None) -> dict:
     """Ingest new observations (the target's and the predictors'), forecast with every model,
-    archive, verify. Without a dataset: the problem's default data and predictors."""
+    archive, verify. Without a dataset: the problem's default data and predictors. ``n_jobs``:
+    local processes for the models' fits (default: the CPUs, at most 4)."""
     logger = get_run_logger()
     root = str(store_root(store))
     prob = get_problem(problem)
@@ -115,7 +121,8 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
         raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
     run_dir = Path(root) / "runs" / f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-monthly-{problem}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    outlook = issue_outlook(root, problem, dataset, predictors, names, str(run_dir))
+    outlook = issue_outlook(root, problem, dataset, predictors, names, str(run_dir),
+                            default_jobs() if n_jobs is None else n_jobs)
     issued = outlook["forecasts"]
     checked = verify_all(root, problem, dataset, predictors)
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,

@@ -19,6 +19,7 @@ import xarray as xr
 from prefect import flow, get_run_logger, task
 
 from climate_ml.archive import archive_path
+from climate_ml.backtest import default_jobs, issue_forecasts
 from climate_ml.cluster import dask_client, scheduler_address
 from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem, problem_names
@@ -62,41 +63,56 @@ def build_features(root: str, problem_name: str, dataset: str, scheduler: str | 
 
 @task
 def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Dataset, test_start: str,
-                 refit_every: int) -> Evaluation:
+                 refit_every: int, n_jobs: int = 1, scheduler: str | None = None) -> Evaluation:
     """The library's one backtest path (as `climate-ml backtest`): every model that serves the
-    problem, the lookahead guard, the blend, the record for the leaderboard, the hindcasts archived."""
+    problem, the lookahead guard, the blend, the record for the leaderboard, the hindcasts archived.
+    Its (model, fold) fits run in ``n_jobs`` local processes, or on the Dask ``scheduler``."""
     problem = get_problem(problem_name)
     extra = [p for n, p in registered_models(problem_name).items() if n not in problem.references]
     request = BacktestRequest.checked(problem=problem_name, model_paths=extra, dataset=dataset, test_start=test_start,
                                       test_end=pd.Timestamp(prepared["time"].values[-2]), refit_every=refit_every,
-                                      archive=True)
+                                      archive=True, n_jobs=n_jobs, scheduler=scheduler)
     logger = get_run_logger()
     return run_backtest_request(Path(root), request, prepared=prepared,
                         progress=lambda msg: logger.info(f"{problem_name} backtest: {msg}"))
 
 
 @task
-def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None) -> dict:
-    """One model's forecast from the latest month; a model that fails is one line, not the run's end.
-    Its probabilities are calibrated on ``recent``, the run's own backtest of it."""
+def forecast_all(problem_name: str, prepared: xr.Dataset, n_jobs: int = 1,
+                 scheduler: str | None = None) -> tuple[dict, dict]:
+    """Every registered model's forecast from the latest month with every input: (forecasts,
+    failures). The fits are units for the backtest's executors (``n_jobs`` processes or Dask)."""
+    problem = get_problem(problem_name)
+    return issue_forecasts(problem, registered_models(problem_name), prepared, problem.last_init(prepared),
+                           n_jobs=n_jobs, scheduler=scheduler)
+
+
+@task
+def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
+          forecast: xr.DataArray | None = None) -> dict:
+    """One model's forecast from the latest month (made by ``forecast_all``), archived with its
+    probabilities, calibrated on ``recent``, the run's own backtest of it; a model that fails is
+    one line, not the run's end."""
     try:
-        return _issue(root, problem_name, dataset, model, prepared, recent)
+        return _issue(root, problem_name, dataset, model, prepared, recent, forecast)
     except ClimateMLError as exc:
         get_run_logger().warning(f"FAILED {model}: {exc}")
         return {"model": model, "error": str(exc)}
 
 
-def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None) -> dict:
+def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
+           forecast: xr.DataArray | None = None) -> dict:
     problem = get_problem(problem_name)
     obs = ensure_dataset(Path(root), dataset)
     out, _ = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
-                                problem.last_init(prepared), recent=recent)
+                                problem.last_init(prepared), recent=recent, forecast=forecast)
     last = max(out["forecast"])
     return {**out, "lead": last, "value": out["forecast"][last]}
 
 
 @task
-def field_skill(root: str, problem_name: str, dataset: str, test_start: str, refit_every: int, run_dir: str) -> dict:
+def field_skill(root: str, problem_name: str, dataset: str, test_start: str, refit_every: int, run_dir: str,
+                n_jobs: int = 1, scheduler: str | None = None) -> dict:
     """Concentration-field forecasts (per-cell references) scored by IIEE, extent error and
     binary accuracy, recorded for the field leaderboard; a skill plot and a map of the ice edge
     in the last verifiable September."""
@@ -104,7 +120,8 @@ def field_skill(root: str, problem_name: str, dataset: str, test_start: str, ref
     from climate_ml.workflows import field_backtest_run
 
     times = pd.DatetimeIndex(ensure_dataset(Path(root), dataset)["time"].values)
-    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every, problem=problem_name)  # recorded
+    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every, problem=problem_name,
+                             n_jobs=n_jobs, scheduler=scheduler)  # recorded
     conc, summary = run.concentration, run.summary
     leads = list(get_problem(problem_name).leads)
     plot_skill(summary, Path(run_dir) / "field_skill_vs_lead.png",
@@ -144,7 +161,7 @@ def season_lines(result) -> list[str]:
 
 
 @flow(name="climate-ml-problem", log_prints=True)
-def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None) -> dict:
+def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None, n_jobs: int = 1) -> dict:
     logger = get_run_logger()
     problem = get_problem(problem_name)
     dataset = problem.default_dataset
@@ -152,11 +169,18 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
     for name in [dataset, *problem.default_predictors]:
         logger.info(ingest_default(root, name))
     prepared = build_features(root, problem_name, dataset, scheduler)
-    ev = evaluate_all(root, problem_name, dataset, prepared, test_start, refit)
+    ev = evaluate_all(root, problem_name, dataset, prepared, test_start, refit, n_jobs, scheduler)
     result, actions = ev.result, ev.archived
     for name, reason in result.failures.items():
         logger.warning(f"FAILED {name}: {reason}")
-    issued = [issue(root, problem_name, dataset, m, prepared, result) for m in registered_models(problem_name)]
+    made, unmade = forecast_all(problem_name, prepared, n_jobs, scheduler)
+    issued = []
+    for m in registered_models(problem_name):
+        if m in unmade:
+            logger.warning(f"FAILED {m}: {unmade[m]}")
+            issued.append({"model": m, "error": unmade[m]})
+        else:
+            issued.append(issue(root, problem_name, dataset, m, prepared, result, made[m]))
     failed_issue = [i for i in issued if "error" in i]
     issued = [i for i in issued if "error" not in i]
     verified = verify(root, problem_name, dataset, prepared)
@@ -171,7 +195,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                      units=problem.target_units)
     fields = None
     if problem.field_references and "cell_area" in ensure_dataset(Path(root), dataset).coords:
-        fields = field_skill(root, problem_name, dataset, test_start, refit, str(run_dir))
+        fields = field_skill(root, problem_name, dataset, test_start, refit, str(run_dir), n_jobs, scheduler)
     (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
                                                      "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")
@@ -198,13 +222,17 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
 
 
 @flow(name="climate-ml-run", log_prints=True)
-def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str | None = None) -> dict:
-    """Run the whole pipeline for every problem on the embedded default data; return summaries."""
+def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str | None = None,
+                   n_jobs: int | None = None) -> dict:
+    """Run the whole pipeline for every problem on the embedded default data; return summaries.
+    Backtests run in ``n_jobs`` local processes (default: the CPUs, at most 4) or on the Dask
+    ``scheduler`` when one is given (or set in CLIMATE_ML_DASK_SCHEDULER)."""
     root = str(store_root(store))
     scheduler = scheduler_address(scheduler)
+    n_jobs = default_jobs() if n_jobs is None else n_jobs
     summaries, failed = {}, {}
     for name in problem_names():  # one problem failing never stops the others
-        state = run_problem(name, root, quick, scheduler, return_state=True)
+        state = run_problem(name, root, quick, scheduler, n_jobs, return_state=True)
         if state.is_completed():
             summaries[name] = state.result()
         else:

@@ -17,6 +17,32 @@ from climate_ml.catalog import real_data_dir
 
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).parent / ".prefect-home"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one Prefect home (and SQLite database) per test worker: two temporary Prefect servers on one
+    # database file would lock each other out
+    os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"])
+
+# The test files that take longest (minutes each: the whole run, a real Prefect deployment), run
+# first so that with several workers (`make test` runs `-n auto --dist loadfile`) the short files
+# fill in beside them instead of leaving one worker alone with a long file at the end.
+LONGEST_FIRST = ("test_flow.py", "test_deployment.py", "test_new_problem.py", "test_backtest.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per CPU, at most 4 (each worker's tests start processes of their own)."""
+    from climate_ml.backtest import default_jobs
+
+    return default_jobs()
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def test_leaderboard_without_runs_is_a_clear_400(server):
     ("problem=el_nino&lead=six", "bad lead 'six'"),
     ("problem=el_nino&lead=1.5", "bad lead '1.5'"),
     ("problem=el_nino&lead=1,0", "bad lead 0"),
-    ("problem=el_nino&valid=2020-13", "bad init '2020-13'"),
+    ("problem=el_nino&valid=2020-13", "bad valid '2020-13'"),
     ("problem=el_nino&as_of=yesterday", "bad as_of 'yesterday': neither a date"),
     ("problem=el_nino&as_of=../../etc", "bad as_of '../../etc'"),
     ("problem=el_nino&as_of=1999-01-01", "the archive of el_nino begins"),

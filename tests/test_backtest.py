@@ -5,7 +5,13 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from climate_ml.backtest import backtest, issue_forecast, lookahead_violations
+from climate_ml.backtest import (
+    backtest,
+    guard_backtest,
+    issue_forecast,
+    issue_forecasts,
+    lookahead_violations,
+)
 from climate_ml.ingest import standardise
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
@@ -162,3 +168,51 @@ def test_the_engine_guard_fails_a_model_that_peeks_at_later_inits(tmp_path, caps
                  "--store", str(store), "--json", "--no-blend", "--no-guard", "--no-record"])
     out = json.loads(capsys.readouterr().out)
     assert code == 0 and out["scores"]["acc"]["1"] > 0.5
+
+
+BROKEN = """
+PROBLEMS = ("el_nino",)
+class Broken:
+    def fit(self, X, y):
+        raise ValueError("no fit today")
+def make_model():
+    return Broken()
+"""
+
+
+def test_guard_verdicts_do_not_depend_on_the_executor(prepared, tmp_path):
+    """The guard's (model, probe) fits run on the backtest's executors: in this process and in
+    two spawned processes it reaches the same verdicts, word for word: the peeking model looks
+    ahead, the honest one passes, the broken one fails under the guard."""
+    (tmp_path / "peek.py").write_text(PEEKING)
+    (tmp_path / "broken.py").write_text(BROKEN)
+    models = {"peek": tmp_path / "peek.py", "damped_persistence": registered_models()["damped_persistence"],
+              "broken": tmp_path / "broken.py"}
+    done = backtest(PROBLEM, {n: models[n] for n in ("peek", "damped_persistence")}, prepared, "1996-01", "1998-12",
+                    12).forecasts
+    here = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, done=done)
+    spawned = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, done=done, n_jobs=2)
+    assert here == spawned
+    assert set(here) == {"peek", "broken"}
+    assert "looks ahead" in here["peek"] and "1998-" in here["peek"]
+    assert here["broken"].startswith("broken: failed under the lookahead guard") and "no fit today" in here["broken"]
+    # without the backtest's forecasts the guard fits the unperturbed reference itself: same verdicts
+    assert guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12) == here
+
+
+def test_issue_forecasts_on_the_executors_equal_one_at_a_time(prepared, tmp_path):
+    """The flows issue every model's forecast as units on the backtest's executors: each equals
+    ``issue_forecast`` of that model alone, in this process or in two others, and a broken model
+    is a failure with its reason while the others still forecast."""
+    (tmp_path / "broken.py").write_text(BROKEN)
+    paths = registered_models()
+    models = {"damped_persistence": paths["damped_persistence"], "lightgbm_lagged": paths["lightgbm_lagged"],
+              "broken": tmp_path / "broken.py"}
+    here, failed = issue_forecasts(PROBLEM, models, prepared, "1998-06")
+    spawned, failed_spawned = issue_forecasts(PROBLEM, models, prepared, "1998-06", n_jobs=2)
+    assert set(here) == set(spawned) == {"damped_persistence", "lightgbm_lagged"}
+    assert set(failed) == {"broken"} and failed == failed_spawned and "no fit today" in failed["broken"]
+    for name in here:
+        alone = issue_forecast(PROBLEM, load_model_factory(models[name]), prepared, "1998-06", name)
+        xr.testing.assert_identical(here[name], alone)
+        xr.testing.assert_identical(spawned[name], alone)

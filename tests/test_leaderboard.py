@@ -219,6 +219,10 @@ def test_cli_backtest_many_then_leaderboard(tmp_path):
     assert rec["models"]["template"]["sha256"] and rec["work"]["dataset"] == "toy" and rec["code_version"]
     ev = xr.load_dataset(tmp_path / out["record"] / "evaluation.nc")  # the run's scores as one Dataset
     assert ev.attrs["reference"] == "xro" and set(ev["model"].values.tolist()) >= {"template", "blend", "xro"}
+    assert list(ev["group"].values) == ["all", "DJF", "MAM", "JJA", "SON"]  # and by init season
+    assert int(ev["score"].sel(group="all", model="template", metric="n", lead=1)) == sum(
+        int(ev["score"].sel(group=g, model="template", metric="n", lead=1)) for g in ("DJF", "MAM", "JJA", "SON"))
+    ev = ev.sel(group="all")
     for name in ("template", "blend"):
         for lead, value in out["models"][name]["scores"]["acc"].items():
             assert float(ev["score"].sel(model=name, metric="acc", lead=int(lead))) == pytest.approx(value, abs=6e-5)
@@ -314,3 +318,33 @@ def test_backtest_requests_are_checked_once_for_the_cli_and_the_flows(tmp_path):
             BacktestRequest.checked(cli_option, **{"problem": "el_nino", "model_paths": [models / "persistence.py"],
                                                    **values})
         assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_archive_queries_are_checked_once_for_the_cli_and_http(tmp_path):
+    """``requests.ArchiveQuery``: `climate-ml archive query` and HTTP /forecasts check a query in
+    one place, before the store is touched, each error naming the parameter as that shell spells
+    it (a bad ``valid`` is named as such, not as an init)."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.requests import ArchiveQuery, cli_option
+
+    ok = ArchiveQuery.checked(problem="el_nino", init="2020:2021", lead="1,3", valid="2021-02", box="nino34",
+                              format="netcdf")
+    assert ok.lead == "1,3" and ok.format == "netcdf"
+    for values, http, cli_text in (
+        ({"init": "2020-13"}, "bad init '2020-13'", "bad --init '2020-13'"),
+        ({"valid": "2021-05:2021-01"}, "bad valid '2021-05:2021-01': end before start",
+         "bad --valid '2021-05:2021-01': end before start"),
+        ({"lead": "0"}, "bad lead 0", "bad --lead 0"),
+        ({"lead": "six"}, "bad lead 'six'", "bad --lead 'six'"),
+        ({"box": "north"}, "bad box 'north'", "bad --box 'north'"),
+        ({"format": "xml"}, "bad format 'xml'", "bad --format 'xml'"),
+        ({"model": "../evil"}, "invalid model name '../evil'", "invalid --model name '../evil'"),
+        ({"dataset": "/etc"}, "invalid dataset name '/etc'", "invalid --dataset name '/etc'"),
+        ({"problem": "nino34"}, "unknown problem 'nino34'", "unknown problem 'nino34'"),
+    ):
+        for spell, says in ((None, http), (cli_option, cli_text)):
+            with pytest.raises(ClimateMLError) as caught:
+                ArchiveQuery.checked(**({"spell": spell} if spell else {}), **{"problem": "el_nino", **values})
+            assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    with pytest.raises(ClimateMLError, match="no forecasts archived for problem 'el_nino'"):
+        ok.export(tmp_path / "store")  # a good query of an empty store: a one-line answer, not a crash

@@ -11,6 +11,7 @@ import xarray as xr
 
 from climate_ml.archive import query, to_records
 from climate_ml.backtest import backtest, guard_backtest
+from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import standardise
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.scores import ensemble_scores, rank_histogram
@@ -108,6 +109,26 @@ def test_evaluation_is_one_dataset_of_every_model_metric_and_lead(prepared, tmp_
     path = tmp_path / "scores.nc"
     ev.to_netcdf(path)
     xr.testing.assert_identical(xr.load_dataset(path), ev)
+    # grouped by the init's season: "all" is the ungrouped evaluation, each season is the same
+    # evaluation of that season's inits alone
+    by = res.evaluation(reference="climatology", by="season")
+    assert list(by["group"].values) == ["all", "DJF", "MAM", "JJA", "SON"] and by.attrs["reference"] == "climatology"
+    assert by["score"].dims == ("group", "model", "metric", "lead")
+    xr.testing.assert_identical(by.sel(group="all", drop=True).drop_vars("group_by"), ev)
+    spring = pd.DatetimeIndex(res.obs["init_time"].values)
+    spring = spring[spring.month.isin([3, 4, 5])]
+    alone = res.subset(spring)
+    for name in res.forecasts:
+        for metric, per_lead in alone.scores(name).items():
+            for lead, value in per_lead.items():
+                got = float(by["score"].sel(group="MAM", model=name, metric=metric, lead=int(lead)))
+                assert (value is None and np.isnan(got)) or got == pytest.approx(value, abs=6e-5), (name, metric, lead)
+    assert int(by["score"].sel(group="MAM", model="wide", metric="n", lead=1)) == len(spring)
+    assert not np.allclose(by["score"].sel(group="MAM", metric="acc"), by["score"].sel(group="SON", metric="acc"))
+    months = res.evaluation(by="month")
+    assert list(months["group"].values)[:3] == ["all", "Jan", "Feb"] and months.sizes["group"] == 13
+    with pytest.raises(ClimateMLError, match="bad grouping 'decade'"):
+        res.evaluation(by="decade")
 
 
 def test_members_of_unequal_size_fail_their_model_with_the_reason(prepared, tmp_path):

@@ -160,6 +160,14 @@ def test_a_broken_model_is_one_failure_in_the_outlook(tmp_path):
     assert set(out.summaries) == {"xro"} and "import failed" in out.failures["broken"]
     assert set(out.consensus) == {"1", "3"}
     assert "| 3 | 2020-09 | ASO 2020 |" in out.table()
+    # the outlook calibrates every model on one shared backtest (here in two processes): the
+    # probabilities are those of the model's own calibration backtest, issued alone
+    from climate_ml.workflows import issue_with_outlook
+
+    alone, _ = issue_with_outlook(root, problem, registered_models()["xro"], obs, prepared, name, "2020-06")
+    spawned = multi_model_outlook(root, problem, {"xro": registered_models()["xro"]}, obs, prepared, name, "2020-06",
+                                  n_jobs=2)
+    assert alone["categories"] == out.summaries["xro"]["categories"] == spawned.summaries["xro"]["categories"]
 
 
 def test_outlook_calibrated_on_a_given_backtest_ignores_outcomes_after_the_init(toy):

@@ -59,20 +59,11 @@ def archive_query(
     store: StoreOpt = None,
 ):
     """Archived forecasts, with the observed outcome where known, as CSV, JSON or NetCDF."""
-    from climate_ml.archive import FORMATS, export, parse_init_range, parse_leads, query
-    from climate_ml.problems import get_problem
-    from climate_ml.regions import parse_box
+    from climate_ml.requests import ArchiveQuery, cli_option
 
-    parse_init_range(init)  # validate parameters before touching the store
-    parse_init_range(valid)
-    parse_leads(lead)
-    if box is not None:
-        parse_box(box)
-    if fmt not in FORMATS:
-        raise QueryError(f"bad --format {fmt!r} ({', '.join(FORMATS)})")
-    get_problem(problem)
-    data = export(query(store_path(store), problem, model, init, lead, dataset=dataset, valid=valid, as_of=as_of,
-                        box=box), fmt)
+    request = ArchiveQuery.checked(cli_option, problem=problem, model=model, init=init, lead=lead, valid=valid,
+                                   as_of=as_of, dataset=dataset, box=box, format=fmt)  # before touching the store
+    data = request.export(store_path(store))
     if output:
         output.write_bytes(data)
         err.print(f"wrote {output}")

@@ -21,6 +21,7 @@ from climate_ml.errors import QueryError
 def run(
     quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 8 minutes on 2 cores).")] = False,
     store: StoreOpt = None,
+    n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Local processes for the backtests' (model, fold) fits (default: the CPUs, at most 4).")] = None,
 ):
     """The main job, as a Prefect flow: data -> features -> backtest -> forecast -> archive -> verify -> report."""
     # Prefect's temporary server migrates a fresh database before it answers, which can take
@@ -29,7 +30,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.run import climate_ml_run
 
-    summary = climate_ml_run(store=str(store_path(store)), quick=quick)
+    summary = climate_ml_run(store=str(store_path(store)), quick=quick, n_jobs=n_jobs)
     typer.echo(summary["text"])
 
 
