@@ -25,7 +25,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The test files that take longest (minutes each: the whole run, a real Prefect deployment), run
 # first so that with several workers (`make test` runs `-n auto --dist loadfile`) the short files
 # fill in beside them instead of leaving one worker alone with a long file at the end.
-LONGEST_FIRST = ("test_flow.py", "test_deployment.py", "test_new_problem.py", "test_backtest.py")
+LONGEST_FIRST = ("test_flow.py", "test_deployment.py", "test_field_models.py", "test_backtest.py",
+                 "test_rainfall.py", "test_cli.py", "test_realdata.py", "test_convlstm.py")  # measured, longest first
 
 
 def pytest_collection_modifyitems(config, items):
