@@ -29,7 +29,7 @@ browser:
 
 test: install browser
 	$(BIN)/ruff check climate_ml flows models tests benchmarks
-	$(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile
+	$(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check climate_ml flows models tests benchmarks

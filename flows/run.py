@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 
 from climate_ml.archive import archive_path
 from climate_ml.backtest import default_jobs, issue_forecasts
-from climate_ml.cluster import dask_client, scheduler_address
+from climate_ml.cluster import dask_client, local_cluster, scheduler_address
 from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem, problem_names
 from climate_ml.problems.seasonal_totals import MONTH_ABBR
@@ -48,16 +48,10 @@ def ingest_default(root: str, dataset: str) -> str:
 @task
 def build_features(root: str, problem_name: str, dataset: str, scheduler: str | None) -> xr.Dataset:
     """The problem's inputs, computed lazily from Zarr on a Dask cluster."""
-    from dask.distributed import Client, LocalCluster
-
     problem = get_problem(problem_name)
     predictors = list(problem.default_predictors)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter, incl. closed comms
-    if scheduler:
-        with dask_client(scheduler):
-            return problem_inputs(Path(root), problem, dataset, predictors)[2]
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.WARNING) as cluster, Client(cluster):
+    with dask_client(scheduler) if scheduler else local_cluster(2):
         return problem_inputs(Path(root), problem, dataset, predictors)[2]
 
 

@@ -21,10 +21,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # one Prefect home (and SQLite database) per test worker: two temporary Prefect servers on one
     # database file would lock each other out
     os.environ["PREFECT_HOME"] = str(Path(os.environ["PREFECT_HOME"]) / os.environ["PYTEST_XDIST_WORKER"])
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect opens its database there, unmade
 
-# The test files that take longest (minutes each: the whole run, a real Prefect deployment), run
-# first so that with several workers (`make test` runs `-n auto --dist loadfile`) the short files
-# fill in beside them instead of leaving one worker alone with a long file at the end.
+# The test files that take longest (minutes each: the whole run, a real Prefect deployment) run
+# first, so that with several workers (`make test` runs `-n auto --dist loadfile
+# --no-loadscope-reorder`, which keeps this order) the short files fill in beside them instead
+# of leaving one worker alone with a long file at the end.
 LONGEST_FIRST = ("test_flow.py", "test_deployment.py", "test_field_models.py", "test_backtest.py",
                  "test_rainfall.py", "test_cli.py", "test_realdata.py", "test_convlstm.py")  # measured, longest first
 

@@ -91,3 +91,20 @@ def test_ingest_and_backtest_on_a_cluster_equal_the_local_run(cluster, tmp_path)
     assert "unit" in prefixes, sorted(prefixes)  # the (model, fold) units ran on the workers
     assert set(on_local["models"]) == {"damped_persistence", "lightgbm_lagged"}
     assert on_local["models"] == on_cluster["models"] and on_local["references"] == on_cluster["references"]
+
+
+def test_the_flows_local_cluster_leaves_the_environment_as_it_was():
+    """Starting a LocalCluster writes its workers' settings (MALLOC_TRIM_THRESHOLD_,
+    OMP_NUM_THREADS, PYTHONHASHSEED...) into this process's environment, where the backtests'
+    worker processes started later would inherit them (they halved the ConvLSTMs' speed there).
+    ``cluster.local_cluster`` computes on real worker processes and puts the environment back."""
+    import dask.array as da
+
+    from climate_ml.cluster import local_cluster
+
+    before = dict(os.environ)
+    with local_cluster(2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        assert float(da.ones((1000, 1000), chunks=100).sum().compute()) == 1e6  # on the cluster
+        assert os.environ.get("MALLOC_TRIM_THRESHOLD_") is not None  # what the cluster wrote, while it runs
+    assert dict(os.environ) == before
