@@ -19,7 +19,7 @@ from climate_ml.errors import QueryError
 
 @app.command()
 def run(
-    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 8 minutes on 2 cores).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Short test period and sparse refits (about 9 minutes on 2 cores).")] = False,
     store: StoreOpt = None,
     n_jobs: Annotated[int | None, typer.Option("--n-jobs", min=1, help="Local processes for the backtests' (model, fold) fits (default: the CPUs, at most 4).")] = None,
 ):
