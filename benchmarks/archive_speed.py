@@ -30,8 +30,9 @@ import xarray as xr
 import zarr
 
 from climate_ml.api import running_server
-from climate_ml.archive import archive_path, export, query, write_forecast
+from climate_ml.archive import export, query, write_forecast
 from climate_ml.schema import INIT, LEAD, add_valid_time
+from climate_ml.store import Store
 from climate_ml.synthetic import polar_stereographic_grid
 
 LEADS = list(range(1, 19))
@@ -49,11 +50,11 @@ def bytes_on_disk(path: Path) -> dict[Path, int]:
 
 
 def append_cost(root: Path, model: str, da: xr.DataArray) -> tuple[float, int]:
-    before = bytes_on_disk(archive_path(root, "el_nino"))
+    before = bytes_on_disk(Store.at(root).archive("el_nino"))
     tic = time.perf_counter()
     write_forecast(root, "el_nino", model, da, {"kind": "forecast"})
     seconds = time.perf_counter() - tic
-    after = bytes_on_disk(archive_path(root, "el_nino"))
+    after = bytes_on_disk(Store.at(root).archive("el_nino"))
     return seconds, sum(s for p, s in after.items() if before.get(p) != s)
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     for m in range(args.models):
         write_forecast(root, "el_nino", f"model{m:02d}", forecasts(inits[:-1], m), {"kind": "hindcast"})
     print(f"archive: {args.models} models x {args.inits} inits x {len(LEADS)} leads, "
-          f"{sum(bytes_on_disk(archive_path(root, 'el_nino')).values()) / 1e6:.1f} MB, "
+          f"{sum(bytes_on_disk(Store.at(root).archive('el_nino')).values()) / 1e6:.1f} MB, "
           f"built in {time.perf_counter() - tic:.1f} s ({args.models} commits)")
 
     # in process: point queries against raw chunk reads of the same snapshot
@@ -90,7 +91,7 @@ def main() -> None:
         t0 = time.perf_counter()
         export(query(root, "el_nino", model, f"{init:%Y-%m}", lead, provenance=False), "json")  # as the API does
         q_ms.append((time.perf_counter() - t0) * 1000)
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(archive_path(root, "el_nino"))))
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(Store.at(root).archive("el_nino"))))
     group = zarr.open_group(repo.readonly_session("main").store, mode="r")
     arrays = {m: group[f"toy-ocean/{m}/forecast"] for m in {p[0] for p in picks}}
     raw_ms = []
@@ -152,7 +153,7 @@ def field_group(root: Path, args) -> None:
     for start in range(0, args.field_inits, 60):  # in commits of 60 inits, as yearly backtests add them
         write_forecast(root, "arctic_sea_ice", "maps", field_maps(inits[start:min(start + 60, args.field_inits)], start),
                        {"kind": "hindcast"}, dataset="nsidc-grid")
-    size = sum(bytes_on_disk(archive_path(root, "arctic_sea_ice")).values()) / 1e6
+    size = sum(bytes_on_disk(Store.at(root).archive("arctic_sea_ice")).values()) / 1e6
     print(f"field group: 1 model x {args.field_inits} inits x {len(FIELD_LEADS)} leads of 448 x 304 maps, {size:.0f} MB, "
           f"built in {time.perf_counter() - tic:.1f} s")
     rng = np.random.default_rng(2)
@@ -168,7 +169,7 @@ def field_group(root: Path, args) -> None:
         query(root, "arctic_sea_ice", "maps", f"{init:%Y-%m}", lead, dataset="nsidc-grid", provenance=False,
               box="80,90,0,360")["forecast"].load()
         box_ms.append((time.perf_counter() - t0) * 1000)
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(archive_path(root, "arctic_sea_ice"))))
+    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(Store.at(root).archive("arctic_sea_ice"))))
     array = zarr.open_group(repo.readonly_session("main").store, mode="r")["nsidc-grid/maps/forecast"]
     raw_ms = []
     for init, lead in picks:
@@ -181,10 +182,10 @@ def field_group(root: Path, args) -> None:
     write_forecast(root, "arctic_sea_ice", "small", field_maps(inits[:60], 5), {"kind": "hindcast"}, dataset="nsidc-grid")
     times = []
     for model, new in (("small", inits[60:61]), ("maps", inits[-1:])):
-        before = bytes_on_disk(archive_path(root, "arctic_sea_ice"))
+        before = bytes_on_disk(Store.at(root).archive("arctic_sea_ice"))
         t0 = time.perf_counter()
         write_forecast(root, "arctic_sea_ice", model, field_maps(new, 7), {"kind": "forecast"}, dataset="nsidc-grid")
-        after = bytes_on_disk(archive_path(root, "arctic_sea_ice"))
+        after = bytes_on_disk(Store.at(root).archive("arctic_sea_ice"))
         times.append((time.perf_counter() - t0, sum(s for p, s in after.items() if before.get(p) != s)))
     print(f"  append one init of maps: at 60 inits {times[0][0] * 1000:.0f} ms, {times[0][1] / 1e6:.1f} MB written; "
           f"at {args.field_inits} inits {times[1][0] * 1000:.0f} ms, {times[1][1] / 1e6:.1f} MB written")

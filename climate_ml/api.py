@@ -57,6 +57,7 @@ from climate_ml.errors import ClimateMLError, QueryError
 from climate_ml.problems import get_problem, problem_classes, problem_names
 from climate_ml.requests import ArchiveQuery, LeaderboardRequest
 from climate_ml.scores import MAP_METRICS, METRICS
+from climate_ml.store import RECORD_KINDS, Store, StoreLike
 from climate_ml.verify import drift_records
 
 PAGE = Path(__file__).parent / "web" / "index.html"
@@ -69,14 +70,15 @@ MEDIA = {"json": "application/json", "csv": "text/csv", "netcdf": "application/x
          "climpred": "application/x-netcdf", "weatherbench2": "application/x-netcdf"}
 
 
-def _records_state(root: Path, problem: str) -> tuple:
+def _records_state(store: Store, problem: str) -> tuple:
     """The recorded backtests of a problem (index and field) as (file, modification time) pairs."""
-    bases = [root / "runs" / kind / problem for kind in ("backtests", "field-backtests")]
-    return tuple(sorted((str(p), p.stat().st_mtime_ns) for base in bases if base.exists()
-                        for p in base.glob("*/record.json")))
+    return tuple(sorted((str(p), p.stat().st_mtime_ns) for kind in RECORD_KINDS
+                        for p in store.record_files(problem, kind)))
 
 
-def create_app(root: Path) -> FastAPI:
+def create_app(store: StoreLike) -> FastAPI:
+    """The HTTP service over one store (a ``Store`` or its folder): it only reads it."""
+    store = Store.at(store)
     app = FastAPI(title="climate-ml archive", version=__version__)
     boards: dict[tuple, bytes] = {}
     board_locks = [threading.Lock() for _ in range(16)]  # striped: one table is computed once at a time
@@ -147,7 +149,7 @@ def create_app(root: Path) -> FastAPI:
                   as_of: str | None = None, box: str | None = None) -> Response:
         request = ArchiveQuery.checked(problem=problem, model=model, init=init, lead=lead, valid=valid, as_of=as_of,
                                        dataset=dataset, box=box, format=format)
-        data = request.export(root, provenance=format not in ("json", "csv"))
+        data = request.export(store, provenance=format not in ("json", "csv"))
         binary = MEDIA[format] == "application/x-netcdf"
         headers = {"Content-Disposition": f'attachment; filename="{problem}-{format}.nc"'} if binary else None
         return Response(content=data, media_type=MEDIA[format], headers=headers)
@@ -156,7 +158,7 @@ def create_app(root: Path) -> FastAPI:
     def monitoring(problem: str, dataset: str | None = None) -> dict:
         """The running skill of live forecasts against each model's backtest (drift flags)."""
         prob = get_problem(problem)
-        ds = read_monitoring(root, problem, dataset)
+        ds = read_monitoring(store, problem, dataset)
         if ds is None:
             return {"problem": problem, "dataset": dataset or prob.default_dataset, "rows": [],
                     "note": "no live forecasts verified yet (the monthly flow writes this)"}
@@ -166,13 +168,13 @@ def create_app(root: Path) -> FastAPI:
     @app.get("/archive")
     def archive_contents(problem: str, dataset: str | None = None) -> dict:
         get_problem(problem)
-        return contents(root, problem, dataset)
+        return contents(store, problem, dataset)
 
     @app.get("/plume")
     def plume(problem: str, dataset: str | None = None) -> dict:
         """Every model's live forecast from the latest init, with the observed history."""
         get_problem(problem)
-        return latest_forecasts(root, problem, dataset)
+        return latest_forecasts(store, problem, dataset)
 
     @app.get("/icemap")
     def icemap(problem: str = "arctic_sea_ice", dataset: str | None = None, model: str | None = None,
@@ -185,7 +187,7 @@ def create_app(root: Path) -> FastAPI:
         get_problem(problem)
         if step is not None and not 1 <= step <= 16:
             raise QueryError(f"bad step {step}: between 1 and 16")
-        maps = latest_verified_map(root, problem, dataset, model, lead)
+        maps = latest_verified_map(store, problem, dataset, model, lead)
         grid = [d for d in maps["forecast"].dims if d != "member"]
         step = step or max(1, -(-max(maps.sizes[d] for d in grid) // 240))
         maps = maps.isel({d: slice(None, None, step) for d in grid})
@@ -205,14 +207,14 @@ def create_app(root: Path) -> FastAPI:
     def prepared_inputs(prob, dataset: str | None) -> tuple[str, xr.Dataset]:
         """The problem's prepared target from the stored data set (read only: nothing is ingested
         here), cached until the store changes."""
-        from climate_ml.store import obs_path, open_obs
+        from climate_ml.store import open_obs
         name = dataset or prob.default_dataset
-        path = obs_path(root, name)  # checks the name before it touches the file system
+        path = store.obs(name)  # checks the name before it touches the file system
         key = (prob.name, name, path.stat().st_mtime_ns if path.exists() else None)
         if key not in prepared_cache:
             if len(prepared_cache) >= 4:
                 prepared_cache.pop(next(iter(prepared_cache)))
-            prepared_cache[key] = prob.prepare(open_obs(root, name))
+            prepared_cache[key] = prob.prepare(open_obs(store, name))
         return name, prepared_cache[key]
 
     @app.get("/rainseason")
@@ -225,7 +227,7 @@ def create_app(root: Path) -> FastAPI:
         prob = with_panel(problem, "season", "the season")
         name, prepared = prepared_inputs(prob, dataset)
         return {"problem": problem, "dataset": name, **wet_season(prob, prepared),
-                "outlooks": season_outlooks(root, problem, name)}
+                "outlooks": season_outlooks(store, problem, name)}
 
     @app.get("/seasonal")
     def seasonal(problem: str = "arctic_sea_ice", dataset: str | None = None, years: int = 3) -> dict:
@@ -238,14 +240,14 @@ def create_app(root: Path) -> FastAPI:
             raise QueryError(f"bad years {years}: between 1 and 10")
         name, prepared = prepared_inputs(prob, dataset)
         out = seasonal_cycle(prepared["extent"].assign_attrs(units=prob.target_units), years)
-        return {"problem": problem, "dataset": name, **out, "forecasts": latest_forecasts(root, problem, name)}
+        return {"problem": problem, "dataset": name, **out, "forecasts": latest_forecasts(store, problem, name)}
 
     @app.get("/archive/history")
     def archive_history(problem: str, limit: int = 50) -> list[dict]:
         get_problem(problem)
         if not 1 <= limit <= 1000:
             raise QueryError(f"bad limit {limit}: between 1 and 1000")
-        return history(root, problem)[:limit]
+        return history(store, problem)[:limit]
 
     @app.get("/leaderboard")
     def leaderboard(problem: str, score: str = "acc", dataset: str | None = None, reference: str | None = None,
@@ -258,10 +260,10 @@ def create_app(root: Path) -> FastAPI:
         # the same records, archive state and parameters give the same table (the bootstrap is
         # seeded): computed once, not per request
         problem = request.problem
-        key = (request, snapshot_id(root, problem), _records_state(root, problem))
+        key = (request, snapshot_id(store, problem), _records_state(store, problem))
         with board_locks[hash(key) % len(board_locks)]:  # a request during the warm-up waits for it
             if key not in boards:
-                table = request.table(root)
+                table = request.table(store)
                 if len(boards) >= 64:
                     boards.pop(next(iter(boards)))
                 boards[key] = json.dumps(table, allow_nan=False).encode()  # serialised once too
@@ -271,7 +273,7 @@ def create_app(root: Path) -> FastAPI:
         """What the page asks first, computed before anyone asks: each problem's archive snapshot
         (plume, contents) and its default leaderboard. A first visit then reads caches."""
         for problem, cls in problem_classes().items():
-            steps = [(latest_forecasts, (root, problem)), (contents, (root, problem)),
+            steps = [(latest_forecasts, (store, problem)), (contents, (store, problem)),
                      (board_json, (LeaderboardRequest(problem, "acc", n_boot=500),))]
             if "seasonal_cycle" in cls.panels:
                 steps.append((seasonal, (problem, None, 3)))
@@ -290,13 +292,12 @@ def create_app(root: Path) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app over the store named by $CLIMATE_ML_STORE (how ``serve-api`` starts its workers)."""
-    from climate_ml.store import store_root
 
-    return create_app(store_root(None))
+    return create_app(Store.at(None))
 
 
 @contextlib.contextmanager
-def running_server(store: Path, workers: int = 1):
+def running_server(store: StoreLike, workers: int = 1):
     """``climate-ml serve-api`` on a free loopback port over ``store``; yields the base URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -50,7 +50,7 @@ from climate_ml.schema import (
     add_valid_time,
     validate_forecast,
 )
-from climate_ml.store import NETCDF_LOCK, check_name, locked
+from climate_ml.store import NETCDF_LOCK, Store, StoreLike, check_name
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
@@ -86,10 +86,6 @@ _CHUNK_BYTES = 2_000_000
 warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
 warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not part.*")
 icechunk.set_logs_filter("error")  # its warning about local-filesystem commits: we hold the store lock
-
-
-def archive_path(root: Path, problem: str) -> Path:
-    return root / "archive" / f"{check_name(problem, 'problem')}.icechunk"
 
 
 def default_dataset(problem: str) -> str:
@@ -203,8 +199,8 @@ _SNAPSHOTS_LOCK = threading.Lock()
 _SNAPSHOTS_KEPT = 8
 
 
-def _snapshot(root: Path, problem: str, as_of: str | None = None) -> _Snapshot | None:
-    path = archive_path(root, problem)
+def _snapshot(store: StoreLike, problem: str, as_of: str | None = None) -> _Snapshot | None:
+    path = Store.at(store).archive(problem)
     repo = _repository(path)
     if repo is None:
         return None
@@ -322,7 +318,7 @@ def _same(a: xr.DataArray, b: xr.DataArray) -> bool:
 
 
 def write_forecast(
-    root: Path, problem: str, model: str, forecast: xr.DataArray, provenance: dict, replace: bool = False,
+    store: StoreLike, problem: str, model: str, forecast: xr.DataArray, provenance: dict, replace: bool = False,
     dataset: str | None = None, observed: xr.DataArray | None = None, probabilities: xr.DataArray | None = None,
     season: xr.Dataset | None = None,
 ) -> str:
@@ -360,8 +356,8 @@ def write_forecast(
     new = new.assign(provenance_variables({**provenance, "dataset": dataset}, inits))
     units = forecast.attrs.get("units") or get_problem(problem).target_units  # maps say their own ("1")
     new = _cf(add_valid_time(new), problem, model, dataset, units)
-    path = archive_path(root, problem)
-    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+    path = Store.at(store).archive(problem)
+    with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
         session = repo.writable_session(BRANCH)
         try:
@@ -444,7 +440,7 @@ def _conform(new: xr.Dataset, old: xr.Dataset, group: str) -> xr.Dataset:
     return add_valid_time(new.drop_vars(VALID).reindex({LEAD: old[LEAD].values}))
 
 
-def write_observed(root: Path, problem: str, observed: xr.DataArray | None, dataset: str | None = None,
+def write_observed(store: StoreLike, problem: str, observed: xr.DataArray | None, dataset: str | None = None,
                    maps: xr.DataArray | None = None) -> int:
     """Record outcomes that have arrived: ``observed(init_time, lead)`` (in the forecasts'
     convention) fills the still-empty ``observed`` values of every index model archived on
@@ -452,12 +448,12 @@ def write_observed(root: Path, problem: str, observed: xr.DataArray | None, data
     their valid months, in one commit. A value already recorded is never changed. Returns the
     values filled."""
     dataset, _, _ = _group(problem, "any", dataset)
-    path = archive_path(root, problem)
+    path = Store.at(store).archive(problem)
     repo = _repository(path)
     if repo is None:
         return 0
     filled = 0
-    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+    with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         session = repo.writable_session(BRANCH)
         root_group = zarr.open_group(session.store, mode="r")
         models = sorted(m for m, _ in root_group[dataset].groups()) if dataset in dict(root_group.groups()) else []
@@ -497,12 +493,12 @@ def write_observed(root: Path, problem: str, observed: xr.DataArray | None, data
 MONITORING = "_monitoring"  # root group of the running skill; its leading "_" is never a data set name
 
 
-def write_monitoring(root: Path, problem: str, dataset: str, skill: xr.Dataset) -> None:
+def write_monitoring(store: StoreLike, problem: str, dataset: str, skill: xr.Dataset) -> None:
     """Keep the latest running skill of the live forecasts (``verify.monitor_skill``) in the
     archive, one commit per update: its history is the archive's history."""
     dataset, _, _ = _group(problem, "any", dataset)
-    path = archive_path(root, problem)
-    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+    path = Store.at(store).archive(problem)
+    with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
         session = repo.writable_session(BRANCH)
         out = skill.assign_coords({MODEL: skill[MODEL].astype(object)})  # text as variable-length UTF-8
@@ -513,23 +509,23 @@ def write_monitoring(root: Path, problem: str, dataset: str, skill: xr.Dataset) 
                                                                      "action": "monitoring", "drift": drift})
 
 
-def read_monitoring(root: Path, problem: str, dataset: str | None = None) -> xr.Dataset | None:
+def read_monitoring(store: StoreLike, problem: str, dataset: str | None = None) -> xr.Dataset | None:
     """The running skill last written for ``dataset`` (None if never)."""
     dataset, _, _ = _group(problem, "any", dataset)
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     if snap is None or dataset not in snap.monitored:
         return None
     return snap.load(MONITORING, dataset)
 
 
-def tag(root: Path, problem: str, name: str) -> str:
+def tag(store: StoreLike, problem: str, name: str) -> str:
     """Name the archive's current state (e.g. before a season's outcome is known); returns the snapshot id."""
     check_name(name, "tag")
-    path = archive_path(root, problem)
+    path = Store.at(store).archive(problem)
     repo = _repository(path)
     if repo is None:
         raise QueryError(f"no forecasts archived for problem {problem!r}")
-    with locked(root, f"archive-{check_name(problem, 'problem')}"):
+    with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         if name in repo.list_tags():
             raise StoreError(f"tag {name!r} already names a state of the {problem} archive")
         sid = repo.lookup_branch(BRANCH)
@@ -537,9 +533,9 @@ def tag(root: Path, problem: str, name: str) -> str:
     return sid
 
 
-def history(root: Path, problem: str) -> list[dict]:
+def history(store: StoreLike, problem: str) -> list[dict]:
     """Every commit of the problem's archive, newest first: id, time, message, metadata, tags."""
-    path = archive_path(root, problem)
+    path = Store.at(store).archive(problem)
     repo = _repository(path)
     if repo is None:
         raise QueryError(f"no forecasts archived for problem {problem!r}")
@@ -553,22 +549,22 @@ def history(root: Path, problem: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- reading
 
-def snapshot_id(root: Path, problem: str) -> str | None:
+def snapshot_id(store: StoreLike, problem: str) -> str | None:
     """The id of the archive's current state (None when nothing is archived): a cache key."""
-    repo = _repository(archive_path(root, problem))
+    repo = _repository(Store.at(store).archive(problem))
     return repo.lookup_branch(BRANCH) if repo is not None else None
 
 
-def list_datasets(root: Path, problem: str, as_of: str | None = None) -> list[str]:
+def list_datasets(store: StoreLike, problem: str, as_of: str | None = None) -> list[str]:
     """The data sets a problem has archived forecasts for."""
-    snap = _snapshot(root, problem, as_of)
+    snap = _snapshot(store, problem, as_of)
     return sorted(snap.groups) if snap else []
 
 
-def list_models(root: Path, problem: str, dataset: str | None = None, as_of: str | None = None,
+def list_models(store: StoreLike, problem: str, dataset: str | None = None, as_of: str | None = None,
                 kind: str | None = None) -> list[str]:
     """The models archived on a data set; ``kind`` "index" or "maps" keeps only those."""
-    snap = _snapshot(root, problem, as_of)
+    snap = _snapshot(store, problem, as_of)
     dataset = dataset or default_dataset(problem)
     models = list(snap.groups.get(dataset, [])) if snap else []
     if kind is None:
@@ -576,11 +572,11 @@ def list_models(root: Path, problem: str, dataset: str | None = None, as_of: str
     return [m for m in models if ("index" if _is_index(snap.load(dataset, m)) else "maps") == kind]
 
 
-def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
+def contents(store: StoreLike, problem: str, dataset: str | None = None) -> dict:
     """What the archive holds on one data set: per model the inits, their span and kinds, and
     when it was last written; the archived data sets; the last commits."""
     dataset, _, _ = _group(problem, "any", dataset)
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     if snap is None:
         return {"problem": problem, "dataset": dataset, "datasets": [], "models": [], "history": []}
     models = []
@@ -593,10 +589,10 @@ def contents(root: Path, problem: str, dataset: str | None = None) -> dict:
                        "observed": int(ds[OBSERVED].notnull().any([d for d in ds[OBSERVED].dims if d != INIT]).sum()),
                        "last_written": max(ds["prov_written_at"].values.astype(str))})
     return {"problem": problem, "dataset": dataset, "datasets": sorted(snap.groups), "snapshot": snap.id,
-            "models": models, "history": history(root, problem)[:5]}
+            "models": models, "history": history(store, problem)[:5]}
 
 
-def latest_forecasts(root: Path, problem: str, dataset: str | None = None, history_months: int = 24) -> dict:
+def latest_forecasts(store: StoreLike, problem: str, dataset: str | None = None, history_months: int = 24) -> dict:
     """What a plume is drawn from: every model's live forecast (kind "forecast") from the latest
     init any model was issued at, by lead (the ensemble mean, and the members where there are
     some), and the observed target of the ``history_months`` before it (the lead-1 outcomes
@@ -607,7 +603,7 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
     dataset, _, _ = _group(problem, "any", dataset)
     out = {"problem": problem, "dataset": dataset, "units": prob.target_units, "init": None, "models": [],
            "observed": [], "thresholds": list(getattr(prob, "thresholds", []))}
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     groups = {m: snap.load(dataset, m) for m in snap.groups.get(dataset, [])} if snap else {}
     groups = {m: ds for m, ds in groups.items() if _is_index(ds)}  # maps are drawn by latest_verified_map
     live = {m: ds.isel({INIT: ds["prov_kind"].values.astype(str) == "forecast"}) for m, ds in groups.items()}
@@ -642,11 +638,11 @@ def latest_forecasts(root: Path, problem: str, dataset: str | None = None, histo
     return out
 
 
-def season_outlooks(root: Path, problem: str, dataset: str | None = None) -> list[dict]:
+def season_outlooks(store: StoreLike, problem: str, dataset: str | None = None) -> list[dict]:
     """Each model's latest archived season outlook (e.g. rainfall's November-March total): init,
     total and tercile probabilities, newest inits first."""
     dataset, _, _ = _group(problem, "any", dataset)
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     out = []
     for m in snap.groups.get(dataset, []) if snap else []:
         ds = snap.load(dataset, m)
@@ -663,13 +659,13 @@ def season_outlooks(root: Path, problem: str, dataset: str | None = None) -> lis
     return sorted(out, key=lambda r: (r["init"], r["model"]), reverse=True)
 
 
-def latest_verified_map(root: Path, problem: str, dataset: str | None = None, model: str | None = None,
+def latest_verified_map(store: StoreLike, problem: str, dataset: str | None = None, model: str | None = None,
                         lead: int = 1) -> xr.Dataset:
     """A field model's maps from its latest init whose lead-``lead`` outcome is observed: the
     forecast (``member``, grid) and the observed map at the valid month, with the grid's lat/lon;
     attributes model, init, valid, lead. ``model`` defaults to the first field model archived."""
     dataset, _, _ = _group(problem, model or "any", dataset)
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     names = snap.groups.get(dataset, []) if snap else []
     fields = [m for m in names if not _is_index(snap.load(dataset, m))]
     hint = f"; archive some with `climate-ml backtest {problem} MAPS.py --archive`"
@@ -747,7 +743,7 @@ def _init_slice(index: pd.DatetimeIndex, start, end) -> slice:
 
 
 def query(
-    root: Path,
+    store: StoreLike,
     problem: str,
     model: str | None = None,
     init: str | None = None,
@@ -777,7 +773,7 @@ def query(
     vstart, vend = parse_init_range(valid)
     leads = parse_leads(lead)
     dataset, _, _ = _group(problem, model or "any", dataset)
-    snap = _snapshot(root, problem, as_of)
+    snap = _snapshot(store, problem, as_of)
     models = snap.groups.get(dataset, []) if snap else []
     if kind is not None:
         models = [m for m in models if ("index" if _is_index(snap.load(dataset, m)) else "maps") == kind]
@@ -1020,7 +1016,7 @@ def read_external_forecasts(path: Path, problem, column: str | None = None,
     return add_valid_time(da.rename("forecast").drop_vars([c for c in da.coords if c not in da.dims])), dropped
 
 
-def import_forecasts(root: Path, problem, path: Path, model: str, column: str | None = None,
+def import_forecasts(store: StoreLike, problem, path: Path, model: str, column: str | None = None,
                      note: str = "", replace: bool = False, dataset: str | None = None) -> tuple[xr.DataArray, str, list[int]]:
     """Check and archive forecasts made elsewhere, with their provenance, under ``dataset`` (the
     observations their target is defined on; default: the problem's default data set)."""
@@ -1032,14 +1028,14 @@ def import_forecasts(root: Path, problem, path: Path, model: str, column: str | 
         "details": {"source_file": str(Path(path).resolve()), "source_column": column or (model if model else "forecast"),
                     "dropped_leads": dropped, "target": problem.description, "note": note},
     }
-    return fc, write_forecast(root, problem.name, model, fc, provenance, replace=replace), dropped
+    return fc, write_forecast(store, problem.name, model, fc, provenance, replace=replace), dropped
 
 
-def imported_forecasts(root: Path, problem: str, dataset: str | None = None) -> dict[str, xr.DataArray]:
+def imported_forecasts(store: StoreLike, problem: str, dataset: str | None = None) -> dict[str, xr.DataArray]:
     """The inits whose provenance says they were imported (ensemble mean if members), of one data
     set, or of every data set when ``dataset`` is None."""
     out = {}
-    snap = _snapshot(root, problem)
+    snap = _snapshot(store, problem)
     if snap is None:
         return out
     for d in [dataset] if dataset else sorted(snap.groups):

@@ -8,6 +8,7 @@ init in the block from predictors at that init. Each model in a run sees the sam
 
 from __future__ import annotations
 
+import copy
 import functools
 import multiprocessing
 import os
@@ -50,25 +51,68 @@ def fit_predict(model: ModelSpec, fold: FoldData, inits, leads, name: str = "mod
 
 def _fit_and_predict(factory: Factory, fold: FoldData, inits, name: str):
     """(raw prediction, X of the inits), unchecked."""
-    X_train, y_train = fold.training_set()
+    return _predict(_fit(factory, fold.training_set(), fold.fit_end, name), fold, inits, name)
+
+
+def _fit(factory: Factory, training: tuple[xr.Dataset, xr.DataArray], fit_end: pd.Timestamp, name: str):
+    """A fresh model fitted on ``training`` (X, y): the fold's training set."""
+    X_train, y_train = training
     if X_train.sizes[INIT] < 24:
         raise ClimateMLError(
-            f"only {X_train.sizes[INIT]} training inits before {fold.fit_end:%Y-%m}; "
+            f"only {X_train.sizes[INIT]} training inits before {fit_end:%Y-%m}; "
             "start the test period later"
         )
-    X_test = fold.test_set(inits)
     if model_target(factory) == FIELD_TARGET:
         raise ModelError(f"{name}: forecasts concentration maps (TARGET = {FIELD_TARGET!r}), not an index; "
                          "backtest it without index models: `climate-ml backtest arctic_sea_ice FILE`")
     try:
         model = factory()
         model.fit(X_train, y_train)
+    except ClimateMLError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{name}: {type(exc).__name__} in fit/predict: {exc}") from exc
+    return model
+
+
+def _predict(model, fold: FoldData, inits, name: str):
+    """(raw prediction of the inits, their X), unchecked."""
+    X_test = fold.test_set(inits)
+    try:
         pred = model.predict(X_test)
     except ClimateMLError:
         raise
     except Exception as exc:
         raise ModelError(f"{name}: {type(exc).__name__} in fit/predict: {exc}") from exc
     return pred, X_test
+
+
+class ProbeFits:
+    """The fits of the lookahead probes of one model and one cut-off. Each probe's data differ
+    from the real data only after the probe init; a probe whose training set is identical to
+    one already fitted (always, for a model whose features do not read ahead: the training set
+    ends at the cut-off) gets a copy of that fitted model instead of a new fit, since a model
+    is fitted from its training set alone. A training set that differs, because a feature
+    reads ahead, is fitted afresh, so the verdict is the one a refit per probe would give.
+    Every probe predicts with its own copy: what one ``predict`` might keep never reaches another."""
+
+    def __init__(self, factory: Factory, name: str):
+        self.factory, self.name, self.fitted = factory, name, []
+
+    def model(self, fold: FoldData):
+        training = fold.training_set()
+        for seen, model in self.fitted:
+            if seen[0].equals(training[0]) and seen[1].equals(training[1]):
+                return self._copy(model, training, fold.fit_end)
+        model = _fit(self.factory, training, fold.fit_end, self.name)
+        self.fitted.append((training, model))
+        return self._copy(model, training, fold.fit_end)
+
+    def _copy(self, model, training, fit_end):
+        try:
+            return copy.deepcopy(model)
+        except Exception:  # a model that cannot be copied is fitted again: the same verdict, slower
+            return _fit(self.factory, training, fit_end, self.name)
 
 
 @dataclass
@@ -575,13 +619,12 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
                                            problem.leads, name))
         except ModelError as exc:
             out[name] = f"{name}: failed under the lookahead guard: {exc}"
-    # probe-major order: each probe's perturbed fold is built once per process
-    units = [(name, models[name], init, block) for init in probes for name in models if name not in out]
+    units = [(name, models[name], t0, block) for name in models if name not in out]  # one per model
     probed = Outcomes(models, time_limit)
     if units:
         executor = executor or choose_executor(n_jobs, scheduler, time_limit)
         executor.run(problem, prepared, units, probed, lambda msg: None,
-                     work=functools.partial(_probe_unit, fit_end=t0, seed=seed))
+                     work=functools.partial(_guard_unit, probes=tuple(probes), seed=seed))
     for name in models:
         if name in out:
             continue
@@ -589,7 +632,7 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
             out[name] = f"{name}: failed under the lookahead guard: {probed.failures[name]}"
             continue
         for init in probes:
-            want, got = refs[name].sel({INIT: [init]}), probed.done[(name, init)]
+            want, got = refs[name].sel({INIT: [init]}), probed.done[(name, t0)][init]
             if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
                 diff = float(np.max(np.abs(want.values - got.values)))
                 out[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
@@ -598,27 +641,30 @@ def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.
     return out
 
 
-def _probe_unit(name: str, spec: ModelSpec, probe: pd.Timestamp, block: pd.DatetimeIndex,
+def _guard_unit(name: str, spec: ModelSpec, fit_end: pd.Timestamp, block: pd.DatetimeIndex,
                 problem: Problem | None = None, prepared: xr.Dataset | None = None, cache: dict | None = None,
-                *, fit_end: pd.Timestamp, seed: int = 0) -> tuple[str, object, float]:
-    """One (model, probe init) of the lookahead guard: fitted up to ``fit_end`` on data whose
-    every value after ``probe`` is noise, the model forecasts the whole ``block`` (as in the
-    backtest); returns (name, its ensemble-mean forecast for the probe init or an error, seconds).
-    Only the probe init must be a valid forecast: later inits hold noise on purpose, and a model
-    may well forecast garbage from garbage."""
+                *, probes: tuple[pd.Timestamp, ...], seed: int = 0) -> tuple[str, object, float]:
+    """One model's lookahead guard: for each probe init, on data whose every value after it is
+    noise, the model fitted up to ``fit_end`` (``ProbeFits``) forecasts the whole ``block`` (as
+    in the backtest); returns (name, {probe: its ensemble-mean forecast for the probe init} or an
+    error, seconds). Only the probe init must be a valid forecast: later inits hold noise on
+    purpose, and a model may well forecast garbage from garbage."""
     problem, prepared = unit_inputs(problem, prepared)
     cache = _WORKER if cache is None else cache
     tic = _time.perf_counter()
     try:
-        key = (pd.Timestamp(probe), pd.Timestamp(fit_end), seed)
-        hit = cache.get("probe")
-        if hit is None or hit[0] != key:  # read and written as one tuple: safe on a threaded worker
-            hit = (key, problem.fold_data(perturb_after(prepared, probe, seed=seed), fit_end))
-            cache["probe"] = hit
-        raw, X_test = _fit_and_predict(resolve_model(spec), hit[1], block, name)
-        if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
-            raise ModelError(f"{name}: predict must return a DataArray with init_time")
-        got = _mean(check_prediction(raw.sel({INIT: [probe]}), X_test.sel({INIT: [probe]}), problem.leads, where=name))
+        fits, got = ProbeFits(resolve_model(spec), name), {}
+        for probe in probes:
+            key = (pd.Timestamp(probe), pd.Timestamp(fit_end), seed)
+            hit = cache.get("probe")
+            if hit is None or hit[0] != key:  # read and written as one tuple: safe on a threaded worker
+                hit = (key, problem.fold_data(perturb_after(prepared, probe, seed=seed), fit_end))
+                cache["probe"] = hit
+            raw, X_test = _predict(fits.model(hit[1]), hit[1], block, name)
+            if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
+                raise ModelError(f"{name}: predict must return a DataArray with init_time")
+            got[probe] = _mean(check_prediction(raw.sel({INIT: [probe]}), X_test.sel({INIT: [probe]}), problem.leads,
+                                                where=name))
         return name, got, _time.perf_counter() - tic
     except ModelError as exc:
         return name, str(exc), _time.perf_counter() - tic
@@ -655,13 +701,14 @@ def lookahead_violations(
     init (fitted up to ``fit_end`` <= init) does not change. Returns the violations found."""
     fit_end = pd.Timestamp(fit_end)
     base = problem.fold_data(prepared, fit_end)
+    fits = ProbeFits(factory, "model")  # one fit for every probe whose training set is the real one
     bad = []
     for init in pd.DatetimeIndex(list(inits)):
         if init < fit_end:
             raise ClimateMLError("lookahead check needs inits at or after fit_end")
-        ref = fit_predict(factory, base, [init], problem.leads)
+        ref = check_prediction(*_predict(fits.model(base), base, [init], "model"), problem.leads, where="model")
         probe = problem.fold_data(perturb_after(prepared, init, seed=seed), fit_end)
-        got = fit_predict(factory, probe, [init], problem.leads)
+        got = check_prediction(*_predict(fits.model(probe), probe, [init], "model"), problem.leads, where="model")
         if not np.allclose(ref.values, got.values, rtol=0, atol=1e-9):
             diff = float(np.max(np.abs(ref.values - got.values)))
             bad.append(f"init {init:%Y-%m}: forecast changed by up to {diff:.3g} when later data changed")

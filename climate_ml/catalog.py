@@ -15,17 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from climate_ml.errors import CatalogError, IngestError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
-Format = Literal["cf-netcdf", "noaa-psl-index", "nsidc-monthly-csv", "nsidc-daily-csv", "nclimdiv-text", "monthly-csv",
-                 "nsidc-0051-binary"]  # the keys of ingest.openers.OPENERS (a test checks they agree)
 ALL_VARIABLES = "*"  # ``variable: "*"`` takes every data variable of the source
 
 
@@ -57,7 +54,7 @@ class CatalogEntry(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     description: str
     source: Source
-    format: Format
+    format: str = Field(description="the source format: a reader in climate_ml.ingest.openers.READERS")
     variable: str | list[str] = Field(
         description='variable name inside the source file, a list of names, or "*" for every variable')
     units: str | dict[str, str] = Field(
@@ -72,6 +69,15 @@ class CatalogEntry(BaseModel):
     )
     subset: Subset | None = None
     region: str | None = Field(None, description="which series of a multi-series file (nClimDiv: e.g. california)")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from climate_ml.ingest.openers import READERS  # the one list of formats
+
+        if value not in READERS:
+            raise ValueError(f"unknown format {value!r} (known: {', '.join(READERS)})")
+        return value
 
     @model_validator(mode="after")
     def _per_variable_keys(self):

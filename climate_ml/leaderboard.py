@@ -35,7 +35,7 @@ from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
 from climate_ml.scores import MAP_METRICS, METRICS
-from climate_ml.store import NETCDF_LOCK
+from climate_ml.store import NETCDF_LOCK, Store, StoreLike
 
 REFERENCE = "damped_persistence"
 
@@ -58,7 +58,7 @@ def work_key(work: dict) -> str:
     return hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def record_backtest(root: Path, problem: Problem, result: BacktestResult, dataset: str, data_sha256: str,
+def record_backtest(store: StoreLike, problem: Problem, result: BacktestResult, dataset: str, data_sha256: str,
                     test_start, test_end, refit_every: int, model_files: dict[str, Path]) -> Path:
     """Write one backtest record: ``record.json`` (the work, each model's file, hash, status and
     time), ``forecasts.nc`` (every out-of-sample forecast and the observations) and
@@ -72,8 +72,6 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
     }
     key = work_key(work)
     now = _dt.datetime.now(_dt.UTC)
-    run_dir = root / "runs" / "backtests" / problem.name / f"{now:%Y%m%dT%H%M%S%fZ}-{key}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     models = {}
     for name, path in model_files.items():
         if name not in result.forecasts and name not in result.failures:
@@ -100,18 +98,19 @@ def record_backtest(root: Path, problem: Problem, result: BacktestResult, datase
         # problem's strongest reference in it
         present = [r for r in problem.references if r in result.forecasts]
         evaluation = result.evaluation(reference=present[-1] if present else None, by="season")
-        with NETCDF_LOCK:
-            ds.to_netcdf(run_dir / "forecasts.nc")
-            evaluation.to_netcdf(run_dir / "evaluation.nc")
-    (run_dir / "record.json").write_text(json.dumps(record, indent=1))
-    return run_dir
+    with Store.at(store).new_record(problem.name, key) as (folder, final):
+        if result.forecasts:
+            with NETCDF_LOCK:
+                ds.to_netcdf(folder / "forecasts.nc")
+                evaluation.to_netcdf(folder / "evaluation.nc")
+        (folder / "record.json").write_text(json.dumps(record, indent=1))
+    return final
 
 
-def list_records(root: Path, problem: str, kind: str = "backtests") -> list[dict]:
+def list_records(store: StoreLike, problem: str, kind: str = "backtests") -> list[dict]:
     """The records of a problem, oldest first: ``kind`` "backtests" or "field-backtests"."""
-    base = root / "runs" / kind / problem
     out = []
-    for p in sorted(base.glob("*/record.json")) if base.exists() else []:
+    for p in Store.at(store).record_files(problem, kind):
         rec = json.loads(p.read_text())
         rec["dir"] = str(p.parent)
         out.append(rec)
@@ -130,10 +129,10 @@ class Board:
     baseline: xr.DataArray | None = None  # scores are taken on anomalies from it
 
 
-def assemble(root: Path, problem: str, key: str | None = None, dataset: str | None = None,
+def assemble(store: StoreLike, problem: str, key: str | None = None, dataset: str | None = None,
              imported: dict[str, xr.DataArray] | None = None) -> Board:
     """Merge the newest result of each model among records of one work key."""
-    key, records = _one_work(root, problem, key, dataset, "backtests")
+    key, records = _one_work(store, problem, key, dataset, "backtests")
     forecasts: dict[str, xr.DataArray] = {}
     failed: dict[str, str] = {}
     sources: dict[str, dict] = {}
@@ -162,9 +161,9 @@ def assemble(root: Path, problem: str, key: str | None = None, dataset: str | No
     return Board(problem, key, records[-1]["work"], forecasts, obs, failed, sources, baseline)
 
 
-def _one_work(root: Path, problem: str, key: str | None, dataset: str | None, kind: str) -> tuple[str, list[dict]]:
+def _one_work(store: StoreLike, problem: str, key: str | None, dataset: str | None, kind: str) -> tuple[str, list[dict]]:
     """The records of one work key (default: the newest record's), optionally on one data set."""
-    records = list_records(root, problem, kind)
+    records = list_records(store, problem, kind)
     what, command = (("backtests", "climate-ml backtest") if kind == "backtests" else
                      ("field backtests", f"climate-ml backtest {problem} MAPS.py"))
     if dataset:
@@ -287,7 +286,7 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
 FIELD_REFERENCE = "damped_anomaly_persistence"
 
 
-def record_field_backtest(root: Path, problem: str, scores: xr.Dataset, dataset: str, data_sha256: str, test_start,
+def record_field_backtest(store: StoreLike, problem: str, scores: xr.Dataset, dataset: str, data_sha256: str, test_start,
                           test_end, refit_every: int, model_files: dict[str, Path | None]) -> Path:
     """Write one field backtest (per-sample scores over method x init x lead, from
     ``sea_ice_fields.field_backtest``) as a record; returns its directory."""
@@ -296,8 +295,6 @@ def record_field_backtest(root: Path, problem: str, scores: xr.Dataset, dataset:
             "refit_every_months": refit_every}
     key = work_key(work)
     now = _dt.datetime.now(_dt.UTC)
-    run_dir = root / "runs" / "field-backtests" / problem / f"{now:%Y%m%dT%H%M%S%fZ}-{key}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     failures = json.loads(scores.attrs.get("failures", "{}"))
     models = {}
     for name, path in model_files.items():
@@ -305,12 +302,13 @@ def record_field_backtest(root: Path, problem: str, scores: xr.Dataset, dataset:
                  "kind": "model file" if path else "per-cell reference"}
         entry.update({"status": "failed", "error": failures[name]} if name in failures else {"status": "ok"})
         models[name] = entry
-    with NETCDF_LOCK:
-        scores.to_netcdf(run_dir / "scores.nc")
     record = {"problem": problem, "work_key": key, "work": work, "code_version": code_version(),
               "created": now.isoformat(timespec="seconds"), "models": models}
-    (run_dir / "record.json").write_text(json.dumps(record, indent=1))
-    return run_dir
+    with Store.at(store).new_record(problem, key, "field-backtests") as (folder, final):
+        with NETCDF_LOCK:
+            scores.to_netcdf(folder / "scores.nc")
+        (folder / "record.json").write_text(json.dumps(record, indent=1))
+    return final
 
 
 @dataclass
@@ -323,9 +321,9 @@ class FieldBoard:
     sources: dict[str, dict] = field(default_factory=dict)
 
 
-def assemble_fields(root: Path, problem: str, key: str | None = None, dataset: str | None = None) -> FieldBoard:
+def assemble_fields(store: StoreLike, problem: str, key: str | None = None, dataset: str | None = None) -> FieldBoard:
     """The newest field-backtest result of each model among records of one work key."""
-    key, records = _one_work(root, problem, key, dataset, "field-backtests")
+    key, records = _one_work(store, problem, key, dataset, "field-backtests")
     scores, failed, sources = {}, {}, {}
     for rec in records:  # oldest first: newer results replace older ones
         with NETCDF_LOCK:
@@ -367,7 +365,7 @@ def score_field_board(board: FieldBoard, score: str = "iiee", reference: str = F
                   seed, level)
 
 
-def leaderboard_table(root: Path, problem: str, score: str = "acc", dataset: str | None = None,
+def leaderboard_table(store: StoreLike, problem: str, score: str = "acc", dataset: str | None = None,
                       reference: str | None = None, n_boot: int = 1000, work: str | None = None) -> dict:
     """The leaderboard the CLI and HTTP show: index scores (``METRICS``) from recorded backtests
     and imported forecasts, or map scores (``MAP_METRICS``) from recorded field backtests."""
@@ -376,11 +374,11 @@ def leaderboard_table(root: Path, problem: str, score: str = "acc", dataset: str
 
     prob = get_problem(problem)
     if score in MAP_METRICS:
-        board = assemble_fields(root, problem, work, dataset)
+        board = assemble_fields(store, problem, work, dataset)
         return score_field_board(board, score, reference or FIELD_REFERENCE, n_boot=n_boot)
     if score not in METRICS:
         raise QueryError(f"bad score {score!r} ({', '.join(METRICS)}; for maps {', '.join(MAP_METRICS)})")
-    board = assemble(root, problem, work, dataset, imported=imported_forecasts(root, problem))
+    board = assemble(store, problem, work, dataset, imported=imported_forecasts(store, problem))
     return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 
 

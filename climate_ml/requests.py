@@ -14,10 +14,14 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from climate_ml.errors import QueryError
+
+if TYPE_CHECKING:
+    from climate_ml.store import StoreLike
 
 N_BOOT_RANGE = (100, 5000)  # bootstrap resamples: fewer give ragged intervals, more only cost time
 
@@ -154,11 +158,11 @@ class LeaderboardRequest:
                 check_name(getattr(req, name), spell(name))
         return req
 
-    def table(self, root: Path) -> dict:
+    def table(self, store: StoreLike) -> dict:
         """The leaderboard as a dict (``leaderboard.leaderboard_table``)."""
         from climate_ml.leaderboard import leaderboard_table
 
-        return leaderboard_table(root, self.problem, self.score, self.dataset, self.reference, self.n_boot, self.work)
+        return leaderboard_table(store, self.problem, self.score, self.dataset, self.reference, self.n_boot, self.work)
 
 
 @dataclass(frozen=True)
@@ -199,9 +203,9 @@ class ArchiveQuery:
                 check_name(getattr(req, name), spell(name))
         return req
 
-    def export(self, root: Path, provenance: bool = True) -> bytes:
+    def export(self, store: StoreLike, provenance: bool = True) -> bytes:
         """The matching forecasts with their observed outcomes, serialised in ``format``."""
         from climate_ml.archive import export, query
 
-        return export(query(root, self.problem, self.model, self.init, self.lead, dataset=self.dataset,
+        return export(query(store, self.problem, self.model, self.init, self.lead, dataset=self.dataset,
                             valid=self.valid, as_of=self.as_of, provenance=provenance, box=self.box), self.format)

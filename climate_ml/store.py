@@ -1,6 +1,6 @@
-"""The on-disk store: one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``) holding
-``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``, ``archive/<problem>.zarr`` and
-``runs/``.
+"""The on-disk store (``Store``): one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``)
+holding ``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``,
+``archive/<problem>.icechunk`` and ``runs/``.
 
 Every write goes to a temporary directory beside the target and is swapped in with renames,
 under a per-target file lock, so a crash never leaves a half-written store that reads as valid
@@ -38,11 +38,6 @@ OBS_TIME_CHUNK = 120  # months per chunk: ~8 MB for a 2-degree global float32 fi
 OBS_CHUNK_BYTES = 64 * 2**20  # ... but fewer months where a month is large (0.25 degree: 16 months, 64 MB)
 
 
-def store_root(root: str | Path | None = None) -> Path:
-    root = root or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT
-    return Path(root).expanduser().resolve()
-
-
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")  # letters, digits, '_', '.', '-'; no path in it
 
 
@@ -57,17 +52,113 @@ def check_name(name: str, what: str = "dataset") -> str:
     return name
 
 
-def obs_path(root: Path, name: str) -> Path:
-    return root / "obs" / f"{check_name(name)}.zarr"
+RECORD_KINDS = ("backtests", "field-backtests")  # the leaderboard's records under runs/
 
 
-@contextlib.contextmanager
-def locked(root: Path, key: str, timeout: float = 600):
-    """Serialise writers of one store target across processes."""
-    lock_dir = root / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"{key.replace('/', '_')}.lock"), timeout=timeout):
-        yield
+class Store:
+    """The store: the one place that knows its folder layout, its locks and how a write is made
+    atomic, and that checks every name before it becomes a path. Each shell (CLI command, flow,
+    HTTP app) makes one with ``Store.at(where)`` and hands it to the library; library functions
+    take it as ``store`` (a plain folder is accepted too and made a Store by ``Store.at``).
+
+    Layout under ``root``: ``raw/<source>/`` (downloads, generated files), ``obs/<dataset>.zarr``,
+    ``archive/<problem>.icechunk``, ``runs/<kind>/<problem>/<stamp>-<key>/`` (the leaderboard's
+    records), ``runs/<stamp>-<label>/`` (run reports) and ``.locks/``.
+    """
+
+    __slots__ = ("root",)
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    @classmethod
+    def at(cls, where: Store | str | os.PathLike | None = None) -> Store:
+        """The store ``where`` names; by default ``CLIMATE_ML_STORE`` or ``./climate-ml-data``."""
+        if isinstance(where, Store):
+            return where
+        return cls(where or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Store) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __reduce__(self):  # pickled as its root, for worker processes
+        return (Store, (str(self.root),))
+
+    # -- layout --
+    def obs(self, name: str) -> Path:
+        """``obs/<name>.zarr``: one observation data set."""
+        return self.root / "obs" / f"{check_name(name)}.zarr"
+
+    def obs_names(self) -> list[str]:
+        folder = self.root / "obs"
+        return sorted(p.stem for p in folder.glob("*.zarr")) if folder.exists() else []
+
+    def archive(self, problem: str) -> Path:
+        """``archive/<problem>.icechunk``: the forecast archive of one problem."""
+        return self.root / "archive" / f"{check_name(problem, 'problem')}.icechunk"
+
+    def raw(self, source: str) -> Path:
+        """``raw/<source>/``: the downloaded or generated files of one catalog entry."""
+        return self.root / "raw" / check_name(source, "catalog entry")
+
+    def records(self, problem: str, kind: str = "backtests") -> Path:
+        """``runs/<kind>/<problem>/``: the leaderboard's records of one problem."""
+        if kind not in RECORD_KINDS:
+            raise StoreError(f"unknown record kind {kind!r} (known: {', '.join(RECORD_KINDS)})")
+        return self.root / "runs" / kind / check_name(problem, "problem")
+
+    def record_files(self, problem: str, kind: str = "backtests") -> list[Path]:
+        """Every complete record (its ``record.json``) of one problem, oldest first."""
+        base = self.records(problem, kind)
+        return sorted(base.glob("*/record.json")) if base.exists() else []
+
+    def run_dir(self, label: str) -> Path:
+        """A new ``runs/<UTC stamp>-<label>/`` folder for one run's report (made here)."""
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = self.root / "runs" / f"{stamp}-{check_name(label, 'run')}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # -- locks and atomic writes --
+    @contextlib.contextmanager
+    def locked(self, key: str, timeout: float = 600):
+        """Serialise writers of one store target across processes."""
+        lock_dir = self.root / ".locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_dir / f"{key.replace('/', '_')}.lock"), timeout=timeout):
+            yield
+
+    @contextlib.contextmanager
+    def new_record(self, problem: str, key: str, kind: str = "backtests"):
+        """Write a record folder atomically. Yields ``(folder, final)``: the body fills the
+        temporary ``folder``, which is renamed to ``final``
+        (``runs/<kind>/<problem>/<UTC stamp>-<key>``) when the body returns and removed if it
+        raises, so a reader never sees half a record."""
+        now = _dt.datetime.now(_dt.UTC)
+        final = self.records(problem, kind) / f"{now:%Y%m%dT%H%M%S%fZ}-{check_name(key, 'work key')}"
+        tmp = temp_beside(final)
+        tmp.mkdir()
+        try:
+            yield tmp, final
+            os.replace(tmp, final)
+        except BaseException:
+            discard(tmp)
+            raise
+
+
+StoreLike = Store | str | os.PathLike  # what library functions accept as ``store``
 
 
 def recover(final: Path) -> None:
@@ -120,7 +211,7 @@ def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
     return not bool(differs.any().compute())
 
 
-def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteResult:
+def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict) -> WriteResult:
     """Write canonical observations to ``obs/<name>.zarr``.
 
     Idempotent: months already stored must hold the same values (else StoreError, nothing
@@ -128,8 +219,9 @@ def write_obs(ds: xr.Dataset, root: Path, name: str, provenance: dict) -> WriteR
     touched at all.
     """
     validate_obs(ds)
-    final = obs_path(root, name)
-    with locked(root, f"obs-{name}"):
+    store = Store.at(store)
+    final = store.obs(name)
+    with store.locked(f"obs-{name}"):
         recover(final)
         sweep_temporaries(final)
         now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
@@ -230,17 +322,13 @@ def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
     return f"{pd.Timestamp(a[TIME].values[int(np.argmax(bad))]):%Y-%m}"
 
 
-def open_obs(root: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
+def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Dataset:
     """Open a stored observation dataset lazily (Dask, chunked by time)."""
-    final = obs_path(root, name)
+    store = Store.at(store)
+    final = store.obs(name)
     recover(final)
     if not final.exists():
-        have = sorted(p.stem for p in (root / "obs").glob("*.zarr")) if (root / "obs").exists() else []
         raise StoreError(
-            f"unknown dataset {name!r} in {root} (stored: {', '.join(have) or 'none'}; ingest it first)"
+            f"unknown dataset {name!r} in {store} (stored: {', '.join(store.obs_names()) or 'none'}; ingest it first)"
         )
     return xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
-
-
-def list_obs(root: Path) -> list[str]:
-    return sorted(p.stem for p in (root / "obs").glob("*.zarr")) if (root / "obs").exists() else []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -13,6 +11,7 @@ from climate_ml.errors import QueryError
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
 from climate_ml.scores import METRICS, N_VERIFIED
+from climate_ml.store import StoreLike
 
 
 def observed_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray:
@@ -34,16 +33,16 @@ def observed_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray:
     return xr.concat(rows, dim=INIT)
 
 
-def record_outcomes(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None) -> int:
+def record_outcomes(store: StoreLike, problem: Problem, prepared: xr.Dataset, dataset: str | None = None) -> int:
     """Write the outcomes observed since into the archive beside the forecasts they verify (each
     in the convention of :func:`observed_for`); returns how many values were filled."""
     try:
-        fc = query(root, problem.name, dataset=dataset, kind="index")
+        fc = query(store, problem.name, dataset=dataset, kind="index")
     except QueryError:
         return 0
     inits = pd.DatetimeIndex(fc[INIT].values)
     obs = observed_for(problem, prepared, inits).reindex({LEAD: fc[LEAD].values})
-    return write_observed(root, problem.name, obs, dataset)
+    return write_observed(store, problem.name, obs, dataset)
 
 
 def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray | None:
@@ -58,12 +57,12 @@ def _baseline_for(problem: Problem, prepared: xr.Dataset, inits) -> xr.DataArray
     return xr.concat(parts, dim=INIT)
 
 
-def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str | None = None,
+def verify_archive(store: StoreLike, problem: Problem, prepared: xr.Dataset, dataset: str | None = None,
                    kinds: tuple[str, ...] | None = None) -> xr.Dataset:
     """Scores per model and lead (dims model, lead) for every forecast archived on ``dataset``
     (the observations in ``prepared``) whose target has been observed; ``n`` counts them.
     ``kinds``: only inits of these provenance kinds (e.g. ``("forecast",)``: issued live)."""
-    fc = query(root, problem.name, dataset=dataset, kind="index")
+    fc = query(store, problem.name, dataset=dataset, kind="index")
     if kinds is not None:
         fc["forecast"] = fc["forecast"].where(fc["prov_kind"].isin(list(kinds)))
     inits = pd.DatetimeIndex(fc[INIT].values)
@@ -86,12 +85,12 @@ def verify_archive(root: Path, problem: Problem, prepared: xr.Dataset, dataset: 
     return ds
 
 
-def record_field_outcomes(root: Path, problem: Problem, concentration: xr.DataArray, dataset: str) -> int:
+def record_field_outcomes(store: StoreLike, problem: Problem, concentration: xr.DataArray, dataset: str) -> int:
     """Write the observed maps that have arrived beside the archived map forecasts they verify."""
-    return write_observed(root, problem.name, None, dataset, maps=concentration)
+    return write_observed(store, problem.name, None, dataset, maps=concentration)
 
 
-def verify_fields(root: Path, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
+def verify_fields(store: StoreLike, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
                   dataset: str, kinds: tuple[str, ...] | None = None) -> list[dict]:
     """Every archived map forecast on ``dataset`` whose valid month is now observed, scored as
     the field backtest scores them (``sea_ice_fields.field_scores``: the member mean for IIEE,
@@ -106,8 +105,8 @@ def verify_fields(root: Path, problem: Problem, concentration: xr.DataArray, cel
     conc = np.asarray(concentration.transpose("time", *grid).values, dtype="float64").reshape(len(times), -1)
     area = np.asarray(cell_area.transpose(*grid).values, dtype="float64").ravel()
     rows = []
-    for model in list_models(root, problem.name, dataset, kind="maps"):
-        ds = query(root, problem.name, model, dataset=dataset).isel({MODEL: 0})
+    for model in list_models(store, problem.name, dataset, kind="maps"):
+        ds = query(store, problem.name, model, dataset=dataset).isel({MODEL: 0})
         if kinds is not None:
             ds = ds.isel({INIT: np.isin(ds["prov_kind"].values.astype(str), list(kinds))})
         fc = ds["forecast"].transpose(INIT, LEAD, "member", *grid)
@@ -147,7 +146,7 @@ def verification_records(ds: xr.Dataset) -> list[dict]:
     return recs
 
 
-def monitor_skill(root: Path, problem: Problem, prepared: xr.Dataset, dataset: str, score: str = "rmse",
+def monitor_skill(store: StoreLike, problem: Problem, prepared: xr.Dataset, dataset: str, score: str = "rmse",
                   min_cases: int = 12, n_boot: int = 500) -> xr.Dataset:
     """Running skill of the forecasts issued live (kind "forecast") by model and lead, against
     the model's skill in its recorded backtest with a block-bootstrap interval: ``status`` is
@@ -155,9 +154,9 @@ def monitor_skill(root: Path, problem: Problem, prepared: xr.Dataset, dataset: s
     cases, "ok" inside it, "too few cases" or "no backtest" otherwise."""
     from climate_ml.leaderboard import assemble, default_reference, score_board
 
-    live = verify_archive(root, problem, prepared, dataset, kinds=("forecast",))
+    live = verify_archive(store, problem, prepared, dataset, kinds=("forecast",))
     try:
-        board = assemble(root, problem.name, dataset=dataset)
+        board = assemble(store, problem.name, dataset=dataset)
         table = score_board(board, score, default_reference(problem, board), n_boot=n_boot)
         backtest = {r["model"]: r["leads"] for r in table["rows"]}
     except QueryError:

@@ -22,7 +22,7 @@ from climate_ml.errors import ClimateMLError, ModelError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import FIELD_TARGET, file_sha256, load_model_factory, model_name
 from climate_ml.problems import Problem, get_problem
-from climate_ml.store import check_name, list_obs, open_obs
+from climate_ml.store import Store, StoreLike, check_name, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
 FIELD_MODELS_DIR = MODELS_DIR / "fields"  # the per-cell concentration-map references
@@ -58,18 +58,18 @@ def registered_models(problem: str = "el_nino", fields: bool = False) -> dict[st
     return out
 
 
-def ensure_dataset(root: Path, name: str, log: Callable[[str], None] = lambda s: None) -> xr.Dataset:
+def ensure_dataset(store: StoreLike, name: str, log: Callable[[str], None] = lambda s: None) -> xr.Dataset:
     """Open a stored dataset; a catalog entry not yet stored is ingested first."""
-    if name not in list_obs(root):
+    if name not in Store.at(store).obs_names():
         entries = load_catalog()
         if name not in entries:
-            open_obs(root, name)  # raises the clear "unknown dataset" error
-        log(f"ingesting catalog entry {name!r} into {root}")
-        ingest_entry(entries[name], root)
-    return open_obs(root, name)
+            open_obs(store, name)  # raises the clear "unknown dataset" error
+        log(f"ingesting catalog entry {name!r} into {store}")
+        ingest_entry(entries[name], store)
+    return open_obs(store, name)
 
 
-def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, predictors: list[str] | None = None,
+def problem_inputs(store: StoreLike, problem: Problem, dataset: str | None = None, predictors: list[str] | None = None,
                    log: Callable[[str], None] = lambda s: None) -> tuple[str, xr.Dataset, xr.Dataset]:
     """(dataset name, stored target observations, prepared inputs) for a problem. Without a
     dataset, the problem's embedded default and its default predictors are used; ``predictors``
@@ -79,8 +79,8 @@ def problem_inputs(root: Path, problem: Problem, dataset: str | None = None, pre
     name = problem.default_dataset if dataset is None else dataset
     for n in [name, *predictors]:  # names become paths: refuse a bad one before any work
         check_name(n)
-    obs = ensure_dataset(root, name, log=log)
-    extra = {p: ensure_dataset(root, p, log=log) for p in predictors}
+    obs = ensure_dataset(store, name, log=log)
+    extra = {p: ensure_dataset(store, p, log=log) for p in predictors}
     try:
         prepared = problem.prepare(obs, extra)
     except ClimateMLError as exc:  # name the data sets and the problem in the one-line error
@@ -125,7 +125,7 @@ class Evaluation:
     test_end: pd.Timestamp | None = None
 
 
-def run_backtest_request(root: Path, request, prepared: xr.Dataset | None = None, obs: xr.Dataset | None = None,
+def run_backtest_request(store: StoreLike, request, prepared: xr.Dataset | None = None, obs: xr.Dataset | None = None,
                          progress: Callable[[str], None] | None = None, log: Callable[[str], None] = lambda s: None,
                          on_forecast: Callable | None = None):
     """A checked ``requests.BacktestRequest`` as every shell runs it: the field backtest
@@ -135,25 +135,25 @@ def run_backtest_request(root: Path, request, prepared: xr.Dataset | None = None
     prob = request.definition()
     options = {"n_jobs": request.n_jobs, "scheduler": request.scheduler, "time_limit": request.time_limit}
     if request.fields:
-        return field_backtest_run(root, request.dataset or prob.default_dataset, request.test_start, request.test_end,
+        return field_backtest_run(store, request.dataset or prob.default_dataset, request.test_start, request.test_end,
                                   request.refit_every, request.model_paths, archive=request.archive,
                                   replace=request.replace, on_forecast=on_forecast, progress=progress, log=log,
                                   problem=prob, **options)
     if prepared is None:
         predictors = None if request.predictors is None else list(request.predictors)
-        dataset, obs, prepared = problem_inputs(root, prob, request.dataset, predictors, log=log)
+        dataset, obs, prepared = problem_inputs(store, prob, request.dataset, predictors, log=log)
     else:
         dataset = request.dataset or prob.default_dataset
-        obs = obs if obs is not None else ensure_dataset(root, dataset, log=log)
+        obs = obs if obs is not None else ensure_dataset(store, dataset, log=log)
     end = prob.last_init(prepared) if request.test_end is None else min(request.test_end, prob.last_init(prepared))
-    ev = evaluate(root, prob, list(request.model_paths), prepared, obs, dataset, request.test_start, end,
+    ev = evaluate(store, prob, list(request.model_paths), prepared, obs, dataset, request.test_start, end,
                   request.refit_every, blend=request.blend, record=request.record, archive=request.archive,
                   guard=request.guard, progress=progress, **options)
     ev.dataset, ev.test_end = dataset, end
     return ev
 
 
-def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr.Dataset, obs: xr.Dataset,
+def evaluate(store: StoreLike, problem: Problem, model_paths: list[Path], prepared: xr.Dataset, obs: xr.Dataset,
              dataset: str, test_start, test_end, refit_every: int = 12, *, blend: bool = True, record: bool = True,
              archive: bool = False, guard: bool = True, **options) -> Evaluation:
     """One backtest as the shells run it (the CLI and the run flow; the HTTP service only reads): backtest the
@@ -189,10 +189,10 @@ def evaluate(root: Path, problem: Problem, model_paths: list[Path], prepared: xr
         files["blend"] = Path("blend")
         out.contributivity = b.contributivity()
     if record:
-        out.record_dir = record_backtest(root, problem, res, dataset, obs.attrs.get("source_sha256", ""), test_start,
+        out.record_dir = record_backtest(store, problem, res, dataset, obs.attrs.get("source_sha256", ""), test_start,
                                          test_end, refit_every, files)
     if archive:
-        out.archived = archive_backtest(root, problem, res, obs, dataset, {n: p for n, p in files.items() if n != "blend"})
+        out.archived = archive_backtest(store, problem, res, obs, dataset, {n: p for n, p in files.items() if n != "blend"})
     return out
 
 
@@ -247,7 +247,7 @@ def forecast_provenance(problem: Problem, model_path: Path, obs: xr.Dataset, dat
 
 
 def forecast_and_archive(
-    root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
+    store: StoreLike, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
     dataset: str, init, replace: bool = False, outlook: bool = False, recent: BacktestResult | None = None,
     forecast: xr.DataArray | None = None,
 ) -> tuple[xr.DataArray, str, dict | None]:
@@ -260,7 +260,7 @@ def forecast_and_archive(
                                                               name=model_name(model_path))
     summary = probabilistic_outlook(problem, model_path, prepared, fc, recent=recent) if outlook else None
     provenance = forecast_provenance(problem, model_path, obs, dataset, init, "forecast")
-    action = write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
+    action = write_forecast(store, problem.name, model_name(model_path), fc, provenance, replace=replace,
                             probabilities=outlook_probabilities(summary, fc), season=outlook_season(summary, fc))
     return fc, action, summary
 
@@ -293,7 +293,7 @@ def outlook_probabilities(outlook: dict | None, fc: xr.DataArray) -> xr.DataArra
                         coords={"init_time": fc["init_time"].values, "lead": leads, "category": cats})
 
 
-def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: xr.Dataset, prepared: xr.Dataset,
+def forecast_range(store: StoreLike, problem: Problem, model_paths: list[Path], obs: xr.Dataset, prepared: xr.Dataset,
                    dataset: str, start, end, refit_every: int = 12, replace: bool = False,
                    progress: Callable[[str], None] | None = None) -> tuple[BacktestResult, dict[str, str]]:
     """Forecasts from every init in ``start..end`` in one call, fitting once per ``refit_every``
@@ -303,17 +303,17 @@ def forecast_range(root: Path, problem: Problem, model_paths: list[Path], obs: x
     result = backtest(problem, paths, prepared, start, end, refit_every, progress=progress)
     if result.failures:
         raise ModelError(next(iter(result.failures.values())))
-    return result, archive_backtest(root, problem, result, obs, dataset, paths, kind="forecast", replace=replace)
+    return result, archive_backtest(store, problem, result, obs, dataset, paths, kind="forecast", replace=replace)
 
 
-def issue_with_outlook(root: Path, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
+def issue_with_outlook(store: StoreLike, problem: Problem, model_path: Path, obs: xr.Dataset, prepared: xr.Dataset,
                        dataset: str, init, recent: BacktestResult | None = None,
                        forecast: xr.DataArray | None = None) -> tuple[dict, xr.DataArray]:
     """One model's forecast from ``init``, archived, with the problem's probabilities (rainfall
     terciles, El Nino categories): the summary the run and monthly flows report, and the forecast.
     ``recent``: a backtest holding the model (the run's evaluation), to calibrate them on;
     ``forecast``: the forecast when already made (``forecast_and_archive``)."""
-    fc, action, outlook = forecast_and_archive(root, problem, model_path, obs, prepared, dataset, init, outlook=True,
+    fc, action, outlook = forecast_and_archive(store, problem, model_path, obs, prepared, dataset, init, outlook=True,
                                                recent=recent, forecast=forecast)
     mean = fc.mean("member") if "member" in fc.dims else fc
     out = {"model": model_name(model_path), "init": f"{pd.Timestamp(init):%Y-%m}", "archive": action,
@@ -361,7 +361,7 @@ class Outlook:
         return "\n".join(lines)
 
 
-def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Path], obs: xr.Dataset,
+def multi_model_outlook(store: StoreLike, problem: Problem, model_paths: dict[str, Path], obs: xr.Dataset,
                         prepared: xr.Dataset, dataset: str, init=None, **options) -> Outlook:
     """Forecast (and archive) from ``init`` (default: the last month with every input) with each
     model; a model that fails is recorded, the others go on. The models' probabilities are
@@ -380,7 +380,7 @@ def multi_model_outlook(root: Path, problem: Problem, model_paths: dict[str, Pat
             failures[name] = recent.failures[name]
             continue
         try:
-            summaries[name], forecasts[name] = issue_with_outlook(root, problem, path, obs, prepared, dataset, init,
+            summaries[name], forecasts[name] = issue_with_outlook(store, problem, path, obs, prepared, dataset, init,
                                                                   recent=recent, forecast=made[name])
         except ClimateMLError as exc:
             failures[name] = str(exc)
@@ -430,7 +430,7 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
     return problem.outlook(known, forecast, recent, name)
 
 
-def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,
+def archive_backtest(store: StoreLike, problem: Problem, result: BacktestResult, obs: xr.Dataset, dataset: str,
                      paths: dict[str, Path], kind: str = "hindcast", replace: bool = False) -> dict[str, str]:
     """Archive each model's out-of-sample forecasts (each made without lookahead) with the
     observed outcome and, per init, the training cut-off and fold it came from."""
@@ -446,7 +446,7 @@ def archive_backtest(root: Path, problem: Problem, result: BacktestResult, obs: 
         folds = np.array([f"{order[t] + 1}/{len(order)}" for t in cuts])
         provenance = forecast_provenance(problem, paths[name], obs, dataset, cuts, kind, folds)
         try:
-            actions[name] = write_forecast(root, problem.name, name, fc, provenance, replace=replace,
+            actions[name] = write_forecast(store, problem.name, name, fc, provenance, replace=replace,
                                            observed=result.obs.sel(init_time=fc["init_time"]))
         except StoreError as exc:
             actions[name] = f"kept existing ({exc})"
@@ -467,7 +467,7 @@ class FieldRun:
     end: pd.Timestamp
 
 
-def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refit_every: int = 12,
+def field_backtest_run(store: StoreLike, dataset: str, test_start, test_end=None, refit_every: int = 12,
                        model_paths=(), archive: bool = False, replace: bool = False,
                        on_forecast: Callable | None = None, progress: Callable[[str], None] | None = None,
                        log: Callable[[str], None] = lambda s: None, problem: Problem | str = "arctic_sea_ice",
@@ -502,7 +502,7 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
             raise ClimateMLError(f"{path}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
                                  "backtest index models and field models in separate runs")
         models[name] = path  # by path: worker processes load the file themselves
-    obs = ensure_dataset(root, dataset, log=log)
+    obs = ensure_dataset(store, dataset, log=log)
     conc, area = concentration_field(obs)
     conc = conc.load()
     last = pd.Timestamp(conc["time"].values[-1])
@@ -522,15 +522,15 @@ def field_backtest_run(root: Path, dataset: str, test_start, test_end=None, refi
     archived = {}
     for name, maps in hindcasts.items():
         if name not in failures and maps:
-            archived[name] = archive_field_maps(root, paths[name], maps, conc, obs, dataset, leads,
+            archived[name] = archive_field_maps(store, paths[name], maps, conc, obs, dataset, leads,
                                                 fold_starts(test_start, end, refit_every), replace=replace)
             log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
-    record = record_field_backtest(root, problem.name, scores, dataset, obs.attrs.get("source_sha256", ""),
+    record = record_field_backtest(store, problem.name, scores, dataset, obs.attrs.get("source_sha256", ""),
                                    test_start, end, refit_every, {**refs, **paths})
     return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 
 
-def archive_field_maps(root: Path, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
+def archive_field_maps(store: StoreLike, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
                        dataset: str, leads, starts, replace: bool = False, kind: str = "hindcast") -> str:
     """Archive a field model's maps (``maps``: init -> (member, lead, grid cells), as
     ``field_backtest``'s ``on_forecast`` hands them) as forecasts of ``arctic_sea_ice`` on
@@ -560,11 +560,11 @@ def archive_field_maps(root: Path, model_path: Path, maps: dict, concentration: 
     provenance = forecast_provenance(problem, model_path, obs, dataset, starts[fold], kind,
                                      np.array([f"{k + 1}/{len(starts)}" for k in fold]))
     provenance["details"].update(units="1", anomaly_convention="none: sea-ice concentration maps (fraction of the cell)")
-    return write_forecast(root, problem.name, model_name(model_path), fc, provenance, replace=replace,
+    return write_forecast(store, problem.name, model_name(model_path), fc, provenance, replace=replace,
                           dataset=dataset, observed=observed)
 
 
-def field_forecast_and_archive(root: Path, dataset: str, model_path: Path, init, replace: bool = False,
+def field_forecast_and_archive(store: StoreLike, dataset: str, model_path: Path, init, replace: bool = False,
                                log: Callable[[str], None] = lambda s: None) -> dict:
     """A field model's live concentration maps from ``init``: fitted on the maps up to the init,
     checked as in the field backtest and archived (kind "forecast", its own provenance). Returns
@@ -580,7 +580,7 @@ def field_forecast_and_archive(root: Path, dataset: str, model_path: Path, init,
     )
 
     problem = get_problem("arctic_sea_ice")
-    obs = ensure_dataset(root, dataset, log=log)
+    obs = ensure_dataset(store, dataset, log=log)
     conc, area = concentration_field(obs)
     conc = conc.load()
     times = pd.DatetimeIndex(conc["time"].values)
@@ -594,7 +594,7 @@ def field_forecast_and_archive(root: Path, dataset: str, model_path: Path, init,
     grid = [d for d in conc.dims if d != "time"]
     maps = check_field_prediction(predict_field_model(model, known, name), grid,
                                   tuple(conc.sizes[d] for d in grid), leads, name)
-    action = archive_field_maps(root, model_path, {init: maps}, conc, obs, dataset, leads, [init], replace=replace,
+    action = archive_field_maps(store, model_path, {init: maps}, conc, obs, dataset, leads, [init], replace=replace,
                                 kind="forecast")
     a = np.asarray(area.transpose(*grid).values, dtype="float64").ravel() / 1e12
     rows = []

@@ -10,7 +10,6 @@ deployment on a cron schedule and executes its runs.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.report import plot_outlook
-from climate_ml.store import store_root
+from climate_ml.store import Store
 from climate_ml.verify import (
     drift_records,
     monitor_skill,
@@ -42,14 +41,14 @@ DEFAULT_CRON = "0 6 5 * *"  # 06:00 UTC on the 5th: monthly SST analyses are out
 
 
 @task(retries=3, retry_delay_seconds=[10, 60, 300])
-def ingest_new_months(root: str, dataset: str) -> str:
+def ingest_new_months(store: Store, dataset: str) -> str:
     """Network IO (a download for URL entries): the only step with retries."""
-    res = ingest_entry(get_entry(dataset), Path(root))
+    res = ingest_entry(get_entry(dataset), store)
     return f"{dataset}: {res.action} ({res.n_new} new months, {res.n_time} in store)"
 
 
 @task
-def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[str], models: list[str],
+def issue_outlook(store: Store, problem_name: str, dataset: str, predictors: list[str], models: list[str],
                   run_dir: str, n_jobs: int = 1) -> dict:
     """Every model's forecast from the latest month with every input, archived, with the
     problem's probabilities and their multi-model mean; the outlook PNG, and a Prefect artifact
@@ -57,9 +56,9 @@ def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[s
     (the forecasts and the backtest that calibrates the probabilities) run in ``n_jobs`` local
     processes."""
     problem = get_problem(problem_name)
-    _, obs, prepared = problem_inputs(Path(root), problem, dataset, predictors)
+    _, obs, prepared = problem_inputs(store, problem, dataset, predictors)
     available = registered_models(problem_name)
-    outlook = multi_model_outlook(Path(root), problem, {m: available[m] for m in models}, obs, prepared, dataset,
+    outlook = multi_model_outlook(store, problem, {m: available[m] for m in models}, obs, prepared, dataset,
                                   n_jobs=n_jobs)
     png = plot_outlook(outlook, Path(run_dir) / f"outlook-{problem_name}-{outlook.init:%Y-%m}.png", problem)
     for name, reason in outlook.failures.items():
@@ -74,15 +73,15 @@ def issue_outlook(root: str, problem_name: str, dataset: str, predictors: list[s
 
 
 @task
-def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]) -> dict:
+def verify_all(store: Store, problem_name: str, dataset: str, predictors: list[str]) -> dict:
     """Record the outcomes that have come due beside their forecasts, score every archived
     forecast, and watch the live forecasts' running skill against each model's backtest: the
     running skill goes into the archive, drift into a Prefect artifact and the result."""
     problem = get_problem(problem_name)
-    _, _, prepared = problem_inputs(Path(root), problem, dataset, predictors)
-    filled = record_outcomes(Path(root), problem, prepared, dataset)
-    skill = monitor_skill(Path(root), problem, prepared, dataset)
-    write_monitoring(Path(root), problem_name, dataset, skill)
+    _, _, prepared = problem_inputs(store, problem, dataset, predictors)
+    filled = record_outcomes(store, problem, prepared, dataset)
+    skill = monitor_skill(store, problem, prepared, dataset)
+    write_monitoring(store, problem_name, dataset, skill)
     rows = drift_records(skill)
     drifting = [r for r in rows if r["status"] == "drift"]
     lines = [f"## {problem_name} on {dataset}: live skill ({skill.attrs['score']}) against the backtest, "
@@ -95,7 +94,7 @@ def verify_all(root: str, problem_name: str, dataset: str, predictors: list[str]
                              description=f"{problem_name}: running skill of live forecasts and drift flags")
     if drifting:
         get_run_logger().warning("DRIFT: " + ", ".join(f"{r['model']} lead {r['lead']}" for r in drifting))
-    return {"verification": verification_records(verify_archive(Path(root), problem, prepared, dataset)),
+    return {"verification": verification_records(verify_archive(store, problem, prepared, dataset)),
             "outcomes_recorded": filled, "drift": drifting, "monitoring": rows}
 
 
@@ -107,24 +106,23 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     archive, verify. Without a dataset: the problem's default data and predictors. ``n_jobs``:
     local processes for the models' fits (default: the CPUs, at most 4)."""
     logger = get_run_logger()
-    root = str(store_root(store))
+    store = Store.at(store)
     prob = get_problem(problem)
     if predictors is None:
         predictors = list(prob.default_predictors) if dataset is None else []
     dataset = dataset or prob.default_dataset
     for name in [dataset, *predictors]:
-        logger.info(ingest_new_months(root, name))
+        logger.info(ingest_new_months(store, name))
     available = registered_models(problem)
     names = models or list(available)
     unknown = sorted(set(names) - set(available))
     if unknown:
         raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
-    run_dir = Path(root) / "runs" / f"{_dt.datetime.now(_dt.UTC):%Y%m%dT%H%M%SZ}-monthly-{problem}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    outlook = issue_outlook(root, problem, dataset, predictors, names, str(run_dir),
+    run_dir = store.run_dir(f"monthly-{problem}")
+    outlook = issue_outlook(store, problem, dataset, predictors, names, str(run_dir),
                             default_jobs() if n_jobs is None else n_jobs)
     issued = outlook["forecasts"]
-    checked = verify_all(root, problem, dataset, predictors)
+    checked = verify_all(store, problem, dataset, predictors)
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,
                "consensus": outlook["consensus"], "outlook_png": outlook["png"], **checked}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
@@ -161,7 +159,7 @@ def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: 
     deployments = [
         monthly_forecast.to_deployment(
             name=f"monthly-{p}", cron=cron,
-            parameters={"problem": p, "dataset": dataset, "store": str(store_root(store)), "predictors": predictors},
+            parameters={"problem": p, "dataset": dataset, "store": str(Store.at(store)), "predictors": predictors},
             description=f"{p}: ingest new observations, forecast with every model, archive, verify.")
         for p in problems
     ]

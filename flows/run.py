@@ -9,7 +9,6 @@ the latest month -> verify the archive -> print skill tables and write a skill-v
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
 from pathlib import Path
@@ -18,7 +17,6 @@ import pandas as pd
 import xarray as xr
 from prefect import flow, get_run_logger, task
 
-from climate_ml.archive import archive_path
 from climate_ml.backtest import default_jobs, issue_forecasts
 from climate_ml.cluster import dask_client, local_cluster, scheduler_address
 from climate_ml.errors import ClimateMLError
@@ -26,7 +24,7 @@ from climate_ml.problems import get_problem, problem_names
 from climate_ml.problems.seasonal_totals import MONTH_ABBR
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
 from climate_ml.requests import BacktestRequest
-from climate_ml.store import store_root
+from climate_ml.store import Store
 from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     Evaluation,
@@ -39,24 +37,24 @@ from climate_ml.workflows import (
 
 
 @task
-def ingest_default(root: str, dataset: str) -> str:
-    obs = ensure_dataset(Path(root), dataset)
+def ingest_default(store: Store, dataset: str) -> str:
+    obs = ensure_dataset(store, dataset)
     t = pd.DatetimeIndex(obs["time"].values)
     return f"{dataset}: {len(t)} months {t[0]:%Y-%m}..{t[-1]:%Y-%m}"
 
 
 @task
-def build_features(root: str, problem_name: str, dataset: str, scheduler: str | None) -> xr.Dataset:
+def build_features(store: Store, problem_name: str, dataset: str, scheduler: str | None) -> xr.Dataset:
     """The problem's inputs, computed lazily from Zarr on a Dask cluster."""
     problem = get_problem(problem_name)
     predictors = list(problem.default_predictors)
     logging.getLogger("distributed").setLevel(logging.WARNING)  # cluster start/stop chatter, incl. closed comms
     with dask_client(scheduler) if scheduler else local_cluster(2):
-        return problem_inputs(Path(root), problem, dataset, predictors)[2]
+        return problem_inputs(store, problem, dataset, predictors)[2]
 
 
 @task
-def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Dataset, test_start: str,
+def evaluate_all(store: Store, problem_name: str, dataset: str, prepared: xr.Dataset, test_start: str,
                  refit_every: int, n_jobs: int = 1, scheduler: str | None = None) -> Evaluation:
     """The library's one backtest path (as `climate-ml backtest`): every model that serves the
     problem, the lookahead guard, the blend, the record for the leaderboard, the hindcasts archived.
@@ -67,7 +65,7 @@ def evaluate_all(root: str, problem_name: str, dataset: str, prepared: xr.Datase
                                       test_end=pd.Timestamp(prepared["time"].values[-2]), refit_every=refit_every,
                                       archive=True, n_jobs=n_jobs, scheduler=scheduler)
     logger = get_run_logger()
-    return run_backtest_request(Path(root), request, prepared=prepared,
+    return run_backtest_request(store, request, prepared=prepared,
                         progress=lambda msg: logger.info(f"{problem_name} backtest: {msg}"))
 
 
@@ -82,30 +80,30 @@ def forecast_all(problem_name: str, prepared: xr.Dataset, n_jobs: int = 1,
 
 
 @task
-def issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
+def issue(store: Store, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
           forecast: xr.DataArray | None = None) -> dict:
     """One model's forecast from the latest month (made by ``forecast_all``), archived with its
     probabilities, calibrated on ``recent``, the run's own backtest of it; a model that fails is
     one line, not the run's end."""
     try:
-        return _issue(root, problem_name, dataset, model, prepared, recent, forecast)
+        return _issue(store, problem_name, dataset, model, prepared, recent, forecast)
     except ClimateMLError as exc:
         get_run_logger().warning(f"FAILED {model}: {exc}")
         return {"model": model, "error": str(exc)}
 
 
-def _issue(root: str, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
+def _issue(store: Store, problem_name: str, dataset: str, model: str, prepared: xr.Dataset, recent=None,
            forecast: xr.DataArray | None = None) -> dict:
     problem = get_problem(problem_name)
-    obs = ensure_dataset(Path(root), dataset)
-    out, _ = issue_with_outlook(Path(root), problem, registered_models(problem_name)[model], obs, prepared, dataset,
+    obs = ensure_dataset(store, dataset)
+    out, _ = issue_with_outlook(store, problem, registered_models(problem_name)[model], obs, prepared, dataset,
                                 problem.last_init(prepared), recent=recent, forecast=forecast)
     last = max(out["forecast"])
     return {**out, "lead": last, "value": out["forecast"][last]}
 
 
 @task
-def field_skill(root: str, problem_name: str, dataset: str, test_start: str, refit_every: int, run_dir: str,
+def field_skill(store: Store, problem_name: str, dataset: str, test_start: str, refit_every: int, run_dir: str,
                 n_jobs: int = 1, scheduler: str | None = None) -> dict:
     """Concentration-field forecasts (per-cell references) scored by IIEE, extent error and
     binary accuracy, recorded for the field leaderboard; a skill plot and a map of the ice edge
@@ -113,8 +111,8 @@ def field_skill(root: str, problem_name: str, dataset: str, test_start: str, ref
     from climate_ml.sea_ice_fields import field_forecast_maps
     from climate_ml.workflows import field_backtest_run
 
-    times = pd.DatetimeIndex(ensure_dataset(Path(root), dataset)["time"].values)
-    run = field_backtest_run(Path(root), dataset, test_start, times[-2], refit_every, problem=problem_name,
+    times = pd.DatetimeIndex(ensure_dataset(store, dataset)["time"].values)
+    run = field_backtest_run(store, dataset, test_start, times[-2], refit_every, problem=problem_name,
                              n_jobs=n_jobs, scheduler=scheduler)  # recorded
     conc, summary = run.concentration, run.summary
     leads = list(get_problem(problem_name).leads)
@@ -130,8 +128,8 @@ def field_skill(root: str, problem_name: str, dataset: str, test_start: str, ref
 
 
 @task
-def verify(root: str, problem_name: str, dataset: str, prepared: xr.Dataset) -> list[dict]:
-    return verification_records(verify_archive(Path(root), get_problem(problem_name), prepared, dataset))
+def verify(store: Store, problem_name: str, dataset: str, prepared: xr.Dataset) -> list[dict]:
+    return verification_records(verify_archive(store, get_problem(problem_name), prepared, dataset))
 
 
 def field_lines(fields: dict | None) -> list[str]:
@@ -155,15 +153,16 @@ def season_lines(result) -> list[str]:
 
 
 @flow(name="climate-ml-problem", log_prints=True)
-def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None, n_jobs: int = 1) -> dict:
+def run_problem(problem_name: str, store: str, quick: bool, scheduler: str | None, n_jobs: int = 1) -> dict:
     logger = get_run_logger()
+    store = Store.at(store)  # the flow's parameter is the folder; its tasks get the Store
     problem = get_problem(problem_name)
     dataset = problem.default_dataset
     test_start, refit = problem.run_schedule[1 if quick else 0]
     for name in [dataset, *problem.default_predictors]:
-        logger.info(ingest_default(root, name))
-    prepared = build_features(root, problem_name, dataset, scheduler)
-    ev = evaluate_all(root, problem_name, dataset, prepared, test_start, refit, n_jobs, scheduler)
+        logger.info(ingest_default(store, name))
+    prepared = build_features(store, problem_name, dataset, scheduler)
+    ev = evaluate_all(store, problem_name, dataset, prepared, test_start, refit, n_jobs, scheduler)
     result, actions = ev.result, ev.archived
     for name, reason in result.failures.items():
         logger.warning(f"FAILED {name}: {reason}")
@@ -174,22 +173,20 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
             logger.warning(f"FAILED {m}: {unmade[m]}")
             issued.append({"model": m, "error": unmade[m]})
         else:
-            issued.append(issue(root, problem_name, dataset, m, prepared, result, made[m]))
+            issued.append(issue(store, problem_name, dataset, m, prepared, result, made[m]))
     failed_issue = [i for i in issued if "error" in i]
     issued = [i for i in issued if "error" not in i]
-    verified = verify(root, problem_name, dataset, prepared)
+    verified = verify(store, problem_name, dataset, prepared)
 
     scores = {n: result.scores(n) for n in result.forecasts}
     extra = {n: result.extra(n) for n in result.forecasts}
-    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(root) / "runs" / f"{stamp}-{problem_name}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = store.run_dir(problem_name)
     png = plot_skill(scores, run_dir / "skill_vs_lead.png",
                      f"{problem_name}: backtest on {dataset}, inits {test_start}.., refit every {refit} months", problem.leads,
                      units=problem.target_units)
     fields = None
-    if problem.field_references and "cell_area" in ensure_dataset(Path(root), dataset).coords:
-        fields = field_skill(root, problem_name, dataset, test_start, refit, str(run_dir), n_jobs, scheduler)
+    if problem.field_references and "cell_area" in ensure_dataset(store, dataset).coords:
+        fields = field_skill(store, problem_name, dataset, test_start, refit, str(run_dir), n_jobs, scheduler)
     (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
                                                      "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")
@@ -206,7 +203,7 @@ def run_problem(problem_name: str, root: str, quick: bool, scheduler: str | None
                     f"{problem.target_units}" for i in issued),
         *[f"FAILED {name}: {reason}" for name, reason in result.failures.items()],
         *[f"FAILED forecast {i['model']}: {i['error']}" for i in failed_issue],
-        f"archive:   {archive_path(Path(root), problem_name)} :: {dataset} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
+        f"archive:   {store.archive(problem_name)} :: {dataset} ({', '.join(f'{k}: {v}' for k, v in actions.items())})",
         f"leaderboard: climate-ml leaderboard {problem_name} (run recorded in {ev.record_dir})",
         f"plot:      {png}",
         f"scores:    {run_dir / 'scores.json'}",
@@ -221,19 +218,19 @@ def climate_ml_run(store: str | None = None, quick: bool = False, scheduler: str
     """Run the whole pipeline for every problem on the embedded default data; return summaries.
     Backtests run in ``n_jobs`` local processes (default: the CPUs, at most 4) or on the Dask
     ``scheduler`` when one is given (or set in CLIMATE_ML_DASK_SCHEDULER)."""
-    root = str(store_root(store))
+    store = Store.at(store)
     scheduler = scheduler_address(scheduler)
     n_jobs = default_jobs() if n_jobs is None else n_jobs
     summaries, failed = {}, {}
     for name in problem_names():  # one problem failing never stops the others
-        state = run_problem(name, root, quick, scheduler, n_jobs, return_state=True)
+        state = run_problem(name, str(store), quick, scheduler, n_jobs, return_state=True)
         if state.is_completed():
             summaries[name] = state.result()
         else:
             reason = str(state.message or "failed").splitlines()[0]
             failed[name] = reason
             summaries[name] = {"text": f"== {name}: FAILED ({reason})", "failed": reason}
-    text = "\n\n".join(s["text"] for s in summaries.values()) + "\n\n" + NEXT_STEPS.format(root=root)
+    text = "\n\n".join(s["text"] for s in summaries.values()) + "\n\n" + NEXT_STEPS.format(store=store)
     return {"text": text, "problems": summaries, "failed": failed}
 
 
@@ -242,4 +239,4 @@ NEXT_STEPS = """Next:
   .venv/bin/climate-ml archive query --problem el_nino --init 2024 --format csv   # the archived forecasts
   .venv/bin/climate-ml serve-api                              # the web page at http://127.0.0.1:8000/
   .venv/bin/climate-ml backtest el_nino models/template.py    # your own model, against the references
-(store: {root}; `source .venv/bin/activate` puts climate-ml on PATH)"""
+(store: {store}; `source .venv/bin/activate` puts climate-ml on PATH)"""

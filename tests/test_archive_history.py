@@ -22,7 +22,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from climate_ml.archive import (
-    archive_path,
     export,
     history,
     list_models,
@@ -32,6 +31,7 @@ from climate_ml.archive import (
 )
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import INIT, LEAD, add_valid_time
+from climate_ml.store import Store
 
 
 def fc(inits, value=0.5, leads=(1, 2, 3)):
@@ -97,7 +97,7 @@ def test_one_commit_per_write_and_queries_as_of_a_time_or_tag(store):
 
 
 def _files(store) -> dict[Path, int]:
-    return {p: p.stat().st_size for p in archive_path(store, "el_nino").rglob("*") if p.is_file()}
+    return {p: p.stat().st_size for p in Store.at(store).archive("el_nino").rglob("*") if p.is_file()}
 
 
 def _append_cost(store, da) -> tuple[int, float]:

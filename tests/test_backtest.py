@@ -113,6 +113,38 @@ def test_problem_registry_rejects_unknown():
         get_problem("snow")
 
 
+class CountingFits:
+    """Persistence, counting its fits (the guard's cost)."""
+    fits = 0
+
+    def fit(self, X, y):
+        CountingFits.fits += 1
+        self.leads_ = y[LEAD].values
+        return self
+
+    def predict(self, X):
+        return X["persistence"].expand_dims(lead=self.leads_).transpose(INIT, LEAD)
+
+
+def test_the_guard_fits_once_per_training_set_and_refits_a_leak(prepared, monkeypatch):
+    """Probes whose training set is the real one share one fit (a model is fitted from its
+    training set alone); a feature that reads ahead changes the training set, so the probe is
+    fitted afresh and the violation is still found."""
+    CountingFits.fits = 0
+    inits = ["1990-01", "1990-07", "1991-01"]
+    assert lookahead_violations(PROBLEM, CountingFits, prepared, inits, "1990-01") == []
+    assert CountingFits.fits == 1  # before: two fits per probe init (six)
+    monkeypatch.setattr("climate_ml.problems.el_nino.trailing_mean",
+                        lambda da, w: da.rolling(time=w, center=True, min_periods=1).mean())
+    leaky = PROBLEM.prepare(standardise(toy_ocean(start="1950-01", end="1999-12"), "sst"))
+    CountingFits.fits = 0
+    bad = lookahead_violations(PROBLEM, CountingFits, leaky, inits, "1990-01")
+    # the centred mean reads one month ahead: only the probe at the cut-off reaches the training
+    # set (its last inits read 1990-02); that probe is fitted afresh, the later ones cannot differ
+    assert CountingFits.fits == 2
+    assert bad and all(any(i in b for b in bad) for i in inits)
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fit_offset=st.integers(300, 560), init_offset=st.integers(0, 30))
 def test_no_lookahead_property(prepared, fit_offset, init_offset):

@@ -2,7 +2,9 @@ import http.server
 import threading
 from functools import partial
 
+import pandas as pd
 import pytest
+import xarray as xr
 
 from climate_ml.catalog import download, get_entry, load_catalog, load_entry, sha256_file
 from climate_ml.errors import CatalogError, IngestError
@@ -98,11 +100,36 @@ def test_download_missing_file_fails_cleanly(http_server, tmp_path):
     assert not (tmp_path / "x.nc").exists()
 
 
-def test_catalog_formats_are_the_openers():
-    """A format the catalog accepts has an opener, and every opener is a catalog format."""
-    import typing
+def test_a_new_format_is_one_reader_line(tmp_path, monkeypatch):
+    """A reader added to READERS is recognised, opened with its defaults, accepted by the
+    catalog and ingested; an unknown format is a one-line error naming the known ones."""
+    from climate_ml.ingest import ingest_file
+    from climate_ml.ingest.openers import READERS, Reader, detect_format
+    from climate_ml.store import open_obs
 
-    from climate_ml.catalog import Format
-    from climate_ml.ingest.openers import FORMAT_DEFAULTS, OPENERS
+    def open_toy(path, variable, region):
+        values = [float(v) for v in path.read_text().split()[1:]]
+        return xr.Dataset({variable: ("time", values)},
+                          coords={"time": pd.date_range("2000-01", periods=len(values), freq="MS")})
 
-    assert set(typing.get_args(Format)) == set(OPENERS) == set(FORMAT_DEFAULTS)
+    toy = Reader("toy-series", open_toy, lambda path, head: head is not None and head.startswith(b"TOY"),
+                 "amoc", "degC", "sea_surface_temperature", one_series=True)
+    monkeypatch.setattr("climate_ml.ingest.openers.READERS", {"toy-series": toy, **READERS})
+    f = tmp_path / "amoc.txt"
+    f.write_text("TOY " + " ".join(str(15 + 0.1 * k) for k in range(30)))
+    assert detect_format(f) == "toy-series"
+    ingest_file(f, None, "amoc", tmp_path / "store")  # variable, units and standard name from the reader
+    ds = open_obs(tmp_path / "store", "amoc")
+    assert ds["amoc"].attrs["units"] == "degC" and ds.sizes["time"] == 30
+    yml = tmp_path / "amoc.yaml"
+    yml.write_text(f"name: amoc\ndescription: d\nsource: {{path: {f}}}\nformat: toy-series\nvariable: amoc\n"
+                   "units: degC\nlicense: l\ncitation: c\n")
+    assert load_entry(yml).format == "toy-series"
+    monkeypatch.setattr("climate_ml.ingest.openers.READERS", READERS)  # the reader gone: the format is unknown
+    with pytest.raises(CatalogError) as exc:
+        load_entry(yml)
+    assert str(exc.value) == (f"{yml}: key 'format': Value error, unknown format 'toy-series' (known: "
+                              f"{', '.join(READERS)})")
+    with pytest.raises(IngestError, match=r"amoc.txt: unknown format 'toy-series' \(known: nsidc-monthly-csv, "):
+        ingest_file(f, "amoc", "amoc2", tmp_path / "store", fmt="toy-series")
+    assert open_obs(tmp_path / "store", "amoc").sizes["time"] == 30  # nothing stored was changed

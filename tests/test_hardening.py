@@ -20,7 +20,7 @@ from climate_ml.errors import ClimateMLError, IngestError, QueryError
 from climate_ml.ingest import ingest_file
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems.el_nino import ElNino
-from climate_ml.store import obs_path, open_obs
+from climate_ml.store import Store, open_obs
 from climate_ml.workflows import registered_models
 from conftest import expect_clean_error, tree_digest, write_ersst_like
 
@@ -51,7 +51,7 @@ def test_kelvin_labelled_degc_is_refused(tmp_path, store):
     expect_clean_error(store, tree_digest(store), IngestError,
                        "variable 'sst' has values such as 30\\d.* degC, outside the plausible range -20..45 degC",
                        lambda: ingest_file(f, "sst", "bad", store))
-    assert not obs_path(store, "bad").exists()
+    assert not Store.at(store).obs("bad").exists()
 
 
 @pytest.fixture
@@ -77,14 +77,14 @@ def test_an_all_missing_field_is_refused(tmp_path, filled):
     f = write_field(tmp_path / "nan.nc", np.full((24, 3, 4), -999.0), "1")
     expect_clean_error(store, tree_digest(store), ClimateMLError, "variable 'conc' has no valid values",
                        lambda: ingest_file(f, "conc", "empty", store))
-    assert not obs_path(store, "empty").exists()
+    assert not Store.at(store).obs("empty").exists()
     assert not list((store / "obs").glob(".*tmp*"))
 
 
 def test_killed_ingests_leave_nothing_behind_after_the_next_write(tmp_path, store):
     f = write_ersst_like(tmp_path / "a.nc", n_months=36)
     ingest_file(f, "sst", "a", store)
-    stale = obs_path(store, "a").with_name(".a.zarr.tmp-dead1234")
+    stale = Store.at(store).obs("a").with_name(".a.zarr.tmp-dead1234")
     (stale / "sst").mkdir(parents=True)
     (stale / "sst" / "junk").write_bytes(b"x" * 1000)  # what a SIGKILLed writer leaves
     ingest_file(write_ersst_like(tmp_path / "b.nc", n_months=40), "sst", "a", store)

@@ -1,16 +1,19 @@
 """Storage safety: atomic swaps, crash recovery, concurrent writers."""
 
 import os
+import pickle
 import subprocess
 import sys
 
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from climate_ml import store as store_mod
-from climate_ml.errors import IngestError
+from climate_ml.errors import IngestError, StoreError
 from climate_ml.ingest import ingest_file
-from climate_ml.store import obs_path, open_obs
+from climate_ml.store import Store, open_obs
 from conftest import tree_digest, write_ersst_like
 
 
@@ -30,7 +33,7 @@ def test_failed_write_leaves_store_and_no_temp(tmp_path, store, monkeypatch):
 def test_crash_between_renames_is_recovered(tmp_path, store):
     ingest_file(write_ersst_like(tmp_path / "a.nc"), "sst", "a", store)
     expected = open_obs(store, "a").load()
-    final = obs_path(store, "a")
+    final = Store.at(store).obs("a")
     os.replace(final, final.with_name(final.name + ".old"))  # as if killed after the first rename
     xr.testing.assert_identical(open_obs(store, "a").load(), expected)
 
@@ -44,3 +47,49 @@ def test_concurrent_ingests_are_serialised(tmp_path, store):
     actions = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert actions == ["created", "unchanged", "unchanged"]
     assert open_obs(store, "a").sizes["time"] == 60
+
+
+# -- the Store object: layout, names, atomic records --
+
+NAMES = st.one_of(st.text(max_size=120), st.sampled_from(["..", "../evil", "/etc/passwd", "a/b", "a\\b", "", ".hidden",
+                                                           "x" * 101, "sst..", "ñame", "ok-name_1.v2"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=NAMES)
+def test_every_path_the_store_makes_is_inside_it_or_a_one_line_error(tmp_path, name):
+    store = Store(tmp_path / "store")
+    for make in (store.obs, store.archive, store.raw, store.records, store.run_dir):
+        try:
+            path = make(name)
+        except StoreError as exc:
+            assert "\n" not in str(exc) and "name" in str(exc)
+            continue
+        assert path.resolve().is_relative_to(store.root) and path.resolve() != store.root
+        assert name in path.name  # the name is the last part, never a folder above it
+
+
+def test_the_store_is_made_once_and_travels_by_its_folder(tmp_path, monkeypatch):
+    store = Store(tmp_path / "s")
+    assert Store.at(store) is store  # a shell's Store passes through the library untouched
+    assert Store.at(tmp_path / "s") == store and Store.at(str(tmp_path / "s")) == store
+    monkeypatch.setenv("CLIMATE_ML_STORE", str(tmp_path / "env"))
+    assert Store.at(None).root == (tmp_path / "env").resolve()
+    assert pickle.loads(pickle.dumps(store)) == store  # to worker processes
+    assert os.fspath(store) == str(store.root)
+    with pytest.raises(StoreError, match="unknown record kind 'nope'"):
+        store.records("el_nino", "nope")
+
+
+def test_a_record_appears_whole_or_not_at_all(tmp_path):
+    store = Store(tmp_path / "s")
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        with store.new_record("el_nino", "abc123") as (folder, final):
+            (folder / "forecasts.nc").write_bytes(b"half")
+            assert not final.exists() and store.record_files("el_nino") == []  # readers see nothing yet
+            raise RuntimeError("killed while writing")
+    assert not final.exists() and list(store.records("el_nino").iterdir()) == []  # no temporary left
+    with store.new_record("el_nino", "abc123") as (folder, final):
+        (folder / "record.json").write_text("{}")
+    assert store.record_files("el_nino") == [final / "record.json"]
+    assert final.parent == store.records("el_nino") and final.name.endswith("-abc123")

@@ -15,9 +15,9 @@ from climate_ml.commands.common import (
     StoreOpt,
     archive_app,
     err,
-    store_path,
 )
 from climate_ml.errors import QueryError
+from climate_ml.store import Store
 
 
 @archive_app.command("import")
@@ -37,7 +37,7 @@ def archive_import(
     from climate_ml.problems import get_problem
 
     prob = get_problem(problem)
-    fc, action, dropped = import_forecasts(store_path(store), prob, file, model, column, note, replace, dataset=dataset)
+    fc, action, dropped = import_forecasts(Store.at(store), prob, file, model, column, note, replace, dataset=dataset)
     inits = pd.DatetimeIndex(fc["init_time"].values)
     typer.echo(f"{action}: {model} forecasts for {len(inits)} inits {inits[0]:%Y-%m}..{inits[-1]:%Y-%m}, "
                f"leads {int(fc['lead'].min())}..{int(fc['lead'].max())}"
@@ -63,7 +63,7 @@ def archive_query(
 
     request = ArchiveQuery.checked(cli_option, problem=problem, model=model, init=init, lead=lead, valid=valid,
                                    as_of=as_of, dataset=dataset, box=box, format=fmt)  # before touching the store
-    data = request.export(store_path(store))
+    data = request.export(Store.at(store))
     if output:
         output.write_bytes(data)
         err.print(f"wrote {output}")
@@ -87,7 +87,7 @@ def archive_history(
     from climate_ml.problems import get_problem
 
     get_problem(problem)
-    rows = history(store_path(store), problem)[:limit]
+    rows = history(Store.at(store), problem)[:limit]
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -106,4 +106,4 @@ def archive_tag(
     from climate_ml.problems import get_problem
 
     get_problem(problem)
-    typer.echo(f"tagged {problem} archive snapshot {tag(store_path(store), problem, name)} as {name}")
+    typer.echo(f"tagged {problem} archive snapshot {tag(Store.at(store), problem, name)} as {name}")

@@ -37,12 +37,6 @@ PredictorOpt = Annotated[list[str] | None, typer.Option(
     "default: the default data's predictors with the default dataset, none otherwise).")]
 
 
-def store_path(store):
-    from climate_ml.store import store_root
-
-    return store_root(store)
-
-
 def parse_units(values: list[str] | None):
     """``--units U`` (every variable) or ``--units VAR=U`` (repeatable) as the ingest expects."""
     if not values:

@@ -17,9 +17,9 @@ from climate_ml.commands.common import (
     catalog_app,
     err,
     parse_units,
-    store_path,
 )
 from climate_ml.errors import QueryError
+from climate_ml.store import Store
 
 
 @catalog_app.command("list")
@@ -90,7 +90,7 @@ def ingest(
     from climate_ml.ingest import ingest_entry, ingest_file
     from climate_ml.store import check_name
 
-    root = store_path(store)
+    store = Store.at(store)
     if name is not None:
         check_name(name)
     if file is not None:
@@ -99,12 +99,12 @@ def ingest(
         if not name:
             raise QueryError("--file needs --name (the dataset name in the store)")
         with dask_client(scheduler_address(scheduler)):
-            res = ingest_file(file, variable, name, root, fmt=fmt, units=parse_units(units), region=region, anomaly=anomaly)
+            res = ingest_file(file, variable, name, store, fmt=fmt, units=parse_units(units), region=region, anomaly=anomaly)
     else:
         if entry is None:
             raise QueryError("give a catalog entry name or --file PATH")
         with dask_client(scheduler_address(scheduler)):
-            res = ingest_entry(get_entry(entry), root, name=name)
+            res = ingest_entry(get_entry(entry), store, name=name)
     extra = f" (+{res.n_new} months)" if res.action == "appended" else ""
     typer.echo(f"{res.action}: {res.path} ({res.n_time} months){extra}")
 
@@ -125,7 +125,7 @@ def index(
     if fmt not in ("csv", "json"):
         raise QueryError(f"bad --format {fmt!r} (csv or json)")
     get_region(region)
-    obs = ensure_dataset(store_path(store), dataset or "toy-ocean", log=err.print)
+    obs = ensure_dataset(Store.at(store), dataset or "toy-ocean", log=err.print)
     da = obs[next(iter(obs.data_vars))]
     series = box_mean(da, region) if "lat" in da.dims else da
     series = series.compute()

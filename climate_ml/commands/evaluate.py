@@ -20,9 +20,9 @@ from climate_ml.commands.common import (
     err,
     parse_month,
     progress_bar,
-    store_path,
 )
 from climate_ml.errors import QueryError
+from climate_ml.store import Store
 
 
 @app.command("backtest")
@@ -67,15 +67,15 @@ def backtest_cmd(
         target_variable=target_variable, test_start=test_start, test_end=test_end, refit_every=refit_every,
         n_jobs=n_jobs, scheduler=scheduler_address(scheduler), time_limit=time_limit, blend=blend, record=record,
         archive=archive, replace=replace, guard=guard)
-    prob, root, start = request.definition(), store_path(store), request.test_start
+    prob, store, start = request.definition(), Store.at(store), request.test_start
     if request.fields:  # concentration maps: the field backtest, recorded for the field leaderboard
-        _field_backtest(root, request, plot, as_json)
+        _field_backtest(store, request, plot, as_json)
         return
     if plot:
         raise QueryError("--plot is for field models (maps); these are index models")
     with progress_bar("backtest") as bar:
         task = bar.add_task("", total=None)
-        ev = run_backtest_request(root, request, progress=lambda msg: bar.update(task, description=msg), log=err.print)
+        ev = run_backtest_request(store, request, progress=lambda msg: bar.update(task, description=msg), log=err.print)
     dataset, end = ev.dataset, ev.test_end
     res = ev.result
     contributivity, record_dir = ev.contributivity, ev.record_dir
@@ -136,7 +136,7 @@ def leaderboard_cmd(
 
     request = LeaderboardRequest.checked(cli_option, problem=problem, score=score, dataset=dataset,
                                          reference=reference, n_boot=n_boot, work=work)
-    table = request.table(store_path(store))
+    table = request.table(Store.at(store))
     typer.echo(json.dumps(table) if as_json else format_board(table, lead))
 
 
@@ -169,7 +169,7 @@ def stress_cmd(
         load_model_factory(path)
     if lead not in prob.leads:
         raise QueryError(f"bad --lead {lead}: {prob.name} leads are {prob.leads[0]}..{prob.leads[-1]}")
-    _, _, prepared = problem_inputs(store_path(store), prob, dataset, predictor_dataset, log=err.print)
+    _, _, prepared = problem_inputs(Store.at(store), prob, dataset, predictor_dataset, log=err.print)
     end = parse_month(test_end, "--test-end") or prob.last_init(prepared)
     specs = {**reference_paths(prob), **{model_name(p): Path(p) for p in model_paths}}
     report = stress_test(prob, specs, prepared, parse_month(train_end, "--train-end"), parse_month(test_start, "--test-start"),
@@ -177,7 +177,7 @@ def stress_cmd(
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
-def _field_backtest(root: Path, request, plot: Path | None, as_json: bool) -> None:
+def _field_backtest(store: Path, request, plot: Path | None, as_json: bool) -> None:
     """`backtest` of field models: the field backtest with its map of the probability of ice."""
     import numpy as np
 
@@ -196,7 +196,7 @@ def _field_backtest(root: Path, request, plot: Path | None, as_json: bool) -> No
 
     with progress_bar("field backtest") as bar:
         task = bar.add_task("", total=None)
-        run = run_backtest_request(root, request, on_forecast=keep, log=err.print,
+        run = run_backtest_request(store, request, on_forecast=keep, log=err.print,
                                    progress=lambda msg: bar.update(task, description=msg))
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed

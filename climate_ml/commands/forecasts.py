@@ -20,9 +20,9 @@ from climate_ml.commands.common import (
     field_contract,
     parse_month,
     progress_bar,
-    store_path,
 )
 from climate_ml.errors import QueryError
+from climate_ml.store import Store
 
 
 @app.command()
@@ -61,17 +61,17 @@ def forecast(
         raise QueryError(f"bad --init {init!r}: end before start")
     if refit_every < 1:
         raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
-    root = store_path(store)
+    store = Store.at(store)
     if field_contract(prob, model_paths, "forecast"):  # fails fast on a broken path before any data work
-        _forecast_maps(root, prob, model_paths, dataset, init_ts, span, replace, as_json)
+        _forecast_maps(store, prob, model_paths, dataset, init_ts, span, replace, as_json)
         return
-    dataset, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    dataset, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
     if span:
-        _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json)
+        _forecast_range(store, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json)
         return
     results, forecasts = {}, {}
     for model_path in model_paths:
-        fc, action, outlook = forecast_and_archive(root, prob, model_path, obs, prepared, dataset, init_ts, replace,
+        fc, action, outlook = forecast_and_archive(store, prob, model_path, obs, prepared, dataset, init_ts, replace,
                                                    outlook=True)
         forecasts[model_path.stem] = fc
         mean = fc.mean("member") if "member" in fc.dims else fc
@@ -119,14 +119,14 @@ def forecast(
                        f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
 
 
-def _forecast_maps(root, prob, model_paths, dataset, init, span, replace, as_json) -> None:
+def _forecast_maps(store, prob, model_paths, dataset, init, span, replace, as_json) -> None:
     from climate_ml.workflows import field_forecast_and_archive
 
     if span:
         raise QueryError("field models forecast one init at a time (--init YYYY-MM); "
                          "`climate-ml backtest arctic_sea_ice FILE` runs them over a test period")
     dataset = dataset or prob.default_dataset
-    results = [field_forecast_and_archive(root, dataset, Path(p), init, replace=replace, log=err.print)
+    results = [field_forecast_and_archive(store, dataset, Path(p), init, replace=replace, log=err.print)
                for p in model_paths]
     if as_json:
         typer.echo(json.dumps(results[0] if len(results) == 1 else {"problem": prob.name, "models": results}))
@@ -141,7 +141,7 @@ def _forecast_maps(root, prob, model_paths, dataset, init, span, replace, as_jso
               f"--init {results[0]['init_time']} --dataset {dataset} --format netcdf -o maps.nc`")
 
 
-def _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json):
+def _forecast_range(store, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json):
     from climate_ml.workflows import forecast_range
 
     times = pd.DatetimeIndex(prepared["time"].values)
@@ -149,7 +149,7 @@ def _forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last
         raise QueryError(f"bad --init {first:%Y-%m}:{last:%Y-%m}: the data cover {times[0]:%Y-%m}..{times[-1]:%Y-%m}")
     with progress_bar("forecasting") as bar:
         task = bar.add_task("", total=None)
-        result, actions = forecast_range(root, prob, model_paths, obs, prepared, dataset, first, last, refit_every,
+        result, actions = forecast_range(store, prob, model_paths, obs, prepared, dataset, first, last, refit_every,
                                          replace, lambda msg: bar.update(task, description=msg))
     out = {"problem": prob.name, "dataset": dataset, "inits": f"{first:%Y-%m}:{last:%Y-%m}",
            "refit_every_months": refit_every,
@@ -189,13 +189,13 @@ def outlook(
     unknown = sorted(set(model or []) - set(available))
     if unknown:
         raise QueryError(f"unknown model {unknown[0]!r} for {prob.name} (models: {', '.join(available)})")
-    root = store_path(store)
-    name, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
+    store = Store.at(store)
+    name, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
     paths = {m: available[m] for m in (model or available)}
     with progress_bar("outlook") as bar:
         bar.add_task(f"{len(paths)} models", total=None)
-        result = multi_model_outlook(root, prob, paths, obs, prepared, name, init_ts)
-    png = plot_outlook(result, output or root / "runs" / f"outlook-{prob.name}-{result.init:%Y-%m}.png", prob)
+        result = multi_model_outlook(store, prob, paths, obs, prepared, name, init_ts)
+    png = plot_outlook(result, output or store.run_dir(f"outlook-{prob.name}") / f"outlook-{prob.name}-{result.init:%Y-%m}.png", prob)
     if as_json:
         typer.echo(json.dumps({"problem": prob.name, "dataset": name, "init_time": f"{result.init:%Y-%m}",
                                "models": result.summaries, "consensus": result.consensus, "failed": result.failures,
@@ -236,25 +236,25 @@ def verify(
     from climate_ml.workflows import problem_inputs
 
     prob = get_problem(problem, target_variable=target_variable)
-    root = store_path(store)
-    name, obs, prepared = problem_inputs(root, prob, dataset, predictor_dataset, log=err.print)
-    index_models = list_models(root, prob.name, name, kind="index")
-    map_models = list_models(root, prob.name, name, kind="maps")
+    store = Store.at(store)
+    name, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
+    index_models = list_models(store, prob.name, name, kind="index")
+    map_models = list_models(store, prob.name, name, kind="maps")
     if not index_models and not map_models:
         raise QueryError(f"no forecasts archived for {prob.name} on {name}")
     recs, maps = [], []
     if index_models:
-        filled = record_outcomes(root, prob, prepared, name)
+        filled = record_outcomes(store, prob, prepared, name)
         if filled:
             err.print(f"recorded {filled} newly observed outcome(s) in the archive")
-        recs = verification_records(verify_archive(root, prob, prepared, name))
+        recs = verification_records(verify_archive(store, prob, prepared, name))
     if map_models:
         conc, area = concentration_field(obs)
         conc = conc.load()
-        filled = record_field_outcomes(root, prob, conc, name)
+        filled = record_field_outcomes(store, prob, conc, name)
         if filled:
             err.print(f"recorded {filled} newly observed map value(s) in the archive")
-        maps = verify_fields(root, prob, conc, area, name)
+        maps = verify_fields(store, prob, conc, area, name)
     if as_json:
         typer.echo(json.dumps(recs if not map_models else {"index": recs, "maps": maps}))
         return

@@ -12,9 +12,9 @@ from climate_ml.commands.common import (
     StoreOpt,
     app,
     err,
-    store_path,
 )
 from climate_ml.errors import QueryError
+from climate_ml.store import Store
 
 
 @app.command()
@@ -30,7 +30,7 @@ def run(
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows.run import climate_ml_run
 
-    summary = climate_ml_run(store=str(store_path(store)), quick=quick, n_jobs=n_jobs)
+    summary = climate_ml_run(store=str(Store.at(store)), quick=quick, n_jobs=n_jobs)
     typer.echo(summary["text"])
 
 
@@ -59,7 +59,7 @@ def serve_cmd(
     if len(parts) != 5:
         raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
     err.print(f"serving the monthly job for {', '.join(problem or ['every problem'])} on cron {cron!r}; Ctrl-C stops")
-    serve(cron=cron, problems=problem, dataset=dataset, store=str(store_path(store)), predictors=predictor_dataset)
+    serve(cron=cron, problems=problem, dataset=dataset, store=str(Store.at(store)), predictors=predictor_dataset)
 
 
 @app.command("serve-api")
@@ -76,6 +76,6 @@ def serve_api(
         raise QueryError(f"bad --port {port}")
     if not 1 <= workers <= 64:
         raise QueryError(f"bad --workers {workers}: between 1 and 64")
-    os.environ["CLIMATE_ML_STORE"] = str(store_path(store))  # what each worker process's app serves
+    os.environ["CLIMATE_ML_STORE"] = str(Store.at(store))  # what each worker process's app serves
     uvicorn.run("climate_ml.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")

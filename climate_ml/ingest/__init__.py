@@ -13,15 +13,15 @@ import xarray as xr
 
 from climate_ml.catalog import ALL_VARIABLES, CatalogEntry, download, expand_path, sha256_file
 from climate_ml.errors import ClimateMLError, IngestError
-from climate_ml.ingest.openers import FORMAT_DEFAULTS, OPENERS, detect_format, open_source
+from climate_ml.ingest.openers import READERS, detect_format, open_source, reader
 from climate_ml.ingest.standardise import standardise
-from climate_ml.store import WriteResult, write_obs
+from climate_ml.store import Store, StoreLike, WriteResult, write_obs
 from climate_ml.synthetic import GENERATORS
 
-__all__ = ["ingest_entry", "ingest_file", "load_standardised", "resolve_entry", "standardise", "OPENERS"]
+__all__ = ["ingest_entry", "ingest_file", "load_standardised", "resolve_entry", "standardise", "READERS"]
 
 
-def resolve_entry(entry: CatalogEntry, root: Path) -> Path:
+def resolve_entry(entry: CatalogEntry, store: StoreLike) -> Path:
     """Return a local file for the entry: the local path, a generated file, or a download."""
     src = entry.source
     if src.path is not None:
@@ -32,11 +32,11 @@ def resolve_entry(entry: CatalogEntry, root: Path) -> Path:
     if src.generator is not None:
         if src.generator not in GENERATORS:
             raise IngestError(f"catalog entry {entry.name!r}: unknown generator {src.generator!r}")
-        path = root / "raw" / entry.name / f"{entry.name}.nc"
+        path = Store.at(store).raw(entry.name) / f"{entry.name}.nc"
         if not path.exists():
             GENERATORS[src.generator](path)
         return path
-    folder = root / "raw" / entry.name
+    folder = Store.at(store).raw(entry.name)
     paths = []
     for url in src.urls:
         path = folder / Path(url.split("?")[0]).name
@@ -89,8 +89,8 @@ def load_standardised(
     return ds
 
 
-def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> WriteResult:
-    path = resolve_entry(entry, root)
+def ingest_entry(entry: CatalogEntry, store: StoreLike, name: str | None = None) -> WriteResult:
+    path = resolve_entry(entry, store)
     digest = sha256_source(path)
     if entry.sha256 and digest != entry.sha256:
         raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
@@ -104,14 +104,14 @@ def ingest_entry(entry: CatalogEntry, root: Path, name: str | None = None) -> Wr
         "license": entry.license,
         "citation": entry.citation,
     }
-    return _write(ds, root, name or entry.name, prov, path)
+    return _write(ds, store, name or entry.name, prov, path)
 
 
 def ingest_file(
     path: str | Path,
     variable,
     name: str,
-    root: Path,
+    store: StoreLike,
     fmt: str | None = None,
     units=None,
     land_value: float | None = None,
@@ -125,10 +125,9 @@ def ingest_file(
     if not path.exists():
         raise IngestError(f"{path}: file not found")
     fmt = fmt or detect_format(path)
-    if fmt not in FORMAT_DEFAULTS:
-        raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(FORMAT_DEFAULTS)})")
-    default_var, default_units, standard_name = FORMAT_DEFAULTS[fmt]
-    variable = variable or default_var
+    source = reader(fmt, path)
+    default_units, standard_name = source.units, source.standard_name
+    variable = variable or source.variable
     if variable is None:
         raise IngestError(f"{path}: give --variable (the variable inside the {fmt} file, or '*' for all)")
     if isinstance(variable, list) and len(variable) == 1:
@@ -137,7 +136,7 @@ def ingest_file(
                            region=region, anomaly=anomaly)
     prov = {"source": str(path.resolve()), "source_sha256": sha256_source(path), "catalog_entry": "",
             "format": fmt, **({"region": region} if region else {})}
-    return _write(ds, root, name, prov, path)
+    return _write(ds, store, name, prov, path)
 
 
 def sha256_source(path: Path) -> str:
@@ -152,11 +151,11 @@ def sha256_source(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write(ds: xr.Dataset, root: Path, name: str, prov: dict, path: Path) -> WriteResult:
+def _write(ds: xr.Dataset, store: StoreLike, name: str, prov: dict, path: Path) -> WriteResult:
     """Write lazily opened data. An error that only shows while streaming (a file cut short
     inside its data, a full disk) becomes a one-line IngestError; the store is left as it was."""
     try:
-        return write_obs(ds, root, name, prov)
+        return write_obs(ds, store, name, prov)
     except (OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, ClimateMLError):
             raise

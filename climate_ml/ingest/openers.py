@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array
@@ -200,20 +201,6 @@ def _names(variable, ds: xr.Dataset) -> list[str]:
     return [variable] if isinstance(variable, str) else list(variable)
 
 
-def _single(opener):
-    """Formats that hold one series per file take one variable name."""
-
-    def call(path, variable, region=None):
-        if not isinstance(variable, str) or variable == ALL_VARIABLES:
-            names = [variable] if isinstance(variable, str) else list(variable)
-            if len(names) != 1 or names[0] == ALL_VARIABLES:
-                raise IngestError(f"{path}: this format holds one series; give one variable, not {variable!r}")
-            variable = names[0]
-        return opener(path, variable, region)
-
-    return call
-
-
 def _one_line(text: str) -> str:
     return text.splitlines()[0] if text else text
 
@@ -255,63 +242,88 @@ def open_noaa_psl_index(path: Path, variable: str) -> xr.Dataset:
     return xr.Dataset({variable: ("time", data)}, coords={"time": time})
 
 
-# Every opener is called as opener(path, variable, region=...); only nClimDiv uses the region.
-OPENERS: dict[str, Callable[..., xr.Dataset]] = {
-    "cf-netcdf": lambda path, variable, region=None: open_cf_netcdf(path, variable),
-    "monthly-csv": lambda path, variable, region=None: open_monthly_csv(path, variable),
-    "noaa-psl-index": _single(lambda path, variable, region: open_noaa_psl_index(path, variable)),
-    "nsidc-monthly-csv": _single(lambda path, variable, region: open_nsidc_monthly(path, variable)),
-    "nsidc-daily-csv": _single(lambda path, variable, region: open_nsidc_daily(path, variable)),
-    "nclimdiv-text": _single(lambda path, variable, region: open_nclimdiv(path, variable, region=region)),
-    "nsidc-0051-binary": _single(lambda path, variable, region: open_nsidc0051(path, variable)),
-}
+@dataclass(frozen=True)
+class Reader:
+    """One source format: its name (a catalog entry's ``format``), how to recognise it, how to
+    open it, and what its files hold when the user does not say (variable, units, CF standard
+    name). ``recognise(path, head)`` gets a folder with ``head=None`` or a file with its first 64
+    bytes. ``one_series``: a file holds one series, so it takes exactly one variable name.
+    Adding a format is one ``Reader(...)`` line in ``READERS``."""
 
-# Per format: (default variable, units the source uses, CF standard name)
-FORMAT_DEFAULTS: dict[str, tuple[str | None, str | None, str | None]] = {
-    "cf-netcdf": (None, None, None),
-    "monthly-csv": (None, None, None),
-    "noaa-psl-index": (None, None, None),
-    "nsidc-monthly-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
-    "nsidc-daily-csv": ("extent", "10^6 sq km", "sea_ice_extent"),
-    "nclimdiv-text": ("precip", "inches", "precipitation_amount"),
-    "nsidc-0051-binary": ("seaice_conc", "1", "sea_ice_area_fraction"),
-}
+    name: str
+    opener: Callable[..., xr.Dataset]  # opener(path, variable, region) -> Dataset in the source's layout
+    recognise: Callable[[Path, bytes | None], bool]
+    variable: str | None = None
+    units: str | None = None
+    standard_name: str | None = None
+    one_series: bool = False
+
+    def open(self, path: Path, variable, region: str | None = None) -> xr.Dataset:
+        if self.one_series and (not isinstance(variable, str) or variable == ALL_VARIABLES):
+            names = [variable] if isinstance(variable, str) else list(variable)
+            if len(names) != 1 or names[0] == ALL_VARIABLES:
+                raise IngestError(f"{path}: this format holds one series; give one variable, not {variable!r}")
+            variable = names[0]
+        return self.opener(path, variable, region)
+
+
+def _text(head: bytes | None) -> str:
+    return "" if head is None else head.decode("latin-1")
+
+
+def _netcdf(path: Path, head: bytes | None) -> bool:
+    if head is None:
+        return bool(list(path.glob("*.nc")) or list(path.glob("*.nc4")))
+    return head[:3] == b"CDF" or head[:8] == b"\x89HDF\r\n\x1a\n" or path.suffix in (".nc", ".nc4", ".netcdf")
+
+
+def _ten_digits(head: bytes | None) -> bool:
+    return head is not None and re.fullmatch(r"\d{10}", _text(head)[:10]) is not None
+
+
+# In the order they are tried on a file or folder whose format is not given (the first that
+# recognises it wins; the NOAA PSL index text format takes any file the others do not).
+READERS: dict[str, Reader] = {r.name: r for r in (
+    Reader("nsidc-monthly-csv", lambda path, variable, region: open_nsidc_monthly(path, variable),
+           lambda path, head: bool(list(path.glob("[NS]_[0-1][0-9]_extent_v*.csv"))) if head is None
+           else _text(head).replace(" ", "").lower().startswith("year,mo,"),
+           "extent", "10^6 sq km", "sea_ice_extent", one_series=True),
+    Reader("nsidc-0051-binary", lambda path, variable, region: open_nsidc0051(path, variable),
+           lambda path, head: head is None and is_nsidc0051_folder(path),
+           "seaice_conc", "1", "sea_ice_area_fraction", one_series=True),
+    Reader("cf-netcdf", lambda path, variable, region: open_cf_netcdf(path, variable), _netcdf),
+    Reader("nsidc-daily-csv", lambda path, variable, region: open_nsidc_daily(path, variable),
+           lambda path, head: _text(head).replace(" ", "").lower().startswith("year,month,day,extent"),
+           "extent", "10^6 sq km", "sea_ice_extent", one_series=True),
+    Reader("nclimdiv-text", lambda path, variable, region: open_nclimdiv(path, variable, region=region),
+           lambda path, head: _ten_digits(head), "precip", "inches", "precipitation_amount", one_series=True),
+    Reader("monthly-csv", lambda path, variable, region: open_monthly_csv(path, variable),  # a header of column names
+           lambda path, head: head is not None and _text(head).split("\n")[0].count(",") >= 1),
+    Reader("noaa-psl-index", lambda path, variable, region: open_noaa_psl_index(path, variable),
+           lambda path, head: head is not None, one_series=True),
+)}
+
+
+def reader(fmt: str, path: Path | None = None) -> Reader:
+    if fmt not in READERS:
+        raise IngestError(f"{path or 'source'}: unknown format {fmt!r} (known: {', '.join(READERS)})")
+    return READERS[fmt]
 
 
 def detect_format(path: Path) -> str:
     """Guess the format of a file (or a folder of NSIDC monthly CSVs, NSIDC-0051 files or yearly
-    NetCDF files) from its content."""
+    NetCDF files) from its content: the first reader in ``READERS`` that recognises it."""
     path = Path(path)
-    if path.is_dir():
-        if list(path.glob("[NS]_[0-1][0-9]_extent_v*.csv")):
-            return "nsidc-monthly-csv"
-        if is_nsidc0051_folder(path):
-            return "nsidc-0051-binary"
-        if list(path.glob("*.nc")) or list(path.glob("*.nc4")):
-            return "cf-netcdf"
-        raise IngestError(f"{path}: a folder, but neither NetCDF files (*.nc, e.g. one per year), NSIDC monthly CSVs "
-                          "(N_MM_extent_v4.0.csv) nor NSIDC-0051 files (nt_YYYYMM_<sensor>_v1.1_n.bin)")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head[:3] == b"CDF" or head[:8] == b"\x89HDF\r\n\x1a\n":
-        return "cf-netcdf"
-    if path.suffix in (".nc", ".nc4", ".netcdf"):
-        return "cf-netcdf"  # let the opener report the corruption
-    text = head.decode("latin-1").replace(" ", "").lower()
-    if text.startswith("year,month,day,extent"):
-        return "nsidc-daily-csv"
-    if text.startswith("year,mo,"):
-        return "nsidc-monthly-csv"
-    first = head.decode("latin-1").split("\n")[0]
-    if first.count(",") >= 1 and not re.fullmatch(r"\d{10}", head[:10].decode("latin-1")):
-        return "monthly-csv"  # a header row of column names, the first one (the month) possibly empty
-    if re.fullmatch(r"\d{10}", head[:10].decode("latin-1")):
-        return "nclimdiv-text"
-    return "noaa-psl-index"
+    head = None
+    if not path.is_dir():
+        with open(path, "rb") as f:
+            head = f.read(64)
+    for r in READERS.values():
+        if r.recognise(path, head):
+            return r.name
+    raise IngestError(f"{path}: a folder, but neither NetCDF files (*.nc, e.g. one per year), NSIDC monthly CSVs "
+                      "(N_MM_extent_v4.0.csv) nor NSIDC-0051 files (nt_YYYYMM_<sensor>_v1.1_n.bin)")
 
 
 def open_source(path: Path, variable, fmt: str | None = None, region: str | None = None) -> xr.Dataset:
-    fmt = fmt or detect_format(path)
-    if fmt not in OPENERS:
-        raise IngestError(f"{path}: unknown format {fmt!r} (known: {', '.join(OPENERS)})")
-    return OPENERS[fmt](path, variable, region=region)
+    return reader(fmt or detect_format(path), path).open(path, variable, region=region)
