@@ -257,12 +257,15 @@ def toy_sea_ice(start: str = "1979-01", end: str = "2024-12", resolution_m: floa
     for i in range(1, len(time)):
         modes[i] = phi * modes[i - 1] + np.sqrt(1 - phi**2) * rng.normal(0, [0.9, 0.7, 0.7])
     lon_r = np.deg2rad(lon)
-    atlantic = 5.0 * np.cos(np.deg2rad(lon - 20.0)) * (1 - 0.4 * season[:, None, None])  # warm Atlantic inflow
-    edge = (mean_edge + trend)[:, None, None] + atlantic + (
-        modes[:, 0, None, None] + modes[:, 1, None, None] * np.cos(lon_r) + modes[:, 2, None, None] * np.sin(lon_r))
-    conc = 0.98 / (1 + np.exp(-(lat[None] - edge) / 1.2))
-    conc = np.clip(conc + rng.normal(0, 0.02, conc.shape), 0, 1).astype("float32")
-    conc[:, _arctic_land(lat, lon)] = np.nan
+    inflow, cos_lon, sin_lon = 5.0 * np.cos(np.deg2rad(lon - 20.0)), np.cos(lon_r), np.sin(lon_r)
+    land = _arctic_land(lat, lon)
+    conc = np.empty((len(time), *lat.shape), dtype="float32")
+    for i in range(len(time)):  # month by month: the same arithmetic and draws, in cache-sized pieces
+        atlantic = inflow * (1 - 0.4 * season[i])  # warm Atlantic inflow
+        edge = (mean_edge[i] + trend[i]) + atlantic + (modes[i, 0] + modes[i, 1] * cos_lon + modes[i, 2] * sin_lon)
+        month_conc = 0.98 / (1 + np.exp(-(lat - edge) / 1.2))
+        conc[i] = np.clip(month_conc + rng.normal(0, 0.02, lat.shape), 0, 1)
+        conc[i][land] = np.nan
     ds = xr.Dataset(
         {"cdr_seaice_conc": (("time", "y", "x"), conc, {
             "long_name": "NOAA/NSIDC Climate Data Record of Passive Microwave Sea Ice Concentration (toy)",
