@@ -30,7 +30,7 @@ def as_given(name: str) -> str:
     return name
 
 
-CLI_NAMES = {"predictors": "--predictor-dataset"}  # where an option is not the field's name
+CLI_NAMES = {"predictors": "--predictor-dataset", "models": "--model"}  # where an option is not the field's name
 
 
 def cli_option(name: str) -> str:
@@ -94,8 +94,6 @@ class BacktestRequest:
 
     @classmethod
     def checked(cls, spell: Callable[[str], str] = as_given, **values) -> BacktestRequest:
-        from climate_ml.store import check_name
-
         values["model_paths"] = tuple(Path(p) for p in values.get("model_paths", ()))
         if values.get("predictors") is not None:
             values["predictors"] = tuple(values["predictors"])
@@ -113,10 +111,7 @@ class BacktestRequest:
         if req.test_end is not None and req.test_end < req.test_start:
             raise QueryError(f"bad {spell('test_end')} {req.test_end:%Y-%m}: before {spell('test_start')} "
                              f"{req.test_start:%Y-%m}")
-        for name in [req.dataset] if req.dataset else []:
-            check_name(name, spell("dataset"))
-        for name in req.predictors or ():
-            check_name(name, spell("predictors"))
+        _check_data_names(req, spell)
         if req.replace and not fields:
             raise QueryError(f"{spell('replace')} is for field models (maps); these are index models")
         return dataclasses.replace(req, fields=fields)
@@ -209,3 +204,133 @@ class ArchiveQuery:
 
         return export(query(store, self.problem, self.model, self.init, self.lead, dataset=self.dataset,
                             valid=self.valid, as_of=self.as_of, provenance=provenance, box=self.box), self.format)
+
+
+def _check_data_names(req, spell: Callable[[str], str]) -> None:
+    """A request's data set and predictor data set names become paths: checked here."""
+    from climate_ml.store import check_name
+
+    if req.dataset is not None:
+        check_name(req.dataset, spell("dataset"))
+    for name in req.predictors or ():
+        check_name(name, spell("predictors"))
+
+
+@dataclass(frozen=True)
+class ForecastRequest:
+    """Forecasts from model files, as `climate-ml forecast` asks for them: one init
+    (``init_end`` None), or every init from ``init`` to ``init_end`` refitting every
+    ``refit_every`` months (index models only). ``fields`` is worked out from the model files:
+    True when they forecast concentration maps."""
+
+    problem: str
+    model_paths: tuple[Path, ...]
+    init: pd.Timestamp
+    init_end: pd.Timestamp | None = None
+    refit_every: int = 12
+    dataset: str | None = None
+    predictors: tuple[str, ...] | None = None
+    target_variable: str | None = None
+    replace: bool = False
+    fields: bool = False
+
+    @classmethod
+    def checked(cls, spell: Callable[[str], str] = as_given, **values) -> ForecastRequest:
+        """``init`` may be YYYY-MM or a range YYYY-MM:YYYY-MM (split into init and init_end)."""
+        values["model_paths"] = tuple(Path(p) for p in values.get("model_paths", ()))
+        if values.get("predictors") is not None:
+            values["predictors"] = tuple(values["predictors"])
+        init = values.get("init")
+        if isinstance(init, str) and ":" in init:
+            span = init.split(":")
+            if len(span) != 2:
+                raise QueryError(f"bad {spell('init')} {init!r}: expected YYYY-MM or a range YYYY-MM:YYYY-MM")
+            values["init"] = parse_month(span[0], f"{spell('init')} start")
+            values["init_end"] = parse_month(span[1], f"{spell('init')} end")
+            if values["init_end"] < values["init"]:
+                raise QueryError(f"bad {spell('init')} {init!r}: end before start")
+        else:
+            values["init"] = parse_month(init, spell("init"))
+        if values["init"] is None:
+            raise QueryError(f"missing {spell('init')}: the month to forecast from (YYYY-MM)")
+        req = cls(**values)
+        if not req.model_paths:
+            raise QueryError("give at least one model file")
+        if req.refit_every < 1:
+            raise QueryError(f"bad {spell('refit_every')} {req.refit_every}: must be at least 1")
+        _check_data_names(req, spell)
+        fields = field_contract(req.definition(), req.model_paths, "forecast")  # fails fast on a broken path
+        if fields and req.init_end is not None:
+            raise QueryError(f"field models forecast one init at a time ({spell('init')} YYYY-MM); "
+                             "`climate-ml backtest arctic_sea_ice FILE` runs them over a test period")
+        return dataclasses.replace(req, fields=fields)
+
+    def definition(self):
+        from climate_ml.problems import get_problem
+
+        return get_problem(self.problem, target_variable=self.target_variable)
+
+
+@dataclass(frozen=True)
+class OutlookRequest:
+    """The multi-model outlook, as `climate-ml outlook` and the monthly flow ask for it: the
+    registered models named in ``models`` (all of them when None) from ``init`` (the latest month
+    when None)."""
+
+    problem: str
+    models: tuple[str, ...] | None = None
+    init: pd.Timestamp | None = None
+    dataset: str | None = None
+    predictors: tuple[str, ...] | None = None
+    target_variable: str | None = None
+
+    @classmethod
+    def checked(cls, spell: Callable[[str], str] = as_given, **values) -> OutlookRequest:
+        for name in ("models", "predictors"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
+        values["init"] = parse_month(values.get("init"), spell("init"))
+        req = cls(**values)
+        _check_data_names(req, spell)
+        req.model_paths()
+        return req
+
+    def definition(self):
+        from climate_ml.problems import get_problem
+
+        return get_problem(self.problem, target_variable=self.target_variable)
+
+    def model_paths(self) -> dict[str, Path]:
+        """The requested registered models' files; an unknown name is a one-line error."""
+        from climate_ml.workflows import registered_models
+
+        available = registered_models(self.definition().name)
+        unknown = sorted(set(self.models or ()) - set(available))
+        if unknown:
+            raise QueryError(f"unknown model {unknown[0]!r} for {self.problem} (models: {', '.join(available)})")
+        return {m: available[m] for m in (self.models or available)}
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    """Verification of the archived forecasts of one work, as `climate-ml verify`, the run flow
+    and the monthly flow ask for it (``workflows.verify_forecasts``)."""
+
+    problem: str
+    dataset: str | None = None
+    predictors: tuple[str, ...] | None = None
+    target_variable: str | None = None
+
+    @classmethod
+    def checked(cls, spell: Callable[[str], str] = as_given, **values) -> VerifyRequest:
+        if values.get("predictors") is not None:
+            values["predictors"] = tuple(values["predictors"])
+        req = cls(**values)
+        req.definition()
+        _check_data_names(req, spell)
+        return req
+
+    def definition(self):
+        from climate_ml.problems import get_problem
+
+        return get_problem(self.problem, target_variable=self.target_variable)

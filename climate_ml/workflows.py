@@ -18,7 +18,7 @@ import xarray as xr
 from climate_ml.archive import write_forecast
 from climate_ml.backtest import BacktestResult, backtest, issue_forecast, issue_forecasts
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
-from climate_ml.errors import ClimateMLError, ModelError, StoreError
+from climate_ml.errors import ClimateMLError, ModelError, QueryError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.model_api import FIELD_TARGET, file_sha256, load_model_factory, model_name
 from climate_ml.problems import Problem, get_problem
@@ -609,6 +609,65 @@ def field_forecast_and_archive(store: StoreLike, dataset: str, model_path: Path,
         rows.append(row)
     return {"problem": problem.name, "model": name, "init_time": f"{init:%Y-%m}", "dataset": dataset,
             "archive": action, "members": int(maps.shape[0]), "units": "1e6 km2", "forecast": rows}
+
+
+@dataclass
+class Verification:
+    """What ``verify_forecasts`` did and found, for a shell to show."""
+
+    dataset: str
+    index: list[dict] | None  # scores of the archived index forecasts per model and lead (None: none archived)
+    maps: list[dict] | None  # field scores of the archived concentration maps (None: none archived)
+    outcomes_recorded: int  # index outcomes newly written beside their forecasts
+    map_values_recorded: int  # observed map values newly written
+    monitoring: list[dict]  # running skill of the live forecasts against the backtest (``drift_records``)
+    skill: xr.Dataset | None = None  # the same as a Dataset (``verify.monitor_skill``), kept in the archive
+
+    @property
+    def drifting(self) -> list[dict]:
+        return [r for r in self.monitoring if r["status"] == "drift"]
+
+
+def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, prepared: xr.Dataset | None = None,
+                     log: Callable[[str], None] = lambda s: None) -> Verification:
+    """The one verification step (`climate-ml verify`, the run and monthly flows): record the
+    outcomes observed since the forecasts were archived (index values and maps), score every
+    archived forecast whose target has been observed, and keep the live forecasts' running skill
+    against their backtest in the archive. ``request``: a ``requests.VerifyRequest``."""
+    from climate_ml.archive import list_models, write_monitoring
+    from climate_ml.sea_ice_fields import concentration_field
+    from climate_ml.verify import (
+        drift_records,
+        monitor_skill,
+        record_field_outcomes,
+        record_outcomes,
+        verification_records,
+        verify_archive,
+        verify_fields,
+    )
+
+    problem = request.definition()
+    name = request.dataset or problem.default_dataset
+    index_models = list_models(store, problem.name, name, kind="index")
+    map_models = list_models(store, problem.name, name, kind="maps")
+    if not index_models and not map_models:  # said before any data work
+        raise QueryError(f"no forecasts archived for {problem.name} on {name}")
+    if prepared is None or obs is None:
+        name, obs, prepared = problem_inputs(store, problem, request.dataset,
+                                             None if request.predictors is None else list(request.predictors), log=log)
+    out = Verification(name, None, None, 0, 0, [])
+    if index_models:
+        out.outcomes_recorded = record_outcomes(store, problem, prepared, name)
+        out.index = verification_records(verify_archive(store, problem, prepared, name))
+        out.skill = monitor_skill(store, problem, prepared, name)
+        write_monitoring(store, problem.name, name, out.skill)
+        out.monitoring = drift_records(out.skill)
+    if map_models:
+        conc, area = concentration_field(obs)
+        conc = conc.load()
+        out.map_values_recorded = record_field_outcomes(store, problem, conc, name)
+        out.maps = verify_fields(store, problem, conc, area, name)
+    return out
 
 
 def seasonal_cycle(extent: xr.DataArray, years: int = 3, climatology: tuple[int, int] = (1981, 2010)) -> dict:

@@ -16,26 +16,15 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from climate_ml.archive import write_monitoring
 from climate_ml.backtest import default_jobs
 from climate_ml.catalog import get_entry
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.report import plot_outlook
+from climate_ml.requests import OutlookRequest, VerifyRequest
 from climate_ml.store import Store
-from climate_ml.verify import (
-    drift_records,
-    monitor_skill,
-    record_outcomes,
-    verification_records,
-    verify_archive,
-)
-from climate_ml.workflows import (
-    multi_model_outlook,
-    problem_inputs,
-    registered_models,
-)
+from climate_ml.workflows import multi_model_outlook, problem_inputs, verify_forecasts
 
 DEFAULT_CRON = "0 6 5 * *"  # 06:00 UTC on the 5th: monthly SST analyses are out by then
 
@@ -48,17 +37,17 @@ def ingest_new_months(store: Store, dataset: str) -> str:
 
 
 @task
-def issue_outlook(store: Store, problem_name: str, dataset: str, predictors: list[str], models: list[str],
-                  run_dir: str, n_jobs: int = 1) -> dict:
-    """Every model's forecast from the latest month with every input, archived, with the
-    problem's probabilities and their multi-model mean; the outlook PNG, and a Prefect artifact
-    with its table. A model that fails is one line; the others still forecast. The models' fits
-    (the forecasts and the backtest that calibrates the probabilities) run in ``n_jobs`` local
-    processes."""
-    problem = get_problem(problem_name)
-    _, obs, prepared = problem_inputs(store, problem, dataset, predictors)
-    available = registered_models(problem_name)
-    outlook = multi_model_outlook(store, problem, {m: available[m] for m in models}, obs, prepared, dataset,
+def issue_outlook(store: Store, request: OutlookRequest, run_dir: str, n_jobs: int = 1) -> dict:
+    """The requested models' forecasts from the latest month with every input, archived, with
+    the problem's probabilities and their multi-model mean (as `climate-ml outlook`); the outlook
+    PNG, and a Prefect artifact with its table. A model that fails is one line; the others still
+    forecast. The models' fits (the forecasts and the backtest that calibrates the
+    probabilities) run in ``n_jobs`` local processes."""
+    problem = request.definition()
+    problem_name = problem.name
+    dataset, obs, prepared = problem_inputs(store, problem, request.dataset,
+                                            None if request.predictors is None else list(request.predictors))
+    outlook = multi_model_outlook(store, problem, request.model_paths(), obs, prepared, dataset, request.init,
                                   n_jobs=n_jobs)
     png = plot_outlook(outlook, Path(run_dir) / f"outlook-{problem_name}-{outlook.init:%Y-%m}.png", problem)
     for name, reason in outlook.failures.items():
@@ -73,29 +62,27 @@ def issue_outlook(store: Store, problem_name: str, dataset: str, predictors: lis
 
 
 @task
-def verify_all(store: Store, problem_name: str, dataset: str, predictors: list[str]) -> dict:
-    """Record the outcomes that have come due beside their forecasts, score every archived
-    forecast, and watch the live forecasts' running skill against each model's backtest: the
-    running skill goes into the archive, drift into a Prefect artifact and the result."""
-    problem = get_problem(problem_name)
-    _, _, prepared = problem_inputs(store, problem, dataset, predictors)
-    filled = record_outcomes(store, problem, prepared, dataset)
-    skill = monitor_skill(store, problem, prepared, dataset)
-    write_monitoring(store, problem_name, dataset, skill)
-    rows = drift_records(skill)
-    drifting = [r for r in rows if r["status"] == "drift"]
-    lines = [f"## {problem_name} on {dataset}: live skill ({skill.attrs['score']}) against the backtest, "
-             f"verified through {skill.attrs['verified_through']}", "",
-             f"{len(drifting)} (model, lead) outside their backtest interval; {filled} outcome(s) newly recorded.", "",
+def verify_all(store: Store, request: VerifyRequest) -> dict:
+    """The library's verification step (as `climate-ml verify`): outcomes that have come due
+    recorded beside their forecasts, every archived forecast scored, the live forecasts' running
+    skill against each model's backtest kept in the archive; drift also goes into a Prefect
+    artifact and the result."""
+    done = verify_forecasts(store, request)
+    problem_name, dataset = request.problem, done.dataset
+    drifting = done.drifting
+    lines = [f"## {problem_name} on {dataset}: live skill ({done.skill.attrs['score']}) against the backtest, "
+             f"verified through {done.skill.attrs['verified_through']}", "",
+             f"{len(drifting)} (model, lead) outside their backtest interval; {done.outcomes_recorded} outcome(s) "
+             "newly recorded.", "",
              "| model | lead | live | n | backtest | interval | status |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['lead']} | {r['live']} | {r['n']} | {r['backtest']} | {r['backtest_ci']} | "
-              f"{r['status']} |" for r in rows if r["n"] > 0 or r["status"] == "drift"]
+              f"{r['status']} |" for r in done.monitoring if r["n"] > 0 or r["status"] == "drift"]
     create_markdown_artifact(key=f"skill-drift-{problem_name.replace('_', '-')}", markdown="\n".join(lines),
                              description=f"{problem_name}: running skill of live forecasts and drift flags")
     if drifting:
         get_run_logger().warning("DRIFT: " + ", ".join(f"{r['model']} lead {r['lead']}" for r in drifting))
-    return {"verification": verification_records(verify_archive(store, problem, prepared, dataset)),
-            "outcomes_recorded": filled, "drift": drifting, "monitoring": rows}
+    return {"verification": done.index or [], "outcomes_recorded": done.outcomes_recorded, "drift": drifting,
+            "monitoring": done.monitoring}
 
 
 @flow(name="climate-ml-monthly", log_prints=True)
@@ -113,16 +100,11 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     dataset = dataset or prob.default_dataset
     for name in [dataset, *predictors]:
         logger.info(ingest_new_months(store, name))
-    available = registered_models(problem)
-    names = models or list(available)
-    unknown = sorted(set(names) - set(available))
-    if unknown:
-        raise ValueError(f"unknown models {unknown} (registered: {sorted(available)})")
+    wanted = OutlookRequest.checked(problem=problem, models=models, dataset=dataset, predictors=predictors)
     run_dir = store.run_dir(f"monthly-{problem}")
-    outlook = issue_outlook(store, problem, dataset, predictors, names, str(run_dir),
-                            default_jobs() if n_jobs is None else n_jobs)
+    outlook = issue_outlook(store, wanted, str(run_dir), default_jobs() if n_jobs is None else n_jobs)
     issued = outlook["forecasts"]
-    checked = verify_all(store, problem, dataset, predictors)
+    checked = verify_all(store, VerifyRequest.checked(problem=problem, dataset=dataset, predictors=predictors))
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,
                "consensus": outlook["consensus"], "outlook_png": outlook["png"], **checked}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))

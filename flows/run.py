@@ -23,9 +23,8 @@ from climate_ml.errors import ClimateMLError
 from climate_ml.problems import get_problem, problem_names
 from climate_ml.problems.seasonal_totals import MONTH_ABBR
 from climate_ml.report import markdown_table, plot_ice_edge, plot_skill, skill_table
-from climate_ml.requests import BacktestRequest
+from climate_ml.requests import BacktestRequest, VerifyRequest
 from climate_ml.store import Store
-from climate_ml.verify import verification_records, verify_archive
 from climate_ml.workflows import (
     Evaluation,
     ensure_dataset,
@@ -33,6 +32,7 @@ from climate_ml.workflows import (
     problem_inputs,
     registered_models,
     run_backtest_request,
+    verify_forecasts,
 )
 
 
@@ -129,7 +129,10 @@ def field_skill(store: Store, problem_name: str, dataset: str, test_start: str, 
 
 @task
 def verify(store: Store, problem_name: str, dataset: str, prepared: xr.Dataset) -> list[dict]:
-    return verification_records(verify_archive(store, get_problem(problem_name), prepared, dataset))
+    """The library's verification step (as `climate-ml verify`): the index forecasts' scores."""
+    obs = ensure_dataset(store, dataset)
+    done = verify_forecasts(store, VerifyRequest.checked(problem=problem_name, dataset=dataset), obs, prepared)
+    return done.index or []
 
 
 def field_lines(fields: dict | None) -> list[str]:

@@ -7,7 +7,10 @@ import sys
 
 import pytest
 
+from climate_ml.archive import read_monitoring
+from climate_ml.requests import VerifyRequest
 from climate_ml.synthetic import write_toy_ocean
+from climate_ml.workflows import verify_forecasts
 from conftest import tree_digest, write_ersst_like
 
 
@@ -115,9 +118,15 @@ def test_index_backtest_forecast_query(toy_store):
     assert r["models"]["persistence"] == {"archive": "updated", "n_inits": 12, "n_fits": 2}
     log = cli("archive", "history", "el_nino", store=toy_store).stdout.splitlines()
     assert "forecast persistence on toy: 12 new init(s) within 1990-01..1990-12" in log[0]
-    assert "[tag: one-forecast]" in log[1] and "observed outcomes on toy" in log[1]
+    assert "[tag: one-forecast]" in log[1] and "running skill on toy" in log[1]  # verify keeps the live skill
+    assert "observed outcomes on toy" in log[2]
     then = json.loads(cli("archive", "query", "--problem", "el_nino", "--dataset", "toy", "--as-of", "one-forecast",
                           "--format", "json", store=toy_store).stdout)
     assert {r["init_time"] for r in then} == {"1995-06"}  # the archive as it stood before the range
     bad = cli("forecast", "el_nino", "models/persistence.py", "--init", "1990-05:1990-01", store=toy_store, check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: bad --init '1990-05:1990-01': end before start"
+    # the flows verify with the same library step: the same scores, nothing left to record
+    same = verify_forecasts(toy_store, VerifyRequest.checked(problem="el_nino", dataset="toy"))
+    assert same.outcomes_recorded == 0 and same.maps is None
+    assert same.index == json.loads(cli("verify", "el_nino", "--dataset", "toy", "--json", store=toy_store).stdout)
+    assert set(read_monitoring(toy_store, "el_nino", "toy")["model"].values) == {"persistence"}

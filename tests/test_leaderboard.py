@@ -29,7 +29,7 @@ from climate_ml.schema import INIT, LEAD
 from climate_ml.scores import METRICS, Metric, register_metric
 from climate_ml.stress import format_stress, stress_test
 from climate_ml.synthetic import toy_ocean
-from climate_ml.workflows import MODELS_DIR
+from climate_ml.workflows import MODELS_DIR, verify_forecasts
 from conftest import open_archived, tree_digest
 
 PROBLEM = ElNino(leads=(1, 3, 6))
@@ -348,3 +348,53 @@ def test_archive_queries_are_checked_once_for_the_cli_and_http(tmp_path):
             assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
     with pytest.raises(ClimateMLError, match="no forecasts archived for problem 'el_nino'"):
         ok.export(tmp_path / "store")  # a good query of an empty store: a one-line answer, not a crash
+
+
+def test_forecast_outlook_and_verify_requests_are_checked_once(tmp_path):
+    """``ForecastRequest``, ``OutlookRequest`` and ``VerifyRequest``: `climate-ml forecast`,
+    `outlook`, `verify` and the flows check their requests in one place, before any data work,
+    each error one line naming the parameter as that shell spells it."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.requests import ForecastRequest, OutlookRequest, VerifyRequest, cli_option
+
+    root = Path(__file__).resolve().parents[1]
+    model = root / "models" / "persistence.py"
+    one = ForecastRequest.checked(problem="el_nino", model_paths=[model], init="2020-05")
+    assert one.init == pd.Timestamp("2020-05-01") and one.init_end is None and not one.fields
+    span = ForecastRequest.checked(problem="el_nino", model_paths=[model], init="2019-01:2020-12", refit_every=6)
+    assert (span.init, span.init_end) == (pd.Timestamp("2019-01-01"), pd.Timestamp("2020-12-01"))
+    ice_maps = root / "models" / "fields" / "damped_anomaly_persistence.py"
+    for values, plain, cli_text in (
+        ({"init": "2020-13"}, "bad init '2020-13': expected YYYY-MM", "bad --init '2020-13'"),
+        ({"init": "2020-05:2020-01"}, "bad init '2020-05:2020-01': end before start",
+         "bad --init '2020-05:2020-01': end before start"),
+        ({"init": "2020-01:2020-02:2020-03"}, "bad init '2020-01:2020-02:2020-03'", "bad --init '2020-01:2020-02"),
+        ({"init": None}, "missing init", "missing --init"),
+        ({"refit_every": 0}, "bad refit_every 0: must be at least 1", "bad --refit-every 0"),
+        ({"dataset": "../evil"}, "invalid dataset name '../evil'", "invalid --dataset name '../evil'"),
+        ({"predictors": ["/etc/passwd"]}, "invalid predictors name '/etc/passwd'",
+         "invalid --predictor-dataset name '/etc/passwd'"),
+        ({"model_paths": [tmp_path / "nope.py"]}, "nope.py", "nope.py"),
+        ({"problem": "arctic_sea_ice", "model_paths": [ice_maps], "init": "2020-01:2020-06"},
+         "field models forecast one init at a time (init YYYY-MM)", "one init at a time (--init YYYY-MM)"),
+    ):
+        for spell, says in ((None, plain), (cli_option, cli_text)):
+            with pytest.raises(ClimateMLError) as caught:
+                ForecastRequest.checked(**({"spell": spell} if spell else {}),
+                                        **{"problem": "el_nino", "model_paths": [model], "init": "2020-01", **values})
+            assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    assert ForecastRequest.checked(problem="arctic_sea_ice", model_paths=[ice_maps], init="2020-01").fields
+
+    assert set(OutlookRequest.checked(problem="el_nino").model_paths()) >= {"persistence", "xro", "convlstm"}
+    assert OutlookRequest.checked(problem="el_nino", models=["xro"], init="2024-05").init == pd.Timestamp("2024-05-01")
+    for values, says in (({"models": ["nobody"]}, "unknown model 'nobody' for el_nino (models: "),
+                         ({"init": "May"}, "bad init 'May'"), ({"dataset": "a/b"}, "invalid dataset name 'a/b'"),
+                         ({"problem": "snow"}, "unknown problem 'snow'")):
+        with pytest.raises(ClimateMLError) as caught:
+            OutlookRequest.checked(**{"problem": "el_nino", **values})
+        assert says in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+    assert VerifyRequest.checked(problem="el_nino", dataset="toy").dataset == "toy"
+    with pytest.raises(ClimateMLError, match=r"^invalid --dataset name '\.\.'"):
+        VerifyRequest.checked(cli_option, problem="el_nino", dataset="..")
+    with pytest.raises(ClimateMLError, match="no forecasts archived for el_nino on toy-ocean"):
+        verify_forecasts(tmp_path / "store", VerifyRequest.checked(problem="el_nino"))  # nothing to verify

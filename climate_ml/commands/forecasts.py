@@ -17,8 +17,6 @@ from climate_ml.commands.common import (
     TargetVarOpt,
     app,
     err,
-    field_contract,
-    parse_month,
     progress_bar,
 )
 from climate_ml.errors import QueryError
@@ -43,31 +41,26 @@ def forecast(
     With a range --init A:B, forecast every init in it, fitting once per --refit-every months.
     Field models (TARGET = "sea_ice_concentration", for arctic_sea_ice) forecast concentration
     maps from one init; the maps are archived and their extents printed."""
-    from climate_ml.problems import get_problem
     from climate_ml.report import CATEGORY_NAMES, plot_plume
+    from climate_ml.requests import ForecastRequest, cli_option
     from climate_ml.workflows import (
         forecast_and_archive,
         observed_history,
         problem_inputs,
     )
 
-    prob = get_problem(problem, target_variable=target_variable)
-    span = init.split(":") if ":" in init else None
-    if span is not None and len(span) != 2:
-        raise QueryError(f"bad --init {init!r}: expected YYYY-MM or a range YYYY-MM:YYYY-MM")
-    init_ts = parse_month(init, "--init") if span is None else None
-    first, last = (parse_month(span[0], "--init start"), parse_month(span[1], "--init end")) if span else (None, None)
-    if span and last < first:
-        raise QueryError(f"bad --init {init!r}: end before start")
-    if refit_every < 1:
-        raise QueryError(f"bad --refit-every {refit_every}: must be at least 1")
+    request = ForecastRequest.checked(cli_option, problem=problem, model_paths=model_paths, init=init,
+                                      refit_every=refit_every, dataset=dataset, predictors=predictor_dataset,
+                                      target_variable=target_variable, replace=replace)
+    prob, init_ts = request.definition(), request.init
     store = Store.at(store)
-    if field_contract(prob, model_paths, "forecast"):  # fails fast on a broken path before any data work
-        _forecast_maps(store, prob, model_paths, dataset, init_ts, span, replace, as_json)
+    if request.fields:
+        _forecast_maps(store, prob, model_paths, dataset, init_ts, replace, as_json)
         return
     dataset, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
-    if span:
-        _forecast_range(store, prob, model_paths, obs, prepared, dataset, first, last, refit_every, replace, as_json)
+    if request.init_end is not None:
+        _forecast_range(store, prob, model_paths, obs, prepared, dataset, request.init, request.init_end, refit_every,
+                        replace, as_json)
         return
     results, forecasts = {}, {}
     for model_path in model_paths:
@@ -119,12 +112,9 @@ def forecast(
                        f"{s['tercile_edges'][1]:.0f}): P(below/near/above) {p['below']:.2f}/{p['near']:.2f}/{p['above']:.2f}")
 
 
-def _forecast_maps(store, prob, model_paths, dataset, init, span, replace, as_json) -> None:
+def _forecast_maps(store, prob, model_paths, dataset, init, replace, as_json) -> None:
     from climate_ml.workflows import field_forecast_and_archive
 
-    if span:
-        raise QueryError("field models forecast one init at a time (--init YYYY-MM); "
-                         "`climate-ml backtest arctic_sea_ice FILE` runs them over a test period")
     dataset = dataset or prob.default_dataset
     results = [field_forecast_and_archive(store, dataset, Path(p), init, replace=replace, log=err.print)
                for p in model_paths]
@@ -179,22 +169,18 @@ def outlook(
     """The latest outlook: every model's forecast from one init (archived), the problem's
     probabilities (El Nino: La Nina / neutral / El Nino; rainfall: terciles) with their
     multi-model mean, as a table and a PNG (plume and probability bars)."""
-    from climate_ml.problems import get_problem
     from climate_ml.report import plot_outlook
-    from climate_ml.workflows import multi_model_outlook, problem_inputs, registered_models
+    from climate_ml.requests import OutlookRequest, cli_option
+    from climate_ml.workflows import multi_model_outlook, problem_inputs
 
-    prob = get_problem(problem, target_variable=target_variable)
-    init_ts = parse_month(init, "--init")
-    available = registered_models(prob.name)
-    unknown = sorted(set(model or []) - set(available))
-    if unknown:
-        raise QueryError(f"unknown model {unknown[0]!r} for {prob.name} (models: {', '.join(available)})")
+    request = OutlookRequest.checked(cli_option, problem=problem, models=model or None, init=init, dataset=dataset,
+                                     predictors=predictor_dataset, target_variable=target_variable)
+    prob, paths = request.definition(), request.model_paths()
     store = Store.at(store)
     name, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
-    paths = {m: available[m] for m in (model or available)}
     with progress_bar("outlook") as bar:
         bar.add_task(f"{len(paths)} models", total=None)
-        result = multi_model_outlook(store, prob, paths, obs, prepared, name, init_ts)
+        result = multi_model_outlook(store, prob, paths, obs, prepared, name, request.init)
     png = plot_outlook(result, output or store.run_dir(f"outlook-{prob.name}") / f"outlook-{prob.name}-{result.init:%Y-%m}.png", prob)
     if as_json:
         typer.echo(json.dumps({"problem": prob.name, "dataset": name, "init_time": f"{result.init:%Y-%m}",
@@ -222,41 +208,24 @@ def verify(
     """Record the outcomes observed since in the archive, beside their forecasts, and score every
     archived forecast whose target has been observed, per model and lead. Archived concentration
     maps (field models) get their observed maps and the field scores (IIEE, extent RMSE, binary
-    accuracy, Brier score of P(ice))."""
-    from climate_ml.archive import list_models
-    from climate_ml.problems import get_problem
-    from climate_ml.sea_ice_fields import concentration_field
-    from climate_ml.verify import (
-        record_field_outcomes,
-        record_outcomes,
-        verification_records,
-        verify_archive,
-        verify_fields,
-    )
-    from climate_ml.workflows import problem_inputs
+    accuracy, Brier score of P(ice)). The live forecasts' running skill against their backtest
+    is kept in the archive; a (model, lead) outside its backtest interval is reported as drift."""
+    from climate_ml.requests import VerifyRequest, cli_option
+    from climate_ml.workflows import verify_forecasts
 
-    prob = get_problem(problem, target_variable=target_variable)
-    store = Store.at(store)
-    name, obs, prepared = problem_inputs(store, prob, dataset, predictor_dataset, log=err.print)
-    index_models = list_models(store, prob.name, name, kind="index")
-    map_models = list_models(store, prob.name, name, kind="maps")
-    if not index_models and not map_models:
-        raise QueryError(f"no forecasts archived for {prob.name} on {name}")
-    recs, maps = [], []
-    if index_models:
-        filled = record_outcomes(store, prob, prepared, name)
-        if filled:
-            err.print(f"recorded {filled} newly observed outcome(s) in the archive")
-        recs = verification_records(verify_archive(store, prob, prepared, name))
-    if map_models:
-        conc, area = concentration_field(obs)
-        conc = conc.load()
-        filled = record_field_outcomes(store, prob, conc, name)
-        if filled:
-            err.print(f"recorded {filled} newly observed map value(s) in the archive")
-        maps = verify_fields(store, prob, conc, area, name)
+    request = VerifyRequest.checked(cli_option, problem=problem, dataset=dataset, predictors=predictor_dataset,
+                                    target_variable=target_variable)
+    done = verify_forecasts(Store.at(store), request, log=err.print)
+    recs, maps = done.index or [], done.maps
+    if done.outcomes_recorded:
+        err.print(f"recorded {done.outcomes_recorded} newly observed outcome(s) in the archive")
+    if done.map_values_recorded:
+        err.print(f"recorded {done.map_values_recorded} newly observed map value(s) in the archive")
+    for r in done.drifting:
+        err.print(f"DRIFT: {r['model']} lead {r['lead']}: live {r['live']} outside its backtest interval "
+                  f"{r['backtest_ci']}")
     if as_json:
-        typer.echo(json.dumps(recs if not map_models else {"index": recs, "maps": maps}))
+        typer.echo(json.dumps(recs if maps is None else {"index": recs, "maps": maps}))
         return
     if recs:
         typer.echo(pd.DataFrame(recs).to_string(index=False))
