@@ -70,9 +70,12 @@ FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier", "crps", "sp
 
 
 def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, active: np.ndarray | None = None,
-                 threshold: float = THRESHOLD, members: np.ndarray | None = None) -> dict[str, float]:
+                 threshold: float = THRESHOLD, members: np.ndarray | None = None,
+                 crps: np.ndarray | None = None) -> dict[str, float]:
     """Scores of one forecast field against the observed one (arrays over the same cells);
-    ``members`` (member, cells), when given, supplies the probability of ice."""
+    ``members`` (member, cells), when given, supplies the probability of ice. ``crps``: the
+    per-cell CRPS of these members (or of the forecast) when already computed
+    (``crps_per_cell``, for many fields at once)."""
     ocean = np.isfinite(observed) & np.isfinite(forecast)
     f_ice = (forecast >= threshold) & ocean
     o_ice = (observed >= threshold) & ocean
@@ -91,23 +94,30 @@ def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, a
         "sie_error": float(a[f_ice].sum() - a[o_ice].sum()),
         "binary_accuracy": (1.0 - (over + under) / region_area) if region_area > 0 else np.nan,
         "ice_brier": brier,
-        **ensemble_field_scores(forecast if members is None else members, observed, a, p_region),
+        **ensemble_field_scores(forecast if members is None else members, observed, a, p_region, crps),
     }
 
 
-def ensemble_field_scores(members: np.ndarray, observed: np.ndarray, area: np.ndarray, region: np.ndarray) -> dict:
-    """``crps``, ``spread`` and ``sq_error`` (see the module docstring) of ``members`` (member,
-    cells), or of one forecast (cells), against ``observed`` over the cells of ``region``,
-    weighted by ``area``."""
+def crps_per_cell(members: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """The CRPS of ``members`` (member, ...) against ``observed`` (...) in every cell (xskillscore)."""
     import xskillscore as xs
 
+    dims = [f"d{k}" for k in range(observed.ndim)]
+    return xs.crps_ensemble(xr.DataArray(observed, dims=dims), xr.DataArray(members, dims=("member", *dims)),
+                            dim=[], keep_attrs=False).values
+
+
+def ensemble_field_scores(members: np.ndarray, observed: np.ndarray, area: np.ndarray, region: np.ndarray,
+                          crps: np.ndarray | None = None) -> dict:
+    """``crps``, ``spread`` and ``sq_error`` (see the module docstring) of ``members`` (member,
+    cells), or of one forecast (cells), against ``observed`` over the cells of ``region``,
+    weighted by ``area`` (``crps``: per cell, when already computed)."""
     members = np.atleast_2d(members)[:, region]
     if not region.any():
         return {"crps": np.nan, "spread": np.nan, "sq_error": np.nan}
     w = area[region] / area[region].sum()
     obs = observed[region]
-    crps = xs.crps_ensemble(xr.DataArray(obs, dims="cell"), xr.DataArray(members, dims=("member", "cell")),
-                            dim=[], keep_attrs=False).values
+    crps = crps_per_cell(members, obs) if crps is None else crps[region]
     m = members.shape[0]
     spread = float(w @ members.var(0, ddof=1)) * (m + 1) / m if m > 1 else np.nan
     return {"crps": float(w @ crps), "spread": spread, "sq_error": float(w @ (members.mean(0) - obs) ** 2)}
@@ -309,10 +319,12 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
             members = forecast[..., ocean]
             mean = members.mean(0)
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
+            seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
+            crps = crps_per_cell(members if members.shape[0] > 1 else mean[None], seen)  # every lead at once
             for j, v in enumerate(valid):
                 if v in times:
                     s = field_scores(mean[j], conc[times.get_loc(v)], area, active[t0][v.month - 1],
-                                     members=members[:, j] if members.shape[0] > 1 else None)
+                                     members=members[:, j] if members.shape[0] > 1 else None, crps=crps[j])
                     out[names.index(name), row[init], j] = [s[k] for k in FIELD_SCORES]
 
     data = xr.Dataset({"conc": concentration}, attrs={"leads": leads})  # what each unit (and worker) gets
