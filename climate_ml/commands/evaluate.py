@@ -177,7 +177,7 @@ def stress_cmd(
     typer.echo(json.dumps(report) if as_json else format_stress(report, lead))
 
 
-def _field_backtest(store: Path, request, plot: Path | None, as_json: bool) -> None:
+def _field_backtest(store: Store, request, plot: Path | None, as_json: bool) -> None:
     """`backtest` of field models: the field backtest with its map of the probability of ice."""
     import numpy as np
 

@@ -162,7 +162,7 @@ def outlook(
     dataset: DatasetOpt = None,
     predictor_dataset: PredictorOpt = None,
     target_variable: TargetVarOpt = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="PNG to write (default: <store>/runs/outlook-<problem>-<init>.png).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="PNG to write (default: a new <store>/runs/<time>-outlook-<problem>/ folder).")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     store: StoreOpt = None,
 ):
