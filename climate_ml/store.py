@@ -69,7 +69,14 @@ class Store:
     __slots__ = ("root",)
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).expanduser().resolve()
+        text = os.fspath(root)
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*)://", text)
+        if scheme and scheme.group(1).lower() == "file":
+            text = text[len(scheme.group(0)):]  # file:///data/store is the folder /data/store
+        elif scheme:  # else Path() would make a local folder named e.g. "s3:" and write there
+            raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported yet; give a local or "
+                             "shared file-system folder (or a file:// URL)")
+        self.root = Path(text).expanduser().resolve()
 
     @classmethod
     def at(cls, where: Store | str | os.PathLike | None = None) -> Store:

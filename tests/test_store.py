@@ -4,6 +4,7 @@ import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import xarray as xr
@@ -93,3 +94,20 @@ def test_a_record_appears_whole_or_not_at_all(tmp_path):
         (folder / "record.json").write_text("{}")
     assert store.record_files("el_nino") == [final / "record.json"]
     assert final.parent == store.records("el_nino") and final.name.endswith("-abc123")
+
+
+def test_a_store_root_is_a_folder_or_a_file_url_never_an_object_store_url(tmp_path):
+    """``--store s3://bucket/x`` used to become a local folder named 's3:'; now it is a one-line
+    error and nothing is written; a file:// URL is its folder."""
+    assert Store.at(f"file://{tmp_path}/s").root == tmp_path / "s"
+    with pytest.raises(StoreError) as caught:
+        Store.at("s3://bucket/store")
+    assert str(caught.value) == ("store root 's3://bucket/store': s3:// URLs are not supported yet; give a local or "
+                                 "shared file-system folder (or a file:// URL)")
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "archive", "history", "el_nino", "--store",
+                        "gs://bucket/store"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert p.returncode == 2 and p.stderr.strip() == ("error: store root 'gs://bucket/store': gs:// URLs are not "
+                                                      "supported yet; give a local or shared file-system folder "
+                                                      "(or a file:// URL)")
+    assert list(tmp_path.iterdir()) == []  # no 'gs:' folder in the working directory

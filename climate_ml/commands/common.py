@@ -3,7 +3,6 @@ helpers (store root, month parsing, progress bars, which contract a model file f
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -26,7 +25,7 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 PROBLEM_HELP = "A forecasting problem, e.g. el_nino, arctic_sea_ice, california_rainfall (`climate-ml problems` lists them)."
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="Store root (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Store root folder (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on (default $CLIMATE_ML_DASK_SCHEDULER, else this process).")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
 TargetVarOpt = Annotated[str | None, typer.Option(
