@@ -68,6 +68,14 @@ def field_contract(prob, model_paths, verb: str) -> bool:
     return True
 
 
+def _frozen(values: dict, *names: str) -> dict:
+    """A request's list values as tuples (model files as paths), so that requests are hashable."""
+    for name in names:
+        if values.get(name) is not None:
+            values[name] = tuple(Path(v) for v in values[name]) if name == "model_paths" else tuple(values[name])
+    return values
+
+
 @dataclass(frozen=True)
 class BacktestRequest:
     """A backtest of model files against the problem's references (``workflows.run_backtest_request``),
@@ -94,9 +102,7 @@ class BacktestRequest:
 
     @classmethod
     def checked(cls, spell: Callable[[str], str] = as_given, **values) -> BacktestRequest:
-        values["model_paths"] = tuple(Path(p) for p in values.get("model_paths", ()))
-        if values.get("predictors") is not None:
-            values["predictors"] = tuple(values["predictors"])
+        _frozen(values, "model_paths", "predictors")
         for name in ("test_start", "test_end"):
             if name in values:
                 values[name] = parse_month(values[name], spell(name))
@@ -237,9 +243,8 @@ class ForecastRequest:
     @classmethod
     def checked(cls, spell: Callable[[str], str] = as_given, **values) -> ForecastRequest:
         """``init`` may be YYYY-MM or a range YYYY-MM:YYYY-MM (split into init and init_end)."""
-        values["model_paths"] = tuple(Path(p) for p in values.get("model_paths", ()))
-        if values.get("predictors") is not None:
-            values["predictors"] = tuple(values["predictors"])
+        values.setdefault("model_paths", ())
+        _frozen(values, "model_paths", "predictors")
         init = values.get("init")
         if isinstance(init, str) and ":" in init:
             span = init.split(":")
@@ -286,9 +291,7 @@ class OutlookRequest:
 
     @classmethod
     def checked(cls, spell: Callable[[str], str] = as_given, **values) -> OutlookRequest:
-        for name in ("models", "predictors"):
-            if values.get(name) is not None:
-                values[name] = tuple(values[name])
+        _frozen(values, "models", "predictors")
         values["init"] = parse_month(values.get("init"), spell("init"))
         req = cls(**values)
         _check_data_names(req, spell)
@@ -323,9 +326,7 @@ class VerifyRequest:
 
     @classmethod
     def checked(cls, spell: Callable[[str], str] = as_given, **values) -> VerifyRequest:
-        if values.get("predictors") is not None:
-            values["predictors"] = tuple(values["predictors"])
-        req = cls(**values)
+        req = cls(**_frozen(values, "predictors"))
         req.definition()
         _check_data_names(req, spell)
         return req
