@@ -101,7 +101,8 @@ def main() -> None:
     epochs = np.array(model.epoch_seconds_)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"{args.threads} CPU threads"
     print(f"sea-ice ConvLSTM on {device} ({name}), grid {conc.sizes['y']} x {conc.sizes['x']} "
-          f"coarsened {model.coarsen}x, {len(model.seeds)} members x {model.epochs} epochs, "
+          f"coarsened {model.coarsen}x, {len(model.seeds)} networks x {model.epochs} epochs "
+          f"({len(model.seeds) * model.draws} members), "
           f"training up to {args.fit_end}: fit {fit_s:.0f} s, epoch median {np.median(epochs):.2f} s, "
           f"predict {predict_s * 1000:.0f} ms per init, peak RSS {rss:.0f} MB{gpu}", file=sys.stdout)
 

@@ -15,7 +15,21 @@ one) at every lead at once; the residual is interpolated back to the native grid
 The last layer starts at zero, so an untrained network is the reference itself.
 
 Members: ``seeds`` networks, each trained on its own bootstrap sample of the training inits
-(bagging), so the members differ by what they were trained on as well as by their start.
+(bagging), so the networks differ by what they were trained on as well as by their start. Bagging
+alone gives far too little spread (on the real maps 0.11-0.15 of the error of the mean), because
+most of the error is in the 25 km reference and at the ice edge, which every network shares. So
+each network's map is widened by its own out-of-sample error: the training inits left out of a
+network's bootstrap sample (about a third) are forecast by it, and the root-mean-square error of
+those maps per lead, valid calendar month (pooled with the months either side) and cell is the
+spread ``sigma``. Each network then gives ``draws`` members, its map plus ``z * sigma`` for the
+``draws`` normal quantiles z, scaled so that the members' variance is m/(m+1) sigma^2 (m
+members), which is what members and an observation drawn from one distribution have. Near 0
+and 1 a network's members are shifted together and clipped so that their mean stays the
+network's map (``centred_members``): the deterministic scores, which use the member mean, are
+those of the bare networks, and next to open water only the upper members show ice. ``draws=1``
+keeps the bare bagged networks. Nothing of the test period is used:
+the errors are those of training inits, seen only by the other networks.
+
 Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
 cell is the share of members with ice there, as IceNet reports it.
 
@@ -59,9 +73,12 @@ class Net(nn.Module):
 
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2)):
+                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
         self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
+        if draws < 1:
+            raise ValueError(f"draws must be at least 1, got {draws}")
+        self.draws = int(draws)
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
         self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
 
@@ -106,7 +123,8 @@ class SeaIceConvLSTM:
         flat = flat[:, self.ocean_]
         self.leads_ = [int(k) for k in leads]
         self.ref_ = fit_fields(flat, times, times[-1], self.leads_)
-        anom = flat - self.ref_.trend(times)
+        trend = self.ref_.trend(times)
+        anom = flat - trend
         self.anom_scale_ = float(np.nanstd(anom)) + 1e-6
         self.ocean_frac_ = self._blocks(np.ones((1, flat.shape[1])))[0]
         block_anom = self._blocks(anom)
@@ -132,11 +150,12 @@ class SeaIceConvLSTM:
         y = torch.tensor(target / self.target_scale_, device=dev)
         mask = torch.tensor(known, device=dev)[:, :, None, None] * torch.tensor(
             self.ocean_frac_, dtype=torch.float32, device=dev)
-        self.nets_, self.epoch_seconds_ = [], []
+        self.nets_, self.epoch_seconds_, bags = [], [], []
         for seed in self.seeds:
             torch.manual_seed(seed)
             gen = torch.Generator().manual_seed(seed)
             bag = torch.randint(0, len(inits), (len(inits),), generator=gen).to(dev)  # bootstrap sample
+            bags.append(bag.cpu().numpy())
             net = Net(frames.shape[1], self.hidden, len(self.leads_)).to(dev)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             for _ in range(self.epochs):
@@ -152,7 +171,38 @@ class SeaIceConvLSTM:
                 self.epoch_seconds_.append(time.perf_counter() - tic)
             net.eval()
             self.nets_.append(net)
+        self.sigma_ = self._out_of_bag_error(flat, trend, anom, times, inits, bags,
+                                             lambda rows: x_all[index[rows, None] + offsets])
+        self.offsets_ = member_offsets(len(self.nets_), self.draws)
         return self
+
+    def _out_of_bag_error(self, flat, trend, anom, times, inits, bags, inputs) -> np.ndarray:
+        """(lead, 12 valid months, ocean cells): the RMS error of a network's clipped map over the
+        training inits outside its bootstrap sample, pooled over the valid month and the months
+        either side; 0 where no such forecast could be verified. ``inputs(rows)``: the input
+        sequences of those training inits."""
+        n_t, months = len(times), times.month.values - 1
+        sq = np.zeros((len(self.leads_), 12, flat.shape[1]))
+        count = np.zeros_like(sq)
+        for net, bag in zip(self.nets_, bags):
+            left_out = np.setdiff1d(np.arange(len(inits)), bag)
+            for chunk in np.array_split(left_out, max(1, len(left_out) // 16)):
+                if not len(chunk):
+                    continue
+                with torch.no_grad():
+                    up = self._upsample(net(inputs(torch.as_tensor(chunk, device=self.device))) * self.target_scale_)
+                for k, s in enumerate(chunk):
+                    i = inits[s]
+                    for j, lead in enumerate(self.leads_):
+                        v = i + lead
+                        if v >= n_t:
+                            continue
+                        damped = trend[v] + self.ref_.damping[months[i], j] * np.nan_to_num(anom[i])
+                        err = np.clip(damped + up[k, j], 0.0, 1.0) - flat[v]
+                        sq[j, months[v]] += np.nan_to_num(err) ** 2
+                        count[j, months[v]] += np.isfinite(err)
+        pooled = [sum(np.roll(a, shift, axis=1) for shift in (-1, 0, 1)) for a in (sq, count)]
+        return np.sqrt(pooled[0] / np.maximum(pooled[1], 1)).astype("float32")
 
     def predict(self, conc: xr.DataArray) -> xr.DataArray:
         """Maps (lead, member, y, x) forecast from the last month of ``conc``."""
@@ -167,12 +217,50 @@ class SeaIceConvLSTM:
         init = times[-1]
         valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), self.leads_)[0])
         damped = self.ref_.trend(valid) + self.ref_.damping[init.month - 1][:, None] * np.nan_to_num(anom[-1])[None]
-        members = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)
-        out = np.full((len(self.nets_), len(self.leads_), self.ocean_.size), np.nan)
+        nets = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)  # (network, lead, cells)
+        sigma = self.sigma_[np.arange(len(self.leads_)), valid.month.values - 1]  # (lead, cells)
+        members = centred_members(nets[:, None], self.offsets_[:, :, None, None] * sigma[None, None])
+        members = members.reshape(-1, *nets.shape[1:])  # member = network x draw
+        out = np.full((len(members), len(self.leads_), self.ocean_.size), np.nan)
         out[..., self.ocean_] = members
-        out = out.reshape((len(self.nets_), len(self.leads_)) + tuple(self.shape_))
-        coords = {"member": np.arange(len(self.nets_)), "lead": self.leads_}
+        out = out.reshape((len(members), len(self.leads_)) + tuple(self.shape_))
+        coords = {"member": np.arange(len(members)), "lead": self.leads_}
         return xr.DataArray(out, dims=("member", "lead", *self.grid_), coords=coords).transpose("lead", "member", ...)
+
+
+def member_offsets(networks: int, draws: int) -> np.ndarray:
+    """(network, draw): the multiples of sigma added to each network's map. The ``draws`` normal
+    quantiles at (k + 1/2) / draws, scaled so that the variance (ddof 1) of all m = networks x
+    draws offsets is m / (m + 1); zeros for one draw."""
+    from scipy.stats import norm
+
+    z = norm.ppf((np.arange(draws) + 0.5) / draws)
+    m = networks * draws
+    if draws > 1:
+        z = z * np.sqrt(m / (m + 1) / np.tile(z, networks).var(ddof=1))
+    return np.tile(z, (networks, 1))
+
+
+def centred_members(centre: np.ndarray, offsets: np.ndarray, iterations: int = 32) -> np.ndarray:
+    """Members ``clip(centre + offsets + t, 0, 1)`` whose mean over axis 1 (the draws) is
+    ``centre`` (0-1), with one shift ``t`` per cell found by bisection. Where no member reaches
+    0 or 1, t = 0 and the members are ``centre + offsets``; near 0 or 1 the members keep their
+    skew (next to open water only the upper ones show ice), and the member mean, which the
+    deterministic scores use, stays the networks' map."""
+    c, d = (np.moveaxis(a, 1, -1) for a in np.broadcast_arrays(centre, offsets))  # draws last
+    out = np.clip(c + d, 0.0, 1.0)
+    out[c[..., 0] == 0], out[c[..., 0] == 1] = 0.0, 1.0  # a mean of 0 or 1 leaves no room for spread
+    edge = (((c + d) < 0).any(-1) | ((c + d) > 1).any(-1)) & (c[..., 0] > 0) & (c[..., 0] < 1)
+    if edge.any():
+        cs, ds = c[edge][:, 0], d[edge]
+        lo = np.full(len(cs), -1.0 - np.abs(ds).max())
+        hi = -lo
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            above = np.clip(cs[:, None] + ds + mid[:, None], 0.0, 1.0).mean(1) > cs
+            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+        out[edge] = np.clip(cs[:, None] + ds + lo[:, None], 0.0, 1.0)
+    return np.moveaxis(out, -1, 1)
 
 
 def make_model(**options):
