@@ -184,7 +184,7 @@ class SeaIceConvLSTM:
         n_t, months = len(times), times.month.values - 1
         sq = np.zeros((len(self.leads_), 12, flat.shape[1]))
         count = np.zeros_like(sq)
-        for net, bag in zip(self.nets_, bags):
+        for net, bag in zip(self.nets_, bags, strict=True):
             left_out = np.setdiff1d(np.arange(len(inits)), bag)
             for chunk in np.array_split(left_out, max(1, len(left_out) // 16)):
                 if not len(chunk):
