@@ -129,6 +129,7 @@ class BacktestResult:
     context: dict[str, xr.DataArray] = field(default_factory=dict)  # the problem's scoring_context per init
     definition: Problem | None = None  # the problem object (for its extra scores)
     members: dict[str, xr.DataArray] = field(default_factory=dict)  # (init_time, lead, member) of ensemble models
+    looked_ahead: dict[str, str] = field(default_factory=dict)  # models the lookahead guard refused, with the reason
 
     def _anomalies(self, fc: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
         if self.baseline is None:
@@ -317,16 +318,24 @@ def _fold(problem: Problem, prepared: xr.Dataset, t0: pd.Timestamp, cache: dict)
 
 def _unit(name: str, spec: ModelSpec, t0: pd.Timestamp, inits: pd.DatetimeIndex,
           problem: Problem | None = None, prepared: xr.Dataset | None = None,
-          cache: dict | None = None) -> tuple[str, object, float]:
-    """One (model, fold): fit and predict. Returns (name, prediction or error text, seconds)."""
+          cache: dict | None = None, *, guard: Guard | None = None) -> tuple[str, object, float]:
+    """One (model, fold): fit and predict. Returns (name, prediction or error text, seconds).
+    When ``guard`` probes this (model, fold), the same fit then forecasts the fold again on each
+    probe's data (``Guard.probe``) and the result is a ``Probed``: the prediction and what the
+    probes gave, or the error text that probing raised."""
     problem, prepared = unit_inputs(problem, prepared)
+    cache = _WORKER if cache is None else cache
     tic = _time.perf_counter()
     try:
-        fold = _fold(problem, prepared, t0, _WORKER if cache is None else cache)
-        pred = fit_predict(resolve_model(spec), fold, inits, problem.leads, name)
-        return name, pred, _time.perf_counter() - tic
+        fold = _fold(problem, prepared, t0, cache)
+        if guard is None or not guard.probes_unit(name, t0):
+            pred = fit_predict(resolve_model(spec), fold, inits, problem.leads, name)
+            return name, pred, _time.perf_counter() - tic
+        fits = ProbeFits(resolve_model(spec), name)
+        pred = check_prediction(*_predict(fits.model(fold), fold, inits, name), problem.leads, where=name)
     except ModelError as exc:
         return name, str(exc), _time.perf_counter() - tic
+    return name, Probed(pred, guard.probe(name, fits, problem, prepared, inits, cache)), _time.perf_counter() - tic
 
 
 Unit = tuple[str, ModelSpec, pd.Timestamp, pd.DatetimeIndex]  # (model name, model, fit_end, test inits)
@@ -502,19 +511,37 @@ def backtest(
     scheduler: str | None = None,
     time_limit: float | None = None,
     executor=None,
+    guard: Iterable[str] = (),
+    n_probes: int = 2,
+    seed: int = 0,
 ) -> BacktestResult:
     """Backtest several models on the same folds (``RollingOrigin``). Work is split into (model,
     fold) units run by ``executor`` (default from the options: in this process with
     ``n_jobs=1``, in ``n_jobs`` local processes, or on a Dask cluster at ``scheduler``); results
     are assembled in fold order, so the numbers do not depend on the executor. A model that
     raises, returns a bad forecast or runs longer than ``time_limit`` seconds in a fold becomes
-    a failure with its reason; the others still run."""
+    a failure with its reason; the others still run. The models named in ``guard`` go through
+    the lookahead guard (``Guard``, ``n_probes`` probe inits) with their fit of the last fold: one
+    that looks ahead is a failure (its reason also in ``looked_ahead``), never a score."""
     plan = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)
+    probing = Guard.over(plan, [n for n in guard if n in models], n_probes, seed)
+    out, looked = _run_plan(problem, models, prepared, plan, executor or choose_executor(n_jobs, scheduler, time_limit),
+                            progress or (lambda msg: None), probing, time_limit)
+    out.failures.update(looked)
+    res = assemble_result(problem, prepared, plan, models, out)
+    res.looked_ahead = looked
+    return res
+
+
+def _run_plan(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, plan, executor,
+              progress: Callable[[str], None], probing: Guard, time_limit: float | None) -> tuple[Outcomes, dict]:
+    """Every (model, fold) unit of ``plan`` on ``executor``, the guarded ones probed: (outcomes
+    with plain forecasts, the guard's verdicts)."""
     units = [(name, spec, t0, inits) for t0, inits in plan for name, spec in models.items()]
     out = Outcomes(models, time_limit)
-    executor = executor or choose_executor(n_jobs, scheduler, time_limit)
-    executor.run(problem, prepared, units, out, progress or (lambda msg: None))
-    return assemble_result(problem, prepared, plan, models, out)
+    executor.run(problem, prepared, units, out, progress,
+                 work=functools.partial(_unit, guard=probing) if probing.models else None)
+    return out, probing.verdicts(out)
 
 
 def assemble_result(problem: Problem, prepared: xr.Dataset, plan, models, out: Outcomes) -> BacktestResult:
@@ -593,81 +620,101 @@ def missing_inputs(X: xr.Dataset) -> list[str]:
 
 
 def guard_backtest(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dataset, test_start, test_end,
-                   refit_every: int, n_probes: int = 2, seed: int = 0,
-                   done: dict[str, xr.DataArray] | None = None, n_jobs: int = 1, scheduler: str | None = None,
+                   refit_every: int, n_probes: int = 2, seed: int = 0, n_jobs: int = 1, scheduler: str | None = None,
                    time_limit: float | None = None, executor=None) -> dict[str, str]:
-    """The lookahead guard as every backtest runs it (RAMP checks every submission): for the
-    last fold of the plan, each model forecasts the fold's whole block of inits, as in the
-    backtest, once on the data and once with every value after a probe init replaced by noise;
-    the forecast for the probe init must not change. ``n_probes`` inits spread over the block
-    are probed, so a model that reads the rows of later inits inside ``predict`` is caught as
-    well as a feature that reads ahead. Returns {model: reason} for the models that look ahead
-    (or fail while being probed). ``done``: the backtest's forecasts, whose last block (fitted on
-    the same fold) is the unperturbed reference, saving one fit per model. The (model, probe)
-    fits are units of work for the same executors as the backtest's (``n_jobs``, ``scheduler``,
-    ``time_limit``, ``executor``): the verdicts do not depend on which runs them."""
-    t0, block = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)[-1]
-    probes = block[np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)]
-    out: dict[str, str] = {}
-    refs, cache = {}, {}
-    for name, spec in models.items():  # the unperturbed forecasts of the block
-        if done is not None and name in done and set(block) <= set(pd.DatetimeIndex(done[name][INIT].values)):
-            refs[name] = done[name].sel({INIT: block}).drop_vars("valid_time", errors="ignore")
-            continue
+    """The lookahead guard alone (``Guard``), without the rest of the backtest: the last fold of
+    the plan, each model fitted and probed there. Returns {model: reason} for the models that
+    look ahead or fail (in that fold or while probed). A backtest with ``guard=`` reaches the
+    same verdicts (and saves the fit: its last fold is this fold). The units run on the same
+    executors as the backtest's (``n_jobs``, ``scheduler``, ``time_limit``, ``executor``): the
+    verdicts do not depend on which runs them."""
+    plan = RollingOrigin(test_start, test_end, refit_every).folds(problem, prepared)[-1:]
+    out, looked = _run_plan(problem, models, prepared, plan, executor or choose_executor(n_jobs, scheduler, time_limit),
+                            lambda msg: None, Guard.over(plan, models, n_probes, seed), time_limit)
+    failed = {name: f"{name}: failed under the lookahead guard: {reason}"
+              for name, reason in out.failures.items() if name not in looked}
+    return {name: {**failed, **looked}[name] for name in models if name in failed or name in looked}
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A guarded unit's outcome: its forecast of the fold, and per probe init the ensemble-mean
+    forecast for that init on the probe's data (or the error text that probing raised)."""
+
+    forecast: xr.DataArray
+    probes: dict[pd.Timestamp, xr.DataArray] | str
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The lookahead guard as every backtest runs it (RAMP checks every submission): in the
+    last fold of the plan each guarded model forecasts the fold's whole block of inits, as in
+    the backtest, once on the data and once per probe init on data whose every value after that
+    init is noise; the forecast for the probe init must not change. ``probes``: inits spread over
+    the block, so a model that reads the rows of later inits inside ``predict`` is caught as well
+    as a feature that reads ahead. The probes reuse the backtest's own fit of that fold
+    (``ProbeFits``); only a probe whose training set differs (a feature reads ahead) is fitted
+    afresh. Only the probe init must be a valid forecast: later inits hold noise on purpose, and
+    a model may well forecast garbage from garbage."""
+
+    models: frozenset[str]
+    fit_end: pd.Timestamp
+    probes: tuple[pd.Timestamp, ...]
+    seed: int = 0
+
+    @classmethod
+    def over(cls, plan: list[tuple[pd.Timestamp, pd.DatetimeIndex]], models: Iterable[str], n_probes: int = 2,
+             seed: int = 0) -> Guard:
+        t0, block = plan[-1]
+        picks = np.linspace(0, len(block) - 1, min(n_probes, len(block))).round().astype(int)
+        return cls(frozenset(models), pd.Timestamp(t0), tuple(pd.Timestamp(p) for p in block[picks]), seed)
+
+    def probes_unit(self, name: str, t0: pd.Timestamp) -> bool:
+        return name in self.models and pd.Timestamp(t0) == self.fit_end
+
+    def probe(self, name: str, fits: ProbeFits, problem: Problem, prepared: xr.Dataset, block: pd.DatetimeIndex,
+              cache: dict) -> dict[pd.Timestamp, xr.DataArray] | str:
+        """Per probe init, the ensemble-mean forecast for it when the model (``fits``) forecasts
+        the whole ``block`` from the probe's data; the error text if a probe raises."""
+        got = {}
         try:
-            refs[name] = _mean(fit_predict(resolve_model(spec), _fold(problem, prepared, t0, cache), block,
-                                           problem.leads, name))
+            for probe in self.probes:
+                key = (probe, self.fit_end, self.seed)
+                hit = cache.get("probe")
+                if hit is None or hit[0] != key:  # read and written as one tuple: safe on a threaded worker
+                    hit = (key, problem.fold_data(perturb_after(prepared, probe, seed=self.seed), self.fit_end))
+                    cache["probe"] = hit
+                raw, X_test = _predict(fits.model(hit[1]), hit[1], block, name)
+                if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
+                    raise ModelError(f"{name}: predict must return a DataArray with init_time")
+                got[probe] = _mean(check_prediction(raw.sel({INIT: [probe]}), X_test.sel({INIT: [probe]}),
+                                                    problem.leads, where=name))
         except ModelError as exc:
-            out[name] = f"{name}: failed under the lookahead guard: {exc}"
-    units = [(name, models[name], t0, block) for name in models if name not in out]  # one per model
-    probed = Outcomes(models, time_limit)
-    if units:
-        executor = executor or choose_executor(n_jobs, scheduler, time_limit)
-        executor.run(problem, prepared, units, probed, lambda msg: None,
-                     work=functools.partial(_guard_unit, probes=tuple(probes), seed=seed))
-    for name in models:
-        if name in out:
-            continue
-        if name in probed.failures:
-            out[name] = f"{name}: failed under the lookahead guard: {probed.failures[name]}"
-            continue
-        for init in probes:
-            want, got = refs[name].sel({INIT: [init]}), probed.done[(name, t0)][init]
-            if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
-                diff = float(np.max(np.abs(want.values - got.values)))
-                out[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
-                             f"when only data after that init changed (lookahead guard; fold fitted up to {t0:%Y-%m})")
-                break
-    return out
+            return str(exc)
+        return got
 
-
-def _guard_unit(name: str, spec: ModelSpec, fit_end: pd.Timestamp, block: pd.DatetimeIndex,
-                problem: Problem | None = None, prepared: xr.Dataset | None = None, cache: dict | None = None,
-                *, probes: tuple[pd.Timestamp, ...], seed: int = 0) -> tuple[str, object, float]:
-    """One model's lookahead guard: for each probe init, on data whose every value after it is
-    noise, the model fitted up to ``fit_end`` (``ProbeFits``) forecasts the whole ``block`` (as
-    in the backtest); returns (name, {probe: its ensemble-mean forecast for the probe init} or an
-    error, seconds). Only the probe init must be a valid forecast: later inits hold noise on
-    purpose, and a model may well forecast garbage from garbage."""
-    problem, prepared = unit_inputs(problem, prepared)
-    cache = _WORKER if cache is None else cache
-    tic = _time.perf_counter()
-    try:
-        fits, got = ProbeFits(resolve_model(spec), name), {}
-        for probe in probes:
-            key = (pd.Timestamp(probe), pd.Timestamp(fit_end), seed)
-            hit = cache.get("probe")
-            if hit is None or hit[0] != key:  # read and written as one tuple: safe on a threaded worker
-                hit = (key, problem.fold_data(perturb_after(prepared, probe, seed=seed), fit_end))
-                cache["probe"] = hit
-            raw, X_test = _predict(fits.model(hit[1]), hit[1], block, name)
-            if not isinstance(raw, xr.DataArray) or INIT not in raw.dims:
-                raise ModelError(f"{name}: predict must return a DataArray with init_time")
-            got[probe] = _mean(check_prediction(raw.sel({INIT: [probe]}), X_test.sel({INIT: [probe]}), problem.leads,
-                                                where=name))
-        return name, got, _time.perf_counter() - tic
-    except ModelError as exc:
-        return name, str(exc), _time.perf_counter() - tic
+    def verdicts(self, out: Outcomes) -> dict[str, str]:
+        """{model: reason} for the guarded models that look ahead or fail while probed. Each
+        guarded outcome (a ``Probed``) is replaced by its plain forecast in ``out``."""
+        bad: dict[str, str] = {}
+        for name in sorted(self.models):
+            done = out.done.get((name, self.fit_end))
+            if not isinstance(done, Probed):
+                continue  # failed before it could be probed: a failure of the backtest itself
+            out.done[(name, self.fit_end)] = done.forecast
+            if isinstance(done.probes, str):
+                bad[name] = f"{name}: failed under the lookahead guard: {done.probes}"
+                continue
+            ref = _mean(done.forecast)
+            for init in self.probes:
+                want, got = ref.sel({INIT: [init]}), done.probes[init]
+                if not np.allclose(want.values, got.values, rtol=0, atol=1e-9):
+                    diff = float(np.max(np.abs(want.values - got.values)))
+                    bad[name] = (f"{name}: looks ahead: its forecast for init {init:%Y-%m} changed by up to {diff:.3g} "
+                                 f"when only data after that init changed (lookahead guard; fold fitted up to "
+                                 f"{self.fit_end:%Y-%m})")
+                    break
+        return bad
 
 
 def _mean(fc: xr.DataArray) -> xr.DataArray:

@@ -157,29 +157,21 @@ def evaluate(store: StoreLike, problem: Problem, model_paths: list[Path], prepar
              dataset: str, test_start, test_end, refit_every: int = 12, *, blend: bool = True, record: bool = True,
              archive: bool = False, guard: bool = True, **options) -> Evaluation:
     """One backtest as the shells run it (the CLI and the run flow; the HTTP service only reads): backtest the
-    model files with the problem's references on the same folds; run the lookahead guard on
-    every submitted model (a model that looks ahead becomes a FAILED row, never a score); add a
+    model files with the problem's references on the same folds, the lookahead guard on every
+    submitted model (a model that looks ahead becomes a FAILED row, never a score); add a
     Caruana blend selected inside each fold; record the run for the leaderboard; archive each
-    model's out-of-sample hindcasts. ``options`` go to ``backtest.backtest``; the guard's fits
-    run on the same executor (n_jobs, scheduler, time_limit)."""
-    from climate_ml.backtest import fold_starts, guard_backtest
+    model's out-of-sample hindcasts. ``options`` go to ``backtest.backtest``."""
+    from climate_ml.backtest import fold_starts
     from climate_ml.blend import blend_backtest
     from climate_ml.leaderboard import record_backtest
 
     files = {**reference_paths(problem), **{model_name(p): Path(p) for p in model_paths}}
-    res = backtest(problem, files, prepared, test_start, test_end, refit_every, **options)
     submitted = [model_name(p) for p in model_paths if model_name(p) not in problem.references]
-    looked = {}
-    if guard:
-        probed = {n: files[n] for n in submitted if n in res.forecasts}
-        runs_on = {k: options[k] for k in ("n_jobs", "scheduler", "time_limit", "executor") if k in options}
-        if probed and options.get("progress"):
-            options["progress"](f"lookahead guard on {len(probed)} model(s)")
-        looked = (guard_backtest(problem, probed, prepared, test_start, test_end, refit_every, done=res.forecasts,
-                                 **runs_on) if probed else {})
-        for name, reason in looked.items():
-            res.forecasts.pop(name, None)
-            res.failures[name] = reason
+    if guard and submitted and options.get("progress"):
+        options["progress"](f"lookahead guard on {len(submitted)} model(s), with their fits of the last fold")
+    res = backtest(problem, files, prepared, test_start, test_end, refit_every, guard=submitted if guard else (),
+                   **options)
+    looked = res.looked_ahead
     out = Evaluation(res, files, looked_ahead=looked)
     if blend and len(res.forecasts) >= 2:
         prior = [n for n in submitted if n in res.forecasts]

@@ -145,6 +145,14 @@ def test_the_guard_fits_once_per_training_set_and_refits_a_leak(prepared, monkey
     assert bad and all(any(i in b for b in bad) for i in inits)
 
 
+def test_a_guarded_backtest_probes_with_its_own_fit_of_the_last_fold(prepared):
+    """The guard inside a backtest adds no fit: its probes reuse the fit of the last fold."""
+    models = {"counting": CountingFits}
+    CountingFits.fits = 0
+    res = backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, guard=models)
+    assert CountingFits.fits == 3 and res.looked_ahead == {} and set(res.forecasts) == {"counting"}
+
+
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fit_offset=st.integers(300, 560), init_offset=st.integers(0, 30))
 def test_no_lookahead_property(prepared, fit_offset, init_offset):
@@ -213,23 +221,29 @@ def make_model():
 
 
 def test_guard_verdicts_do_not_depend_on_the_executor(prepared, tmp_path):
-    """The guard's (model, probe) fits run on the backtest's executors: in this process and in
-    two spawned processes it reaches the same verdicts, word for word: the peeking model looks
-    ahead, the honest one passes, the broken one fails under the guard."""
+    """The guard's units run on the backtest's executors: in this process and in two spawned
+    processes it reaches the same verdicts, word for word: the peeking model looks ahead, the
+    honest one passes, the broken one fails under the guard. A backtest that guards its models
+    reaches them too, with its own fits of the last fold, and forecasts exactly what an
+    unguarded backtest forecasts."""
     (tmp_path / "peek.py").write_text(PEEKING)
     (tmp_path / "broken.py").write_text(BROKEN)
     models = {"peek": tmp_path / "peek.py", "damped_persistence": registered_models()["damped_persistence"],
               "broken": tmp_path / "broken.py"}
-    done = backtest(PROBLEM, {n: models[n] for n in ("peek", "damped_persistence")}, prepared, "1996-01", "1998-12",
-                    12).forecasts
-    here = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, done=done)
-    spawned = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, done=done, n_jobs=2)
+    here = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12)
+    spawned = guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12, n_jobs=2)
     assert here == spawned
     assert set(here) == {"peek", "broken"}
     assert "looks ahead" in here["peek"] and "1998-" in here["peek"]
     assert here["broken"].startswith("broken: failed under the lookahead guard") and "no fit today" in here["broken"]
-    # without the backtest's forecasts the guard fits the unperturbed reference itself: same verdicts
-    assert guard_backtest(PROBLEM, models, prepared, "1996-01", "1998-12", 12) == here
+    honest = {n: models[n] for n in ("peek", "damped_persistence")}
+    plain = backtest(PROBLEM, honest, prepared, "1996-01", "1998-12", 12)
+    for n_jobs in (1, 2):
+        guarded = backtest(PROBLEM, honest, prepared, "1996-01", "1998-12", 12, guard=honest, n_jobs=n_jobs)
+        assert guarded.looked_ahead == {"peek": here["peek"]} and guarded.failures == guarded.looked_ahead
+        assert set(guarded.forecasts) == {"damped_persistence"}
+        xr.testing.assert_identical(guarded.forecasts["damped_persistence"], plain.forecasts["damped_persistence"])
+    assert plain.looked_ahead == {} and set(plain.forecasts) == set(honest)  # unguarded, the cheat scores
 
 
 def test_issue_forecasts_on_the_executors_equal_one_at_a_time(prepared, tmp_path):
