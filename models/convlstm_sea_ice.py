@@ -64,8 +64,7 @@ class Net(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, seq):  # (batch, time, channels, H, W) -> (batch, lead, H, W)
-        b, _, _, h, w = seq.shape
-        state = (seq.new_zeros(b, self.cell.hidden, h, w), seq.new_zeros(b, self.cell.hidden, h, w))
+        state = None  # zeros
         for t in range(seq.shape[1]):
             state = self.cell(seq[:, t], state)
         return self.out(self.head(state[0]))

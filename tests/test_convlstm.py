@@ -79,3 +79,25 @@ def test_rainfall_convlstm_reads_a_teleconnection_the_indices_miss():
     assert res.members["convlstm_rain"].sizes["member"] == 3
     season = res.extra("convlstm_rain")["season"]["correlation"]["all"]
     assert season > res.extra("enso_regression")["season"]["correlation"]["all"] + 0.2
+
+
+def test_the_first_step_from_the_zero_state_is_the_full_cell_on_zeros():
+    """``state=None`` skips the hidden channels' convolution: the same gates, cell and gradients
+    as the full cell on an explicit zero state."""
+    import torch
+
+    from climate_ml.layers import ConvLSTMCell
+
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(3, 8)
+    x = torch.randn(5, 3, 7, 11)
+    zeros = (torch.zeros(5, 8, 7, 11), torch.zeros(5, 8, 7, 11))
+    grads = []
+    for state in (None, zeros):
+        cell.zero_grad()
+        h, c = cell(x, state)
+        (h.square().sum() + c.sum()).backward()
+        grads.append((h.detach(), c.detach(), cell.gates.weight.grad.clone(), cell.gates.bias.grad.clone()))
+    for fast, full in zip(*grads, strict=True):
+        torch.testing.assert_close(fast, full, rtol=1e-6, atol=1e-6)
+    assert float(grads[0][2][:, 3:].abs().max()) == 0.0  # the hidden channels' weights get no gradient
