@@ -539,8 +539,10 @@ def _run_plan(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Datas
     with plain forecasts, the guard's verdicts)."""
     units = [(name, spec, t0, inits) for t0, inits in plan for name, spec in models.items()]
     out = Outcomes(models, time_limit)
-    executor.run(problem, prepared, units, out, progress,
-                 work=functools.partial(_unit, guard=probing) if probing.models else None)
+    if probing.models:  # executors run ``work`` per unit when given one (the public contract has no ``work``)
+        executor.run(problem, prepared, units, out, progress, work=functools.partial(_unit, guard=probing))
+    else:
+        executor.run(problem, prepared, units, out, progress)
     return out, probing.verdicts(out)
 
 
