@@ -33,7 +33,7 @@ class LightGBMLagged:
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
             colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, random_state=random_state,
-            n_jobs=1, verbose=-1, deterministic=True, force_row_wise=True, max_bin=max_bin,
+            n_jobs=1, verbose=-1, deterministic=True, force_col_wise=True, max_bin=max_bin,
         )
 
     def fit(self, X: xr.Dataset, y: xr.DataArray) -> "LightGBMLagged":
