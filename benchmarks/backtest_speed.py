@@ -7,6 +7,8 @@
 fresh store on the real Kaplan data of ../shared/data.
 
     python benchmarks/backtest_speed.py [--model models/lightgbm_lagged.py] [--n-jobs 1]
+
+With BENCH_JSON=FILE the backtest's --json output is also written to FILE (to compare two versions).
 """
 
 from __future__ import annotations

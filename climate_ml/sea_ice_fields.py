@@ -191,8 +191,13 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, dampin
     fit = FieldFit(fit_end, mean, slope, intercept, ever, np.zeros((12, len(leads))))
     if not damping:
         return fit
-    # damping of the departure from the trend, one coefficient per init month and lead
-    anom = conc - fit.trend(times)
+    # damping of the departure from the trend, one coefficient per init month and lead; the
+    # departures month by month (the numbers of ``conc - fit.trend(times)`` without its
+    # (time, cells) temporaries of the trend's terms)
+    anom = np.empty_like(conc, dtype="float64")
+    for m in range(12):
+        rows = times.month.values == m + 1
+        anom[rows] = conc[rows] - (fit.intercept[m] + fit.slope[m] * times.year.values[rows][:, None])
     for m in range(12):
         for j, lead in enumerate(leads):
             init_rows = np.flatnonzero(train & (times.month.values == m + 1))
