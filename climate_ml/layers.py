@@ -7,9 +7,23 @@ first, coarsened 2x) with a convolutional LSTM (Shi et al. 2015), and maps its f
 state, together with the calendar month and the predictor series (``pred_*``, at their lags), to
 every lead at once. Maps are standardised per cell and the targets per lead with the training
 window's statistics; where the problem gives a ``baseline`` (rainfall: the valid month's
-training climatology) the network learns the departure from it. Adam with weight decay, a few
-seeds returned as members (deterministic scores use their mean). Deterministic on the CPU
-(seeded, one thread); on a GPU with ``CLIMATE_ML_DEVICE=cuda``.
+training climatology) the network learns the departure from it. Adam with weight decay.
+Deterministic on the CPU (seeded, one thread); on a GPU with ``CLIMATE_ML_DEVICE=cuda``.
+
+Members: a few seeds alone spread far less than the networks err (on Kaplan their spread/skill
+ratio was 0.36-0.61), so each seed's forecast gets ``draws`` members, its forecast plus normal
+quantiles times ``sigma``. ``sigma`` comes from one more network, trained like the others on the
+training window without its last ``holdout`` share of inits (and without any target valid from
+then on), and scored on those held-out inits: its root-mean-square error per lead and valid
+month (pooled with the months either side). Because a single network errs by the seeds'
+spread more than their mean does, and the seeds' spread is already in the members, the draws
+use sqrt(sigma^2 - 2 (k-1)/k s^2) for k seeds whose variance is s^2 at that init and lead. The
+quantiles are dealt out across the seeds (``member_offsets(..., interleave=True)``), so that
+seeds which differ little still give as many distinct levels as members; all offsets together
+sum to zero, so the members' mean, which the deterministic scores use, is the seeds' mean.
+``draws=1`` keeps the bare seeds. With ``lower`` (rainfall: 0) no member falls below it: the
+members are shifted together and clipped so that their mean stays the seeds' mean (a mean
+below ``lower`` becomes ``lower``).
 """
 
 import os
@@ -18,6 +32,9 @@ import numpy as np
 import torch
 import xarray as xr
 from torch import nn
+
+from climate_ml.model_api import centred_members, member_offsets
+from climate_ml.schema import INIT, LEAD
 
 
 class ConvLSTMCell(nn.Module):
@@ -69,9 +86,9 @@ class Net(nn.Module):
 
 class ConvLSTMForecaster:
     def __init__(self, epochs: int = 30, lr: float = 3e-3, weight_decay: float = 1e-3, batch: int = 64,
-                 seeds=(0, 1), n_frames: int = 4):
+                 seeds=(0, 1), n_frames: int = 4, draws: int = 5, holdout: float = 0.1, lower: float | None = None):
         self.epochs, self.lr, self.weight_decay, self.batch, self.seeds = epochs, lr, weight_decay, batch, seeds
-        self.n_frames = n_frames
+        self.n_frames, self.draws, self.holdout, self.lower = n_frames, draws, holdout, lower
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
 
     def _inputs(self, X: xr.Dataset):
@@ -107,25 +124,56 @@ class ConvLSTMForecaster:
         t = torch.tensor((target - self.y_mean_) / self.y_std_, dtype=torch.float32, device=self.device)
         known = torch.isfinite(t)
         t = torch.nan_to_num(t)
-        self.nets_ = []
-        for seed in self.seeds:
-            torch.manual_seed(seed)
-            gen = torch.Generator().manual_seed(seed)
-            net = Net(seq.shape[3], seq.shape[4], len(self.leads_), n_extra=month.shape[1] - 2).to(self.device)
-            opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            n = seq.shape[0]
-            for _ in range(self.epochs):
-                net.train()
-                for idx in torch.randperm(n, generator=gen).split(self.batch):
-                    idx = idx.to(self.device)
-                    pred = net(seq[idx], month[idx])
-                    loss = (((pred - t[idx]) ** 2) * known[idx]).sum() / known[idx].sum().clamp(min=1)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-            net.eval()
-            self.nets_.append(net)
+        self.nets_ = [self._train(seq, month, t, known, seed) for seed in self.seeds]
+        self.sigma_ = self._holdout_error(X[INIT].values, seq, month, t, known) if self.draws > 1 else None
+        self.offsets_ = member_offsets(len(self.nets_), self.draws, interleave=True)
         return self
+
+    def _train(self, seq, month, t, known, seed: int) -> Net:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        net = Net(seq.shape[3], seq.shape[4], len(self.leads_), n_extra=month.shape[1] - 2).to(self.device)
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        for _ in range(self.epochs):
+            net.train()
+            for idx in torch.randperm(seq.shape[0], generator=gen).split(self.batch):
+                idx = idx.to(self.device)
+                pred = net(seq[idx], month[idx])
+                loss = (((pred - t[idx]) ** 2) * known[idx]).sum() / known[idx].sum().clamp(min=1)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        net.eval()
+        return net
+
+    def _holdout_error(self, inits, seq, month, t, known) -> np.ndarray:
+        """(lead, calendar month of the valid time) root-mean-square error of one network
+        trained as the members' networks are, on the training window without its last
+        ``holdout`` share of inits (at least 24), and scored on those inits. The hold-out network
+        sees only targets that were known at the hold-out's first init, as a forecast issued then
+        would; errors are pooled over the valid month and the months either side, in the
+        target's units."""
+        n = len(inits)
+        n_hold = max(24, int(round(self.holdout * n)))
+        if n - n_hold < 24:
+            raise ValueError(f"the ConvLSTM's members need at least 48 training inits for their hold-out error, got {n}")
+        months = inits.astype("datetime64[M]")
+        first = np.sort(months)[n - n_hold]
+        hold = torch.as_tensor(months >= first, device=self.device)
+        valid = months[:, None] + self.leads_.astype("timedelta64[M]")[None, :]
+        seen = known & torch.as_tensor(valid < first, device=self.device)  # targets known at the hold-out's start
+        rows = seen.any(dim=1)
+        net = self._train(seq[rows], month[rows], t[rows], seen[rows], self.seeds[0])
+        with torch.no_grad():
+            err = (net(seq[hold], month[hold]) - t[hold]).cpu().numpy() * self.y_std_
+        ok = known[hold].cpu().numpy()
+        valid_month = valid[hold.cpu().numpy()].astype(int) % 12
+        sigma = np.empty((len(self.leads_), 12))
+        for j in range(len(self.leads_)):
+            for m in range(12):
+                near = ok[:, j] & (np.abs((valid_month[:, j] - m + 6) % 12 - 6) <= 1)
+                sigma[j, m] = np.sqrt(np.mean(err[near if near.any() else ok[:, j], j] ** 2))
+        return sigma
 
     def _baseline(self, X: xr.Dataset):
         """The problem's known-at-init expectation (e.g. rainfall's climatology of the valid
@@ -140,6 +188,15 @@ class ConvLSTMForecaster:
         with torch.no_grad():
             out = np.stack([net(seq, month).cpu().numpy() for net in self.nets_], axis=-1)
         out = out * self.y_std_[:, None] + self.y_mean_[:, None] + self._baseline(X)[:, :, None]
-        return xr.DataArray(out, dims=("init_time", "lead", "member"),
-                            coords={"init_time": X["init_time"].values, "lead": self.leads_,
-                                    "member": np.arange(len(self.nets_))})
+        if self.sigma_ is not None:  # each network's forecast plus its draws' offsets times the hold-out error
+            valid = (X[INIT].values.astype("datetime64[M]")[:, None] + self.leads_.astype("timedelta64[M]")[None, :])
+            sigma = self.sigma_[np.arange(len(self.leads_))[None, :], valid.astype(int) % 12]  # (init, lead)
+            if out.shape[-1] > 1:  # the seeds' own spread already carries part of the error: draw the rest
+                k = out.shape[-1]
+                sigma = np.sqrt(np.maximum(sigma ** 2 - 2 * (k - 1) / k * out.var(axis=-1, ddof=1), 0.0))
+            out = (out[:, :, :, None] + sigma[:, :, None, None] * self.offsets_[None, None]).reshape(*out.shape[:2], -1)
+        if self.lower is not None:  # e.g. no negative rainfall: members shifted and clipped around their mean
+            centre = out.mean(axis=-1, keepdims=True)
+            out = centred_members(np.maximum(centre, self.lower), out - centre, self.lower, np.inf, axis=-1)
+        return xr.DataArray(out, dims=(INIT, LEAD, "member"),
+                            coords={INIT: X[INIT].values, LEAD: self.leads_, "member": np.arange(out.shape[-1])})

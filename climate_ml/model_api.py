@@ -106,3 +106,56 @@ def check_prediction(pred, X: xr.Dataset, leads, where: str = "model") -> xr.Dat
     if extra:
         raise ModelError(f"{where}: prediction has unexpected dimensions {extra}")
     return pred.sel({LEAD: list(leads)}).transpose(INIT, LEAD, ...).astype("float64")
+
+
+def member_offsets(networks: int, draws: int, interleave: bool = False) -> np.ndarray:
+    """(network, draw): the multiples of an error estimate sigma added to each network's forecast
+    to make members (``models/convlstm_sea_ice.py``, ``climate_ml.layers.ConvLSTMForecaster``),
+    scaled so that the variance (ddof 1) of all m = networks x draws offsets is m / (m + 1),
+    which is what m members and an observation drawn from one distribution have. One draw gives
+    zeros: the bare networks.
+
+    By default every network gets the same ``draws`` normal quantiles at (k + 1/2) / draws,
+    which sum to zero, so each network's members keep its forecast as their mean. With
+    ``interleave`` the m quantiles at (k + 1/2) / m are dealt out in turn (network i gets
+    quantiles i, i + networks, ...), so that networks which differ little still give m distinct
+    levels instead of ``draws`` clusters; only all m offsets together sum to zero, so the
+    members' mean is the networks' mean when sigma is the same for every network."""
+    from scipy.stats import norm
+
+    if draws == 1:
+        return np.zeros((networks, 1))
+    m = networks * draws
+    if interleave:
+        z = norm.ppf((np.arange(draws)[None, :] * networks + np.arange(networks)[:, None] + 0.5) / m)
+    else:
+        z = np.tile(norm.ppf((np.arange(draws) + 0.5) / draws), (networks, 1))
+    return z * np.sqrt(m / (m + 1) / z.ravel().var(ddof=1))
+
+
+def centred_members(centre: np.ndarray, offsets: np.ndarray, lower: float, upper: float, axis: int,
+                    iterations: int = 32) -> np.ndarray:
+    """Members ``clip(centre + offsets + t, lower, upper)`` whose mean along ``axis`` is
+    ``centre`` (size 1 along ``axis``; concentration 0-1, or rainfall 0-inf), with one shift
+    ``t`` per forecast found by bisection within that forecast's own bracket (so a forecast never
+    depends on the others in the array). Where no member leaves the bounds, t = 0 and the
+    members are ``centre + offsets``; near a bound the members keep their skew (next to open
+    water only the upper ones show ice; in a dry month only the wetter ones rain more), and the
+    members' mean, which the deterministic scores use, stays ``centre``. A centre at a bound
+    leaves no room for spread: every member is the bound."""
+    c, d = (np.moveaxis(a, axis, -1) for a in np.broadcast_arrays(centre, offsets))  # members last
+    out = np.clip(c + d, lower, upper)
+    out[c[..., 0] <= lower], out[c[..., 0] >= upper] = lower, upper
+    edge = (((c + d) < lower).any(-1) | ((c + d) > upper).any(-1)) & (c[..., 0] > lower) & (c[..., 0] < upper)
+    if edge.any():
+        cs, ds = c[edge][:, 0], d[edge]
+        # each forecast's own bracket: members of other inits or cells must not move it
+        span = upper - lower if np.isfinite(upper - lower) else np.where(np.isfinite(upper), upper - cs, cs - lower)
+        lo = -span - np.abs(ds).max(axis=1)
+        hi = -lo
+        for _ in range(iterations):
+            mid = (lo + hi) / 2
+            above = np.clip(cs[:, None] + ds + mid[:, None], lower, upper).mean(1) > cs
+            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
+        out[edge] = np.clip(cs[:, None] + ds + lo[:, None], lower, upper)
+    return np.moveaxis(out, -1, axis)

@@ -20,15 +20,21 @@ alone gives far too little spread (on the real maps 0.11-0.15 of the error of th
 most of the error is in the 25 km reference and at the ice edge, which every network shares. So
 each network's map is widened by its own out-of-sample error: the training inits left out of a
 network's bootstrap sample (about a third) are forecast by it, and the root-mean-square error of
-those maps per lead, valid calendar month (pooled with the months either side) and cell is the
-spread ``sigma``. Each network then gives ``draws`` members, its map plus ``z * sigma`` for the
-``draws`` normal quantiles z, scaled so that the members' variance is m/(m+1) sigma^2 (m
-members), which is what members and an observation drawn from one distribution have. Near 0
-and 1 a network's members are shifted together and clipped so that their mean stays the
-network's map (``centred_members``): the deterministic scores, which use the member mean, are
-those of the bare networks, and next to open water only the upper members show ice. ``draws=1``
-keeps the bare bagged networks. Nothing of the test period is used:
-the errors are those of training inits, seen only by the other networks.
+those maps per lead, valid calendar month (pooled with the months either side) and cell gives
+the shape of the spread. Out-of-bag errors are too small (the neighbouring months of an
+out-of-bag init, with nearly the same target maps, are in the sample, and the reference is
+fitted on all of them: on the real maps this left a spread/skill ratio of 0.72-0.74), so one
+more model, the first network alone with its own reference, is fitted without the last
+``holdout`` share of the training months and forecasts each of them; per lead, the RMS of its
+errors over the RMS of the out-of-bag error at the same valid months and cells scales the
+out-of-bag error to the spread ``sigma``. Each network then gives ``draws`` members, its map
+plus ``z * sigma`` for the ``draws`` normal quantiles z, scaled so that the members' variance
+is m/(m+1) sigma^2 (m members), which is what members and an observation drawn from one
+distribution have. Near 0 and 1 a network's members are shifted together and clipped so that
+their mean stays the network's map (``centred_members``): the deterministic scores, which use
+the member mean, are those of the bare networks, and next to open water only the upper members
+show ice. ``draws=1`` keeps the bare bagged networks. Nothing of the test period is used: the errors are those of
+training inits, seen only by the other networks or after the hold-out model's cut-off.
 
 Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
 cell is the share of members with ice there, as IceNet reports it.
@@ -47,6 +53,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from climate_ml.layers import ConvLSTMCell
+from climate_ml.model_api import centred_members, member_offsets
 from climate_ml.schema import add_months
 from climate_ml.sea_ice_fields import fit_fields
 
@@ -72,12 +79,12 @@ class Net(nn.Module):
 
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3):
+                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
         self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
-        self.draws = int(draws)
+        self.draws, self.holdout = int(draws), float(holdout)
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
         self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
 
@@ -170,10 +177,52 @@ class SeaIceConvLSTM:
                 self.epoch_seconds_.append(time.perf_counter() - tic)
             net.eval()
             self.nets_.append(net)
+        self.offsets_ = member_offsets(len(self.nets_), self.draws)
+        self.holdout_ratio_ = None
+        if self.draws == 1:  # the bare networks: no spread to measure
+            self.sigma_ = np.zeros((len(self.leads_), 12, flat.shape[1]), dtype="float32")
+            return self
         self.sigma_ = self._out_of_bag_error(flat, trend, anom, times, inits, bags,
                                              lambda rows: x_all[index[rows, None] + offsets])
-        self.offsets_ = member_offsets(len(self.nets_), self.draws)
+        if self.holdout > 0:
+            self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, flat, times)
+            self.sigma_ = self.sigma_ * self.holdout_ratio_[:, None, None].astype("float32")
         return self
+
+    def _holdout_ratio(self, conc: xr.DataArray, cell_area: xr.DataArray, flat: np.ndarray,
+                       times: pd.DatetimeIndex) -> np.ndarray:
+        """Per lead: how much larger a forecast's error is after its cut-off than the out-of-bag
+        error says. Out-of-bag inits have neighbouring months, and so nearly the same target
+        maps, in the bootstrap sample, and the reference is fitted on all of them, so
+        out-of-bag errors are too small. One more model, the first network alone, with its own
+        reference, is fitted on the training window without its last ``holdout`` share of months
+        (at least 24) and forecasts each of those months as an init; the ratio is the RMS of its
+        errors over the RMS of ``sigma_`` at the same valid months and cells."""
+        n_t = len(times)
+        n_hold = max(24, int(round(self.holdout * n_t)))
+        if n_t - n_hold < 10 * self.frames:
+            raise ValueError(f"the sea-ice ConvLSTM's members need at least {10 * self.frames + 24} training months "
+                             f"for their hold-out error, got {n_t}")
+        cut = n_t - n_hold  # the hold-out model sees months [0, cut); its inits are cut - 1 ... n_t - 2
+        options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch")}
+        model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)
+        model.threads = self.threads
+        model.fit(conc.isel(time=slice(0, cut)), cell_area, self.leads_)
+        err2, sig2 = np.zeros(len(self.leads_)), np.zeros(len(self.leads_))
+        for i in range(cut - 1, n_t - 1):
+            maps = model.predict(conc.isel(time=slice(0, i + 1))).isel(member=0)
+            maps = maps.transpose("lead", *self.grid_).values.reshape(len(self.leads_), -1)[:, self.ocean_]
+            for j, lead in enumerate(self.leads_):
+                v = i + lead
+                if v >= n_t:
+                    continue
+                err = maps[j] - flat[v]
+                ok = np.isfinite(err)
+                err2[j] += np.sum(err[ok] ** 2)
+                sig2[j] += np.sum(self.sigma_[j, times[v].month - 1][ok].astype("float64") ** 2)
+        if (sig2 == 0).any():
+            raise ValueError("the sea-ice ConvLSTM's hold-out months verify no lead: too few observed months")
+        return np.sqrt(err2 / sig2)
 
     def _out_of_bag_error(self, flat, trend, anom, times, inits, bags, inputs) -> np.ndarray:
         """(lead, 12 valid months, ocean cells): the RMS error of a network's clipped map over the
@@ -218,48 +267,13 @@ class SeaIceConvLSTM:
         damped = self.ref_.trend(valid) + self.ref_.damping[init.month - 1][:, None] * np.nan_to_num(anom[-1])[None]
         nets = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)  # (network, lead, cells)
         sigma = self.sigma_[np.arange(len(self.leads_)), valid.month.values - 1]  # (lead, cells)
-        members = centred_members(nets[:, None], self.offsets_[:, :, None, None] * sigma[None, None])
+        members = centred_members(nets[:, None], self.offsets_[:, :, None, None] * sigma[None, None], 0.0, 1.0, axis=1)
         members = members.reshape(-1, *nets.shape[1:])  # member = network x draw
         out = np.full((len(members), len(self.leads_), self.ocean_.size), np.nan)
         out[..., self.ocean_] = members
         out = out.reshape((len(members), len(self.leads_)) + tuple(self.shape_))
         coords = {"member": np.arange(len(members)), "lead": self.leads_}
         return xr.DataArray(out, dims=("member", "lead", *self.grid_), coords=coords).transpose("lead", "member", ...)
-
-
-def member_offsets(networks: int, draws: int) -> np.ndarray:
-    """(network, draw): the multiples of sigma added to each network's map. The ``draws`` normal
-    quantiles at (k + 1/2) / draws, scaled so that the variance (ddof 1) of all m = networks x
-    draws offsets is m / (m + 1); zeros for one draw."""
-    from scipy.stats import norm
-
-    z = norm.ppf((np.arange(draws) + 0.5) / draws)
-    m = networks * draws
-    if draws > 1:
-        z = z * np.sqrt(m / (m + 1) / np.tile(z, networks).var(ddof=1))
-    return np.tile(z, (networks, 1))
-
-
-def centred_members(centre: np.ndarray, offsets: np.ndarray, iterations: int = 32) -> np.ndarray:
-    """Members ``clip(centre + offsets + t, 0, 1)`` whose mean over axis 1 (the draws) is
-    ``centre`` (0-1), with one shift ``t`` per cell found by bisection. Where no member reaches
-    0 or 1, t = 0 and the members are ``centre + offsets``; near 0 or 1 the members keep their
-    skew (next to open water only the upper ones show ice), and the member mean, which the
-    deterministic scores use, stays the networks' map."""
-    c, d = (np.moveaxis(a, 1, -1) for a in np.broadcast_arrays(centre, offsets))  # draws last
-    out = np.clip(c + d, 0.0, 1.0)
-    out[c[..., 0] == 0], out[c[..., 0] == 1] = 0.0, 1.0  # a mean of 0 or 1 leaves no room for spread
-    edge = (((c + d) < 0).any(-1) | ((c + d) > 1).any(-1)) & (c[..., 0] > 0) & (c[..., 0] < 1)
-    if edge.any():
-        cs, ds = c[edge][:, 0], d[edge]
-        lo = np.full(len(cs), -1.0 - np.abs(ds).max())
-        hi = -lo
-        for _ in range(iterations):
-            mid = (lo + hi) / 2
-            above = np.clip(cs[:, None] + ds + mid[:, None], 0.0, 1.0).mean(1) > cs
-            hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
-        out[edge] = np.clip(cs[:, None] + ds + lo[:, None], 0.0, 1.0)
-    return np.moveaxis(out, -1, 1)
 
 
 def make_model(**options):

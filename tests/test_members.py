@@ -8,11 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climate_ml.archive import query, to_records
 from climate_ml.backtest import backtest, guard_backtest
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import standardise
+from climate_ml.model_api import centred_members, member_offsets
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.scores import ensemble_scores, rank_histogram
 from climate_ml.synthetic import toy_ocean
@@ -194,3 +197,41 @@ def test_lightgbm_members_keep_the_mean_forecast_and_add_a_learned_spread(prepar
     for lead in ("1", "3", "6"):
         assert 0 < scores["crps"][lead] < scores["mae"][lead]  # a spread that helps: CRPS below the MAE of the mean
         assert 0.2 < scores["spread_skill"][lead] < 3
+
+
+def test_interleaved_offsets_give_every_member_its_own_level():
+    """Dealt out in turn, the normal quantiles give m distinct levels, symmetric as a whole, with
+    every network holding one member in each of its ``draws`` slices of the distribution; all
+    offsets together sum to zero with variance m/(m+1). The default keeps one set of ``draws``
+    levels for every network, each network's set summing to zero."""
+    offsets = member_offsets(3, 3, interleave=True)
+    levels = np.sort(offsets.ravel())
+    assert offsets.shape == (3, 3) and np.diff(levels).min() > 0.2
+    np.testing.assert_allclose(levels, -levels[::-1], atol=1e-12)
+    assert abs(offsets.sum()) < 1e-12 and offsets.ravel().var(ddof=1) == pytest.approx(9 / 10)
+    ranks = np.argsort(np.argsort(offsets.ravel())).reshape(3, 3)
+    assert (ranks // 3 == np.arange(3)[None, :]).all()
+    same = member_offsets(3, 3)
+    assert (same == same[0]).all() and np.allclose(same.sum(axis=1), 0)
+    assert (member_offsets(2, 1, interleave=True) == 0).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(centre=st.lists(st.floats(-20, 300), min_size=1, max_size=6),
+       spread=st.lists(st.floats(0, 200), min_size=1, max_size=6), draws=st.integers(2, 9))
+def test_members_with_a_lower_bound_stay_above_it_and_keep_their_mean(centre, spread, draws):
+    """Rainfall-like members (a lower bound of 0, none above): no member below 0, the members'
+    mean is the forecast (or 0 where the forecast itself is negative), where no member reaches
+    0 they are the forecast plus the offsets, and no forecast depends on another."""
+    n = min(len(centre), len(spread))
+    c = np.array(centre[:n])[:, None]
+    offsets = member_offsets(1, draws)[0][None, :] * np.array(spread[:n])[:, None]
+    members = centred_members(np.maximum(c, 0.0), offsets, 0.0, np.inf, axis=-1)
+    assert members.shape == (n, draws) and members.min() >= 0
+    np.testing.assert_allclose(members.mean(axis=-1), np.maximum(c[:, 0], 0.0), atol=1e-6)
+    free = (c + offsets).min(axis=-1) >= 0
+    np.testing.assert_allclose(members[free], (c + offsets)[free])
+    # each forecast on its own gives the same members, bit for bit: no forecast depends on the
+    # others in the array (the lookahead guard caught one whose bracket did)
+    alone = [centred_members(np.maximum(c[i:i + 1], 0.0), offsets[i:i + 1], 0.0, np.inf, axis=-1) for i in range(n)]
+    assert np.array_equal(np.concatenate(alone), members)
