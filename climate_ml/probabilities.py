@@ -1,5 +1,5 @@
-"""Category probabilities for deterministic forecasts, calibrated on the model's own
-out-of-sample errors, and the scores that verify them.
+"""Category probabilities for forecasts, calibrated on the model's own out-of-sample errors
+(and on its members' spread when it has members), and the scores that verify them.
 
 A deterministic forecast f becomes a predictive distribution N(f, sigma^2), where sigma is the
 root-mean-square error of the same model's earlier out-of-sample forecasts for the same lead and
@@ -9,6 +9,14 @@ sigma is the training window's standard deviation of the target for that season:
 then carries no more confidence than climatology. Category probabilities are the predictive
 mass below, between and above the thresholds (for El Nino: La Nina < -0.5 degC <= neutral <=
 +0.5 degC < El Nino, on the 3-month mean Nino 3.4 anomaly, as CPC and IRI publish them).
+
+A model that returns members (``member`` dim) adds its own per-forecast spread: sigma^2 is then
+the mean of the out-of-sample error variance above and the members' predictive variance,
+(m+1)/m times their variance about their mean (the spread an observation drawn like the members
+has around their mean), so a forecast the members agree on is sharper than one they disagree
+on. ``combined_spread`` does this for every problem's probabilities (rainfall's monthly terciles
+as well). On the real-data backtests its RPSS was at least that of the errors' spread alone for
+each of the three index models with members (README, "Category probabilities from members").
 
 Scores: the ranked probability skill score and the Brier skill score of each category, both
 against the climatological category frequencies of the training window (per target season),
@@ -22,7 +30,7 @@ import pandas as pd
 import xarray as xr
 from scipy.stats import norm
 
-from climate_ml.schema import INIT, LEAD
+from climate_ml.schema import INIT, LEAD, MEMBER
 
 CATEGORY = "category"
 
@@ -57,6 +65,26 @@ def past_error_spread(errors: xr.DataArray, verified_by: xr.DataArray, fit_end: 
                 if pool.sum() >= min_errors and target.any():
                     out[target, j] = np.sqrt(np.mean(e[pool, j] ** 2))
     return xr.DataArray(out, dims=(INIT, LEAD), coords={INIT: errors[INIT].values, LEAD: errors[LEAD].values})
+
+
+def member_spread(members: xr.DataArray) -> xr.DataArray | None:
+    """sqrt((m+1)/m x the variance of the m members) over the ``member`` dim: the spread of an
+    observation drawn like the members around their mean; None for fewer than two members."""
+    if MEMBER not in members.dims or members.sizes[MEMBER] < 2:
+        return None
+    m = members.sizes[MEMBER]
+    return np.sqrt(members.var(MEMBER, ddof=1) * (m + 1) / m).drop_vars("valid_time", errors="ignore")
+
+
+def combined_spread(sigma: xr.DataArray, members: xr.DataArray | None, scale=1.0) -> xr.DataArray:
+    """sqrt((sigma^2 + s^2) / 2), where s is ``member_spread(members) / scale`` (``scale`` puts it
+    in sigma's units, e.g. rainfall's climatological standard deviation); ``sigma`` itself when
+    there are no members to add."""
+    spread = None if members is None else member_spread(members)
+    if spread is None:
+        return sigma
+    spread = (spread / scale).transpose(*sigma.dims)
+    return np.sqrt((sigma**2 + spread**2) / 2)
 
 
 def gaussian_category_probabilities(forecast: xr.DataArray, sigma: xr.DataArray, thresholds, labels) -> xr.DataArray:
@@ -130,9 +158,9 @@ def reliability(probs: xr.DataArray, onehot: xr.DataArray, category: str, bins=P
 
 
 class GaussianCategories:
-    """Three ordered categories for a problem's deterministic forecasts (a mixin for Problem
-    classes), calibrated on each model's own out-of-sample errors as above. The problem sets
-    ``categories`` (3 labels, low to high), ``scored_categories`` (those with a Brier skill score
+    """Three ordered categories for a problem's forecasts (a mixin for Problem classes),
+    calibrated on each model's own out-of-sample errors (and its members' spread) as above. The
+    problem sets ``categories`` (3 labels, low to high), ``scored_categories`` (those with a Brier skill score
     and a reliability table), ``min_errors``, ``target_end`` and a ``scoring_context`` with
     ``clim_probs`` (init, lead, category: the reference probabilities) and ``clim_std`` (init,
     lead: the spread before enough errors exist). ``category_bounds`` gives the two thresholds:
@@ -152,6 +180,7 @@ class GaussianCategories:
         obs = result.obs.drop_vars("valid_time", errors="ignore")
         sigma = past_error_spread(fc - obs, self.target_end(fc[INIT].values), result.fit_end,
                                   result.context["clim_std"], self.min_errors)
+        sigma = combined_spread(sigma, result.members.get(name))
         return gaussian_category_probabilities(fc, sigma, self.category_bounds(result.context), self.categories)
 
     def extra_scores(self, result, name: str) -> tuple[dict[str, dict[str, float]], dict]:
@@ -173,7 +202,8 @@ class GaussianCategories:
     def category_outlook(self, prepared: xr.Dataset, forecast: xr.DataArray, recent, name: str):
         """For a live forecast from one init: (init, the mean forecast, its spread sigma, P(category),
         the scoring context at the init). The spread comes from ``recent``, a backtest of the same
-        model on data up to the init (errors by lead and target season), else the context's."""
+        model on data up to the init (errors by lead and target season), else the context's, and
+        from the forecast's members when it has them (``combined_spread``)."""
         init = pd.Timestamp(forecast[INIT].values[0])
         known = prepared.sel({"time": slice(None, init)})
         ctx = {k: v.sel({INIT: [init]}) for k, v in self.scoring_context(known, init).items()}
@@ -189,5 +219,7 @@ class GaussianCategories:
                                coords={INIT: both[INIT].values})
         fallback = xr.concat([xr.full_like(errors, np.nan), ctx["clim_std"]], dim=INIT)
         sigma = past_error_spread(both, verified, fit_end, fallback, self.min_errors).sel({INIT: [init]})
+        if MEMBER in forecast.dims:
+            sigma = combined_spread(sigma, forecast.sel({INIT: [init]}))
         probs = gaussian_category_probabilities(fc, sigma, self.category_bounds(ctx), self.categories)
         return init, fc, sigma, probs, ctx

@@ -404,11 +404,10 @@ def probabilistic_outlook(problem: Problem, model_path: Path, prepared: xr.Datas
     model's own out-of-sample errors: those of ``recent``, a backtest that holds the model (the
     run's own evaluation), else of a backtest on the ``years`` before the init (data up to the
     init only, refit every 5 years). Only errors verified by the init count either way. None for
-    other problems. An ensemble's mean is the forecast here."""
+    other problems. An ensemble's mean is the forecast here, and its members' spread joins that
+    of the errors (``probabilities.combined_spread``)."""
     if not hasattr(problem, "outlook"):
         return None
-    if "member" in forecast.dims:
-        forecast = forecast.mean("member")
     name = model_name(model_path)
     init = pd.Timestamp(forecast["init_time"].values[0])
     known = prepared.sel(time=slice(None, init))

@@ -16,14 +16,16 @@ from climate_ml.backtest import backtest, perturb_after
 from climate_ml.cli import main
 from climate_ml.ingest import standardise
 from climate_ml.probabilities import (
+    combined_spread,
     gaussian_category_probabilities,
+    member_spread,
     observed_categories,
     past_error_spread,
     rpss,
 )
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.report import probability_tables
-from climate_ml.schema import INIT, LEAD
+from climate_ml.schema import INIT, LEAD, MEMBER
 from climate_ml.synthetic import toy_heat_content, toy_ocean
 from climate_ml.workflows import probabilistic_outlook, registered_models
 
@@ -75,6 +77,24 @@ def test_the_spread_only_uses_errors_verified_by_the_cut_off(cut, seed):
     assert (sigma.values[~rows] == 9.0).all()  # nothing verified before the first fold: the fallback
 
 
+@settings(max_examples=60, deadline=None)
+@given(sigma=st.floats(0.05, 3), width=st.floats(0.0, 3), wider=st.floats(1.0, 3), m=st.integers(2, 12))
+def test_members_join_the_error_spread(sigma, width, wider, m):
+    """sigma^2 becomes the mean of the error variance and the members' predictive variance
+    ((m+1)/m times their variance); wider members never give a sharper forecast; a single
+    member adds nothing."""
+    offsets = np.linspace(-1, 1, m)
+    members = xr.DataArray(0.3 + width * offsets[None, None, :], dims=(INIT, LEAD, MEMBER))
+    err = xr.DataArray([[sigma]], dims=(INIT, LEAD))
+    got = combined_spread(err, members)
+    expected = np.sqrt((sigma**2 + (m + 1) / m * width**2 * offsets.var(ddof=1)) / 2)
+    np.testing.assert_allclose(got.values, expected, rtol=1e-12)
+    assert float(combined_spread(err, 0.3 + wider * (members - 0.3)).item()) >= float(got.item()) - 1e-12
+    np.testing.assert_allclose(combined_spread(err, members, scale=2.0).values,
+                               np.sqrt((sigma**2 + (m + 1) / m * (width / 2) ** 2 * offsets.var(ddof=1)) / 2))
+    assert combined_spread(err, members.isel({MEMBER: [0]})) is err and member_spread(members.isel({MEMBER: 0})) is None
+
+
 @pytest.fixture(scope="module")
 def toy():
     sst = standardise(toy_ocean(start="1950-01", end="2010-12"), "sst")
@@ -97,6 +117,53 @@ def test_backtest_scores_the_categories(toy):
     row = next(line for line in table.splitlines() if line.startswith("| xro |"))
     assert row.split(" | ")[3] == f"{s['xro']['rpss']['6']:.2f}"
     assert "reliability of P(El Nino) from xro" in table and "reliability of P(La Nina) from xro" in table
+
+
+def test_a_backtest_with_members_uses_their_spread(toy):
+    """A model with members: its category probabilities are the Gaussian with the combined
+    spread (past errors and members), members that spread wider give flatter probabilities,
+    and the members' mean still sets the centre."""
+    paths = registered_models()
+    res = backtest(PROBLEM, {"damped_persistence": paths["damped_persistence"]}, toy, "1985-01", "2008-12",
+                   refit_every=48)
+    fc = res.forecasts["damped_persistence"]
+    bare = PROBLEM.category_probabilities(res, "damped_persistence")
+    offsets = xr.DataArray(np.linspace(-1, 1, 6), dims=MEMBER)
+    obs = res.obs.drop_vars("valid_time", errors="ignore")
+    sigma = past_error_spread(fc.drop_vars("valid_time", errors="ignore") - obs, PROBLEM.target_end(fc[INIT].values),
+                              res.fit_end, res.context["clim_std"], PROBLEM.min_errors)
+    flat = {}
+    for width in (0.2, 1.5):
+        res.members["damped_persistence"] = fc + width * offsets
+        probs = PROBLEM.category_probabilities(res, "damped_persistence")
+        s2 = (sigma**2 + 7 / 6 * width**2 * float(offsets.var(ddof=1))) / 2
+        direct = gaussian_category_probabilities(fc.drop_vars("valid_time", errors="ignore"), np.sqrt(s2),
+                                                 PROBLEM.thresholds, PROBLEM.categories)
+        np.testing.assert_allclose(probs.transpose(*direct.dims).values, direct.values, atol=1e-12)
+        flat[width] = float(probs.max("category").mean())
+    assert flat[1.5] < flat[0.2]  # wider members: less confident
+    assert not np.allclose(bare.values, probs.values)  # without members the errors alone set the spread
+
+
+def test_live_outlook_with_members_uses_their_spread(toy):
+    from climate_ml.backtest import issue_forecast
+    from climate_ml.model_api import load_model_factory
+
+    path = registered_models()["damped_persistence"]
+    init = pd.Timestamp("2005-03-01")
+    fc = issue_forecast(PROBLEM, load_model_factory(path), toy, init)
+    recent = backtest(PROBLEM, {"damped_persistence": path}, toy.sel(time=slice(None, init)), "1990-01", "1999-12",
+                      refit_every=60)
+    bare = PROBLEM.outlook(toy, fc, recent, "damped_persistence")
+    wide = PROBLEM.outlook(toy, fc + xr.DataArray([-3.0, 0.0, 3.0], dims=MEMBER), recent, "damped_persistence")
+    for lead in ("1", "3", "6"):
+        s_m2 = 4 / 3 * 9.0  # (m+1)/m x the members' variance
+        assert wide["spread"][lead] == pytest.approx(np.sqrt((bare["spread"][lead] ** 2 + s_m2) / 2), abs=2e-3)
+        centre = fc.sel({LEAD: int(lead)}).values[0]
+        direct = gaussian_category_probabilities(xr.DataArray(centre), xr.DataArray(wide["spread"][lead]),
+                                                 PROBLEM.thresholds, PROBLEM.categories)
+        for c, p in wide["categories"][lead].items():  # the members' mean in the centre, their spread in sigma
+            assert p == pytest.approx(float(direct.sel(category=c)), abs=5e-3)
 
 
 def test_live_outlook_has_categories_and_ignores_later_data(toy):

@@ -17,7 +17,7 @@ from climate_ml.ingest import standardise
 from climate_ml.ingest.tabular import open_nclimdiv
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
-from climate_ml.schema import INIT, LEAD
+from climate_ml.schema import INIT, LEAD, MEMBER
 from climate_ml.scores import (
     brier_skill_upper_tercile,
     observed_category,
@@ -151,6 +151,26 @@ def test_backtest_scores_the_season_and_terciles(prepared):
     assert all(0.3 <= b["bin"][0] < 0.5 for b in clim_bins)
 
 
+def test_members_widen_the_monthly_terciles_but_not_the_season(prepared):
+    """A rainfall model with members: the monthly terciles use r combined with the members'
+    spread (in climatological standard deviations); the season total keeps its past-error r."""
+    res = backtest(PROBLEM, {"enso_regression": registered_models("california_rainfall")["enso_regression"]},
+                   prepared, "1985-01", "2003-12", refit_every=60)
+    fc = res.forecasts["enso_regression"]
+    samples = res.context["climate_samples"]
+    spread = np.maximum(samples.std("sample", skipna=True), 0.1)
+    r = PROBLEM._past_rms((fc - res.obs) / spread, PROBLEM.target_end(fc[INIT].values), res.fit_end,
+                          PROBLEM.min_past_errors)
+    season = PROBLEM.season_forecasts(res, "enso_regression")
+    offsets = xr.DataArray([-20.0, 0.0, 20.0], dims=MEMBER)
+    res.members["enso_regression"] = fc + offsets
+    got = PROBLEM.monthly_probabilities(res, "enso_regression")
+    ratio = np.sqrt((r**2 + (4 / 3 * 400.0) / spread**2) / 2)
+    np.testing.assert_allclose(got.values, shifted_climatology_probabilities(fc, samples, ratio).values)
+    assert not np.allclose(got.values, shifted_climatology_probabilities(fc, samples, r).values)
+    xr.testing.assert_identical(PROBLEM.season_forecasts(res, "enso_regression"), season)
+
+
 def test_toy_precip_is_a_wet_season_climate_with_a_weak_enso_link(tmp_path):
     path = write_toy_precip(tmp_path / "climdiv-pcpnst-toy.txt")
     first = path.read_text().splitlines()[0]
@@ -206,6 +226,17 @@ def test_live_outlook_probabilities_use_only_data_up_to_the_init(prepared):
     later = perturb_after(prepared, init, scale=500.0)
     fc2 = issue_forecast(PROBLEM, load_model_factory(path), later, init)
     assert probabilistic_outlook(PROBLEM, path, later, fc2, years=12) == out
+    # members around the same mean change the monthly spread ratios (wider members, wider ratios),
+    # not the season outlook
+    narrow, wide = (probabilistic_outlook(PROBLEM, path, prepared, fc + xr.DataArray([-w, 0.0, w], dims="member"),
+                                          years=12) for w in (10.0, 60.0))
+    assert narrow["season"] == wide["season"] == season
+    for k, r in out["spread_ratio"].items():
+        assert narrow["spread_ratio"][k] < wide["spread_ratio"][k] and narrow["spread_ratio"][k] != r
+        # sqrt((r^2 + s^2) / 2): the members' part s grows 6-fold from the narrow to the wide members
+        # (the ratios are rounded to 0.001)
+        s_wide2 = 2 * wide["spread_ratio"][k] ** 2 - r**2
+        assert 2 * narrow["spread_ratio"][k] ** 2 - r**2 == pytest.approx(s_wide2 / 36, abs=0.01)
 
 
 def test_cli_forecast_prints_the_season_outlook(tmp_path, capsys):
