@@ -37,7 +37,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
-from climate_ml import __version__
+from climate_ml import __version__, code_version
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import (
     INIT,
@@ -259,7 +259,7 @@ def provenance_variables(provenance: dict, inits: pd.DatetimeIndex) -> dict[str,
     for k in np.unique(_strings(prov["kind"], n)):
         if k not in KINDS:
             raise StoreError(f"provenance kind {k!r} is not one of {', '.join(KINDS)}")
-    prov.setdefault("code_version", __version__)
+    prov.setdefault("code_version", code_version())
     prov.setdefault("written_at", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return {f"prov_{name}": xr.Variable((INIT,), _strings(prov.get(name, ""), n), {"long_name": meaning})
             for name, meaning in PROVENANCE.items()}

@@ -19,7 +19,6 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,26 +26,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from climate_ml import __version__
+from climate_ml import code_version
 from climate_ml.backtest import BacktestResult
-from climate_ml.catalog import PROJECT_ROOT
 from climate_ml.errors import QueryError
 from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
 from climate_ml.scores import MAP_METRICS, METRICS
+from climate_ml.sea_ice_fields import FIELD_SCORING
 from climate_ml.store import NETCDF_LOCK, Store, StoreLike
 
 REFERENCE = "damped_persistence"
-
-
-def code_version() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
 
 
 def problem_definition(problem: Problem) -> dict:
@@ -292,7 +282,7 @@ def record_field_backtest(store: StoreLike, problem: str, scores: xr.Dataset, da
     ``sea_ice_fields.field_backtest``) as a record; returns its directory."""
     work = {"problem": problem, "target": "sea_ice_concentration", "dataset": dataset, "data_sha256": data_sha256,
             "test_period": [f"{pd.Timestamp(test_start):%Y-%m}", f"{pd.Timestamp(test_end):%Y-%m}"],
-            "refit_every_months": refit_every}
+            "refit_every_months": refit_every, "field_scoring": FIELD_SCORING}
     key = work_key(work)
     now = _dt.datetime.now(_dt.UTC)
     failures = json.loads(scores.attrs.get("failures", "{}"))

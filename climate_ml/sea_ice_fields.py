@@ -5,19 +5,25 @@ grid, land NaN), with ice meaning concentration >= 15%:
 
 - ``iiee``: integrated ice-edge error (Goessling et al. 2016), the area where forecast and
   observation disagree on ice / no ice, 10^6 km^2 (overestimate + underestimate);
-- ``sie_error``: forecast minus observed sea-ice extent, 10^6 km^2;
-- ``binary_accuracy``: the area share of the active region classified correctly, where the
-  active region is the ocean that had ice in that calendar month at least once in the training
-  window, or has ice in the forecast or the observation (after IceNet, Andersson et al. 2021);
-- ``ice_brier``: the area-weighted Brier score of the probability of ice over the active region
-  (the share of members with ice; 0 or 1 for a single forecast, where it equals
-  1 - binary_accuracy);
-- ``crps``: the area-weighted mean CRPS of concentration over the active region, from the
-  members by xskillscore (the absolute error for a single forecast);
+- ``sie_error``: forecast minus observed sea-ice extent, 10^6 km^2.
+
+The area means below share one scoring region: the ocean that had ice in that calendar month at
+least once in the training window (the active region, after IceNet, Andersson et al. 2021) or
+has ice in the observation. The forecast does not enter it, so every model of an (init, lead)
+is divided by the same area. Errors in cells outside it where the forecast gives a probability
+of ice above 0 are added to the sums (they cost, but never widen the region), so a model
+cannot dilute its mean score with small probabilities of ice in far-off cells.
+
+- ``binary_accuracy``: 1 - IIEE / the area of the scoring region, the area share classified
+  correctly;
+- ``ice_brier``: the area-weighted Brier score of the probability of ice (the share of members
+  with ice; 0 or 1 for a single forecast, where it equals 1 - binary_accuracy);
+- ``crps``: the area-weighted mean CRPS of concentration, from the members by xskillscore (the
+  absolute error for a single forecast);
 - ``spread`` and ``sq_error``: the area-weighted mean member variance, times (m+1)/m, and the
-  mean squared error of the member mean over the active region; the spread/skill ratio
-  sqrt(mean spread) / sqrt(mean sq_error) over the inits (Fortin et al. 2014) is 1 for a
-  calibrated ensemble and below 1 for an over-confident one (NaN for a single forecast).
+  mean squared error of the member mean; the spread/skill ratio sqrt(mean spread) /
+  sqrt(mean sq_error) over the inits (Fortin et al. 2014) is 1 for a calibrated ensemble and
+  below 1 for an over-confident one (NaN for a single forecast).
 
 Deterministic scores (IIEE, extent error, binary accuracy) use the member mean.
 
@@ -66,6 +72,10 @@ from climate_ml.schema import INIT, LEAD, TIME, add_months
 TARGET = FIELD_TARGET  # the factories of ``reference_models`` are field models
 THRESHOLD = 0.15
 FIELD_METHODS = ("climatology", "linear_trend", "trend_persistence", "damped_anomaly_persistence")
+# Which definition the recorded field scores follow; part of a field backtest's work, so records
+# scored another way are never ranked together. 2: the scoring region no longer includes the
+# forecast's ice (it counts as error only).
+FIELD_SCORING = 2
 FIELD_SCORES = ("iiee", "sie_error", "binary_accuracy", "ice_brier", "crps", "spread", "sq_error")
 
 
@@ -75,26 +85,25 @@ def field_scores(forecast: np.ndarray, observed: np.ndarray, area: np.ndarray, a
     """Scores of one forecast field against the observed one (arrays over the same cells);
     ``members`` (member, cells), when given, supplies the probability of ice. ``crps``: the
     per-cell CRPS of these members (or of the forecast) when already computed
-    (``crps_per_cell``, for many fields at once)."""
+    (``crps_per_cell``, for many fields at once). The area-mean scores divide by the area of
+    the scoring region, which the forecast cannot change (see the module docstring)."""
     ocean = np.isfinite(observed) & np.isfinite(forecast)
     f_ice = (forecast >= threshold) & ocean
     o_ice = (observed >= threshold) & ocean
     a = np.where(ocean, area, 0.0) / 1e12
     over = float(a[f_ice & ~o_ice].sum())
     under = float(a[~f_ice & o_ice].sum())
-    active = active if active is not None else False
-    region = ocean & (f_ice | o_ice | active)
-    region_area = float(a[region].sum())
+    scored = ocean & (o_ice | (active if active is not None else False))
+    scored_area = float(a[scored].sum())
     prob = f_ice.astype(float) if members is None else (members >= threshold).mean(0)
-    p_region = ocean & ((prob > 0) | o_ice | active)
-    p_area = float(a[p_region].sum())
-    brier = float((a * (prob - o_ice) ** 2)[p_region].sum()) / p_area if p_area > 0 else np.nan
+    counted = scored | (ocean & (prob > 0))  # the forecast's ice outside the region adds error, never area
+    brier = float((a * (prob - o_ice) ** 2)[counted].sum()) / scored_area if scored_area > 0 else np.nan
     return {
         "iiee": over + under,
         "sie_error": float(a[f_ice].sum() - a[o_ice].sum()),
-        "binary_accuracy": (1.0 - (over + under) / region_area) if region_area > 0 else np.nan,
+        "binary_accuracy": (1.0 - (over + under) / scored_area) if scored_area > 0 else np.nan,
         "ice_brier": brier,
-        **ensemble_field_scores(forecast if members is None else members, observed, a, p_region, crps),
+        **ensemble_field_scores(forecast if members is None else members, observed, a, counted, scored_area, crps),
     }
 
 
@@ -107,17 +116,17 @@ def crps_per_cell(members: np.ndarray, observed: np.ndarray) -> np.ndarray:
                             dim=[], keep_attrs=False).values
 
 
-def ensemble_field_scores(members: np.ndarray, observed: np.ndarray, area: np.ndarray, region: np.ndarray,
-                          crps: np.ndarray | None = None) -> dict:
+def ensemble_field_scores(members: np.ndarray, observed: np.ndarray, area: np.ndarray, counted: np.ndarray,
+                          scored_area: float, crps: np.ndarray | None = None) -> dict:
     """``crps``, ``spread`` and ``sq_error`` (see the module docstring) of ``members`` (member,
-    cells), or of one forecast (cells), against ``observed`` over the cells of ``region``,
-    weighted by ``area`` (``crps``: per cell, when already computed)."""
-    members = np.atleast_2d(members)[:, region]
-    if not region.any():
+    cells), or of one forecast (cells), against ``observed``: area-weighted sums over the cells
+    of ``counted`` divided by ``scored_area`` (``crps``: per cell, when already computed)."""
+    members = np.atleast_2d(members)[:, counted]
+    if not counted.any() or not scored_area > 0:
         return {"crps": np.nan, "spread": np.nan, "sq_error": np.nan}
-    w = area[region] / area[region].sum()
-    obs = observed[region]
-    crps = crps_per_cell(members, obs) if crps is None else crps[region]
+    w = area[counted] / scored_area
+    obs = observed[counted]
+    crps = crps_per_cell(members, obs) if crps is None else crps[counted]
     m = members.shape[0]
     spread = float(w @ members.var(0, ddof=1)) * (m + 1) / m if m > 1 else np.nan
     return {"crps": float(w @ crps), "spread": spread, "sq_error": float(w @ (members.mean(0) - obs) ** 2)}
@@ -265,9 +274,8 @@ def reference_models(methods=FIELD_METHODS) -> dict[str, Callable[[], PerCellRef
 
 
 def active_region(conc: np.ndarray, times: pd.DatetimeIndex, fit_end) -> np.ndarray:
-    """(12, cells): ice (>= 15%) at least once in that calendar month up to ``fit_end``: the
-    region binary accuracy and the Brier score are taken over (with the forecast's and the
-    observation's ice)."""
+    """(12, cells): ice (>= 15%) at least once in that calendar month up to ``fit_end``: with
+    the observation's ice, the scoring region of the area-mean scores (``field_scores``)."""
     train = times <= pd.Timestamp(fit_end)
     return np.stack([(conc[train & (times.month.values == m + 1)] >= THRESHOLD).any(0) for m in range(12)])
 

@@ -18,6 +18,7 @@ from climate_ml.cli import main
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
 from climate_ml.sea_ice_fields import (
+    THRESHOLD,
     field_backtest,
     field_scores,
     reference_models,
@@ -99,23 +100,25 @@ def advecting_ice(n_years: int = 20, size: int = 16, seed: int = 3) -> xr.Datase
 
 
 def test_probability_of_ice_scores_members():
-    """Brier score of the probability of ice over the active region, by hand: two cells of
-    1 and 3 (10^6 km^2); the members say ice in cell 0 with p 2/3, cell 1 with p 1/3; the
-    observation has ice in cell 0 only."""
+    """Brier score of the probability of ice by hand: two cells of 1 and 3 (10^6 km^2); the
+    members say ice in cell 0 with p 2/3, cell 1 with p 1/3; the observation has ice in cell 0
+    only, so the scoring region is cell 0 and cell 1's error is added per that area."""
     area = np.array([1.0, 3.0]) * 1e12
     obs = np.array([0.9, 0.0])
     members = np.array([[0.5, 0.2], [0.3, 0.0], [0.0, 0.0]])
     s = field_scores(members.mean(0), obs, area, members=members)
-    assert s["ice_brier"] == pytest.approx((1 * (2 / 3 - 1) ** 2 + 3 * (1 / 3) ** 2) / 4)
+    assert s["ice_brier"] == pytest.approx((1 * (2 / 3 - 1) ** 2 + 3 * (1 / 3) ** 2) / 1)
     det = field_scores(members.mean(0), obs, area)
     assert det["ice_brier"] == pytest.approx(1 - det["binary_accuracy"])  # 0/1 probabilities
+    wide = field_scores(members.mean(0), obs, area, np.array([True, True]), members=members)
+    assert wide["ice_brier"] == pytest.approx((1 * (2 / 3 - 1) ** 2 + 3 * (1 / 3) ** 2) / 4)  # active: both cells
 
 
 def test_crps_and_spread_of_members_by_hand():
     """CRPS of an ensemble = mean |x_i - y| - mean |x_i - x_j| / 2 per cell, area-weighted over
-    the active region (both cells here: each has ice in the forecast or the observation);
-    spread = (m+1)/m x the area-weighted member variance; sq_error of the member mean; a single
-    map's CRPS is its absolute error."""
+    the cells of the scoring region (cell 0: the observed ice) and those where the members give
+    ice (both cells), per area of the scoring region; spread = (m+1)/m x the area-weighted
+    member variance; sq_error of the member mean; a single map's CRPS is its absolute error."""
     area = np.array([1.0, 3.0]) * 1e12
     obs = np.array([0.9, 0.0])
     members = np.array([[0.5, 0.2], [0.3, 0.0], [0.1, 0.4]])
@@ -124,12 +127,40 @@ def test_crps_and_spread_of_members_by_hand():
     def crps(x, y):
         return np.abs(x - y).mean() - np.abs(x[:, None] - x[None, :]).mean() / 2
 
-    w = area / area.sum()
+    w = area / area[0]
     assert s["crps"] == pytest.approx(w @ [crps(members[:, 0], 0.9), crps(members[:, 1], 0.0)])
     assert s["spread"] == pytest.approx(4 / 3 * (w @ members.var(0, ddof=1)))
     assert s["sq_error"] == pytest.approx(w @ (members.mean(0) - obs) ** 2)
     det = field_scores(members.mean(0), obs, area)
     assert det["crps"] == pytest.approx(w @ np.abs(members.mean(0) - obs)) and np.isnan(det["spread"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), p_far=st.sampled_from([0.2, 0.4, 0.6]))
+def test_far_off_probabilities_of_ice_never_improve_the_scores(seed, p_far):
+    """A forecast that adds a small probability of ice in cells outside the scoring region (no
+    observed ice, outside the active region) scores no better on any area-mean score: the
+    region, and so the area each score is divided by, does not depend on the forecast."""
+    rng = np.random.default_rng(seed)
+    n, m = 16, 5
+    obs = rng.uniform(0, 1, n) * (rng.uniform(size=n) < 0.5)
+    area = rng.uniform(1, 4, n) * 1e12
+    active = rng.uniform(size=n) < 0.3
+    outside = ~active & (obs < THRESHOLD)
+    members = rng.uniform(0, 1, (m, n))
+    members[:, outside] = 0.0
+    bold = members.copy()
+    bold[: int(round(p_far * m)), outside] = 0.3  # ice in some members, in every far-off cell
+    s0 = field_scores(members.mean(0), obs, area, active, members=members)
+    s1 = field_scores(bold.mean(0), obs, area, active, members=bold)
+    if outside.any():
+        assert s1["ice_brier"] > s0["ice_brier"] and s1["crps"] > s0["crps"]
+    else:
+        assert s1 == s0
+    assert s1["binary_accuracy"] <= s0["binary_accuracy"] + 1e-12
+    d0 = field_scores(members.mean(0), obs, area, active)
+    d1 = field_scores(bold.mean(0), obs, area, active)
+    assert d1["ice_brier"] >= d0["ice_brier"] - 1e-12 and d1["crps"] >= d0["crps"] - 1e-12
 
 
 def test_field_model_gets_members_scored_and_never_sees_the_future(tmp_path):

@@ -398,3 +398,52 @@ def test_forecast_outlook_and_verify_requests_are_checked_once(tmp_path):
         VerifyRequest.checked(cli_option, problem="el_nino", dataset="..")
     with pytest.raises(ClimateMLError, match="no forecasts archived for el_nino on toy-ocean"):
         verify_forecasts(tmp_path / "store", VerifyRequest.checked(problem="el_nino"))  # nothing to verify
+
+
+def test_field_records_of_another_scoring_version_are_never_ranked_together(tmp_path, monkeypatch):
+    """The field-score definition is part of a field backtest's work: a record scored by an older
+    definition (another ``FIELD_SCORING``) has another work key, so the leaderboard of the newest
+    record never mixes its scores with the old ones."""
+    import climate_ml.leaderboard as lb
+    from climate_ml.sea_ice_fields import FIELD_SCORES, FIELD_SCORING
+
+    inits = pd.date_range("2010-01", periods=4, freq="MS")
+
+    def scores(method, value):
+        return xr.Dataset({s: (("method", INIT, LEAD), np.full((1, 4, 2), value)) for s in FIELD_SCORES},
+                          coords={"method": [method], INIT: inits, LEAD: [1, 2]}, attrs={"failures": "{}"})
+
+    args = ("arctic_sea_ice",)
+    work = ("toy-sea-ice", "abc", "2010-01", "2010-04", 12)
+    monkeypatch.setattr(lb, "FIELD_SCORING", FIELD_SCORING - 1)
+    old = lb.record_field_backtest(tmp_path, *args, scores("damped_anomaly_persistence", 0.5), *work,
+                                   {"damped_anomaly_persistence": None})
+    monkeypatch.setattr(lb, "FIELD_SCORING", FIELD_SCORING)
+    new = lb.record_field_backtest(tmp_path, *args, scores("climatology", 0.7), *work, {"climatology": None})
+    old_rec, new_rec = (json.loads((d / "record.json").read_text()) for d in (old, new))
+    assert new_rec["work"]["field_scoring"] == FIELD_SCORING and old_rec["work"]["field_scoring"] == FIELD_SCORING - 1
+    assert old_rec["work_key"] != new_rec["work_key"]
+    board = lb.assemble_fields(tmp_path, "arctic_sea_ice")
+    assert board.work_key == new_rec["work_key"] and list(board.scores) == ["climatology"]
+    assert lb.assemble_fields(tmp_path, "arctic_sea_ice", key=old_rec["work_key"]).scores.keys() == {
+        "damped_anomaly_persistence"}
+
+
+def test_code_version_says_when_the_work_tree_differs_from_its_commit(tmp_path):
+    """Records and archived forecasts carry ``code_version``: the commit, and ``.dirty`` when a
+    tracked file was changed after it (the code that ran is then not the commit's)."""
+    from climate_ml import __version__, code_version, git_version
+
+    assert git_version(tmp_path) == __version__  # not a git work tree
+    git = ["git", "-C", str(tmp_path), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "model.py").write_text("A = 1\n")
+    subprocess.run([*git, "add", "model.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_version(tmp_path) == f"{__version__}+{sha}"
+    (tmp_path / "notes.txt").write_text("untracked files do not count\n")
+    assert git_version(tmp_path) == f"{__version__}+{sha}"
+    (tmp_path / "model.py").write_text("A = 2\n")
+    assert git_version(tmp_path) == f"{__version__}+{sha}.dirty"
+    assert code_version().startswith(__version__)

@@ -30,13 +30,14 @@ def test_scores_on_a_hand_made_grid():
     s = field_scores(fc, obs, area)
     assert s["iiee"] == pytest.approx(1.0 + 3.0)  # over in cell 0, under in cell 2; land ignored
     assert s["sie_error"] == pytest.approx((1 + 2) - (2 + 3))
-    assert s["binary_accuracy"] == pytest.approx(1 - 4.0 / 6.0)  # active region: cells 0-2
+    assert s["binary_accuracy"] == pytest.approx(1 - 4.0 / 5.0)  # scoring region: the observed ice, cells 1-2
     active = np.array([False, False, False, False])
     perfect = field_scores(obs, obs, area, active)
     assert np.isnan(perfect.pop("spread"))  # one map: no spread
     assert perfect == {"iiee": 0.0, "sie_error": 0.0, "binary_accuracy": 1.0, "ice_brier": 0.0, "crps": 0.0,
                        "sq_error": 0.0}
-    assert s["crps"] == pytest.approx((1 * 0.7 + 2 * 0.4 + 3 * 0.1) / 6)  # absolute error over cells 0-2
+    # absolute error over cells 0-2 (cell 0's forecast ice costs, but adds no area), per area of cells 1-2
+    assert s["crps"] == pytest.approx((1 * 0.7 + 2 * 0.4 + 3 * 0.1) / 5)
 
 
 @pytest.fixture(scope="module")
