@@ -92,41 +92,64 @@ def record_field_outcomes(store: StoreLike, problem: Problem, concentration: xr.
 
 def verify_fields(store: StoreLike, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
                   dataset: str, kinds: tuple[str, ...] | None = None) -> list[dict]:
-    """Every archived map forecast on ``dataset`` whose valid month is now observed, scored as
-    the field backtest scores them (``sea_ice_fields.field_scores``: the member mean for IIEE,
-    extent error and binary accuracy, the members for the Brier score of P(ice); the active
-    region from the maps up to the init). Per model and lead: n and the mean IIEE, extent RMSE,
-    mean binary accuracy and mean Brier score."""
+    """Every archived map forecast on ``dataset`` (of ``kinds``, default all) whose valid month is
+    now observed, scored as the field backtest scores them; per model and lead: n and the mean
+    IIEE, extent RMSE, mean binary accuracy and mean Brier score (``field_verification_rows`` of
+    ``field_score_samples``)."""
+    return field_verification_rows(field_score_samples(store, problem, concentration, cell_area, dataset, kinds))
+
+
+def field_score_samples(store: StoreLike, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
+                        dataset: str, kinds: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Every archived map forecast on ``dataset`` (of ``kinds``, default all) whose valid month is
+    now observed, scored as the field backtest scores them (``sea_ice_fields.field_scores``: the
+    member mean for IIEE, extent error and binary accuracy, the members for the Brier score of
+    P(ice); the active region from the maps up to the init). Per model: its ``leads`` and the
+    ``samples``, one (kind, lead, scores) per verified (init, lead)."""
     from climate_ml.archive import list_models
-    from climate_ml.sea_ice_fields import FIELD_SCORES, active_region, field_scores
+    from climate_ml.sea_ice_fields import active_region, field_scores
 
     grid = [d for d in concentration.dims if d != "time"]
     times = pd.DatetimeIndex(concentration["time"].values)
     conc = np.asarray(concentration.transpose("time", *grid).values, dtype="float64").reshape(len(times), -1)
     area = np.asarray(cell_area.transpose(*grid).values, dtype="float64").ravel()
-    rows = []
+    out = {}
     for model in list_models(store, problem.name, dataset, kind="maps"):
         ds = query(store, problem.name, model, dataset=dataset).isel({MODEL: 0})
         if kinds is not None:
             ds = ds.isel({INIT: np.isin(ds["prov_kind"].values.astype(str), list(kinds))})
         fc = ds["forecast"].transpose(INIT, LEAD, "member", *grid)
-        per_lead: dict[int, list[dict]] = {int(k): [] for k in ds[LEAD].values}
+        leads = [int(k) for k in ds[LEAD].values]
+        samples = []
         for i, init in enumerate(pd.DatetimeIndex(ds[INIT].values)):
             active = active_region(conc, times, init)
-            for j, lead in enumerate(int(k) for k in ds[LEAD].values):
+            kind = str(ds["prov_kind"].values[i])
+            for j, lead in enumerate(leads):
                 valid = init + pd.DateOffset(months=lead)
                 if valid not in times:
                     continue
                 members = fc.isel({INIT: i, LEAD: j}).values.reshape(fc.sizes["member"], -1)
                 if not np.isfinite(members).any():
                     continue
-                per_lead[lead].append(field_scores(members.mean(0), conc[times.get_loc(valid)], area,
-                                                   active[valid.month - 1],
-                                                   members=members if members.shape[0] > 1 else None))
-        for lead, scores in per_lead.items():
+                samples.append((kind, lead, field_scores(members.mean(0), conc[times.get_loc(valid)], area,
+                                                         active[valid.month - 1],
+                                                         members=members if members.shape[0] > 1 else None)))
+        out[model] = {"leads": leads, "samples": samples}
+    return out
+
+
+def field_verification_rows(scored: dict[str, dict], kinds: tuple[str, ...] | None = None) -> list[dict]:
+    """Per model and lead of ``field_score_samples`` (only its samples of ``kinds``, default all):
+    n and the mean of each field score (the extent error as an RMSE, ``sie_rmse``)."""
+    from climate_ml.sea_ice_fields import FIELD_SCORES
+
+    rows = []
+    for model, found in scored.items():
+        for lead in found["leads"]:
+            scores = [sc for kind, k, sc in found["samples"] if k == lead and (kinds is None or kind in kinds)]
             row = {"model": model, "lead": lead, "n": len(scores)}
             for name in FIELD_SCORES:
-                vals = np.array([s[name] for s in scores], dtype=float)
+                vals = np.array([sc[name] for sc in scores], dtype=float)
                 vals = vals[np.isfinite(vals)]
                 value = (np.sqrt(np.mean(vals**2)) if name == "sie_error" else np.mean(vals)) if vals.size else np.nan
                 row["sie_rmse" if name == "sie_error" else name] = None if not np.isfinite(value) else round(float(value), 4)
@@ -161,7 +184,42 @@ def monitor_skill(store: StoreLike, problem: Problem, prepared: xr.Dataset, data
         backtest = {r["model"]: r["leads"] for r in table["rows"]}
     except QueryError:
         backtest = {}
-    models, leads = [str(m) for m in live[MODEL].values], [int(v) for v in live[LEAD].values]
+    return running_skill([str(m) for m in live[MODEL].values], [int(v) for v in live[LEAD].values],
+                         live[score].values, live["n"].values, backtest, score, min_cases,
+                         {"problem": problem.name, "dataset": dataset, "verified_through": live.attrs["verified_through"]})
+
+
+def monitor_field_skill(store: StoreLike, problem: Problem, live: list[dict], dataset: str, verified_through: str,
+                        score: str = "iiee", min_cases: int = 12, n_boot: int = 500) -> xr.Dataset:
+    """The same for concentration maps: ``live`` holds the field scores of the maps issued live
+    (``verify_fields`` with kinds ("forecast",)), and the backtest is the model's in the newest
+    recorded field backtest on ``dataset`` (``score``: a map metric of the leaderboard, e.g. IIEE)."""
+    from climate_ml.leaderboard import FIELD_REFERENCE, assemble_fields, score_field_board
+    from climate_ml.scores import MAP_METRICS
+
+    variable = MAP_METRICS[score].variable
+    column = "sie_rmse" if variable == "sie_error" else variable  # how verify_fields names it
+    try:
+        table = score_field_board(assemble_fields(store, problem.name, dataset=dataset), score, FIELD_REFERENCE,
+                                  n_boot=n_boot)
+        backtest = {r["model"]: r["leads"] for r in table["rows"]}
+    except QueryError:
+        backtest = {}
+    models = sorted({r["model"] for r in live})
+    leads = sorted({r["lead"] for r in live})
+    value, n = np.full((len(models), len(leads)), np.nan), np.zeros((len(models), len(leads)), dtype=int)
+    for r in live:
+        i, j = models.index(r["model"]), leads.index(r["lead"])
+        value[i, j], n[i, j] = np.nan if r.get(column) is None else r[column], r["n"]
+    return running_skill(models, leads, value, n, backtest, score, min_cases,
+                         {"problem": problem.name, "dataset": dataset, "verified_through": verified_through})
+
+
+def running_skill(models: list[str], leads: list[int], value: np.ndarray, n: np.ndarray, backtest: dict, score: str,
+                  min_cases: int, attrs: dict) -> xr.Dataset:
+    """(model, lead) live scores and case counts beside each model's backtest score and interval
+    (``backtest``: model -> lead -> {"score", "ci"}, as a leaderboard row), with the status of
+    ``monitor_skill``."""
     shape = (len(models), len(leads))
     bt, lo, hi = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     for i, m in enumerate(models):
@@ -169,7 +227,6 @@ def monitor_skill(store: StoreLike, problem: Problem, prepared: xr.Dataset, data
             cell = backtest.get(m, {}).get(str(lead))
             if cell and cell["score"] is not None:
                 bt[i, j], (lo[i, j], hi[i, j]) = cell["score"], [np.nan if v is None else v for v in cell["ci"]]
-    value, n = live[score].values, live["n"].values
     status = np.where(np.isnan(bt), "no backtest",
                       np.where(n < min_cases, "too few cases",
                                np.where((value < lo) | (value > hi), "drift", "ok")))
@@ -182,8 +239,7 @@ def monitor_skill(store: StoreLike, problem: Problem, prepared: xr.Dataset, data
          "backtest_hi": (dims, hi, {"long_name": "upper end of the backtest score's bootstrap interval"}),
          "status": (dims, status.astype(object), {"long_name": "drift, ok, too few cases or no backtest"})},
         coords={MODEL: models, LEAD: leads})
-    out.attrs = {"problem": problem.name, "dataset": dataset, "score": score, "min_cases": min_cases,
-                 "verified_through": live.attrs["verified_through"]}
+    out.attrs = {**attrs, "score": score, "min_cases": min_cases}
     return out
 
 
@@ -195,7 +251,8 @@ def drift_records(ds: xr.Dataset) -> list[dict]:
             def num(v, i=i, j=j):
                 x = float(ds[v].values[i, j])
                 return None if np.isnan(x) else round(x, 4)
-            rows.append({"model": str(m), "lead": int(lead), "live": num("live"), "n": int(ds["n"].values[i, j]),
+            rows.append({"model": str(m), "lead": int(lead), "score": ds.attrs.get("score"), "live": num("live"),
+                         "n": int(ds["n"].values[i, j]),
                          "backtest": num("backtest"), "backtest_ci": [num("backtest_lo"), num("backtest_hi")],
                          "status": str(ds["status"].values[i, j])})
     return rows

@@ -611,8 +611,9 @@ class Verification:
     maps: list[dict] | None  # field scores of the archived concentration maps (None: none archived)
     outcomes_recorded: int  # index outcomes newly written beside their forecasts
     map_values_recorded: int  # observed map values newly written
-    monitoring: list[dict]  # running skill of the live forecasts against the backtest (``drift_records``)
+    monitoring: list[dict]  # running skill of the live forecasts (index, then maps) against the backtest (``drift_records``)
     skill: xr.Dataset | None = None  # the same as a Dataset (``verify.monitor_skill``), kept in the archive
+    map_skill: xr.Dataset | None = None  # the live maps' running IIEE against the field backtest (``monitor_field_skill``)
 
     @property
     def drifting(self) -> list[dict]:
@@ -624,17 +625,20 @@ def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, p
     """The one verification step (`climate-ml verify`, the run and monthly flows): record the
     outcomes observed since the forecasts were archived (index values and maps), score every
     archived forecast whose target has been observed, and keep the live forecasts' running skill
-    against their backtest in the archive. ``request``: a ``requests.VerifyRequest``."""
+    against their backtest in the archive (live maps: their IIEE against the newest recorded
+    field backtest, in the result, not in the archive). ``request``: a ``requests.VerifyRequest``."""
     from climate_ml.archive import list_models, write_monitoring
     from climate_ml.sea_ice_fields import concentration_field
     from climate_ml.verify import (
         drift_records,
+        field_score_samples,
+        field_verification_rows,
+        monitor_field_skill,
         monitor_skill,
         record_field_outcomes,
         record_outcomes,
         verification_records,
         verify_archive,
-        verify_fields,
     )
 
     problem = request.definition()
@@ -657,7 +661,11 @@ def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, p
         conc, area = concentration_field(obs)
         conc = conc.load()
         out.map_values_recorded = record_field_outcomes(store, problem, conc, name)
-        out.maps = verify_fields(store, problem, conc, area, name)
+        scored = field_score_samples(store, problem, conc, area, name)
+        out.maps = field_verification_rows(scored)
+        live_maps = field_verification_rows(scored, kinds=("forecast",))
+        out.map_skill = monitor_field_skill(store, problem, live_maps, name, f"{pd.Timestamp(conc['time'].values[-1]):%Y-%m}")
+        out.monitoring = out.monitoring + drift_records(out.map_skill)
     return out
 
 

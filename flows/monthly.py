@@ -70,13 +70,13 @@ def verify_all(store: Store, request: VerifyRequest) -> dict:
     done = verify_forecasts(store, request)
     problem_name, dataset = request.problem, done.dataset
     drifting = done.drifting
-    lines = [f"## {problem_name} on {dataset}: live skill ({done.skill.attrs['score']}) against the backtest, "
-             f"verified through {done.skill.attrs['verified_through']}", "",
+    through = next((s.attrs["verified_through"] for s in (done.skill, done.map_skill) if s is not None), "-")
+    lines = [f"## {problem_name} on {dataset}: live skill against the backtest, verified through {through}", "",
              f"{len(drifting)} (model, lead) outside their backtest interval; {done.outcomes_recorded} outcome(s) "
              "newly recorded.", "",
-             "| model | lead | live | n | backtest | interval | status |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['lead']} | {r['live']} | {r['n']} | {r['backtest']} | {r['backtest_ci']} | "
-              f"{r['status']} |" for r in done.monitoring if r["n"] > 0 or r["status"] == "drift"]
+             "| model | lead | score | live | n | backtest | interval | status |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['lead']} | {r['score']} | {r['live']} | {r['n']} | {r['backtest']} | "
+              f"{r['backtest_ci']} | {r['status']} |" for r in done.monitoring if r["n"] > 0 or r["status"] == "drift"]
     create_markdown_artifact(key=f"skill-drift-{problem_name.replace('_', '-')}", markdown="\n".join(lines),
                              description=f"{problem_name}: running skill of live forecasts and drift flags")
     if drifting:

@@ -466,6 +466,50 @@ def test_verify_scores_archived_maps_once_their_month_is_observed(tmp_path, sea_
     assert "newly observed" not in capsys.readouterr().err  # recorded once
 
 
+def test_live_maps_are_monitored_against_the_field_backtest(tmp_path, sea_ice_store, capsys):
+    """`verify` compares the running IIEE of the maps issued live with the model's recorded field
+    backtest: a model whose live maps are far worse than its backtest (here a file of the same
+    name that forecasts no ice) is flagged as drift by lead, with the live value being the mean
+    IIEE of its verified live maps; fewer cases than ``min_cases`` are "too few cases"."""
+    from climate_ml.leaderboard import record_field_backtest
+    from climate_ml.requests import VerifyRequest
+    from climate_ml.sea_ice_fields import field_backtest, reference_models
+    from climate_ml.store import open_obs
+    from climate_ml.verify import drift_records, monitor_field_skill
+    from climate_ml.workflows import field_forecast_and_archive, verify_forecasts
+
+    store = sea_ice_store
+    honest = _write_model(tmp_path, "persist")
+    (tmp_path / "live").mkdir()
+    degraded = _write_model(tmp_path / "live", "persist", suffix=" * 0.0")  # the same name, no ice at all
+    conc = open_obs(store, "toy-sea-ice")["cdr_seaice_conc"].load()
+    area = open_obs(store, "toy-sea-ice")["cell_area"].load()
+    scores = field_backtest(conc, area, [1, 2, 3, 4, 5, 6], "2023-07", "2024-06", 12,
+                            models={**reference_models(("damped_anomaly_persistence",)), "persist": honest})
+    record_field_backtest(store, "arctic_sea_ice", scores, "toy-sea-ice", "", "2023-07", "2024-06", 12,
+                          {"damped_anomaly_persistence": None, "persist": honest})
+    for init in pd.date_range("2023-01", "2023-12", freq="MS"):
+        field_forecast_and_archive(store, "toy-sea-ice", degraded, init)
+    done = verify_forecasts(store, VerifyRequest.checked(problem="arctic_sea_ice", dataset="toy-sea-ice"))
+    rows = {r["lead"]: r for r in done.monitoring if r["model"] == "persist"}
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6]
+    for lead, r in rows.items():
+        backtest = scores["iiee"].sel({"method": "persist", "lead": lead}).mean().item()
+        assert r["score"] == "iiee" and r["n"] == 12 and r["status"] == "drift"
+        assert r["backtest"] == pytest.approx(backtest, abs=1e-4) and r["live"] > r["backtest_ci"][1]
+    # a map without ice misses all the observed ice: its IIEE is the observed extent of the valid month
+    extent = ((conc >= THRESHOLD) * area).sum(("y", "x")).to_series() / 1e12
+    for lead, r in rows.items():
+        valid = pd.date_range("2023-01", "2023-12", freq="MS") + pd.DateOffset(months=lead)
+        assert r["live"] == pytest.approx(extent.loc[valid].mean(), abs=1e-3)
+    live = [{"model": m, "lead": r["lead"], "n": r["n"], "iiee": r["live"]}
+            for m, r in ((r["model"], r) for r in done.monitoring)]
+    few = monitor_field_skill(store, get_problem("arctic_sea_ice"), live, "toy-sea-ice", "2024-12", min_cases=13)
+    assert {r["status"] for r in drift_records(few)} == {"too few cases"}
+    assert main(["verify", "arctic_sea_ice", "--dataset", "toy-sea-ice", "--store", str(store)]) == 0
+    assert "DRIFT: persist lead 1: live iiee" in capsys.readouterr().err
+
+
 def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():
     """Each file in models/fields is a field model whose map is the per-cell method's, computed
     directly from the fitted statistics, with land NaN; its name is the method's."""

@@ -209,7 +209,8 @@ def verify(
     archived forecast whose target has been observed, per model and lead. Archived concentration
     maps (field models) get their observed maps and the field scores (IIEE, extent RMSE, binary
     accuracy, Brier score of P(ice)). The live forecasts' running skill against their backtest
-    is kept in the archive; a (model, lead) outside its backtest interval is reported as drift."""
+    is kept in the archive (for maps: their IIEE against the recorded field backtest); a (model,
+    lead) outside its backtest interval is reported as drift."""
     from climate_ml.requests import VerifyRequest, cli_option
     from climate_ml.workflows import verify_forecasts
 
@@ -222,7 +223,7 @@ def verify(
     if done.map_values_recorded:
         err.print(f"recorded {done.map_values_recorded} newly observed map value(s) in the archive")
     for r in done.drifting:
-        err.print(f"DRIFT: {r['model']} lead {r['lead']}: live {r['live']} outside its backtest interval "
+        err.print(f"DRIFT: {r['model']} lead {r['lead']}: live {r['score']} {r['live']} outside its backtest interval "
                   f"{r['backtest_ci']}")
     if as_json:
         typer.echo(json.dumps(recs if maps is None else {"index": recs, "maps": maps}))
