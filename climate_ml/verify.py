@@ -90,13 +90,10 @@ def record_field_outcomes(store: StoreLike, problem: Problem, concentration: xr.
     return write_observed(store, problem.name, None, dataset, maps=concentration)
 
 
-def verify_fields(store: StoreLike, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
-                  dataset: str, kinds: tuple[str, ...] | None = None) -> list[dict]:
-    """Every archived map forecast on ``dataset`` (of ``kinds``, default all) whose valid month is
-    now observed, scored as the field backtest scores them; per model and lead: n and the mean
-    IIEE, extent RMSE, mean binary accuracy and mean Brier score (``field_verification_rows`` of
-    ``field_score_samples``)."""
-    return field_verification_rows(field_score_samples(store, problem, concentration, cell_area, dataset, kinds))
+def row_name(score: str) -> str:
+    """The name a field score (``sea_ice_fields.FIELD_SCORES``) has in a verification row: the
+    extent error is summarised as an RMSE (``sie_rmse``), the others as means under their name."""
+    return "sie_rmse" if score == "sie_error" else score
 
 
 def field_score_samples(store: StoreLike, problem: Problem, concentration: xr.DataArray, cell_area: xr.DataArray,
@@ -152,7 +149,7 @@ def field_verification_rows(scored: dict[str, dict], kinds: tuple[str, ...] | No
                 vals = np.array([sc[name] for sc in scores], dtype=float)
                 vals = vals[np.isfinite(vals)]
                 value = (np.sqrt(np.mean(vals**2)) if name == "sie_error" else np.mean(vals)) if vals.size else np.nan
-                row["sie_rmse" if name == "sie_error" else name] = None if not np.isfinite(value) else round(float(value), 4)
+                row[row_name(name)] = None if not np.isfinite(value) else round(float(value), 4)
             rows.append(row)
     return rows
 
@@ -192,13 +189,12 @@ def monitor_skill(store: StoreLike, problem: Problem, prepared: xr.Dataset, data
 def monitor_field_skill(store: StoreLike, problem: Problem, live: list[dict], dataset: str, verified_through: str,
                         score: str = "iiee", min_cases: int = 12, n_boot: int = 500) -> xr.Dataset:
     """The same for concentration maps: ``live`` holds the field scores of the maps issued live
-    (``verify_fields`` with kinds ("forecast",)), and the backtest is the model's in the newest
+    (``field_verification_rows`` with kinds ("forecast",)), and the backtest is the model's in the newest
     recorded field backtest on ``dataset`` (``score``: a map metric of the leaderboard, e.g. IIEE)."""
     from climate_ml.leaderboard import FIELD_REFERENCE, assemble_fields, score_field_board
     from climate_ml.scores import MAP_METRICS
 
-    variable = MAP_METRICS[score].variable
-    column = "sie_rmse" if variable == "sie_error" else variable  # how verify_fields names it
+    column = row_name(MAP_METRICS[score].variable)
     try:
         table = score_field_board(assemble_fields(store, problem.name, dataset=dataset), score, FIELD_REFERENCE,
                                   n_boot=n_boot)
