@@ -185,8 +185,10 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, dampin
     slope = np.zeros((12, n_cells))
     intercept = np.full((12, n_cells), np.nan)
     ever = np.zeros((12, n_cells), dtype=bool)
+    month_of = times.month.values
+    rows_of, anom_of = [], []  # per calendar month: its training rows, and their departures from the trend
     for m in range(12):
-        rows = train & (times.month.values == m + 1)
+        rows = np.flatnonzero(train & (month_of == m + 1))
         v = conc[rows]
         years = times.year.values[rows].astype(float)
         with np.errstate(invalid="ignore"):
@@ -197,27 +199,44 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, dampin
         mean[m], slope[m] = mu, b
         intercept[m] = mu - b * ybar
         ever[m] = (v >= THRESHOLD).any(0)
+        if damping:  # the same numbers as ``conc - fit.trend(times)``, without its (time, cells) temporaries
+            rows_of.append(rows)
+            anom_of.append(v - (intercept[m] + slope[m] * times.year.values[rows][:, None]))
     fit = FieldFit(fit_end, mean, slope, intercept, ever, np.zeros((12, len(leads))))
     if not damping:
         return fit
-    # damping of the departure from the trend, one coefficient per init month and lead; the
-    # departures month by month (the numbers of ``conc - fit.trend(times)`` without its
-    # (time, cells) temporaries of the trend's terms)
-    anom = np.empty_like(conc, dtype="float64")
-    for m in range(12):
-        rows = times.month.values == m + 1
-        anom[rows] = conc[rows] - (fit.intercept[m] + fit.slope[m] * times.year.values[rows][:, None])
+    # damping of the departure from the trend, one coefficient per init month and lead: the
+    # training inits of month m paired with the rows ``lead`` later that are training rows too
     for m in range(12):
         for j, lead in enumerate(leads):
-            init_rows = np.flatnonzero(train & (times.month.values == m + 1))
-            later = init_rows + lead
-            ok = later < len(times)
-            init_rows, later = init_rows[ok], later[ok]
-            later_ok = times[later] <= fit_end
-            a0, a1 = anom[init_rows[later_ok]], anom[later[later_ok]]
-            num, den = np.nansum(a0 * a1), np.nansum(a0 * a0)
+            later = rows_of[m] + lead
+            k = int(np.searchsorted(later, np.searchsorted(times, fit_end, side="right"), side="left"))
+            a0 = anom_of[m][:k]  # the first k inits: those whose target month is in the training window
+            a1 = _rows_of(anom_of, rows_of, later[:k])
+            num, den = _nansum_product(a0, a1), _nansum_product(a0, a0)
             fit.damping[m, j] = np.clip(num / den, 0.0, 1.0) if den > 0 else 0.0
     return fit
+
+
+def _rows_of(anom_of: list[np.ndarray], rows_of: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The departures of training ``rows`` (one calendar month's, in time order) from the
+    per-month blocks of ``fit_fields``: a slice of one block when they are consecutive in it."""
+    out = np.empty((len(rows), anom_of[0].shape[1]))
+    for m, have in enumerate(rows_of):
+        pos = np.searchsorted(have, rows)
+        hit = (pos < len(have)) & (have[np.minimum(pos, len(have) - 1)] == rows)
+        if hit.all() and len(rows) and (np.diff(pos) == 1).all():
+            return anom_of[m][pos[0]:pos[0] + len(rows)]
+        if hit.any():
+            out[hit] = anom_of[m][pos[hit]]
+    return out
+
+
+def _nansum_product(a: np.ndarray, b: np.ndarray) -> float:
+    """``np.nansum(a * b)``, bit for bit, without nansum's copy of the product."""
+    p = a * b
+    p[np.isnan(p)] = 0.0
+    return p.sum()
 
 
 def forecast_fields(fit: FieldFit, latest: np.ndarray, init, leads, method: str) -> np.ndarray:
@@ -333,11 +352,21 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
             mean = members.mean(0)
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
             seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
-            crps = crps_per_cell(members if members.shape[0] > 1 else mean[None], seen)  # every lead at once
+            ensemble = members if members.shape[0] > 1 else mean[None]
+            region = np.stack([active[t0][v.month - 1] for v in valid])
+            # the cells a score can count (field_scores' ``counted`` and every mask of it): ice
+            # observed or forecast, or the active region. Scored on those cells alone, the numbers
+            # are those of the whole grid (the same cells summed in the same order); CRPS per cell
+            need = np.isfinite(seen) & ((seen >= THRESHOLD) | (ensemble >= THRESHOLD).any(0) | (mean >= THRESHOLD)
+                                        | region)
+            crps = np.full(seen.shape, np.nan)
+            if need.any():
+                crps[need] = crps_per_cell(ensemble[:, need], seen[need])  # every lead at once
             for j, v in enumerate(valid):
                 if v in times:
-                    s = field_scores(mean[j], conc[times.get_loc(v)], area, active[t0][v.month - 1],
-                                     members=members[:, j] if members.shape[0] > 1 else None, crps=crps[j])
+                    c = need[j]
+                    s = field_scores(mean[j, c], seen[j, c], area[c], region[j, c],
+                                     members=members[:, j, c] if members.shape[0] > 1 else None, crps=crps[j, c])
                     out[names.index(name), row[init], j] = [s[k] for k in FIELD_SCORES]
 
     data = xr.Dataset({"conc": concentration}, attrs={"leads": leads})  # what each unit (and worker) gets

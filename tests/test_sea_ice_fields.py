@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climate_ml.catalog import PROJECT_ROOT as ROOT
 from climate_ml.cli import main
@@ -15,6 +17,7 @@ from climate_ml.sea_ice_fields import (
     field_backtest,
     field_forecast_maps,
     field_scores,
+    fit_fields,
     reference_models,
     summarise_field_scores,
 )
@@ -67,6 +70,57 @@ def test_field_backtest_scores_and_references(ice):
     assert all(0.5 < table[m]["binary_accuracy"]["1"] <= 1 for m in table)
     sie = scores["sie_error"].sel({"method": "linear_trend"})
     assert float(abs(sie).mean()) <= float(scores["iiee"].sel({"method": "linear_trend"}).mean()) + 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), gap=st.integers(0, 30), n_gap=st.integers(0, 9), end=st.integers(60, 140))
+def test_damping_is_the_regression_of_later_departures_on_the_init_months(seed, gap, n_gap, end):
+    """The damping of each (init month, lead) is sum(a0 * a1) / sum(a0^2) over the training
+    inits of that month and the rows ``lead`` later that are training rows too (NaN left out),
+    with a0, a1 the departures from the per-month trend; clipped to 0-1. Computed plainly here
+    on a record with a gap of months and missing cells, it must equal fit_fields' bit for bit."""
+    rng = np.random.default_rng(seed)
+    times = pd.date_range("1990-01", periods=160, freq="MS")
+    times = times.delete(slice(gap, gap + n_gap))  # a gap of months: rows are not months apart
+    conc = np.clip(0.5 + 0.3 * rng.standard_normal((len(times), 7)).cumsum(0) / 10, 0, 1)
+    conc[rng.random(conc.shape) < 0.05] = np.nan
+    leads = [1, 2, 3, 6, 12]
+    fit_end = times[end]
+    fit = fit_fields(conc, times, fit_end, leads)
+    anom = conc - fit.trend(times)
+    for m in range(12):
+        inits = np.flatnonzero((times <= fit_end) & (times.month == m + 1))
+        for j, lead in enumerate(leads):
+            pairs = [(i, i + lead) for i in inits if i + lead < len(times) and times[i + lead] <= fit_end]
+            a0 = anom[[i for i, _ in pairs]]
+            a1 = anom[[k for _, k in pairs]]
+            num, den = np.nansum(a0 * a1), np.nansum(a0 * a0)
+            assert fit.damping[m, j] == (np.clip(num / den, 0, 1) if den > 0 else 0.0), (m, lead)
+
+
+def test_field_scores_count_only_cells_with_ice_or_the_active_region(ice):
+    """The backtest scores each map on the cells a score can count (ice observed or forecast,
+    or the active region): the numbers of scoring the whole grid, exactly."""
+    from climate_ml.sea_ice_fields import active_region, crps_per_cell
+
+    conc, area = ice["cdr_seaice_conc"], ice["cell_area"]
+    init = pd.Timestamp("2010-07-01")
+    kept = {}
+    scores = field_backtest(conc, area, [1, 3], "2010-01", "2011-06", 12,
+                            models={"damped_anomaly_persistence": reference_models()["damped_anomaly_persistence"]},
+                            on_forecast=lambda name, t, maps: kept.update({t: maps}))
+    times = pd.DatetimeIndex(conc["time"].values)
+    flat = conc.values.reshape(len(times), -1)
+    ocean = np.isfinite(flat).any(0)
+    observed = flat[times.get_loc(pd.Timestamp("2010-10-01")), ocean]
+    forecast = kept[init][0, 1].ravel()[ocean]  # member 0, lead 3
+    active = active_region(flat[:, ocean], times, "2010-01")[9]
+    whole = field_scores(forecast, observed, area.values.ravel()[ocean], active,
+                         crps=crps_per_cell(forecast[None], observed))
+    got = scores.sel({"method": "damped_anomaly_persistence", "init_time": init, "lead": 3})
+    assert whole["crps"] > 0 and whole["iiee"] > 0
+    for k, v in whole.items():
+        assert float(got[k]) == v or (np.isnan(v) and np.isnan(float(got[k]))), k
 
 
 def test_extent_series_is_not_a_field(store):
