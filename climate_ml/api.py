@@ -16,7 +16,7 @@
     GET /seasonal?problem=arctic_sea_ice[&dataset=NAME][&years=3]
                                                      extent by month: recent years, record lows, 1981-2010 mean
     GET /archive/history?problem=el_nino
-    GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts, drift flags
+    GET /monitoring?problem=el_nino[&dataset=NAME]   running skill of live forecasts (and maps), drift flags
     GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|<registered metric>|iiee|sie_rmse|binary_accuracy|ice_brier|conc_crps]
                   [&dataset=NAME][&reference=M]
 
@@ -156,14 +156,17 @@ def create_app(store: StoreLike) -> FastAPI:
 
     @app.get("/monitoring")
     def monitoring(problem: str, dataset: str | None = None) -> dict:
-        """The running skill of live forecasts against each model's backtest (drift flags)."""
+        """The running skill of live forecasts against each model's backtest (drift flags): the
+        index forecasts' rows, then the concentration maps' (each row names its score)."""
         prob = get_problem(problem)
-        ds = read_monitoring(store, problem, dataset)
-        if ds is None:
-            return {"problem": problem, "dataset": dataset or prob.default_dataset, "rows": [],
+        kept = [ds for ds in (read_monitoring(store, problem, dataset, kind=k) for k in ("index", "maps")) if ds is not None]
+        if not kept:
+            return {"problem": problem, "dataset": dataset or prob.default_dataset, "scores": [], "rows": [],
                     "note": "no live forecasts verified yet (the monthly flow writes this)"}
-        return {"problem": problem, "dataset": ds.attrs["dataset"], "score": ds.attrs["score"],
-                "verified_through": ds.attrs["verified_through"], "rows": drift_records(ds)}
+        return {"problem": problem, "dataset": kept[0].attrs["dataset"], "score": kept[0].attrs["score"],
+                "scores": [ds.attrs["score"] for ds in kept],
+                "verified_through": max(ds.attrs["verified_through"] for ds in kept),
+                "rows": [r for ds in kept for r in drift_records(ds)]}
 
     @app.get("/archive")
     def archive_contents(problem: str, dataset: str | None = None) -> dict:

@@ -170,7 +170,7 @@ class _Snapshot:
         self.store = repo.readonly_session(snapshot_id=snapshot_id).store
         root = zarr.open_group(self.store, mode="r")
         groups = {d: sorted(m for m, _ in g.groups()) for d, g in root.groups()}
-        self.monitored = groups.pop(MONITORING, [])
+        self.monitored = {kind: groups.pop(group, []) for kind, group in MONITORING_GROUPS.items()}
         self.groups = groups
         self._data: dict[str, xr.Dataset] = {}
         self._lock = threading.Lock()
@@ -491,31 +491,45 @@ def write_observed(store: StoreLike, problem: str, observed: xr.DataArray | None
 
 
 MONITORING = "_monitoring"  # root group of the running skill; its leading "_" is never a data set name
+# the running skill of live index forecasts, and that of live concentration maps (scored by IIEE)
+MONITORING_GROUPS = {"index": MONITORING, "maps": f"{MONITORING}_maps"}
 
 
-def write_monitoring(store: StoreLike, problem: str, dataset: str, skill: xr.Dataset) -> None:
-    """Keep the latest running skill of the live forecasts (``verify.monitor_skill``) in the
+def _monitoring_group(kind: str) -> str:
+    if kind not in MONITORING_GROUPS:
+        raise QueryError(f"bad monitoring kind {kind!r} (known: {', '.join(MONITORING_GROUPS)})")
+    return MONITORING_GROUPS[kind]
+
+
+def write_monitoring(store: StoreLike, problem: str, dataset: str, skill: xr.Dataset, kind: str = "index") -> None:
+    """Keep the latest running skill of the live forecasts (``verify.monitor_skill``; with
+    ``kind="maps"`` that of the live concentration maps, ``verify.monitor_field_skill``) in the
     archive, one commit per update: its history is the archive's history."""
+    group = _monitoring_group(kind)
     dataset, _, _ = _group(problem, "any", dataset)
     path = Store.at(store).archive(problem)
     with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
         session = repo.writable_session(BRANCH)
         out = skill.assign_coords({MODEL: skill[MODEL].astype(object)})  # text as variable-length UTF-8
-        out.to_zarr(session.store, group=f"{MONITORING}/{dataset}", mode="w", consolidated=False)
+        out.to_zarr(session.store, group=f"{group}/{dataset}", mode="w", consolidated=False)
         drift = int((skill["status"] == "drift").sum())
-        session.commit(f"running skill on {dataset} through {skill.attrs.get('verified_through', '?')}: "
+        what = "running skill" if kind == "index" else "running skill of maps"
+        session.commit(f"{what} on {dataset} through {skill.attrs.get('verified_through', '?')}: "
                        f"{drift} (model, lead) drifting", metadata={"problem": problem, "dataset": dataset,
-                                                                     "action": "monitoring", "drift": drift})
+                                                                     "action": "monitoring", "kind": kind,
+                                                                     "drift": drift})
 
 
-def read_monitoring(store: StoreLike, problem: str, dataset: str | None = None) -> xr.Dataset | None:
-    """The running skill last written for ``dataset`` (None if never)."""
+def read_monitoring(store: StoreLike, problem: str, dataset: str | None = None, kind: str = "index") -> xr.Dataset | None:
+    """The running skill last written for ``dataset`` (None if never), of index forecasts or
+    (``kind="maps"``) of concentration maps."""
+    group = _monitoring_group(kind)
     dataset, _, _ = _group(problem, "any", dataset)
     snap = _snapshot(store, problem)
-    if snap is None or dataset not in snap.monitored:
+    if snap is None or dataset not in snap.monitored[kind]:
         return None
-    return snap.load(MONITORING, dataset)
+    return snap.load(group, dataset)
 
 
 def tag(store: StoreLike, problem: str, name: str) -> str:

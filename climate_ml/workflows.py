@@ -613,7 +613,7 @@ class Verification:
     map_values_recorded: int  # observed map values newly written
     monitoring: list[dict]  # running skill of the live forecasts (index, then maps) against the backtest (``drift_records``)
     skill: xr.Dataset | None = None  # the same as a Dataset (``verify.monitor_skill``), kept in the archive
-    map_skill: xr.Dataset | None = None  # the live maps' running IIEE against the field backtest (``monitor_field_skill``)
+    map_skill: xr.Dataset | None = None  # the live maps' running IIEE against the field backtest (``monitor_field_skill``), kept too
 
     @property
     def drifting(self) -> list[dict]:
@@ -626,7 +626,7 @@ def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, p
     outcomes observed since the forecasts were archived (index values and maps), score every
     archived forecast whose target has been observed, and keep the live forecasts' running skill
     against their backtest in the archive (live maps: their IIEE against the newest recorded
-    field backtest, in the result, not in the archive). ``request``: a ``requests.VerifyRequest``."""
+    field backtest). ``request``: a ``requests.VerifyRequest``."""
     from climate_ml.archive import list_models, write_monitoring
     from climate_ml.sea_ice_fields import concentration_field
     from climate_ml.verify import (
@@ -665,6 +665,7 @@ def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, p
         out.maps = field_verification_rows(scored)
         live_maps = field_verification_rows(scored, kinds=("forecast",))
         out.map_skill = monitor_field_skill(store, problem, live_maps, name, f"{pd.Timestamp(conc['time'].values[-1]):%Y-%m}")
+        write_monitoring(store, problem.name, name, out.map_skill, kind="maps")
         out.monitoring = out.monitoring + drift_records(out.map_skill)
     return out
 

@@ -508,6 +508,20 @@ def test_live_maps_are_monitored_against_the_field_backtest(tmp_path, sea_ice_st
     assert {r["status"] for r in drift_records(few)} == {"too few cases"}
     assert main(["verify", "arctic_sea_ice", "--dataset", "toy-sea-ice", "--store", str(store)]) == 0
     assert "DRIFT: persist lead 1: live iiee" in capsys.readouterr().err
+    # kept in the archive (one commit per verify) and served beside the index forecasts' skill
+    from climate_ml.archive import history, read_monitoring
+    from climate_ml.errors import QueryError
+    from conftest import running_api
+
+    kept = read_monitoring(store, "arctic_sea_ice", "toy-sea-ice", kind="maps")
+    assert drift_records(kept) == drift_records(done.map_skill)
+    assert read_monitoring(store, "arctic_sea_ice", "toy-sea-ice") is None  # no index forecast on the maps' data set
+    assert [c["metadata"].get("kind") for c in history(store, "arctic_sea_ice")[:2]] == ["maps", "maps"]
+    with pytest.raises(QueryError, match="bad monitoring kind 'fields'"):
+        read_monitoring(store, "arctic_sea_ice", "toy-sea-ice", kind="fields")
+    with running_api(store) as base:
+        served = json.loads(urllib.request.urlopen(f"{base}/monitoring?problem=arctic_sea_ice&dataset=toy-sea-ice").read())
+    assert served["scores"] == ["iiee"] and served["rows"] == drift_records(done.map_skill)
 
 
 def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():

@@ -62,6 +62,11 @@ def archive_and_monitor(store, res):
                        attrs={"problem": "el_nino", "dataset": "toy-ocean", "score": "rmse", "min_cases": 12,
                               "verified_through": "1995-12"})
     write_monitoring(store, "el_nino", "toy-ocean", skill)
+    maps = skill.assign(live=(("model", "lead"), [[0.4, 0.5, 2.5]]), n=(("model", "lead"), [[14, 14, 14]]),
+                        status=(("model", "lead"), np.array([["ok", "ok", "drift"]], dtype=object)))
+    maps = maps.assign_coords(model=["convlstm_sea_ice"]).assign_attrs(problem="arctic_sea_ice", dataset="toy-sea-ice",
+                                                                         score="iiee", verified_through="2024-12")
+    write_monitoring(store, "arctic_sea_ice", "toy-sea-ice", maps, kind="maps")  # live concentration maps
 
 
 def test_page_shows_the_leaderboard_table_and_chart(browser, site, tmp_path):
@@ -141,7 +146,19 @@ def test_page_lists_the_archive_with_downloads_and_the_live_skill(browser, site,
     drift = browser.find_elements(By.CSS_SELECTOR, "#monitoring td.drift")
     assert [d.text for d in drift] == ["drift"]
     assert "1 (model, lead) drifting" in browser.find_element(By.ID, "monitoring-meta").text
+    cells = browser.execute_script("return Array.from(document.querySelectorAll('#monitoring tbody tr'))"
+                                   ".map(r => r.cells[2].textContent)")
+    assert cells == ["rmse", "rmse", "rmse"]  # each row names its score
     keep_screenshot(browser, "archive")
+    # the live concentration maps' running IIEE, kept by verify beside the index forecasts' skill
+    browser.get(site + "/?problem=arctic_sea_ice&dataset=toy-sea-ice")
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#monitoring tbody tr")) == 3)
+    rows = browser.execute_script("return Array.from(document.querySelectorAll('#monitoring tbody tr'))"
+                                  ".map(r => Array.from(r.cells).map(c => c.textContent))")
+    assert [r[:4] for r in rows] == [["convlstm_sea_ice", "1", "iiee", "0.40"], ["convlstm_sea_ice", "3", "iiee", "0.50"],
+                                     ["convlstm_sea_ice", "6", "iiee", "2.50"]] and rows[2][-1] == "drift"
+    meta = browser.find_element(By.ID, "monitoring-meta").text
+    assert meta.startswith("iiee of forecasts issued live, verified through 2024-12") and "1 (model, lead) drifting" in meta
 
 
 def test_page_draws_the_latest_forecasts_with_the_observed_history(browser, site, tmp_path):

@@ -198,10 +198,11 @@ async function loadMonitoring() {
   const rows = d.rows.filter((r) => r.n > 0 || r.status === "drift");
   const drifting = rows.filter((r) => r.status === "drift").length;
   $("monitoring-meta").textContent = d.note ||
-    `${d.score} of forecasts issued live, verified through ${d.verified_through}, against each model's backtest interval: ` +
+    `${d.scores.join(" and ")} of forecasts issued live, verified through ${d.verified_through}, against each model's backtest interval: ` +
     `${drifting} (model, lead) drifting`;
   body.replaceChildren(...rows.map((r) => el("tr", {}, [
-    el("td", {}, r.model), el("td", {}, r.lead), el("td", {}, fmt(r.live)), el("td", {}, r.n), el("td", {}, fmt(r.backtest)),
+    el("td", {}, r.model), el("td", {}, r.lead), el("td", {}, r.score), el("td", {}, fmt(r.live)), el("td", {}, r.n),
+    el("td", {}, fmt(r.backtest)),
     el("td", {}, `[${fmt(r.backtest_ci[0])}, ${fmt(r.backtest_ci[1])}]`), el("td", {class: r.status === "drift" ? "drift" : ""}, r.status),
   ])));
 }
