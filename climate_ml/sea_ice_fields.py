@@ -210,9 +210,12 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, dampin
     for m in range(12):
         for j, lead in enumerate(leads):
             later = rows_of[m] + lead
-            k = int(np.searchsorted(later, np.searchsorted(times, fit_end, side="right"), side="left"))
-            a0 = anom_of[m][:k]  # the first k inits: those whose target month is in the training window
-            a1 = _rows_of(anom_of, rows_of, later[:k])
+            keep = np.zeros(len(later), dtype=bool)  # inits whose target month is a training row too
+            inside = later < len(times)
+            keep[inside] = train[later[inside]]
+            k = int(keep.sum())
+            a0 = anom_of[m][:k] if keep[:k].all() else anom_of[m][keep]  # in time order: the first k
+            a1 = _rows_of(anom_of, rows_of, later[keep])
             num, den = _nansum_product(a0, a1), _nansum_product(a0, a0)
             fit.damping[m, j] = np.clip(num / den, 0.0, 1.0) if den > 0 else 0.0
     return fit
