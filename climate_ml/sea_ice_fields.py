@@ -50,7 +50,9 @@ Because a model is never handed a month after its init, it cannot look ahead.
 ``field_backtest`` runs field models (the references among them) on the backtest engine: one
 (model, fold) unit of ``field_unit`` per block of ``backtest.RollingOrigin`` (each forecast made
 from data up to its init), run by the same executors as index backtests (this process, local
-processes or a Dask cluster, with time limits), and scores every (init, lead) as the maps arrive.
+processes or a Dask cluster, with time limits). Each unit scores its own maps every (init, lead)
+where it ran (``FieldTruth``) and hands back the scores; the maps travel back only when the
+caller asks for them (``on_forecast``, e.g. to archive hindcasts).
 """
 
 from __future__ import annotations
@@ -302,6 +304,85 @@ def active_region(conc: np.ndarray, times: pd.DatetimeIndex, fit_end) -> np.ndar
     return np.stack([(conc[train & (times.month.values == m + 1)] >= THRESHOLD).any(0) for m in range(12)])
 
 
+@dataclass
+class ScoredMaps:
+    """A field unit's result: each init's scores (lead, ``FIELD_SCORES``), the number of
+    members, and the maps themselves only when the caller asked for them (``on_forecast``)."""
+
+    scores: dict
+    members: int
+    maps: dict | None = None
+
+
+class FieldTruth:
+    """What scoring a field model's maps needs: the observed maps of the ocean cells as
+    (time, cells) float64, the cell areas and the leads. Built once per process from a field
+    backtest's data (``of``), so a unit scores its own maps where it ran and hands back only
+    the scores (maps of a whole fold are hundreds of MB: sending them between processes cost
+    more than the fits)."""
+
+    _cache: dict = {}  # one backtest's truth per process: {token: FieldTruth}
+
+    def __init__(self, data: xr.Dataset):
+        concentration = data["conc"]
+        spatial = [d for d in concentration.dims if d != TIME]
+        self.times = pd.DatetimeIndex(concentration[TIME].values)
+        conc = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(self.times), -1)
+        self.ocean = np.isfinite(conc).any(0)  # land cells are NaN throughout: leave them out
+        self.conc = conc[:, self.ocean]
+        area = data["unit_cell_area"].transpose(*spatial).values
+        self.area = np.asarray(area, dtype="float64").ravel()[self.ocean]
+        self.leads = [int(k) for k in np.atleast_1d(data.attrs["leads"])]
+        self._active: tuple[pd.Timestamp | None, np.ndarray | None] = (None, None)
+
+    @classmethod
+    def of(cls, data: xr.Dataset) -> FieldTruth:
+        token = data.attrs["truth_token"]
+        if token not in cls._cache:
+            cls._cache.clear()
+            cls._cache[token] = cls(data)
+        return cls._cache[token]
+
+    @classmethod
+    def forget(cls) -> None:
+        cls._cache.clear()
+
+    def active(self, t0: pd.Timestamp) -> np.ndarray:
+        if self._active[0] != t0:
+            self._active = (t0, active_region(self.conc, self.times, t0))
+        return self._active[1]
+
+    def score(self, maps: dict, t0: pd.Timestamp) -> dict:
+        """Scores (lead, ``FIELD_SCORES``) of each init's maps (member, lead, grid cells) from
+        the fold fitted up to ``t0``; NaN where the valid month is not observed."""
+        conc, times, leads = self.conc, self.times, self.leads
+        out = {}
+        for init, forecast in maps.items():
+            members = forecast[..., self.ocean]
+            mean = members.mean(0)
+            valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
+            seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
+            ensemble = members if members.shape[0] > 1 else mean[None]
+            region = np.stack([self.active(t0)[v.month - 1] for v in valid])
+            # the cells a score can count (field_scores' ``counted`` and every mask of it): ice
+            # observed or forecast, or the active region. Scored on those cells alone, the numbers
+            # are those of the whole grid (the same cells summed in the same order); CRPS per cell
+            need = np.isfinite(seen) & ((seen >= THRESHOLD) | (ensemble >= THRESHOLD).any(0) | (mean >= THRESHOLD)
+                                        | region)
+            crps = np.full(seen.shape, np.nan)
+            if need.any():
+                crps[need] = crps_per_cell(ensemble[:, need], seen[need])  # every lead at once
+            rows = np.full((len(leads), len(FIELD_SCORES)), np.nan)
+            for j, v in enumerate(valid):
+                if v in times:
+                    c = need[j]
+                    s = field_scores(mean[j, c], seen[j, c], self.area[c], region[j, c],
+                                     members=members[:, j, c] if members.shape[0] > 1 else None, crps=crps[j, c])
+                    rows[j] = [s[k] for k in FIELD_SCORES]
+            out[init] = rows
+        return out
+
+
 def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, test_start, test_end,
                    refit_every: int = 12, models: dict[str, object] | None = None,
                    progress: Callable[[str], None] | None = None,
@@ -312,19 +393,17 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     references are models too, see ``reference_models``) on the engine of the index backtests:
     (model, fold) units of ``field_unit`` on the folds of ``backtest.RollingOrigin``, run by
     ``executor`` (default from ``n_jobs`` / ``scheduler`` / ``time_limit``, as in
-    ``backtest.backtest``); each unit's maps are scored as they arrive and then dropped.
-    Returns scores (method, init_time, lead). A model that raises, returns a bad forecast or
-    exceeds the time limit is left out, with its reason in ``attrs["failures"]`` (JSON).
-    ``on_forecast(name, init, maps)`` is handed each model's checked forecast, (member, lead,
-    grid cells), e.g. to keep one for a map or to archive it."""
+    ``backtest.backtest``); each unit scores its maps where it ran (``FieldTruth``) and hands
+    back the scores. Returns scores (method, init_time, lead). A model that raises, returns a
+    bad forecast or exceeds the time limit is left out, with its reason in
+    ``attrs["failures"]`` (JSON). ``on_forecast(name, init, maps)`` is handed each model's
+    checked forecast, (member, lead, grid cells), e.g. to keep one for a map or to archive it
+    (only then do the maps travel back from the units)."""
+    import uuid
+
     from climate_ml.backtest import Outcomes, choose_executor
 
-    spatial = [d for d in concentration.dims if d != TIME]
     times = pd.DatetimeIndex(concentration[TIME].values)
-    conc = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(times), -1)
-    ocean = np.isfinite(conc).any(0)  # land cells are NaN throughout: leave them out
-    conc = conc[:, ocean]
-    area = np.asarray(cell_area.transpose(*spatial).values, dtype="float64").ravel()[ocean]
     leads = [int(k) for k in leads]
     models = dict(models or {})
     if not models:
@@ -337,47 +416,29 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     inits = month_range(plan[0][0], test_end)
     row = {t: k for k, t in enumerate(inits)}
     out = np.full((len(names), len(inits), len(leads), len(FIELD_SCORES)), np.nan)
-    active: dict[pd.Timestamp, np.ndarray] = {}
     n_members: dict[str, tuple[pd.Timestamp, int]] = {}  # model -> its first fold and number of members
 
-    def score(name: str, t0: pd.Timestamp, maps: dict) -> None:
-        """Score one (model, fold)'s maps, in init order; nothing of them is kept."""
-        first = n_members.setdefault(name, (t0, next(iter(maps.values())).shape[0]))
-        if not outcomes.check_members(name, {first[0]: first[1], t0: next(iter(maps.values())).shape[0]}):
+    def score(name: str, t0: pd.Timestamp, scored: ScoredMaps) -> None:
+        """Take one (model, fold)'s scores (and maps, handed to ``on_forecast``), in init order."""
+        first = n_members.setdefault(name, (t0, scored.members))
+        if not outcomes.check_members(name, {first[0]: first[1], t0: scored.members}):
             return
-        if t0 not in active:
-            active.clear()
-            active[t0] = active_region(conc, times, t0)
-        for init, forecast in maps.items():
-            if on_forecast:
-                on_forecast(name, init, forecast)
-            members = forecast[..., ocean]
-            mean = members.mean(0)
-            valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
-            seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
-            ensemble = members if members.shape[0] > 1 else mean[None]
-            region = np.stack([active[t0][v.month - 1] for v in valid])
-            # the cells a score can count (field_scores' ``counted`` and every mask of it): ice
-            # observed or forecast, or the active region. Scored on those cells alone, the numbers
-            # are those of the whole grid (the same cells summed in the same order); CRPS per cell
-            need = np.isfinite(seen) & ((seen >= THRESHOLD) | (ensemble >= THRESHOLD).any(0) | (mean >= THRESHOLD)
-                                        | region)
-            crps = np.full(seen.shape, np.nan)
-            if need.any():
-                crps[need] = crps_per_cell(ensemble[:, need], seen[need])  # every lead at once
-            for j, v in enumerate(valid):
-                if v in times:
-                    c = need[j]
-                    s = field_scores(mean[j, c], seen[j, c], area[c], region[j, c],
-                                     members=members[:, j, c] if members.shape[0] > 1 else None, crps=crps[j, c])
-                    out[names.index(name), row[init], j] = [s[k] for k in FIELD_SCORES]
+        for init, forecast in (scored.maps or {}).items():
+            on_forecast(name, init, forecast)
+        for init, rows in scored.scores.items():
+            out[names.index(name), row[init]] = rows
 
-    data = xr.Dataset({"conc": concentration}, attrs={"leads": leads})  # what each unit (and worker) gets
+    # what each unit (and worker) gets; the token names this backtest's ``FieldTruth``
+    data = xr.Dataset({"conc": concentration},
+                      attrs={"leads": leads, "truth_token": uuid.uuid4().hex, "return_maps": int(on_forecast is not None)})
     data["unit_cell_area"] = cell_area.drop_vars([c for c in cell_area.coords if c not in cell_area.dims])
     units = [(name, spec, t0, block) for t0, block in plan for name, spec in models.items()]
     outcomes = Outcomes(names, time_limit, consume=score)
     executor = executor or choose_executor(n_jobs, scheduler, time_limit)
-    executor.run(None, data, units, outcomes, progress or (lambda msg: None), work=field_unit)
+    try:
+        executor.run(None, data, units, outcomes, progress or (lambda msg: None), work=field_unit)
+    finally:
+        FieldTruth.forget()  # the observed maps scored in this process
     failures = outcomes.failures
     keep = [i for i, name in enumerate(names) if name not in failures]
     coords = {"method": [names[i] for i in keep], INIT: inits, LEAD: leads}
@@ -389,8 +450,9 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
 def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, problem=None, data: xr.Dataset | None = None,
                cache: dict | None = None) -> tuple[str, object, float]:
     """One (field model, fold) for the backtest engine's executors: fit on the maps up to
-    ``t0``, forecast every init of the block from the maps up to that init. Returns (name,
-    {init: checked maps (member, lead, grid cells)} or the error text, seconds)."""
+    ``t0``, forecast every init of the block from the maps up to that init, score the maps
+    against the observed ones (``FieldTruth``). Returns (name, ``ScoredMaps`` or the error text,
+    seconds)."""
     from climate_ml.backtest import resolve_model, unit_inputs
 
     _, data = unit_inputs(problem, data)
@@ -412,7 +474,10 @@ def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, probl
                                  f"{maps[init].shape[0]} at {init:%Y-%m}; return the same members every time")
     except ModelError as exc:
         return name, str(exc), time.perf_counter() - tic
-    return name, maps, time.perf_counter() - tic
+    seconds = time.perf_counter() - tic  # the model's time; scoring is the harness's
+    scored = ScoredMaps(FieldTruth.of(data).score(maps, t0), maps[inits[0]].shape[0],
+                        maps if data.attrs.get("return_maps") else None)
+    return name, scored, seconds
 
 
 def _call(fn, name: str, *args):

@@ -507,7 +507,9 @@ def field_backtest_run(store: StoreLike, dataset: str, test_start, test_end=None
         if on_forecast:
             on_forecast(name, init, maps)
 
-    scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models, on_forecast=keep,
+    wants_maps = bool(hindcasts) or on_forecast is not None  # else only the scores come back from the units
+    scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models,
+                            on_forecast=keep if wants_maps else None,
                             progress=progress, **options)
     failures = json.loads(scores.attrs["failures"])
     archived = {}

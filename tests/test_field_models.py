@@ -18,9 +18,12 @@ from climate_ml.cli import main
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
 from climate_ml.sea_ice_fields import (
+    FIELD_SCORES,
     THRESHOLD,
+    ScoredMaps,
     field_backtest,
     field_scores,
+    field_unit,
     reference_models,
     summarise_field_scores,
 )
@@ -209,6 +212,41 @@ def test_field_backtest_runs_on_the_engine_executors_with_the_same_numbers(tmp_p
     assert "exceeded the time limit of 8 s (fold fitted up to 1994-01)" in json.loads(timed.attrs["failures"])["slow"]
     for name in timed.data_vars:
         xr.testing.assert_identical(timed[name], local[name].sel({"method": list(refs)}))
+
+
+def test_field_units_score_where_they_run_and_send_maps_back_only_when_asked(tmp_path):
+    """Each (model, fold) unit scores its own maps and hands back the scores; the maps come back
+    only for ``on_forecast`` (one fold of real-grid maps is hundreds of MB, which cost more to
+    send between processes than the fits). Maps handed over from worker processes are those of
+    an in-process run, and the scores are the same with or without them."""
+    ice = advecting_ice(n_years=8, size=8)
+    models = {"damped_anomaly_persistence": ROOT / "models" / "fields" / "damped_anomaly_persistence.py",
+              "persist": _write_model(tmp_path, "persist")}
+    args = (ice["conc"], ice["cell_area"], [1, 2], "1995-01", "1996-06", 12)
+    remote, local = {}, {}
+    plain = field_backtest(*args, models=models, n_jobs=2)
+    with_maps = field_backtest(*args, models=models, n_jobs=2,
+                               on_forecast=lambda name, init, maps: remote.__setitem__((name, init), maps))
+    xr.testing.assert_identical(with_maps, plain)
+    xr.testing.assert_identical(field_backtest(*args, models=models), plain)
+    field_backtest(*args, models=models, on_forecast=lambda name, init, maps: local.__setitem__((name, init), maps))
+    inits = pd.date_range("1995-01", "1996-06", freq="MS")
+    assert set(remote) == set(local) == {(n, t) for n in models for t in inits}
+    assert all(np.array_equal(remote[k], local[k], equal_nan=True) for k in local)
+    assert remote[("persist", inits[0])].shape == (3, 2, ice["conc"][0].size)  # (member, lead, grid cells)
+
+    # one unit on its own: scores per init (lead, score), the number of members, no maps unless asked
+    data = xr.Dataset({"conc": ice["conc"]}, attrs={"leads": [1, 2], "truth_token": "unit-test", "return_maps": 0})
+    data["unit_cell_area"] = ice["cell_area"]
+    block = pd.date_range("1995-01", "1995-12", freq="MS")
+    name, res, _ = field_unit("persist", models["persist"], pd.Timestamp("1995-01"), block, None, data)
+    assert name == "persist" and isinstance(res, ScoredMaps) and res.maps is None and res.members == 3
+    for init in block:
+        expected = np.stack([plain[s].sel({"method": "persist", "init_time": init}).values for s in FIELD_SCORES], -1)
+        np.testing.assert_array_equal(res.scores[init], expected)
+    data.attrs["return_maps"] = 1
+    _, res, _ = field_unit("persist", models["persist"], pd.Timestamp("1995-01"), block, None, data)
+    assert set(res.maps) == set(block) and np.array_equal(res.maps[block[0]], local[("persist", block[0])], equal_nan=True)
 
 
 def test_field_members_of_unequal_size_fail_their_model(tmp_path):

@@ -187,16 +187,15 @@ def _field_backtest(store: Store, request, plot: Path | None, as_json: bool) -> 
 
     recent: dict[str, dict] = {}  # model -> the lead-1 probability of ice of its two latest inits
 
-    def keep(name, init, maps):
-        if plot:
-            latest = recent.setdefault(name, {})
-            latest[init] = (maps[:, 0] >= THRESHOLD).mean(0)
-            for old in sorted(latest)[:-2]:
-                del latest[old]
+    def keep(name, init, maps):  # only with --plot: else the maps need not come back from the units
+        latest = recent.setdefault(name, {})
+        latest[init] = (maps[:, 0] >= THRESHOLD).mean(0)
+        for old in sorted(latest)[:-2]:
+            del latest[old]
 
     with progress_bar("field backtest") as bar:
         task = bar.add_task("", total=None)
-        run = run_backtest_request(store, request, on_forecast=keep, log=err.print,
+        run = run_backtest_request(store, request, on_forecast=keep if plot else None, log=err.print,
                                    progress=lambda msg: bar.update(task, description=msg))
     conc = run.concentration
     map_init = min(run.end, pd.Timestamp(conc["time"].values[-1]) - pd.DateOffset(months=1))  # lead 1 observed
