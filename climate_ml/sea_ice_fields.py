@@ -226,14 +226,17 @@ def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, dampin
 def _rows_of(anom_of: list[np.ndarray], rows_of: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
     """The departures of training ``rows`` (one calendar month's, in time order) from the
     per-month blocks of ``fit_fields``: a slice of one block when they are consecutive in it."""
-    out = np.empty((len(rows), anom_of[0].shape[1]))
+    found = []
     for m, have in enumerate(rows_of):
         pos = np.searchsorted(have, rows)
         hit = (pos < len(have)) & (have[np.minimum(pos, len(have) - 1)] == rows)
         if hit.all() and len(rows) and (np.diff(pos) == 1).all():
             return anom_of[m][pos[0]:pos[0] + len(rows)]
         if hit.any():
-            out[hit] = anom_of[m][pos[hit]]
+            found.append((m, hit, pos[hit]))
+    out = np.empty((len(rows), anom_of[0].shape[1]))  # only when no one block holds them all
+    for m, hit, pos in found:
+        out[hit] = anom_of[m][pos]
     return out
 
 
@@ -348,14 +351,18 @@ class FieldTruth:
         cls._cache.clear()
 
     def active(self, t0: pd.Timestamp) -> np.ndarray:
-        if self._active[0] != t0:
-            self._active = (t0, active_region(self.conc, self.times, t0))
-        return self._active[1]
+        """The active region of the fold fitted up to ``t0`` (the last one kept; safe for units on threads)."""
+        kept = self._active
+        if kept[0] != t0:
+            kept = (t0, active_region(self.conc, self.times, t0))
+            self._active = kept
+        return kept[1]
 
     def score(self, maps: dict, t0: pd.Timestamp) -> dict:
         """Scores (lead, ``FIELD_SCORES``) of each init's maps (member, lead, grid cells) from
         the fold fitted up to ``t0``; NaN where the valid month is not observed."""
         conc, times, leads = self.conc, self.times, self.leads
+        active = self.active(t0)
         out = {}
         for init, forecast in maps.items():
             members = forecast[..., self.ocean]
@@ -363,7 +370,7 @@ class FieldTruth:
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
             seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
             ensemble = members if members.shape[0] > 1 else mean[None]
-            region = np.stack([self.active(t0)[v.month - 1] for v in valid])
+            region = np.stack([active[v.month - 1] for v in valid])
             # the cells a score can count (field_scores' ``counted`` and every mask of it): ice
             # observed or forecast, or the active region. Scored on those cells alone, the numbers
             # are those of the whole grid (the same cells summed in the same order); CRPS per cell

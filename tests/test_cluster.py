@@ -108,3 +108,20 @@ def test_the_flows_local_cluster_leaves_the_environment_as_it_was():
         assert float(da.ones((1000, 1000), chunks=100).sum().compute()) == 1e6  # on the cluster
         assert os.environ.get("MALLOC_TRIM_THRESHOLD_") is not None  # what the cluster wrote, while it runs
     assert dict(os.environ) == before
+
+
+def test_field_backtest_on_a_cluster_equals_the_local_run(cluster, tmp_path):
+    """Field models' units run on the cluster's workers, each scoring its maps there (several
+    units per worker process share one copy of the observed maps); the scores equal the local run's."""
+    from test_field_models import ROOT, _write_model, advecting_ice
+
+    from climate_ml.sea_ice_fields import field_backtest
+
+    ice = advecting_ice(n_years=8, size=8)
+    models = {"damped_anomaly_persistence": ROOT / "models" / "fields" / "damped_anomaly_persistence.py",
+              "persist": _write_model(tmp_path, "persist")}
+    args = (ice["conc"], ice["cell_area"], [1, 2], "1994-01", "1996-06", 12)
+    before = _task_prefixes(cluster)
+    on_cluster = field_backtest(*args, models=models, scheduler=cluster)
+    assert "field_unit" in _task_prefixes(cluster) - before
+    xr.testing.assert_identical(on_cluster, field_backtest(*args, models=models))
