@@ -185,7 +185,8 @@ def ensemble_scores(members: xr.DataArray, obs: xr.DataArray) -> dict[str, xr.Da
 
 def rank_histogram(members: xr.DataArray, obs: xr.DataArray) -> list[int]:
     """Counts of the observation's rank among the members, pooled over inits and leads, by
-    xskillscore (flat for a calibrated ensemble; U-shaped for an over-confident one)."""
+    xskillscore (flat for a calibrated ensemble; U-shaped for an over-confident one). Ties are
+    broken at random, the same way every time."""
     import xskillscore as xs
 
     members, obs = xr.align(members.drop_vars("valid_time", errors="ignore"),
@@ -195,8 +196,16 @@ def rank_histogram(members: xr.DataArray, obs: xr.DataArray) -> list[int]:
     ok = (stacked_o.notnull() & stacked_f.notnull().all(MEMBER)).values
     if not ok.any():
         return [0] * (members.sizes[MEMBER] + 1)
-    hist = xs.rank_histogram(stacked_o.isel(case=ok).drop_vars(["case", INIT, "lead"]),
-                             stacked_f.isel(case=ok).drop_vars(["case", INIT, "lead"]), dim="case", member_dim=MEMBER)
+    # xskillscore ranks an observation tied with members (e.g. dry months at 0 mm) at random
+    # among the tied ranks (Hamill 2001), from NumPy's global generator: seed it for this call,
+    # so the same forecasts give the same histogram, and put the caller's state back
+    state = np.random.get_state()
+    np.random.seed(0)
+    try:
+        hist = xs.rank_histogram(stacked_o.isel(case=ok).drop_vars(["case", INIT, "lead"]),
+                                 stacked_f.isel(case=ok).drop_vars(["case", INIT, "lead"]), dim="case", member_dim=MEMBER)
+    finally:
+        np.random.set_state(state)
     return [int(v) for v in hist.values]
 
 

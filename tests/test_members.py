@@ -180,6 +180,28 @@ def test_ensemble_scores_by_hand():
     assert rank_histogram(members, obs) == [0, 1, 0]
 
 
+def test_rank_histogram_breaks_ties_the_same_way_every_time():
+    """Observations tied with members (dry months: members and observation at 0 mm) take a
+    random rank among the tied ones, so that ties spread evenly; the same forecasts must still
+    give the same histogram whatever NumPy's global generator did before, and leave it as it was."""
+    rng = np.random.default_rng(1)
+    inits = pd.date_range("2000-01", periods=200, freq="MS")
+    wet = rng.gamma(2.0, 20.0, size=(200, 2, 5))
+    members = xr.DataArray(np.where(rng.random((200, 2, 1)) < 0.4, 0.0, wet), dims=("init_time", "lead", "member"),
+                           coords={"init_time": inits, "lead": [1, 2]})
+    obs = xr.DataArray(np.where(members.isel(member=0) == 0, 0.0, rng.gamma(2.0, 20.0, size=(200, 2))),
+                       dims=("init_time", "lead"), coords={"init_time": inits, "lead": [1, 2]})
+    hists = []
+    for seed in (1, 2, 3):
+        np.random.seed(seed)
+        before = np.random.get_state()[1].copy()
+        hists.append(rank_histogram(members, obs))
+        assert np.array_equal(np.random.get_state()[1], before)  # the caller's generator is untouched
+    assert hists[0] == hists[1] == hists[2] and sum(hists[0]) == 400
+    tied = int((obs == 0).sum())
+    assert tied > 100 and min(hists[0]) > 0  # the ~160 tied cases are spread over all six ranks
+
+
 def test_lightgbm_members_keep_the_mean_forecast_and_add_a_learned_spread(prepared):
     """The LightGBM ensemble's mean is lightgbm_lagged's forecast; its spread (from quantile
     boosters) varies by init, is never negative, and is scored by CRPS and spread/skill."""
