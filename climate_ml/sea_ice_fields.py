@@ -324,7 +324,9 @@ class FieldTruth:
     the scores (maps of a whole fold are hundreds of MB: sending them between processes cost
     more than the fits)."""
 
-    _cache: dict = {}  # one backtest's truth per process: {token: FieldTruth}
+    # one backtest's truth per process, {token: FieldTruth}: dropped at the end of the backtest in
+    # this process; a long-lived Dask worker keeps it until its next field backtest
+    _cache: dict = {}
 
     def __init__(self, data: xr.Dataset):
         concentration = data["conc"]
