@@ -351,7 +351,7 @@ class Outcomes:
         self.failures: dict[str, str] = {}
         self.seconds = dict.fromkeys(names, 0.0)
         self.time_limit = time_limit
-        self.consume = consume  # takes each unit's result as it arrives instead of keeping it (large maps)
+        self.consume = consume  # takes each unit's result as it arrives instead of keeping it (a field unit's scores)
 
     def add(self, name: str, t0: pd.Timestamp, out, secs: float) -> None:
         self.seconds[name] += secs
