@@ -47,6 +47,14 @@ maps: ``make_model()`` returns an object with
 
 Because a model is never handed a month after its init, it cannot look ahead.
 
+Larger than memory. ``conc`` may be lazy (Dask over the store's Zarr chunks, as ``forecast``
+hands it over). ``FieldRows`` reads such a stack a block of months at a time (64 MB of float64
+by default) as rows of ocean cells, and ``fit_fields`` takes its sums month by month over those
+blocks, so the per-cell references and the sea-ice ConvLSTM never hold the stack: what they keep
+is per cell (12 calendar months of statistics) and, for the ConvLSTM, its coarse block means.
+The sums run in row order whatever the block size, so a fit read in blocks from a store equals
+the fit on the same maps in memory, bit for bit.
+
 ``field_backtest`` runs field models (the references among them) on the backtest engine: one
 (model, fold) unit of ``field_unit`` per block of ``backtest.RollingOrigin`` (each forecast made
 from data up to its init), run by the same executors as index backtests (this process, local
@@ -158,6 +166,77 @@ def check_field_prediction(pred, grid: list[str], shape: tuple[int, ...], leads,
     return values
 
 
+# the month-block reader and the streamed per-cell fit
+BLOCK_BYTES = 64 * 2**20  # a block of months is read at a time: about this many bytes of float64
+
+
+class FieldRows:
+    """A concentration stack (time, <grid>) read as rows (month, ocean cells) of float64, one
+    block of months at a time, so that no more than a block is ever held: from memory, or lazily
+    from a Zarr store through Dask (``xr.open_zarr``), where only the chunks of a block are read
+    and decompressed. ``ocean``: the cells with data in some month (land is NaN throughout),
+    found in a first pass over the blocks. ``block_months``: months per block (default: as many
+    as fit in ``BLOCK_BYTES`` of float64 over the whole grid, at least 12)."""
+
+    def __init__(self, conc: xr.DataArray | np.ndarray, times: pd.DatetimeIndex | None = None,
+                 block_months: int | None = None):
+        if isinstance(conc, np.ndarray):  # (time, cells) already: every cell counts, rows are views
+            self._conc, self.grid, self.shape = conc, ["cell"], conc.shape[1:]
+            self.times = pd.DatetimeIndex(times)
+        else:
+            self.grid = [d for d in conc.dims if d != TIME]
+            self._conc = conc.transpose(TIME, *self.grid)
+            self.times = pd.DatetimeIndex(conc[TIME].values)
+            self.shape = tuple(conc.sizes[d] for d in self.grid)
+        n_cells = int(np.prod(self.shape))
+        self._kept: tuple[int, np.ndarray | None] = (0, None)  # the block ``row`` reads from
+        if block_months is not None and block_months < 1:
+            raise ValueError(f"block_months must be at least 1, got {block_months}")
+        self.block = int(block_months or max(12, BLOCK_BYTES // (8 * max(n_cells, 1))))
+        if isinstance(conc, np.ndarray):
+            self.ocean = np.ones(n_cells, dtype=bool)
+        else:
+            self.ocean = np.zeros(n_cells, dtype=bool)
+            for start in range(0, len(self.times), self.block):
+                self.ocean |= np.isfinite(self._raw(start, start + self.block)).any(0)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def _raw(self, start: int, stop: int) -> np.ndarray:
+        """Months ``start`` to ``stop`` of every cell, (months, cells) in the stored dtype."""
+        if isinstance(self._conc, np.ndarray):
+            return self._conc[start:stop]
+        block = self._conc.isel({TIME: slice(start, stop)})
+        if block.chunks is not None:  # lazy: read it in this thread (reader threads each kept their own heap)
+            block = block.compute(scheduler="synchronous")
+        values = block.values
+        return values.reshape(values.shape[0], -1)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Months ``start`` to ``stop`` (exclusive) of the ocean cells, (months, cells) float64."""
+        raw = self._raw(start, stop)
+        return np.asarray(raw if self.ocean.all() else raw[:, self.ocean], dtype="float64")
+
+    def row(self, i: int) -> np.ndarray:
+        """Month ``i`` of the ocean cells, from the block of months kept from the last call (when
+        ``i`` falls outside it, a block around ``i`` is read, reaching half a block back): for
+        visits mostly in time order, with short steps back."""
+        first, kept = self._kept
+        if kept is None or not first <= i < first + len(kept):
+            first = max(0, i - (self.block - 1) // 2)
+            kept = self.read(first, min(first + self.block, len(self.times)))
+            self._kept = (first, kept)
+        return kept[i - first]
+
+    def blocks(self, halo: int = 0):
+        """(start, rows) for every block: rows are months ``start`` .. ``start + block + halo``
+        (fewer at the end), so a statistic that pairs a month with one up to ``halo`` months
+        later finds both in one block."""
+        for start in range(0, len(self.times), self.block):
+            yield start, self.read(start, min(start + self.block + halo, len(self.times)))
+
+
 @dataclass
 class FieldFit:
     """Per-cell statistics fitted on the training window: arrays (12, cells)."""
@@ -173,71 +252,71 @@ class FieldFit:
         m = times.month.values - 1
         return self.intercept[m] + self.slope[m] * times.year.values[:, None]
 
+    def departures(self, conc: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """``conc - self.trend(times)``, the same numbers, month by month (no (time, cells) temporaries)."""
+        out = np.empty(conc.shape)
+        row = np.empty(conc.shape[1:])
+        for k, (m, year) in enumerate(zip(times.month.values - 1, times.year.values, strict=True)):
+            np.multiply(self.slope[m], year, out=row)
+            np.add(self.intercept[m], row, out=row)
+            np.subtract(conc[k], row, out=out[k])
+        return out
 
-def fit_fields(conc: np.ndarray, times: pd.DatetimeIndex, fit_end, leads, damping: bool = True) -> FieldFit:
+
+def fit_fields(conc: FieldRows | np.ndarray, times: pd.DatetimeIndex, fit_end, leads, damping: bool = True) -> FieldFit:
     """Fit the per-cell climatology and trends on months up to ``fit_end``; ``conc`` is
-    (time, cells) with NaN for land. ``damping=False`` leaves the damping coefficients at 0
+    (time, cells) with NaN for land, or a ``FieldRows`` (then ``times`` are its own). Streamed:
+    the sums are taken month by month in row order over blocks of months (one pass for the
+    trends, one for the damping), so a stack larger than memory can be fitted, and the result
+    does not depend on the block size. ``damping=False`` leaves the damping coefficients at 0
     (only damped anomaly persistence needs them)."""
+    rows = conc if isinstance(conc, FieldRows) else FieldRows(conc, times)
+    times = rows.times
     fit_end = pd.Timestamp(fit_end)
-    train = times <= fit_end
+    train = np.asarray(times <= fit_end)
     if train.sum() < 36:
         raise ClimateMLError(f"field forecasts need 3 years of training data before {fit_end:%Y-%m}")
-    n_cells = conc.shape[1]
-    mean = np.full((12, n_cells), np.nan)
-    slope = np.zeros((12, n_cells))
-    intercept = np.full((12, n_cells), np.nan)
+    month_of, year_of = times.month.values - 1, times.year.values.astype(float)
+    ybar = np.array([year_of[train & (month_of == m)].mean() if (train & (month_of == m)).any() else np.nan
+                     for m in range(12)])
+    n_cells = int(rows.ocean.sum())
+    total, count = np.zeros((12, n_cells)), np.zeros((12, n_cells), dtype=np.int64)
+    moment = np.zeros((12, n_cells))  # sum of (year - the month's mean year) * concentration
     ever = np.zeros((12, n_cells), dtype=bool)
-    month_of = times.month.values
-    rows_of, anom_of = [], []  # per calendar month: its training rows, and their departures from the trend
-    for m in range(12):
-        rows = np.flatnonzero(train & (month_of == m + 1))
-        v = conc[rows]
-        years = times.year.values[rows].astype(float)
-        with np.errstate(invalid="ignore"):
-            mu = np.nanmean(v, axis=0) if len(v) else np.full(n_cells, np.nan)
-        ybar = years.mean()
-        var = ((years - ybar) ** 2).sum()
-        b = ((years - ybar)[:, None] * (v - mu)).sum(0) / var if var > 0 else np.zeros(n_cells)
-        mean[m], slope[m] = mu, b
-        intercept[m] = mu - b * ybar
-        ever[m] = (v >= THRESHOLD).any(0)
-        if damping:  # the same numbers as ``conc - fit.trend(times)``, without its (time, cells) temporaries
-            rows_of.append(rows)
-            anom_of.append(v - (intercept[m] + slope[m] * times.year.values[rows][:, None]))
+    for start, block in rows.blocks():
+        for r, v in enumerate(block, start):
+            if not train[r]:
+                continue
+            m = month_of[r]
+            total[m] += np.nan_to_num(v)
+            count[m] += np.isfinite(v)
+            moment[m] += (year_of[r] - ybar[m]) * v  # NaN stays NaN: a cell with a gap has no trend
+            ever[m] |= v >= THRESHOLD
+    var = np.array([((year_of[train & (month_of == m)] - ybar[m]) ** 2).sum() for m in range(12)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    slope = np.where(var[:, None] > 0, moment / np.where(var > 0, var, 1.0)[:, None], 0.0)
+    intercept = mean - slope * ybar[:, None]
     fit = FieldFit(fit_end, mean, slope, intercept, ever, np.zeros((12, len(leads))))
     if not damping:
         return fit
-    # damping of the departure from the trend, one coefficient per init month and lead: the
-    # training inits of month m paired with the rows ``lead`` later that are training rows too
-    for m in range(12):
-        for j, lead in enumerate(leads):
-            later = rows_of[m] + lead
-            keep = np.zeros(len(later), dtype=bool)  # inits whose target month is a training row too
-            inside = later < len(times)
-            keep[inside] = train[later[inside]]
-            k = int(keep.sum())
-            a0 = anom_of[m][:k] if keep[:k].all() else anom_of[m][keep]  # in time order: the first k
-            a1 = _rows_of(anom_of, rows_of, later[keep])
-            num, den = _nansum_product(a0, a1), _nansum_product(a0, a0)
-            fit.damping[m, j] = np.clip(num / den, 0.0, 1.0) if den > 0 else 0.0
+    # damping of the departure from the trend, one coefficient per init month and lead: each
+    # training init paired with the row ``lead`` later when that is a training row too
+    num, den = np.zeros((12, len(leads))), np.zeros((12, len(leads)))
+    halo = max(int(k) for k in leads)
+    for start, block in rows.blocks(halo=halo):
+        anom = fit.departures(block, times[start:start + len(block)])
+        for r in range(start, min(start + rows.block, len(times))):
+            if not train[r]:
+                continue
+            a0 = anom[r - start]
+            for j, lead in enumerate(leads):
+                if r + lead < len(times) and train[r + lead]:
+                    num[month_of[r], j] += _nansum_product(a0, anom[r + lead - start])
+                    den[month_of[r], j] += _nansum_product(a0, a0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fit.damping[:] = np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0), 0.0)
     return fit
-
-
-def _rows_of(anom_of: list[np.ndarray], rows_of: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """The departures of training ``rows`` (one calendar month's, in time order) from the
-    per-month blocks of ``fit_fields``: a slice of one block when they are consecutive in it."""
-    found = []
-    for m, have in enumerate(rows_of):
-        pos = np.searchsorted(have, rows)
-        hit = (pos < len(have)) & (have[np.minimum(pos, len(have) - 1)] == rows)
-        if hit.all() and len(rows) and (np.diff(pos) == 1).all():
-            return anom_of[m][pos[0]:pos[0] + len(rows)]
-        if hit.any():
-            found.append((m, hit, pos[hit]))
-    out = np.empty((len(rows), anom_of[0].shape[1]))  # only when no one block holds them all
-    for m, hit, pos in found:
-        out[hit] = anom_of[m][pos]
-    return out
 
 
 def _nansum_product(a: np.ndarray, b: np.ndarray) -> float:
@@ -269,18 +348,16 @@ class PerCellReference:
     """A per-cell reference (one of ``FIELD_METHODS``) as a field model: the model files in
     ``models/fields/`` are one line around it."""
 
-    def __init__(self, method: str):
+    def __init__(self, method: str, block_months: int | None = None):
         if method not in FIELD_METHODS:
             raise ClimateMLError(f"unknown field method {method!r} (known: {', '.join(FIELD_METHODS)})")
-        self.method = method
+        self.method, self.block_months = method, block_months
 
     def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> PerCellReference:
-        times = pd.DatetimeIndex(conc[TIME].values)
-        self.grid_ = [d for d in conc.dims if d != TIME]
-        values = conc.transpose(TIME, *self.grid_).values.reshape(len(times), -1)
-        self.ocean_ = np.isfinite(values).any(0)  # land cells are NaN throughout: leave them out
+        rows = FieldRows(conc, block_months=self.block_months)  # read in blocks of months (from a store: lazily)
+        self.grid_, self.ocean_ = rows.grid, rows.ocean  # land cells are NaN throughout: left out
         self.leads_ = [int(k) for k in leads]
-        self.fit_ = fit_fields(values[:, self.ocean_].astype("float64"), times, times[-1], self.leads_,
+        self.fit_ = fit_fields(rows, rows.times, rows.times[-1], self.leads_,
                                damping=self.method == "damped_anomaly_persistence")
         return self
 

@@ -574,8 +574,7 @@ def field_forecast_and_archive(store: StoreLike, dataset: str, model_path: Path,
 
     problem = get_problem("arctic_sea_ice")
     obs = ensure_dataset(store, dataset, log=log)
-    conc, area = concentration_field(obs)
-    conc = conc.load()
+    conc, area = concentration_field(obs)  # lazy: the model reads the maps from the store a block of months at a time
     times = pd.DatetimeIndex(conc["time"].values)
     init = pd.Timestamp(init)
     if init not in times:

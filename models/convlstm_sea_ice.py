@@ -39,6 +39,14 @@ training inits, seen only by the other networks or after the hold-out model's cu
 Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
 cell is the share of members with ice there, as IceNet reports it.
 
+The maps are read a block of months at a time (``sea_ice_fields.FieldRows``; ``block_months``,
+default 64 MB of float64): from a Zarr store through Dask they are never held whole. The fit
+makes a few passes over them (the cells with data, the reference's trends, its damping, the
+block means the network trains on, the out-of-bag errors, and the same again for the hold-out
+model); the network trains from the block means and its targets in memory (at ``coarsen`` 8
+about a sixth of the size of the float32 maps), and the model keeps per-cell statistics and
+spread (12 calendar months each). The result does not depend on the block size.
+
 CPU by default (``CLIMATE_ML_DEVICE=cuda`` for a GPU); ``CLIMATE_ML_TORCH_THREADS`` sets the CPU
 threads (default 1, which keeps results reproducible across machines)."""
 
@@ -55,7 +63,7 @@ from torch.nn import functional as F
 from climate_ml.layers import ConvLSTMCell
 from climate_ml.model_api import centred_members, member_offsets
 from climate_ml.schema import add_months
-from climate_ml.sea_ice_fields import fit_fields
+from climate_ml.sea_ice_fields import FieldRows, fit_fields
 
 TARGET = "sea_ice_concentration"
 PROBLEMS = ("arctic_sea_ice",)
@@ -79,18 +87,22 @@ class Net(nn.Module):
 
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1):
+                 weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1,
+                 block_months: int | None = None):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
         self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
-        self.draws, self.holdout = int(draws), float(holdout)
+        self.draws, self.holdout, self.block_months = int(draws), float(holdout), block_months
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
         self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
 
     # -- grids -----------------------------------------------------------------------------
     def _blocks(self, values: np.ndarray) -> np.ndarray:
-        """(T, ocean cells) -> (T, Hc, Wc): block means over the ocean cells with data."""
+        """(T, ocean cells) -> (T, Hc, Wc): block means over the ocean cells with data, eight
+        months at a time (the full-grid temporaries stay small)."""
+        if len(values) > 8:
+            return np.concatenate([self._blocks(values[s:s + 8]) for s in range(0, len(values), 8)])
         k, (ny, nx) = self.coarsen, self.shape_
         full = np.zeros((values.shape[0], ny * nx))
         full[:, self.ocean_] = np.nan_to_num(values)
@@ -102,14 +114,16 @@ class SeaIceConvLSTM:
         n = np.pad(weight.reshape(-1, ny, nx), pad).reshape(-1, hc, k, wc, k).sum((2, 4))
         return np.where(n > 0, s / np.maximum(n, 1), 0.0)
 
-    def _frames(self, conc: np.ndarray, anom: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
-        """Input channels per month: (T, 5, Hc, Wc)."""
-        a = self._blocks(anom) / self.anom_scale_
-        c = self._blocks(conc)
+    def _frames(self, block_conc: np.ndarray, block_anom: np.ndarray, times: pd.DatetimeIndex) -> np.ndarray:
+        """Input channels per month from its block means: (T, 5, Hc, Wc)."""
         angle = 2 * np.pi * (times.month.values - 1) / 12
-        ones = np.ones_like(a)
-        return np.stack([a, c, ones * self.ocean_frac_, ones * np.sin(angle)[:, None, None],
-                         ones * np.cos(angle)[:, None, None]], axis=1).astype("float32")
+        out = np.empty((len(times), 5) + block_anom.shape[1:], dtype="float32")
+        out[:, 0] = block_anom / self.anom_scale_
+        out[:, 1] = block_conc
+        out[:, 2] = self.ocean_frac_
+        out[:, 3] = np.sin(angle)[:, None, None]
+        out[:, 4] = np.cos(angle)[:, None, None]
+        return out
 
     def _upsample(self, r: torch.Tensor) -> np.ndarray:
         """(members, lead, Hc, Wc) block residuals -> (members, lead, ocean cells)."""
@@ -120,25 +134,30 @@ class SeaIceConvLSTM:
     # -- the contract ----------------------------------------------------------------------
     def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> "SeaIceConvLSTM":
         torch.set_num_threads(self.threads)
-        times = pd.DatetimeIndex(conc["time"].values)
-        grid = [d for d in conc.dims if d != "time"]
-        values = conc.transpose("time", *grid).values.astype("float64")
-        self.grid_, self.shape_ = grid, values.shape[1:]
-        flat = values.reshape(len(times), -1)
-        self.ocean_ = np.isfinite(flat).any(0)
-        flat = flat[:, self.ocean_]
+        rows = FieldRows(conc, block_months=self.block_months)  # from a Zarr store: read lazily, block by block
+        times = rows.times
+        self.grid_, self.shape_, self.ocean_ = rows.grid, rows.shape, rows.ocean
         self.leads_ = [int(k) for k in leads]
-        self.ref_ = fit_fields(flat, times, times[-1], self.leads_)
-        trend = self.ref_.trend(times)
-        anom = flat - trend
-        self.anom_scale_ = float(np.nanstd(anom)) + 1e-6
-        self.ocean_frac_ = self._blocks(np.ones((1, flat.shape[1])))[0]
-        block_anom = self._blocks(anom)
-        frames = self._frames(flat, anom, times)
+        self.ref_ = fit_fields(rows, times, times[-1], self.leads_)
+        self.ocean_frac_ = self._blocks(np.ones((1, int(self.ocean_.sum()))))[0]
+        # one more pass: the block means the network sees, and the moments of the departures
+        block_conc, block_anom, observed, moments = [], [], [], np.zeros(3)
+        for start, values in rows.blocks():
+            anom = self.ref_.departures(values, times[start:start + len(values)])
+            block_conc.append(self._blocks(values))
+            block_anom.append(self._blocks(anom))
+            observed.append(np.isfinite(values).any(1))
+            for row in anom:  # month by month: the same sums whatever the block size
+                ok = np.isfinite(row)
+                moments += [ok.sum(), row[ok].sum(), (row[ok] ** 2).sum()]
+        n, s1, s2 = moments
+        self.anom_scale_ = float(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0))) + 1e-6
+        block_anom = np.concatenate(block_anom)
+        frames = self._frames(np.concatenate(block_conc), block_anom, times)
+        observed = np.concatenate(observed)
 
         # samples: inits with a full input window; targets where the valid month is observed
         n_t, f = len(times), self.frames
-        observed = np.isfinite(flat).any(1)
         inits = [i for i in range(f - 1, n_t - 1) if observed[i - f + 1:i + 1].all()]
         months = times.month.values - 1
         target = np.zeros((len(inits), len(self.leads_)) + block_anom.shape[1:], dtype="float32")
@@ -150,12 +169,13 @@ class SeaIceConvLSTM:
                     known[s, j] = True
         self.target_scale_ = float(target[known].std()) + 1e-6
         dev = self.device
-        x_all = torch.tensor(frames, device=dev)
+        x_all = torch.as_tensor(frames, device=dev)  # on the CPU: the arrays themselves, not copies
         index = torch.tensor(np.array(inits), device=dev)
         offsets = torch.arange(-f + 1, 1, device=dev)
-        y = torch.tensor(target / self.target_scale_, device=dev)
-        mask = torch.tensor(known, device=dev)[:, :, None, None] * torch.tensor(
-            self.ocean_frac_, dtype=torch.float32, device=dev)
+        target /= self.target_scale_
+        y = torch.as_tensor(target, device=dev)
+        known = torch.as_tensor(known, device=dev)
+        frac = torch.tensor(self.ocean_frac_, dtype=torch.float32, device=dev)
         self.nets_, self.epoch_seconds_, bags = [], [], []
         for seed in self.seeds:
             torch.manual_seed(seed)
@@ -169,8 +189,9 @@ class SeaIceConvLSTM:
                 net.train()
                 for batch in bag[torch.randperm(len(bag), generator=gen).to(dev)].split(self.batch):
                     seq = x_all[index[batch, None] + offsets]
-                    err = (net(seq) - y[batch]) ** 2 * mask[batch]
-                    loss = err.sum() / mask[batch].sum().clamp(min=1)
+                    mask = known[batch][:, :, None, None] * frac  # the targets known, by ocean share
+                    err = (net(seq) - y[batch]) ** 2 * mask
+                    loss = err.sum() / mask.sum().clamp(min=1)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -180,58 +201,65 @@ class SeaIceConvLSTM:
         self.offsets_ = member_offsets(len(self.nets_), self.draws)
         self.holdout_ratio_ = None
         if self.draws == 1:  # the bare networks: no spread to measure
-            self.sigma_ = np.zeros((len(self.leads_), 12, flat.shape[1]), dtype="float32")
+            self.sigma_ = np.zeros((len(self.leads_), 12, int(self.ocean_.sum())), dtype="float32")
             return self
-        self.sigma_ = self._out_of_bag_error(flat, trend, anom, times, inits, bags,
-                                             lambda rows: x_all[index[rows, None] + offsets])
+        self.sigma_ = self._out_of_bag_error(rows, inits, bags, lambda chosen: x_all[index[chosen, None] + offsets])
+        del frames, x_all, target, y, block_anom  # the training set: free before the hold-out model builds its own
         if self.holdout > 0:
-            self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, flat, times)
+            self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, rows)
             self.sigma_ = self.sigma_ * self.holdout_ratio_[:, None, None].astype("float32")
         return self
 
-    def _holdout_ratio(self, conc: xr.DataArray, cell_area: xr.DataArray, flat: np.ndarray,
-                       times: pd.DatetimeIndex) -> np.ndarray:
+    def _holdout_ratio(self, conc: xr.DataArray, cell_area: xr.DataArray, rows: FieldRows) -> np.ndarray:
         """Per lead: how much larger a forecast's error is after its cut-off than the out-of-bag
         error says. Out-of-bag inits have neighbouring months, and so nearly the same target
         maps, in the bootstrap sample, and the reference is fitted on all of them, so
         out-of-bag errors are too small. One more model, the first network alone, with its own
         reference, is fitted on the training window without its last ``holdout`` share of months
         (at least 24) and forecasts each of those months as an init; the ratio is the RMS of its
-        errors over the RMS of ``sigma_`` at the same valid months and cells."""
-        n_t = len(times)
+        errors over the RMS of ``sigma_`` at the same valid months and cells. The months are read
+        a block at a time."""
+        times, n_t = rows.times, len(rows)
         n_hold = max(24, int(round(self.holdout * n_t)))
         if n_t - n_hold < 10 * self.frames:
             raise ValueError(f"the sea-ice ConvLSTM's members need at least {10 * self.frames + 24} training months "
                              f"for their hold-out error, got {n_t}")
         cut = n_t - n_hold  # the hold-out model sees months [0, cut); its inits are cut - 1 ... n_t - 2
-        options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch")}
+        options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch",
+                                                 "block_months")}
         model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)
         model.threads = self.threads
         model.fit(conc.isel(time=slice(0, cut)), cell_area, self.leads_)
         err2, sig2 = np.zeros(len(self.leads_)), np.zeros(len(self.leads_))
-        for i in range(cut - 1, n_t - 1):
-            maps = model.predict(conc.isel(time=slice(0, i + 1))).isel(member=0)
-            maps = maps.transpose("lead", *self.grid_).values.reshape(len(self.leads_), -1)[:, self.ocean_]
-            for j, lead in enumerate(self.leads_):
-                v = i + lead
-                if v >= n_t:
-                    continue
-                err = maps[j] - flat[v]
-                ok = np.isfinite(err)
-                err2[j] += np.sum(err[ok] ** 2)
-                sig2[j] += np.sum(self.sigma_[j, times[v].month - 1][ok].astype("float64") ** 2)
+        last = max(self.leads_)
+        for first in range(cut - 1, n_t - 1, rows.block):
+            lo = first - self.frames + 1  # the input months of the block's first init, then up to its last valid month
+            window = conc.isel(time=slice(lo, min(first + rows.block + last, n_t))).load()
+            seen = rows.read(first, min(first + rows.block + last, n_t))
+            for i in range(first, min(first + rows.block, n_t - 1)):
+                maps = model.predict(window.isel(time=slice(0, i + 1 - lo))).isel(member=0)
+                maps = maps.transpose("lead", *self.grid_).values.reshape(len(self.leads_), -1)[:, self.ocean_]
+                for j, lead in enumerate(self.leads_):
+                    v = i + lead
+                    if v >= n_t:
+                        continue
+                    err = maps[j] - seen[v - first]
+                    ok = np.isfinite(err)
+                    err2[j] += np.sum(err[ok] ** 2)
+                    sig2[j] += np.sum(self.sigma_[j, times[v].month - 1][ok].astype("float64") ** 2)
         if (sig2 == 0).any():
             raise ValueError("the sea-ice ConvLSTM's hold-out months verify no lead: too few observed months")
         return np.sqrt(err2 / sig2)
 
-    def _out_of_bag_error(self, flat, trend, anom, times, inits, bags, inputs) -> np.ndarray:
+    def _out_of_bag_error(self, rows: FieldRows, inits, bags, inputs) -> np.ndarray:
         """(lead, 12 valid months, ocean cells): the RMS error of a network's clipped map over the
         training inits outside its bootstrap sample, pooled over the valid month and the months
-        either side; 0 where no such forecast could be verified. ``inputs(rows)``: the input
-        sequences of those training inits."""
-        n_t, months = len(times), times.month.values - 1
-        sq = np.zeros((len(self.leads_), 12, flat.shape[1]))
-        count = np.zeros_like(sq)
+        either side; 0 where no such forecast could be verified. ``inputs(samples)``: the input
+        sequences of those training inits. The maps are read a block of months at a time."""
+        times, n_t = rows.times, len(rows)
+        months = times.month.values - 1
+        sq = np.zeros((len(self.leads_), 12, int(self.ocean_.sum())))
+        count = np.zeros(sq.shape, dtype=np.int32)
         for net, bag in zip(self.nets_, bags, strict=True):
             left_out = np.setdiff1d(np.arange(len(inits)), bag)
             for chunk in np.array_split(left_out, max(1, len(left_out) // 16)):
@@ -241,12 +269,13 @@ class SeaIceConvLSTM:
                     up = self._upsample(net(inputs(torch.as_tensor(chunk, device=self.device))) * self.target_scale_)
                 for k, s in enumerate(chunk):
                     i = inits[s]
+                    anom = np.nan_to_num(rows.row(i) - self.ref_.trend(times[i:i + 1])[0])
                     for j, lead in enumerate(self.leads_):
                         v = i + lead
                         if v >= n_t:
                             continue
-                        damped = trend[v] + self.ref_.damping[months[i], j] * np.nan_to_num(anom[i])
-                        err = np.clip(damped + up[k, j], 0.0, 1.0) - flat[v]
+                        damped = self.ref_.trend(times[v:v + 1])[0] + self.ref_.damping[months[i], j] * anom
+                        err = np.clip(damped + up[k, j], 0.0, 1.0) - rows.row(v)
                         sq[j, months[v]] += np.nan_to_num(err) ** 2
                         count[j, months[v]] += np.isfinite(err)
         pooled = [sum(np.roll(a, shift, axis=1) for shift in (-1, 0, 1)) for a in (sq, count)]
@@ -259,7 +288,7 @@ class SeaIceConvLSTM:
         values = conc.isel(time=slice(-self.frames, None)).transpose("time", *self.grid_).values
         flat = values.reshape(len(times), -1)[:, self.ocean_].astype("float64")
         anom = flat - self.ref_.trend(times)
-        frames = torch.tensor(self._frames(flat, anom, times)[None], device=self.device)
+        frames = torch.tensor(self._frames(self._blocks(flat), self._blocks(anom), times)[None], device=self.device)
         with torch.no_grad():
             r = torch.cat([net(frames) for net in self.nets_]) * self.target_scale_
         init = times[-1]

@@ -38,10 +38,12 @@ import xarray as xr
 
 TARGET = "sea_ice_concentration"
 SEEN = []
+LAZY = []  # per fit: were the maps handed over lazily (Dask over the store's Zarr)?
 
 
 class Persist:
     def fit(self, conc, cell_area, leads):
+        LAZY.append(conc.chunks is not None)
         self.leads = list(leads)
         return self
 
@@ -363,6 +365,42 @@ def test_convlstm_learns_advection_that_per_cell_references_miss():
     assert all(0.75 < ratio[k] < 1.3 for k in ("1", "2")), ratio
 
 
+def test_sea_ice_convlstm_trains_from_a_zarr_store_a_block_of_months_at_a_time(tmp_path):
+    """Fitted on maps opened lazily from a Zarr store (Dask), the sea-ice ConvLSTM reads them a
+    block of months at a time (``FieldRows``): the most memory it allocates (traced, after a
+    warm-up fit has done the imports) stays under half the size of the float32 stack, where
+    holding the stack as float64, as the fit once did, takes twice it. The model it fits (the
+    per-cell reference, the scales, the spread, the hold-out ratio, the forecast) is the one
+    fitted on the same maps in memory, bit for bit."""
+    import tracemalloc
+
+    from climate_ml.synthetic import toy_sea_ice
+
+    path = tmp_path / "ice.zarr"
+    toy = toy_sea_ice(start="1900-01", end="2006-12", resolution_m=100_000.0)
+    toy[["cdr_seaice_conc"]].chunk({"time": 12}).to_zarr(path)
+    lazy = xr.open_zarr(path)["cdr_seaice_conc"]
+    assert lazy.chunks is not None and lazy.sizes["time"] == 1284
+    module = sys.modules[load_model_factory(CONVLSTM).__module__]
+    options = dict(coarsen=16, hidden=4, frames=3, epochs=1, seeds=(0,), draws=2, holdout=0.05)
+    module.SeaIceConvLSTM(**options).fit(lazy.isel(time=slice(0, 120)), toy["cell_area"], [1, 2])  # the imports
+    tracemalloc.start()
+    try:
+        streamed = module.SeaIceConvLSTM(**options, block_months=24).fit(lazy, toy["cell_area"], [1, 2])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * lazy.nbytes, (peak / 1e6, lazy.nbytes / 1e6)
+    held = module.SeaIceConvLSTM(**options).fit(lazy.load(), toy["cell_area"], [1, 2])
+    assert held.block_months is None and streamed.block_months == 24
+    for name in ("mean", "slope", "intercept", "ever_ice", "damping"):
+        np.testing.assert_array_equal(getattr(streamed.ref_, name), getattr(held.ref_, name), err_msg=name)
+    assert (streamed.anom_scale_, streamed.target_scale_) == (held.anom_scale_, held.target_scale_)
+    np.testing.assert_array_equal(streamed.sigma_, held.sigma_)
+    np.testing.assert_array_equal(streamed.holdout_ratio_, held.holdout_ratio_)
+    xr.testing.assert_identical(streamed.predict(lazy), held.predict(lazy.load()))
+
+
 def test_convlstm_members_are_its_networks_widened_by_normal_quantiles():
     """Each network's map gets ``draws`` offsets: normal quantiles, symmetric, the same for every
     network, with variance m/(m+1) over all m members (members and an observation from one
@@ -426,8 +464,8 @@ def test_backtest_takes_field_models_through_the_field_backtest(tmp_path, sea_ic
 
 
 def test_forecast_takes_field_models_and_archives_their_maps(tmp_path, sea_ice_store, capsys):
-    """`forecast arctic_sea_ice MAPS.py --init`: the model sees the maps up to the init only, its
-    members are archived as a live forecast with its own provenance, and the printed extents are
+    """`forecast arctic_sea_ice MAPS.py --init`: the model sees the maps up to the init only (lazily,
+    from the store), its members are archived as a live forecast with its own provenance, and the printed extents are
     those of the archived mean map; ranges, mixed contracts and a missing init are one-line errors."""
     from climate_ml.archive import query
 
@@ -437,6 +475,7 @@ def test_forecast_takes_field_models_and_archives_their_maps(tmp_path, sea_ice_s
     out = json.loads(capsys.readouterr().out)
     module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path))
     assert module.SEEN == [np.datetime64("2024-03-01")]  # predicted from the init's map, never a later one
+    assert module.LAZY == [True]  # the store's maps, read by the model as it needs them (never loaded whole first)
     assert (out["model"], out["init_time"], out["archive"], out["members"]) == ("persist", "2024-03", "created", 3)
     assert [r["valid_time"] for r in out["forecast"]] == [f"2024-{m:02d}" for m in range(4, 10)]
     ds = query(store, "arctic_sea_ice", "persist", init="2024-03", dataset="toy-sea-ice").isel(model=0)
