@@ -203,7 +203,7 @@ class SeaIceConvLSTM:
         if self.draws == 1:  # the bare networks: no spread to measure
             self.sigma_ = np.zeros((len(self.leads_), 12, int(self.ocean_.sum())), dtype="float32")
             return self
-        self.sigma_ = self._out_of_bag_error(rows, inits, bags, lambda chosen: x_all[index[chosen, None] + offsets])
+        self.sigma_ = self._out_of_bag_error(rows, inits, bags, (x_all, index, offsets))
         del frames, x_all, target, y, block_anom  # the training set: free before the hold-out model builds its own
         if self.holdout > 0:
             self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, rows)
@@ -251,11 +251,13 @@ class SeaIceConvLSTM:
             raise ValueError("the sea-ice ConvLSTM's hold-out months verify no lead: too few observed months")
         return np.sqrt(err2 / sig2)
 
-    def _out_of_bag_error(self, rows: FieldRows, inits, bags, inputs) -> np.ndarray:
+    def _out_of_bag_error(self, rows: FieldRows, inits, bags, sequences) -> np.ndarray:
         """(lead, 12 valid months, ocean cells): the RMS error of a network's clipped map over the
         training inits outside its bootstrap sample, pooled over the valid month and the months
-        either side; 0 where no such forecast could be verified. ``inputs(samples)``: the input
-        sequences of those training inits. The maps are read a block of months at a time."""
+        either side; 0 where no such forecast could be verified. ``sequences``: (frames, init
+        rows, frame offsets), the network inputs of the training inits. The maps are read a
+        block of months at a time."""
+        x_all, index, offsets = sequences
         times, n_t = rows.times, len(rows)
         months = times.month.values - 1
         sq = np.zeros((len(self.leads_), 12, int(self.ocean_.sum())))
@@ -266,7 +268,8 @@ class SeaIceConvLSTM:
                 if not len(chunk):
                     continue
                 with torch.no_grad():
-                    up = self._upsample(net(inputs(torch.as_tensor(chunk, device=self.device))) * self.target_scale_)
+                    chosen = torch.as_tensor(chunk, device=self.device)
+                    up = self._upsample(net(x_all[index[chosen, None] + offsets]) * self.target_scale_)
                 for k, s in enumerate(chunk):
                     i = inits[s]
                     anom = np.nan_to_num(rows.row(i) - self.ref_.trend(times[i:i + 1])[0])
