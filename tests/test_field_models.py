@@ -20,6 +20,7 @@ from climate_ml.problems import get_problem
 from climate_ml.sea_ice_fields import (
     FIELD_SCORES,
     THRESHOLD,
+    FieldRows,
     ScoredMaps,
     field_backtest,
     field_scores,
@@ -399,6 +400,8 @@ def test_sea_ice_convlstm_trains_from_a_zarr_store_a_block_of_months_at_a_time(t
     np.testing.assert_array_equal(streamed.sigma_, held.sigma_)
     np.testing.assert_array_equal(streamed.holdout_ratio_, held.holdout_ratio_)
     xr.testing.assert_identical(streamed.predict(lazy), held.predict(lazy.load()))
+    with pytest.raises(ValueError, match="block_months must be at least 1, got 0"):
+        FieldRows(lazy, block_months=0)
 
 
 def test_convlstm_members_are_its_networks_widened_by_normal_quantiles():
