@@ -37,6 +37,11 @@ The references: field forecasts fitted per grid cell and calendar month on the t
 - ``damped_anomaly_persistence``: as above with the departure scaled by a(m, L), one
   regression coefficient per init month and lead pooled over all cells.
 
+``PerCellReference(method, calibrate_edge=True)`` (``models/damped_anomaly_persistence_edge.py``)
+also moves its concentrations so that its 15% contour lies where its own forecasts of the last
+ten training years drew the ice edge best (``EdgeCalibration``, ``remap_edge``); the sea-ice
+ConvLSTM does the same from its out-of-bag maps.
+
 Field models. A model file whose module says ``TARGET = "sea_ice_concentration"`` forecasts
 maps: ``make_model()`` returns an object with
 
@@ -344,14 +349,59 @@ def forecast_fields(fit: FieldFit, latest: np.ndarray, init, leads, method: str)
     return np.clip(out, 0.0, 1.0)
 
 
+EDGE_YEARS = 10  # the training years whose forecasts calibrate the ice edge
+EDGE_GRID = np.round(np.arange(0.05, 0.505, 0.01), 2)  # the thresholds an edge calibration chooses from
+
+
+class EdgeCalibration:
+    """Where a forecast's ice edge should be drawn. A concentration forecast fitted for the
+    squared error (a mean) need not put the ice edge where the 15% contour of that mean is: near
+    the edge the forecasts of the per-cell references and of the networks are blurred, and on the
+    real maps the edge that matches the observed one best lies at 17-29%. ``add`` takes training
+    forecasts with their observed maps; ``thresholds`` gives, per lead and valid calendar month
+    (pooled with the months either side), the threshold of the forecast whose ice edge had the
+    least integrated ice-edge error; ``remap`` moves forecast concentrations monotonically so
+    that this threshold becomes 15% (0 and 1 stay). Only ever fitted on training forecasts."""
+
+    def __init__(self, n_leads: int, grid=EDGE_GRID):
+        self.grid = np.asarray(grid, dtype=float)
+        self.error = np.zeros((n_leads, 12, len(self.grid)))  # IIEE (area units of ``area``) per threshold
+
+    def add(self, lead_index: int, month: int, forecast: np.ndarray, observed: np.ndarray, area: np.ndarray) -> None:
+        """One training forecast (cells) of lead ``lead_index`` valid in calendar ``month`` (0-11)."""
+        ok = np.isfinite(forecast) & np.isfinite(observed)
+        f, ice, a = forecast[ok], observed[ok] >= THRESHOLD, area[ok]
+        above = np.searchsorted(self.grid, f, side="right")  # f >= grid[k] exactly when k < above
+        n = len(self.grid) + 1
+        missed = np.cumsum(np.bincount(above[ice], weights=a[ice], minlength=n))[:-1]  # ice, forecast below
+        false = np.cumsum(np.bincount(above[~ice], weights=a[~ice], minlength=n))[:-1]
+        self.error[lead_index, month] += missed + (a[~ice].sum() - false)  # ... and open water forecast above
+
+    def thresholds(self) -> np.ndarray:
+        """(lead, 12 valid months): the best threshold; 15% where no forecast was added."""
+        pooled = sum(np.roll(self.error, shift, axis=1) for shift in (-1, 0, 1))
+        best = self.grid[pooled.argmin(-1)]
+        return np.where(pooled.any(-1), best, THRESHOLD)
+
+
+def remap_edge(maps: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Concentrations ``maps`` (..., lead, cells) moved so that ``thresholds`` (lead,) becomes
+    15%, linearly on either side: ``remap_edge(c, t) >= 0.15`` exactly where ``c >= t``, 0 and 1
+    stay, the order of values is kept and NaN stays NaN."""
+    t = np.asarray(thresholds, dtype=float)[:, None]
+    below = np.minimum(maps * (THRESHOLD / t), np.nextafter(THRESHOLD, 0.0))
+    above = THRESHOLD + (maps - t) * ((1.0 - THRESHOLD) / (1.0 - t))
+    return np.where(maps < t, below, np.minimum(above, 1.0))
+
+
 class PerCellReference:
     """A per-cell reference (one of ``FIELD_METHODS``) as a field model: the model files in
     ``models/fields/`` are one line around it."""
 
-    def __init__(self, method: str, block_months: int | None = None):
+    def __init__(self, method: str, block_months: int | None = None, calibrate_edge: bool = False):
         if method not in FIELD_METHODS:
             raise ClimateMLError(f"unknown field method {method!r} (known: {', '.join(FIELD_METHODS)})")
-        self.method, self.block_months = method, block_months
+        self.method, self.block_months, self.calibrate_edge = method, block_months, calibrate_edge
 
     def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> PerCellReference:
         rows = FieldRows(conc, block_months=self.block_months)  # read in blocks of months (from a store: lazily)
@@ -359,14 +409,28 @@ class PerCellReference:
         self.leads_ = [int(k) for k in leads]
         self.fit_ = fit_fields(rows, rows.times, rows.times[-1], self.leads_,
                                damping=self.method == "damped_anomaly_persistence")
+        self.edge_ = None
+        if self.calibrate_edge:  # the fit's own forecasts of the last EDGE_YEARS of training months
+            area = np.asarray(cell_area.transpose(*self.grid_).values, dtype="float64").ravel()[self.ocean_]
+            cal, times, n_t = EdgeCalibration(len(self.leads_)), rows.times, len(rows)
+            for i in range(max(0, n_t - 12 * EDGE_YEARS - max(self.leads_)), n_t - 1):
+                maps = forecast_fields(self.fit_, rows.row(i), times[i], self.leads_, self.method)
+                for j, lead in enumerate(self.leads_):
+                    if i + lead < n_t:
+                        cal.add(j, times[i + lead].month - 1, maps[j], rows.row(i + lead), area)
+            self.edge_ = cal.thresholds()
         return self
 
     def predict(self, conc: xr.DataArray) -> xr.DataArray:
         last = conc.isel({TIME: -1})
         latest = np.asarray(last.transpose(*self.grid_).values, dtype="float64").ravel()
         out = np.full((len(self.leads_), latest.size), np.nan)  # land stays NaN
-        out[:, self.ocean_] = forecast_fields(self.fit_, latest[self.ocean_], pd.Timestamp(last[TIME].values),
-                                              self.leads_, self.method)
+        init = pd.Timestamp(last[TIME].values)
+        maps = forecast_fields(self.fit_, latest[self.ocean_], init, self.leads_, self.method)
+        if self.edge_ is not None:
+            valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), self.leads_)[0])
+            maps = remap_edge(maps, self.edge_[np.arange(len(self.leads_)), valid.month.values - 1])
+        out[:, self.ocean_] = maps
         shape = [last.sizes[d] for d in self.grid_]
         return xr.DataArray(out.reshape(len(self.leads_), *shape), dims=(LEAD, *self.grid_),
                             coords={LEAD: self.leads_})

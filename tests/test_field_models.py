@@ -399,7 +399,17 @@ def test_sea_ice_convlstm_trains_from_a_zarr_store_a_block_of_months_at_a_time(t
     assert (streamed.anom_scale_, streamed.target_scale_) == (held.anom_scale_, held.target_scale_)
     np.testing.assert_array_equal(streamed.sigma_, held.sigma_)
     np.testing.assert_array_equal(streamed.holdout_ratio_, held.holdout_ratio_)
+    np.testing.assert_array_equal(streamed.edge_, held.edge_)
     xr.testing.assert_identical(streamed.predict(lazy), held.predict(lazy.load()))
+    # the ice edge: drawn where the out-of-bag maps of the last ten training years matched best;
+    # without the calibration the same network's map, whose t-contour is the calibrated 15% one
+    plain = module.SeaIceConvLSTM(**options, calibrate_edge=False).fit(lazy.load(), toy["cell_area"], [1, 2])
+    assert plain.edge_ is None and held.edge_.shape == (2, 12)
+    np.testing.assert_array_equal(plain.sigma_, held.sigma_)  # the spread is measured on the plain maps
+    a, b = (m.predict(lazy.load()).mean("member").values for m in (plain, held))  # one network: its map
+    t = held.edge_[[0, 1], [0, 1]][:, None, None]  # from 2006-12: valid 2007-01 and 2007-02
+    ok = np.isfinite(a)
+    assert np.array_equal((b[ok] >= 0.15 - 1e-12), np.broadcast_to(a >= t, a.shape)[ok])
     with pytest.raises(ValueError, match="block_months must be at least 1, got 0"):
         FieldRows(lazy, block_months=0)
 

@@ -12,14 +12,19 @@ from hypothesis import strategies as st
 from climate_ml.catalog import PROJECT_ROOT as ROOT
 from climate_ml.cli import main
 from climate_ml.errors import ClimateMLError
+from climate_ml.model_api import load_model_factory
 from climate_ml.sea_ice_fields import (
+    EDGE_GRID,
+    EdgeCalibration,
     FieldRows,
+    PerCellReference,
     concentration_field,
     field_backtest,
     field_forecast_maps,
     field_scores,
     fit_fields,
     reference_models,
+    remap_edge,
     summarise_field_scores,
 )
 from climate_ml.synthetic import toy_sea_ice
@@ -61,13 +66,18 @@ def test_field_forecasts_do_not_look_ahead(ice):
 
 
 def test_field_backtest_scores_and_references(ice):
+    edge = load_model_factory(ROOT / "models" / "damped_anomaly_persistence_edge.py")
     scores = field_backtest(ice["cdr_seaice_conc"], ice["cell_area"], range(1, 7), "2005-01", "2011-12", 24,
-                            models=reference_models())
-    assert scores.sizes == {"method": 4, "init_time": 84, "lead": 6}
+                            models={**reference_models(), "damped_anomaly_persistence_edge": edge})
+    assert scores.sizes == {"method": 5, "init_time": 84, "lead": 6}
     table = summarise_field_scores(scores)
     trend, damped, clim = (table[m]["iiee"] for m in ("linear_trend", "damped_anomaly_persistence", "climatology"))
     # the toy retreats northwards: a trend beats climatology; its anomalies persist for months
     assert trend["3"] < clim["3"] and damped["1"] < trend["1"]
+    # the damped maps blur the edge: drawing it where the training forecasts matched best pays at every lead
+    calibrated = table["damped_anomaly_persistence_edge"]
+    assert all(calibrated["iiee"][k] < damped[k] for k in damped)
+    assert all(calibrated["sie_rmse"][k] < table["damped_anomaly_persistence"]["sie_rmse"][k] for k in damped)
     assert all(0.5 < table[m]["binary_accuracy"]["1"] <= 1 for m in table)
     sie = scores["sie_error"].sel({"method": "linear_trend"})
     assert float(abs(sie).mean()) <= float(scores["iiee"].sel({"method": "linear_trend"}).mean()) + 1e-12
@@ -133,6 +143,62 @@ def test_field_scores_count_only_cells_with_ice_or_the_active_region(ice):
     assert whole["crps"] > 0 and whole["iiee"] > 0
     for k, v in whole.items():
         assert float(got[k]) == v or (np.isnan(v) and np.isnan(float(got[k]))), k
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), t=st.sampled_from([float(v) for v in EDGE_GRID]))
+def test_edge_remap_moves_the_threshold_to_15_percent_and_keeps_the_order(seed, t):
+    rng = np.random.default_rng(seed)
+    c = np.concatenate([rng.uniform(0, 1, 300), [0.0, 1.0, t, np.nextafter(t, 0.0), np.nextafter(t, 1.0), np.nan]])
+    out = remap_edge(np.stack([c, c]), np.array([t, 0.15]))  # two leads: the second keeps 15%
+    ok = np.isfinite(c)
+    assert np.isnan(out[:, ~ok]).all()  # land stays land
+    assert np.array_equal(out[0, ok] >= 0.15, c[ok] >= t)  # ice exactly where the forecast reached the threshold
+    assert np.array_equal(out[1, ok] >= 0.15, c[ok] >= 0.15)
+    np.testing.assert_allclose(out[1, ok], c[ok], rtol=0, atol=1e-15)  # a threshold of 15% changes nothing
+    order = np.argsort(c[ok], kind="stable")
+    assert (np.diff(out[0, ok][order]) >= 0).all()  # the order of concentrations is kept
+    assert out[0, 300] == 0.0 and out[0, 301] == pytest.approx(1.0, abs=1e-15) and out[0, ok].max() <= 1.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), shift=st.sampled_from([-0.08, 0.0, 0.06, 0.12]))
+def test_edge_calibration_sums_the_iiee_of_each_threshold_and_finds_a_planted_bias(seed, shift):
+    """Forecasts that are the observed maps shifted by ``shift`` draw the observed edge exactly at
+    15% + shift: the calibration finds it, and its sums are the IIEE of every threshold."""
+    rng = np.random.default_rng(seed)
+    area = rng.uniform(0.5, 2.0, 400)
+    cal, pairs = EdgeCalibration(2), []
+    for _ in range(6):
+        observed = rng.uniform(0, 1, 400) ** 2
+        observed[rng.random(400) < 0.1] = np.nan  # land or a gap: never counted
+        forecast = np.clip(observed + shift, 0.0, 1.0)
+        cal.add(0, 3, forecast, observed, area)
+        pairs.append((forecast, observed))
+    for k, t in enumerate(cal.grid):
+        direct = sum(area[np.isfinite(o) & ((f >= t) != (o >= 0.15))].sum() for f, o in pairs)
+        assert cal.error[0, 3, k] == pytest.approx(direct, rel=1e-12, abs=1e-12)
+    best = cal.thresholds()
+    assert best[0, 3] == pytest.approx(0.15 + shift) and cal.error[0, 3].min() == pytest.approx(0.0, abs=1e-9)
+    assert best[0, 2] == best[0, 4] == best[0, 3]  # pooled with the months either side
+    assert (np.delete(best[0], [2, 3, 4]) == 0.15).all() and (best[1] == 0.15).all()  # nothing added: 15%
+
+
+def test_edge_calibrated_reference_draws_its_edge_from_training_forecasts(ice):
+    """The calibrated reference moves only where its own training forecasts say, and its 15%
+    contour is the uncalibrated map's contour at the chosen thresholds."""
+    conc, area = ice["cdr_seaice_conc"], ice["cell_area"]
+    train = conc.sel(time=slice(None, "2008-12"))
+    plain = PerCellReference("damped_anomaly_persistence").fit(train, area, range(1, 7))
+    edge = PerCellReference("damped_anomaly_persistence", calibrate_edge=True).fit(train, area, range(1, 7))
+    assert plain.edge_ is None and edge.edge_.shape == (6, 12) and set(np.unique(edge.edge_)) <= set(EDGE_GRID)
+    a, b = plain.predict(train).values, edge.predict(train).values  # from 2008-12: valid 2009-01 .. 2009-06
+    t = edge.edge_[np.arange(6), np.arange(6)][:, None, None]
+    ok = np.isfinite(a)
+    assert np.array_equal(np.isfinite(b), ok)
+    assert np.array_equal((b >= 0.15)[ok], np.broadcast_to(a >= t, a.shape)[ok])
+    with pytest.raises(ClimateMLError, match="unknown field method"):
+        PerCellReference("persistence", calibrate_edge=True)
 
 
 def test_extent_series_is_not_a_field(store):
