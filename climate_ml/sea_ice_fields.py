@@ -356,12 +356,13 @@ EDGE_GRID = np.round(np.arange(0.05, 0.505, 0.01), 2)  # the thresholds an edge 
 class EdgeCalibration:
     """Where a forecast's ice edge should be drawn. A concentration forecast fitted for the
     squared error (a mean) need not put the ice edge where the 15% contour of that mean is: near
-    the edge the forecasts of the per-cell references and of the networks are blurred, and on the
-    real maps the edge that matches the observed one best lies at 17-29%. ``add`` takes training
-    forecasts with their observed maps; ``thresholds`` gives, per lead and valid calendar month
-    (pooled with the months either side), the threshold of the forecast whose ice edge had the
-    least integrated ice-edge error; ``remap`` moves forecast concentrations monotonically so
-    that this threshold becomes 15% (0 and 1 stay). Only ever fitted on training forecasts."""
+    the edge the forecasts of the per-cell references and of the networks are blurred (on the
+    real maps, damped anomaly persistence drew the observed edge best at its 18-25% contours).
+    ``add`` takes training forecasts with their observed maps; ``thresholds`` gives, per lead
+    and valid calendar month (pooled with the months either side), the threshold of the
+    forecast whose ice edge had the least integrated ice-edge error; ``remap_edge`` moves
+    forecast concentrations monotonically so that this threshold becomes 15% (0 and 1 stay).
+    Only ever fitted on training forecasts."""
 
     def __init__(self, n_leads: int, grid=EDGE_GRID):
         self.grid = np.asarray(grid, dtype=float)
