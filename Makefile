@@ -27,9 +27,12 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null \
 	  || echo "warning: could not install chromium and chromium-driver; the browser test will be skipped"; }
 
+# One pytest worker per CPU (-n auto), so each worker's BLAS and OpenMP pools get one thread:
+# pools as wide as the machine in every worker made small matrix products wait on each other.
 test: install browser
 	$(BIN)/ruff check climate_ml flows models tests benchmarks
-	$(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+	  $(BIN)/python -m pytest -q --durations=10 -n auto --dist loadfile --no-loadscope-reorder
 
 lint: install
 	$(BIN)/ruff check climate_ml flows models tests benchmarks

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import multiprocessing
-import os
 import time as _time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from climate_ml.cluster import available_cpus
 from climate_ml.errors import ClimateMLError, ModelError
 from climate_ml.model_api import FIELD_TARGET, check_prediction, load_model_factory, model_target
 from climate_ml.problems.base import FoldData, Problem
@@ -295,7 +295,13 @@ class RollingOrigin:
 _WORKER: dict = {}
 
 
-def _init_worker(problem: Problem, prepared: xr.Dataset) -> None:
+def _init_worker(problem: Problem, prepared: xr.Dataset, threads: int | None = None) -> None:
+    """A worker process's state; ``threads``: the most threads its BLAS and OpenMP pools may use
+    (``LocalProcesses`` gives each worker its share of the CPUs)."""
+    if threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads)  # for the life of the worker
     _WORKER.clear()
     _WORKER.update(problem=problem, prepared=prepared, fold=None)
 
@@ -429,7 +435,10 @@ class LocalProcesses:
             progress: Callable[[str], None], work: Callable | None = None) -> None:
         work = work or _unit
         ctx = process_context()
-        pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared))
+        # each worker's BLAS and OpenMP pools get its share of the CPUs: with a pool per worker as
+        # wide as the machine, small matrix products in the workers wait on each other's threads
+        threads = max(1, available_cpus() // max(1, self.n_jobs))
+        pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared, threads))
         stuck = False
         try:
             handles = [(u, pool.apply_async(work, (u[0], u[1], u[2], u[3]))) for u in units]
@@ -482,11 +491,7 @@ class DaskCluster:
 def default_jobs(limit: int = 4) -> int:
     """Local worker processes for the shells' own backtests (the run and monthly flows): the
     CPUs this process may use, at most ``limit`` (each worker holds a copy of the data)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(limit, cpus))
+    return max(1, min(limit, available_cpus()))
 
 
 def choose_executor(n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None):

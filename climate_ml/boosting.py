@@ -22,6 +22,7 @@ import lightgbm as lgb
 import numpy as np
 import xarray as xr
 
+from climate_ml.cluster import available_cpus
 from climate_ml.model_api import to_table
 from climate_ml.schema import INIT, LEAD, MEMBER
 
@@ -66,9 +67,13 @@ class LightGBMLagged:
 
 
 def _threads() -> int:
+    """Threads for the leads' fits: one in a backtest's worker process, else the CPUs, or
+    ``OMP_NUM_THREADS`` where the environment sets a budget (e.g. the test suite's parallel
+    workers)."""
     if multiprocessing.parent_process() is not None:
         return 1
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    budget = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(budget)) if budget.isdigit() else available_cpus()
 
 
 class LightGBMMembers(LightGBMLagged):

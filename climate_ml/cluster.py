@@ -11,6 +11,14 @@ import os
 SCHEDULER_ENV = "CLIMATE_ML_DASK_SCHEDULER"
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def scheduler_address(explicit: str | None = None) -> str | None:
     """``explicit``, else ``$CLIMATE_ML_DASK_SCHEDULER``, else None."""
     return explicit or os.environ.get(SCHEDULER_ENV) or None

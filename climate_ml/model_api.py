@@ -159,3 +159,48 @@ def centred_members(centre: np.ndarray, offsets: np.ndarray, lower: float, upper
             hi, lo = np.where(above, mid, hi), np.where(above, lo, mid)
         out[edge] = np.clip(cs[:, None] + ds + lo[:, None], lower, upper)
     return np.moveaxis(out, -1, axis)
+
+
+def clipped_spread_scale(centres: np.ndarray, sigmas: np.ndarray, offsets: np.ndarray, weights: np.ndarray,
+                         error2: float, lower: float, upper: float, iterations: int = 8, most: float = 3.0,
+                         tolerance: float = 1e-3) -> float:
+    """The factor s by which to widen ``sigmas`` so that the members ``centred_members(centre,
+    s * sigma * offsets)`` (``offsets``: the m member offsets, their variance m/(m+1)) spread
+    as far as the forecasts erred: their ``weights``-weighted member variance, times (m+1)/m,
+    summed over the given cells (``centres``, ``sigmas``, ``weights``: 1-D, pooled over
+    forecasts), equals ``error2``, the same weighted sum of the squared errors of the centres.
+    Members that would leave [lower, upper] are clipped, which narrows them; without clipping
+    s is sqrt(error2 / sum(weights * sigmas^2)). With clipping the variance grows more slowly
+    than s^2, so s is refined, each step taking the variance as a power of s fitted to the last
+    two steps, until the variance is within ``tolerance`` (relative) of ``error2`` or after
+    ``iterations`` steps; s is at most ``most`` times its unclipped value. Cells at a bound keep
+    no spread whatever s is and may be left out of the arrays; their errors stay in ``error2``."""
+    offsets = np.asarray(offsets, dtype=float).ravel()
+    m = offsets.size
+    nominal = float(np.asarray(weights, dtype=float) @ np.square(np.asarray(sigmas, dtype=float)))
+    if m < 2 or nominal <= 0 or not error2 > 0:
+        raise ValueError("clipped_spread_scale needs at least two members, some spread and some error")
+
+    def variance(scale: float) -> float:  # a block of cells at a time: the members' temporaries stay small
+        total = 0.0
+        for lo in range(0, len(centres), 1 << 16):
+            part = slice(lo, lo + (1 << 16))
+            members = centred_members(np.asarray(centres[part], dtype=float)[None],
+                                      offsets[:, None] * (scale * np.asarray(sigmas[part], dtype=float))[None],
+                                      lower, upper, axis=0)
+            total += float(np.asarray(weights[part], dtype=float) @ members.var(axis=0, ddof=1))
+        return total * (m + 1) / m
+
+    first = s = float(np.sqrt(error2 / nominal))
+    v, power, before = variance(s), 2.0, None
+    for _ in range(iterations):
+        if abs(v / error2 - 1) <= tolerance or not v > 0:
+            break
+        if before is not None and before[0] != s and before[1] > 0 and v != before[1]:
+            power = float(np.clip(np.log(v / before[1]) / np.log(s / before[0]), 0.25, 2.0))
+        before = (s, v)
+        s = min(s * (error2 / v) ** (1 / power), most * first)
+        if s == before[0]:  # held at the cap
+            break
+        v = variance(s)
+    return s

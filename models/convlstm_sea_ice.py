@@ -25,9 +25,12 @@ the shape of the spread. Out-of-bag errors are too small (the neighbouring month
 out-of-bag init, with nearly the same target maps, are in the sample, and the reference is
 fitted on all of them: on the real maps this left a spread/skill ratio of 0.72-0.74), so one
 more model, the first network alone with its own reference, is fitted without the last
-``holdout`` share of the training months and forecasts each of them; per lead, the RMS of its
-errors over the RMS of the out-of-bag error at the same valid months and cells scales the
-out-of-bag error to the spread ``sigma``. Each network then gives ``draws`` members, its map
+``holdout`` share of the training months and forecasts each of them (its edge placed as below);
+per lead, one factor widens the out-of-bag error to the spread ``sigma``: the factor with which
+the members drawn around those maps, clipped to 0-1 as below, have an area-weighted variance
+equal to the maps' area-weighted squared error (without clipping, the RMS of the errors over the
+RMS of the out-of-bag error; next to open water the members are clipped, and the factor is
+larger). Each network then gives ``draws`` members, its map
 plus ``z * sigma`` for the ``draws`` normal quantiles z, scaled so that the members' variance
 is m/(m+1) sigma^2 (m members), which is what members and an observation drawn from one
 distribution have. Near 0 and 1 a network's members are shifted together and clipped so that
@@ -69,7 +72,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from climate_ml.layers import ConvLSTMCell
-from climate_ml.model_api import centred_members, member_offsets
+from climate_ml.model_api import centred_members, clipped_spread_scale, member_offsets
 from climate_ml.schema import add_months
 from climate_ml.sea_ice_fields import EDGE_YEARS, EdgeCalibration, FieldRows, fit_fields, remap_edge
 
@@ -216,21 +219,25 @@ class SeaIceConvLSTM:
         self.sigma_ = self._out_of_bag_error(rows, inits, bags, (x_all, index, offsets), area)
         del frames, x_all, target, y, block_anom  # the training set: free before the hold-out model builds its own
         if self.holdout > 0:
-            self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, rows)
+            self.holdout_ratio_ = self._holdout_ratio(conc, cell_area, rows, area)
             self.sigma_ = self.sigma_ * self.holdout_ratio_[:, None, None].astype("float32")
         return self
 
-    def _holdout_ratio(self, conc: xr.DataArray, cell_area: xr.DataArray, rows: FieldRows) -> np.ndarray:
-        """Per lead: how much larger a forecast's error is after its cut-off than the out-of-bag
-        error says. Out-of-bag inits have neighbouring months, and so nearly the same target
+    def _holdout_ratio(self, conc: xr.DataArray, cell_area: xr.DataArray, rows: FieldRows,
+                       area: np.ndarray) -> np.ndarray:
+        """Per lead: the factor that widens the out-of-bag error ``sigma_`` to the spread the
+        members need. Out-of-bag inits have neighbouring months, and so nearly the same target
         maps, in the bootstrap sample, and the reference is fitted on all of them, so
         out-of-bag errors are too small. One more model, the first network alone, with its own
         reference, is fitted on the training window without its last ``holdout`` share of months
-        (at least 24) and forecasts each of those months as an init; the ratio is the RMS of its
-        errors over the RMS of ``sigma_`` at the same valid months and cells, both of maps whose
-        edge was not moved (calibrating the hold-out model's edge from its own out-of-bag maps
-        changed the spread/skill ratio on the real maps by under 0.004 and took 10% longer).
-        The months are read a block at a time."""
+        (at least 24) and forecasts each of those months as an init, its edge placed with this
+        model's thresholds (``edge_``), as the members' centres are. The factor makes the members
+        that ``predict`` would draw around those maps, clipped to 0-1 as they are there, spread as
+        far as the maps erred: their area-weighted variance equals the area-weighted squared
+        error (``model_api.clipped_spread_scale``). Without clipping this is the RMS of the
+        errors over the RMS of ``sigma_`` at the same valid months and cells; next to open water
+        the members are clipped at 0, and the factor is larger. The months are read a block at a
+        time."""
         times, n_t = rows.times, len(rows)
         n_hold = max(24, int(round(self.holdout * n_t)))
         if n_t - n_hold < 10 * self.frames:
@@ -239,29 +246,42 @@ class SeaIceConvLSTM:
         cut = n_t - n_hold  # the hold-out model sees months [0, cut); its inits are cut - 1 ... n_t - 2
         options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch",
                                                  "block_months")}
-        model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)  # bare: its edge is not moved
+        model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)  # bare: its own edge is not placed
         model.threads = self.threads
         model.fit(conc.isel(time=slice(0, cut)), cell_area, self.leads_)
-        err2, sig2 = np.zeros(len(self.leads_)), np.zeros(len(self.leads_))
-        last = max(self.leads_)
+        n_leads, last = len(self.leads_), max(self.leads_)
+        err2 = np.zeros(n_leads)
+        inside = [([], [], []) for _ in range(n_leads)]  # per lead: centres, sigma, area of cells strictly inside 0-1
         for first in range(cut - 1, n_t - 1, rows.block):
             lo = first - self.frames + 1  # the input months of the block's first init, then up to its last valid month
             window = conc.isel(time=slice(lo, min(first + rows.block + last, n_t))).load()
             seen = rows.read(first, min(first + rows.block + last, n_t))
             for i in range(first, min(first + rows.block, n_t - 1)):
                 maps = model.predict(window.isel(time=slice(0, i + 1 - lo))).isel(member=0)
-                maps = maps.transpose("lead", *self.grid_).values.reshape(len(self.leads_), -1)[:, self.ocean_]
+                maps = maps.transpose("lead", *self.grid_).values.reshape(n_leads, -1)[:, self.ocean_]
+                valid_months = [(times[i].month - 1 + lead) % 12 for lead in self.leads_]
+                if self.edge_ is not None:
+                    maps = remap_edge(maps, self.edge_[np.arange(n_leads), valid_months])
                 for j, lead in enumerate(self.leads_):
                     v = i + lead
                     if v >= n_t:
                         continue
                     err = maps[j] - seen[v - first]
                     ok = np.isfinite(err)
-                    err2[j] += np.sum(err[ok] ** 2)
-                    sig2[j] += np.sum(self.sigma_[j, times[v].month - 1][ok].astype("float64") ** 2)
-        if (sig2 == 0).any():
-            raise ValueError("the sea-ice ConvLSTM's hold-out months verify no lead: too few observed months")
-        return np.sqrt(err2 / sig2)
+                    err2[j] += area[ok] @ err[ok] ** 2
+                    keep = ok & (maps[j] > 0) & (maps[j] < 1)
+                    for out, values in zip(inside[j], (maps[j], self.sigma_[j, valid_months[j]], area), strict=True):
+                        out.append(values[keep].astype("float32"))
+        offsets = self.offsets_.ravel()
+        ratio = np.empty(n_leads)
+        for j in range(n_leads):
+            centres, sigma, weights = (np.concatenate(a) if a else np.zeros(0) for a in inside[j])
+            try:
+                ratio[j] = clipped_spread_scale(centres, sigma, offsets, weights, err2[j], 0.0, 1.0)
+            except ValueError:
+                raise ValueError(f"the sea-ice ConvLSTM's hold-out months give lead {self.leads_[j]} no error or no spread "
+                                 "to scale: too few observed months") from None
+        return ratio
 
     def _out_of_bag_error(self, rows: FieldRows, inits, bags, sequences, area: np.ndarray) -> np.ndarray:
         """(lead, 12 valid months, ocean cells): the RMS error of a network's clipped map over the

@@ -262,3 +262,41 @@ def test_issue_forecasts_on_the_executors_equal_one_at_a_time(prepared, tmp_path
         alone = issue_forecast(PROBLEM, load_model_factory(models[name]), prepared, "1998-06", name)
         xr.testing.assert_identical(here[name], alone)
         xr.testing.assert_identical(spawned[name], alone)
+
+
+THREADS = '''
+import numpy as np
+import xarray as xr
+from threadpoolctl import threadpool_info
+
+PROBLEMS = ("el_nino",)
+
+
+class Threads:
+    """Forecasts the number of threads its process's BLAS pool may use."""
+
+    def fit(self, X, y):
+        self.leads = y["lead"].values
+        return self
+
+    def predict(self, X):
+        blas = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+        return xr.DataArray(np.full((X.sizes["init_time"], len(self.leads)), float(max(blas))),
+                            dims=("init_time", "lead"), coords={"init_time": X["init_time"].values, "lead": self.leads})
+
+
+def make_model():
+    return Threads()
+'''
+
+
+def test_worker_processes_share_the_cpus_between_their_blas_pools(prepared, tmp_path, monkeypatch):
+    """Worker processes split the CPUs between their BLAS pools (at least one thread each), so
+    the workers' small matrix products do not wait on each other's threads; here as if the
+    machine had 8 CPUs, whatever the test suite's own thread budget is."""
+    (tmp_path / "threads.py").write_text(THREADS)
+    monkeypatch.setattr("climate_ml.backtest.available_cpus", lambda: 8)
+    for n_jobs, share in ((2, 4), (3, 2)):
+        made, failed = issue_forecasts(PROBLEM, {"threads": tmp_path / "threads.py"}, prepared, "1998-06",
+                                       n_jobs=n_jobs)
+        assert failed == {} and float(made["threads"].max()) == share

@@ -15,7 +15,7 @@ from climate_ml.archive import query, to_records
 from climate_ml.backtest import backtest, guard_backtest
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import standardise
-from climate_ml.model_api import centred_members, member_offsets
+from climate_ml.model_api import centred_members, clipped_spread_scale, member_offsets
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.scores import ensemble_scores, rank_histogram
 from climate_ml.synthetic import toy_ocean
@@ -257,3 +257,33 @@ def test_members_with_a_lower_bound_stay_above_it_and_keep_their_mean(centre, sp
     # others in the array (the lookahead guard caught one whose bracket did)
     alone = [centred_members(np.maximum(c[i:i + 1], 0.0), offsets[i:i + 1], 0.0, np.inf, axis=-1) for i in range(n)]
     assert np.array_equal(np.concatenate(alone), members)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 300), low=st.floats(0.0, 0.9), width=st.floats(0.05, 1.0),
+       sd=st.floats(0.01, 0.4), wider=st.floats(0.3, 2.5), draws=st.integers(2, 5))
+def test_spread_scale_makes_clipped_members_spread_as_far_as_the_forecasts_erred(seed, n, low, width, sd, wider,
+                                                                                draws):
+    """Concentration-like members (0-1): the factor that ``clipped_spread_scale`` returns widens
+    the members until their weighted variance, clipped as the members are, is the forecasts'
+    squared error, to its tolerance, unless it is held at its cap; where no member is clipped it
+    is the plain ratio sqrt(error2 / sum(w sigma^2)); and a larger error never gets a smaller factor."""
+    rng = np.random.default_rng(seed)
+    centres = np.clip(rng.uniform(low, low + width, n), 1e-3, 1 - 1e-3)
+    sigmas, weights = rng.uniform(0.2, 1.0, n) * sd, rng.uniform(0.5, 1.5, n)
+    offsets = member_offsets(3, draws).ravel()
+    m = offsets.size
+    error2 = float(weights @ (wider * sigmas) ** 2)
+    s = clipped_spread_scale(centres, sigmas, offsets, weights, error2, 0.0, 1.0)
+    plain = np.sqrt(error2 / float(weights @ sigmas ** 2))
+    members = centred_members(centres[None], offsets[:, None] * (s * sigmas)[None], 0.0, 1.0, axis=0)
+    variance = float(weights @ members.var(axis=0, ddof=1)) * (m + 1) / m
+    assert plain * (1 - 1e-9) <= s <= 3 * plain * (1 + 1e-9)  # clipping only ever narrows the members
+    if s < 3 * plain * (1 - 1e-9):
+        assert variance == pytest.approx(error2, rel=2e-3)
+    unclipped = (centres[None] + offsets[:, None] * (s * sigmas)[None])
+    if unclipped.min() >= 0 and unclipped.max() <= 1:
+        assert s == pytest.approx(plain, rel=1e-9)
+    assert clipped_spread_scale(centres, sigmas, offsets, weights, 1.5 * error2, 0.0, 1.0) >= s * (1 - 1e-9)
+    with pytest.raises(ValueError, match="at least two members, some spread and some error"):
+        clipped_spread_scale(centres, sigmas, offsets, weights, 0.0, 0.0, 1.0)
