@@ -4,6 +4,7 @@ reference and the lookahead guard over predictors."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import netCDF4
 import numpy as np
@@ -14,10 +15,10 @@ import xarray as xr
 from climate_ml.backtest import backtest, lookahead_violations
 from climate_ml.catalog import load_entry
 from climate_ml.cli import main
-from climate_ml.errors import ClimateMLError, IngestError
+from climate_ml.errors import ClimateMLError, IngestError, ModelError
 from climate_ml.ingest import ingest_entry, ingest_file, standardise
 from climate_ml.ingest.openers import detect_format
-from climate_ml.model_api import load_model_factory
+from climate_ml.model_api import check_prediction, load_model_factory
 from climate_ml.problems.el_nino import ElNino
 from climate_ml.schema import INIT
 from climate_ml.store import open_obs
@@ -237,6 +238,16 @@ def test_xro_contract_and_members(prepared):
     test = fold.test_set(pd.date_range("1990-01", "1990-12", freq="MS"))
     det = model.predict(test)
     assert det.dims == ("init_time", "lead") and np.isfinite(det.values).all()
+    # from a far-off state ENSO's quadratic terms overflow: no numpy warnings in the log (the
+    # lookahead guard's perturbed probes printed hundreds in a run), and the contract's check
+    # refuses the forecast with one line
+    far = test.assign(nino34=test["nino34"] * 1e3, pred_WWV=test["pred_WWV"] * 1e3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        blown = model.predict(far)
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    with pytest.raises(ModelError, match="xro: prediction contains NaN or infinite values"):
+        check_prediction(blown, far, PROBLEM.leads, "xro")
     model.n_members = 8
     ens = model.predict(test)
     assert ens.sizes["member"] == 8 and float(ens.std("member").mean()) > 0.05
