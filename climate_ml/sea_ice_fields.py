@@ -75,6 +75,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -460,59 +461,77 @@ class ScoredMaps:
 
 
 class FieldTruth:
-    """What scoring a field model's maps needs: the observed maps of the ocean cells as
-    (time, cells) float64, the cell areas and the leads. Built once per process from a field
-    backtest's data (``of``), so a unit scores its own maps where it ran and hands back only
-    the scores (maps of a whole fold are hundreds of MB: sending them between processes cost
-    more than the fits)."""
+    """What scoring a field model's maps needs: the observed maps as rows (month, ocean cells)
+    of float64 (``FieldRows``: from memory, or read lazily from a Zarr store a block of months
+    at a time, so the stack is never held whole), the cell areas and the leads. Built once per
+    process from a field backtest's data (``of``), so a unit scores its own maps where it ran and
+    hands back only the scores (maps of a whole fold are hundreds of MB: sending them between
+    processes cost more than the fits)."""
 
     # one backtest's truth per process, {token: FieldTruth}: dropped at the end of the backtest in
     # this process; a long-lived Dask worker keeps it until its next field backtest
     _cache: dict = {}
 
-    def __init__(self, data: xr.Dataset):
-        concentration = data["conc"]
-        spatial = [d for d in concentration.dims if d != TIME]
-        self.times = pd.DatetimeIndex(concentration[TIME].values)
-        conc = np.asarray(concentration.transpose(TIME, *spatial).values, dtype="float64").reshape(len(self.times), -1)
-        self.ocean = np.isfinite(conc).any(0)  # land cells are NaN throughout: leave them out
-        self.conc = conc[:, self.ocean]
-        area = data["unit_cell_area"].transpose(*spatial).values
+    def __init__(self, concentration: xr.DataArray, cell_area: xr.DataArray, leads=()):
+        self.rows = FieldRows(concentration)
+        self.times, self.ocean = self.rows.times, self.rows.ocean  # land cells are NaN throughout: left out
+        area = cell_area.transpose(*self.rows.grid).values
         self.area = np.asarray(area, dtype="float64").ravel()[self.ocean]
-        self.leads = [int(k) for k in np.atleast_1d(data.attrs["leads"])]
-        self._active: tuple[pd.Timestamp | None, np.ndarray | None] = (None, None)
+        self.leads = [int(k) for k in np.atleast_1d(leads)]
+        self._first_ice: np.ndarray | None = None
 
     @classmethod
     def of(cls, data: xr.Dataset) -> FieldTruth:
+        """The truth of a field backtest's ``data`` (as ``field_backtest`` hands it to its units)."""
         token = data.attrs["truth_token"]
         if token not in cls._cache:
             cls._cache.clear()
-            cls._cache[token] = cls(data)
+            cls._cache[token] = cls(data["conc"], data["unit_cell_area"], data.attrs["leads"])
         return cls._cache[token]
 
     @classmethod
     def forget(cls) -> None:
         cls._cache.clear()
 
+    def first_ice(self) -> np.ndarray:
+        """(12, cells): the index of the first month of each calendar month with ice (>= 15%) in
+        the cell, ``len(times)`` where there never was; one pass over the blocks of months."""
+        first = self._first_ice
+        if first is None:
+            n = len(self.times)
+            first = np.full((12, int(self.ocean.sum())), n, dtype=np.int64)
+            months = self.times.month.values - 1
+            for start, block in self.rows.blocks():
+                for k in range(len(block)):
+                    seen = first[months[start + k]]  # a view: set in place
+                    seen[(block[k] >= THRESHOLD) & (seen == n)] = start + k
+            self._first_ice = first  # one array, set whole: safe for units on threads
+        return first
+
     def active(self, t0: pd.Timestamp) -> np.ndarray:
-        """The active region of the fold fitted up to ``t0`` (the last one kept; safe for units on threads)."""
-        kept = self._active
-        if kept[0] != t0:
-            kept = (t0, active_region(self.conc, self.times, t0))
-            self._active = kept
-        return kept[1]
+        """The active region of the fold fitted up to ``t0`` (``active_region`` of the months up to
+        ``t0``), from ``first_ice``."""
+        return self.first_ice() < self.times.searchsorted(pd.Timestamp(t0), side="right")
+
+    def observed(self, valid: pd.DatetimeIndex) -> np.ndarray:
+        """(len(valid), cells): the observed maps of those months, NaN where not observed."""
+        out = np.full((len(valid), int(self.ocean.sum())), np.nan)
+        for j, v in enumerate(valid):
+            if v in self.times:
+                out[j] = self.rows.row(self.times.get_loc(v))
+        return out
 
     def score(self, maps: dict, t0: pd.Timestamp) -> dict:
         """Scores (lead, ``FIELD_SCORES``) of each init's maps (member, lead, grid cells) from
         the fold fitted up to ``t0``; NaN where the valid month is not observed."""
-        conc, times, leads = self.conc, self.times, self.leads
+        times, leads = self.times, self.leads
         active = self.active(t0)
         out = {}
         for init, forecast in maps.items():
             members = forecast[..., self.ocean]
             mean = members.mean(0)
             valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), leads)[0])
-            seen = np.stack([conc[times.get_loc(v)] if v in times else np.full(conc.shape[1], np.nan) for v in valid])
+            seen = self.observed(valid)
             ensemble = members if members.shape[0] > 1 else mean[None]
             region = np.stack([active[v.month - 1] for v in valid])
             # the cells a score can count (field_scores' ``counted`` and every mask of it): ice
@@ -613,22 +632,43 @@ def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, probl
     spatial = [d for d in conc.dims if d != TIME]
     shape = tuple(conc.sizes[d] for d in spatial)
     times = pd.DatetimeIndex(conc[TIME].values)
-    try:
-        model = fit_field_model(resolve_model(spec), conc.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
-                                data["unit_cell_area"], leads, name)
-        maps = {}
-        for init in inits:
-            raw = predict_field_model(model, conc.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
-            maps[init] = check_field_prediction(raw, spatial, shape, leads, name)
-            if maps[init].shape[0] != maps[inits[0]].shape[0]:
-                raise ModelError(f"{name}: members of unequal size: {maps[inits[0]].shape[0]} at {inits[0]:%Y-%m}, "
-                                 f"{maps[init].shape[0]} at {init:%Y-%m}; return the same members every time")
-    except ModelError as exc:
-        return name, str(exc), time.perf_counter() - tic
-    seconds = time.perf_counter() - tic  # the model's time; scoring is the harness's
-    scored = ScoredMaps(FieldTruth.of(data).score(maps, t0), maps[inits[0]].shape[0],
-                        maps if data.attrs.get("return_maps") else None)
+    # maps read lazily from a store are read here, in this unit's thread: inside a Dask worker the
+    # default scheduler would be the cluster itself, and in a worker process it would start threads
+    # (Dask's config is global: on a worker with several threads, two units overlapping may leave
+    # the other's reads to the default; FieldRows and the recent months always read synchronously)
+    with dask.config.set(scheduler="synchronous"):
+        try:
+            model = fit_field_model(resolve_model(spec), conc.isel({TIME: slice(0, times.get_loc(t0) + 1)}),
+                                    data["unit_cell_area"], leads, name)
+            recent = _recent_months_held(conc, times.get_loc(inits[0]), times.get_loc(inits[-1]))
+            maps = {}
+            for init in inits:
+                raw = predict_field_model(model, recent.isel({TIME: slice(0, times.get_loc(init) + 1)}), name)
+                maps[init] = check_field_prediction(raw, spatial, shape, leads, name)
+                if maps[init].shape[0] != maps[inits[0]].shape[0]:
+                    raise ModelError(f"{name}: members of unequal size: {maps[inits[0]].shape[0]} at "
+                                     f"{inits[0]:%Y-%m}, {maps[init].shape[0]} at {init:%Y-%m}; return the same "
+                                     "members every time")
+        except ModelError as exc:
+            return name, str(exc), time.perf_counter() - tic
+        seconds = time.perf_counter() - tic  # the model's time; scoring is the harness's
+        scored = ScoredMaps(FieldTruth.of(data).score(maps, t0), maps[inits[0]].shape[0],
+                            maps if data.attrs.get("return_maps") else None)
     return name, scored, seconds
+
+
+RECENT_MONTHS = 24  # months before a fold's first init that its forecasts find in memory
+
+
+def _recent_months_held(conc: xr.DataArray, first: int, last: int) -> xr.DataArray:
+    """``conc`` up to month ``last``, its months from ``RECENT_MONTHS`` before ``first`` read into
+    memory: the same values, but a forecast of a stack left in the store, which reads its last
+    months, no longer decompresses their stored chunk (up to 120 months) at every init."""
+    if conc.chunks is None:
+        return conc
+    start = max(0, first - RECENT_MONTHS)
+    held = conc.isel({TIME: slice(start, last + 1)}).compute(scheduler="synchronous")
+    return xr.concat([conc.isel({TIME: slice(0, start)}), held], dim=TIME) if start else held
 
 
 def _call(fn, name: str, *args):

@@ -104,12 +104,10 @@ def field_score_samples(store: StoreLike, problem: Problem, concentration: xr.Da
     P(ice); the active region from the maps up to the init). Per model: its ``leads`` and the
     ``samples``, one (kind, lead, scores) per verified (init, lead)."""
     from climate_ml.archive import list_models
-    from climate_ml.sea_ice_fields import active_region, field_scores
+    from climate_ml.sea_ice_fields import FieldTruth, field_scores
 
-    grid = [d for d in concentration.dims if d != "time"]
-    times = pd.DatetimeIndex(concentration["time"].values)
-    conc = np.asarray(concentration.transpose("time", *grid).values, dtype="float64").reshape(len(times), -1)
-    area = np.asarray(cell_area.transpose(*grid).values, dtype="float64").ravel()
+    truth = FieldTruth(concentration, cell_area)  # the observed maps, read a block of months at a time
+    grid, ocean = truth.rows.grid, truth.ocean
     out = {}
     for model in list_models(store, problem.name, dataset, kind="maps"):
         ds = query(store, problem.name, model, dataset=dataset).isel({MODEL: 0})
@@ -119,17 +117,17 @@ def field_score_samples(store: StoreLike, problem: Problem, concentration: xr.Da
         leads = [int(k) for k in ds[LEAD].values]
         samples = []
         for i, init in enumerate(pd.DatetimeIndex(ds[INIT].values)):
-            active = active_region(conc, times, init)
+            active = truth.active(init)
             kind = str(ds["prov_kind"].values[i])
             for j, lead in enumerate(leads):
                 valid = init + pd.DateOffset(months=lead)
-                if valid not in times:
+                if valid not in truth.times:
                     continue
-                members = fc.isel({INIT: i, LEAD: j}).values.reshape(fc.sizes["member"], -1)
+                members = fc.isel({INIT: i, LEAD: j}).values.reshape(fc.sizes["member"], -1)[:, ocean]
                 if not np.isfinite(members).any():
                     continue
-                samples.append((kind, lead, field_scores(members.mean(0), conc[times.get_loc(valid)], area,
-                                                         active[valid.month - 1],
+                seen = truth.observed(pd.DatetimeIndex([valid]))[0]
+                samples.append((kind, lead, field_scores(members.mean(0), seen, truth.area, active[valid.month - 1],
                                                          members=members if members.shape[0] > 1 else None)))
         out[model] = {"leads": leads, "samples": samples}
     return out

@@ -26,6 +26,10 @@ from climate_ml.store import Store, StoreLike, check_name, open_obs
 
 MODELS_DIR = PROJECT_ROOT / "models"
 FIELD_MODELS_DIR = MODELS_DIR / "fields"  # the per-cell concentration-map references
+# a field backtest holds a stack of maps up to this size in memory (read once: a model's forecast
+# from a lazy stack decompresses the stored chunk of its last month at every init); a larger one
+# stays in the store, and the fits and the scoring read it a block of months at a time
+FIELD_HELD_BYTES = 2 * 2**30
 _PROBLEMS_LINE = re.compile(r"^PROBLEMS\s*=\s*\(([^)]*)\)", re.MULTILINE)
 _FIELD_LINE = re.compile(r"^TARGET\s*=\s*[\"']" + FIELD_TARGET + r"[\"']", re.MULTILINE)
 
@@ -495,7 +499,8 @@ def field_backtest_run(store: StoreLike, dataset: str, test_start, test_end=None
         models[name] = path  # by path: worker processes load the file themselves
     obs = ensure_dataset(store, dataset, log=log)
     conc, area = concentration_field(obs)
-    conc = conc.load()
+    if conc.nbytes <= FIELD_HELD_BYTES:  # read once here; else the models and the scoring read the
+        conc = conc.load()               # maps from the store a block of months at a time
     last = pd.Timestamp(conc["time"].values[-1])
     end = min(pd.Timestamp(test_end), last) if test_end is not None else last
     leads = list(problem.leads)
@@ -660,7 +665,8 @@ def verify_forecasts(store: StoreLike, request, obs: xr.Dataset | None = None, p
         out.monitoring = drift_records(out.skill)
     if map_models:
         conc, area = concentration_field(obs)
-        conc = conc.load()
+        if conc.nbytes <= FIELD_HELD_BYTES:  # else read from the store a block of months at a time
+            conc = conc.load()
         out.map_values_recorded = record_field_outcomes(store, problem, conc, name)
         scored = field_score_samples(store, problem, conc, area, name)
         out.maps = field_verification_rows(scored)

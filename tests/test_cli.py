@@ -89,6 +89,11 @@ def test_index_backtest_forecast_query(toy_store):
     assert set(out["scores"]["acc"]) == {str(k) for k in range(1, 19)}
     assert set(out["references"]) == {"persistence", "climatology", "damped_persistence", "xro"}
     assert out["scores"]["acc"]["1"] > 0.8
+    # stderr is a pipe here, as in cron or a batch job: the progress comes as lines, not a bar nobody sees
+    steps = [line for line in p.stderr.splitlines() if " backtest: fold " in line]
+    assert [line.split(" backtest: ")[1].split(" (elapsed")[0] for line in steps] == [
+        "fold 1/2 (fit up to 1985-01)", "fold 2/2 (fit up to 1990-01)"], p.stderr
+    assert "left)" in steps[0] and "left)" not in steps[1]
 
     f = json.loads(cli("forecast", "el_nino", "models/persistence.py", "--init", "1995-06", "--dataset", "toy", "--json",
                        store=toy_store).stdout)
@@ -130,3 +135,19 @@ def test_index_backtest_forecast_query(toy_store):
     assert same.outcomes_recorded == 0 and same.maps is None
     assert same.index == json.loads(cli("verify", "el_nino", "--dataset", "toy", "--json", store=toy_store).stdout)
     assert set(read_monitoring(toy_store, "el_nino", "toy")["model"].values) == {"persistence"}
+
+
+def test_progress_lines_count_the_time_left(capsys):
+    from climate_ml.commands.common import ProgressLines
+
+    clock = iter([0.0, 30.0, 95.0, 200.0])  # the start, then one reading per line
+    with ProgressLines("backtest", clock=lambda: next(clock), now=lambda: "12:00:00") as bar:
+        task = bar.add_task("", total=None)  # nothing to say yet: no line
+        bar.update(task, description="1/4 model-folds")
+        bar.update(task, description="1/4 model-folds")  # unchanged: no second line
+        bar.update(task, description="3/4 model-folds")
+        bar.update(task, description="4/4 model-folds")
+    assert capsys.readouterr().err.splitlines() == [
+        "12:00:00 backtest: 1/4 model-folds (elapsed 0:00:30, about 0:01:30 left)",
+        "12:00:00 backtest: 3/4 model-folds (elapsed 0:01:35, about 0:00:32 left)",
+        "12:00:00 backtest: 4/4 model-folds (elapsed 0:03:20)"]

@@ -252,6 +252,70 @@ def test_field_units_score_where_they_run_and_send_maps_back_only_when_asked(tmp
     assert set(res.maps) == set(block) and np.array_equal(res.maps[block[0]], local[("persist", block[0])], equal_nan=True)
 
 
+def test_field_backtest_reads_a_stack_from_the_store_with_the_numbers_of_one_held(tmp_path, monkeypatch):
+    """A stack of maps left in the Zarr store (larger than ``FIELD_HELD_BYTES``) is read by the
+    models and by the scoring a block of months at a time (``FieldTruth`` over ``FieldRows``),
+    in this process and in worker processes: the scores are those of the stack held in memory,
+    bit for bit, and scoring a fold holds a small part of the stack, where the scoring once held
+    all of it as float64 (twice the stored float32)."""
+    import tracemalloc
+
+    from climate_ml import sea_ice_fields, workflows
+    from climate_ml.store import write_obs
+    from climate_ml.synthetic import toy_sea_ice
+
+    ice = advecting_ice(n_years=8, size=8)
+    ice.chunk({"time": 12}).to_zarr(tmp_path / "ice.zarr", consolidated=False)
+    lazy = xr.open_zarr(tmp_path / "ice.zarr", consolidated=False)
+    assert lazy["conc"].chunks is not None
+    models = {n: ROOT / "models" / "fields" / f"{n}.py" for n in ("climatology", "damped_anomaly_persistence")}
+    models["persist"] = _write_model(tmp_path, "persist")
+    held = field_backtest(ice["conc"], ice["cell_area"], [1, 2], "1994-01", "1996-06", 12, models=models)
+    for n_jobs in (1, 2):
+        xr.testing.assert_identical(field_backtest(lazy["conc"], lazy["cell_area"], [1, 2], "1994-01", "1996-06", 12,
+                                                   models=models, n_jobs=n_jobs), held)
+
+    # the workflow (what `climate-ml backtest` and the run flow call) leaves a large stack in the store
+    write_obs(ice, tmp_path / "store", "advecting", {"source": "advecting_ice"})
+    loaded = workflows.field_backtest_run(tmp_path / "store", "advecting", "1994-01", "1996-06", 12,
+                                          model_paths=[models["persist"]])
+    monkeypatch.setattr(workflows, "FIELD_HELD_BYTES", 0)
+    streamed = workflows.field_backtest_run(tmp_path / "store", "advecting", "1994-01", "1996-06", 12,
+                                            model_paths=[models["persist"]])
+    assert loaded.concentration.chunks is None and streamed.concentration.chunks is not None
+    xr.testing.assert_identical(streamed.scores, loaded.scores)
+
+    # memory: the truth of a long stack, its active region and a fold's scores, read in blocks
+    toy = toy_sea_ice(start="1900-01", end="2006-12", resolution_m=100_000.0)
+    toy[["cdr_seaice_conc"]].chunk({"time": 12}).to_zarr(tmp_path / "long.zarr", consolidated=False)
+    stack = xr.open_zarr(tmp_path / "long.zarr", consolidated=False)["cdr_seaice_conc"]
+
+    def truth(conc):
+        return sea_ice_fields.FieldTruth(conc, toy["cell_area"], [1, 2, 3])
+
+    t0 = pd.Timestamp("2005-01")
+    rng = np.random.default_rng(0)
+    cells = stack.isel(time=0).size
+    maps = {t: rng.uniform(0, 1, (3, 3, cells)) for t in pd.date_range(t0, periods=12, freq="MS")}
+    monkeypatch.setattr(sea_ice_fields, "BLOCK_BYTES", 2 * 2**20)
+    truth(stack.isel(time=slice(0, 48))).score({t0: maps[t0]}, t0)  # the imports and first reads
+    tracemalloc.start()
+    try:
+        from_store = truth(stack)
+        scores = from_store.score(maps, t0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * stack.nbytes, (peak / 1e6, stack.nbytes / 1e6)
+    in_memory = truth(stack.load())
+    for t, rows in in_memory.score(maps, t0).items():
+        np.testing.assert_array_equal(scores[t], rows)
+    values = stack.values.reshape(stack.sizes["time"], -1)[:, from_store.ocean]
+    for fit_end in ("1900-01", "1950-06", "2006-12"):
+        np.testing.assert_array_equal(from_store.active(pd.Timestamp(fit_end)),
+                                      sea_ice_fields.active_region(values, from_store.times, fit_end))
+
+
 def test_field_members_of_unequal_size_fail_their_model(tmp_path):
     """Three members before 1996 and two after, across folds or within one: a failure that says
     so; the references still score."""
@@ -524,8 +588,9 @@ def test_verify_scores_archived_maps_once_their_month_is_observed(tmp_path, sea_
     arrive later beside them (never changing a recorded one) and scores them as the field
     backtest does."""
     from climate_ml.archive import query
-    from climate_ml.sea_ice_fields import active_region, field_scores
+    from climate_ml.sea_ice_fields import active_region, concentration_field, field_scores
     from climate_ml.store import open_obs, write_obs
+    from climate_ml.verify import field_score_samples
 
     store = sea_ice_store
     full = open_obs(store, "toy-sea-ice").load()
@@ -557,6 +622,13 @@ def test_verify_scores_archived_maps_once_their_month_is_observed(tmp_path, sea_
         assert rows[lead]["sie_rmse"] == pytest.approx(abs(want["sie_error"]), abs=1e-4)
     assert main(["verify", "arctic_sea_ice", "--dataset", "early", "--json", "--store", str(store)]) == 0
     assert "newly observed" not in capsys.readouterr().err  # recorded once
+    # a stack left in the store (as `verify` leaves one above FIELD_HELD_BYTES) scores the same, bit for bit
+    lazy, area = concentration_field(open_obs(store, "early"))
+    assert lazy.chunks is not None
+    from_store, held = (field_score_samples(store, get_problem("arctic_sea_ice"), c, area, "early")
+                        for c in (lazy, lazy.load()))
+    assert len(from_store["persist"]["samples"]) == 6
+    assert json.dumps(from_store, sort_keys=True) == json.dumps(held, sort_keys=True)
 
 
 def test_live_maps_are_monitored_against_the_field_backtest(tmp_path, sea_ice_store, capsys):

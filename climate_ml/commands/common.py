@@ -3,6 +3,9 @@ helpers (store root, month parsing, progress bars, which contract a model file f
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -51,5 +54,46 @@ def parse_units(values: list[str] | None):
 
 
 def progress_bar(label: str):
+    """A bar on a terminal; where stderr is a log (cron, a batch job, CI), a line per step
+    instead (``ProgressLines``), so that hours of work are never silent."""
+    if not err.is_terminal:
+        return ProgressLines(label)
     return Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.description}"),
-                    TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+                    TimeElapsedColumn(), console=err, transient=True)
+
+
+class ProgressLines:
+    """The progress bar's interface (``add_task``, ``update``) written as one line per new
+    message: ``HH:MM:SS label: message (elapsed H:MM:SS)``, and where the message counts done
+    work as ``k/n`` (``3/24 model-folds``), the time left at the pace so far."""
+
+    def __init__(self, label: str, clock=time.monotonic, now=None):
+        self.label, self.clock, self.now = label, clock, now or (lambda: datetime.now().strftime("%H:%M:%S"))
+        self.start, self.last = clock(), None
+
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def add_task(self, description: str = "", total=None) -> int:
+        self.update(0, description=description)
+        return 0
+
+    def update(self, task: int, description: str | None = None, **_) -> None:
+        if not description or description == self.last:
+            return
+        self.last = description
+        elapsed = self.clock() - self.start
+        line = f"{self.now()} {self.label}: {description} (elapsed {_hms(elapsed)}"
+        done = re.search(r"\b(\d+)/(\d+)\b", description)
+        if done and 0 < int(done.group(1)) < int(done.group(2)):
+            k, n = int(done.group(1)), int(done.group(2))
+            line += f", about {_hms(elapsed / k * (n - k))} left"
+        err.print(line + ")", markup=False, highlight=False, soft_wrap=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"

@@ -1,0 +1,97 @@
+"""How much of a concentration map's integrated ice-edge error (IIEE) is the amount of ice, and
+how much is where it lies: a diagnostic for the sea-ice IIEE aim, on the real NSIDC-0051 maps.
+
+For each yearly fold the edge-calibrated damped anomaly persistence reference
+(``models/damped_anomaly_persistence_edge.py``) is fitted on the maps up to the fold's start
+and forecasts every init of the year. Each forecast map's ice edge is then drawn three ways:
+
+- as forecast (its 15% contour);
+- at the contour whose extent equals an extent forecast: damped anomaly persistence of the
+  ice-covered fraction of the ocean area, fitted on the same training months with the per-cell
+  machinery (``fit_fields`` on one "cell");
+- at the contour whose extent equals the **observed** extent of the valid month (an oracle: no
+  forecast can know it). With the amount of ice exactly right, what IIEE is left is misplaced ice.
+
+    python benchmarks/sea_ice_extent_oracle.py [--store climate-ml-data] [--test-start 2005-01] [--test-end 2016-06]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+from climate_ml.model_api import load_model_factory
+from climate_ml.sea_ice_fields import THRESHOLD, concentration_field, fit_fields, forecast_fields
+from climate_ml.workflows import MODELS_DIR, ensure_dataset
+
+LEADS = [1, 2, 3, 4, 5, 6]
+
+
+def contour_at_extent(forecast: np.ndarray, area: np.ndarray, extent: float) -> np.ndarray:
+    """Ice (bool per cell) where the forecast is at or above the concentration whose contour
+    encloses ``extent`` (the cells with the highest concentrations first)."""
+    order = np.argsort(-forecast, kind="stable")
+    k = min(int(np.searchsorted(np.cumsum(area[order]), extent)), len(order) - 1)
+    return forecast >= forecast[order[k]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", default="climate-ml-data")
+    ap.add_argument("--dataset", default="nsidc-0051-monthly-north-local")
+    ap.add_argument("--test-start", default="2005-01")
+    ap.add_argument("--test-end", default="2016-06")
+    args = ap.parse_args()
+    obs = ensure_dataset(args.store, args.dataset)
+    conc, cell_area = concentration_field(obs)
+    conc = conc.load()
+    times = pd.DatetimeIndex(conc["time"].values)
+    grid = [d for d in conc.dims if d != "time"]
+    flat = conc.transpose("time", *grid).values.reshape(len(times), -1).astype("float64")
+    ocean = np.isfinite(flat).any(0)
+    flat, area = flat[:, ocean], cell_area.transpose(*grid).values.ravel()[ocean] / 1e12  # 10^6 km^2
+    ocean_area = area.sum()
+    fraction = ((flat >= THRESHOLD) @ area / ocean_area)[:, None]  # the ice-covered fraction, one "cell"
+    factory = load_model_factory(MODELS_DIR / "damped_anomaly_persistence_edge.py")
+    ways = ("as forecast", "extent of the fraction forecast", "observed extent (oracle)")
+    iiee = {w: [[] for _ in LEADS] for w in ways}
+    extent_error = {w: [[] for _ in LEADS] for w in ways[:2]}
+    end = pd.Timestamp(args.test_end)
+    for t0 in pd.date_range(args.test_start, end, freq="12MS"):
+        tic = time.perf_counter()
+        model = factory().fit(conc.sel(time=slice(None, t0)), cell_area, LEADS)
+        frac_fit = fit_fields(fraction, times, t0, LEADS)
+        for init in pd.date_range(t0, min(t0 + pd.DateOffset(months=11), end), freq="MS"):
+            i = times.get_loc(init)
+            maps = model.predict(conc.isel(time=slice(0, i + 1))).transpose("lead", *grid).values
+            maps = maps.reshape(len(LEADS), -1)[:, ocean]
+            frac = forecast_fields(frac_fit, fraction[i], init, LEADS, "damped_anomaly_persistence")[:, 0]
+            for j, lead in enumerate(LEADS):
+                if i + lead >= len(times):
+                    continue
+                seen = flat[i + lead] >= THRESHOLD
+                observed_extent = seen @ area
+                edges = {ways[0]: maps[j] >= THRESHOLD,
+                         ways[1]: contour_at_extent(maps[j], area, frac[j] * ocean_area),
+                         ways[2]: contour_at_extent(maps[j], area, observed_extent)}
+                for w, ice in edges.items():
+                    iiee[w][j].append((ice != seen) @ area)
+                extent_error[ways[0]][j].append(edges[ways[0]] @ area - observed_extent)
+                extent_error[ways[1]][j].append(frac[j] * ocean_area - observed_extent)
+        print(f"fold {t0:%Y-%m}: {time.perf_counter() - tic:.0f} s", flush=True)
+    print(f"\nmean IIEE (10^6 km^2), damped_anomaly_persistence_edge, inits {args.test_start}..{args.test_end}")
+    print(f"{'edge drawn':<36}" + "".join(f"{'L' + str(k):>8}" for k in LEADS))
+    for w in ways:
+        print(f"{w:<36}" + "".join(f"{np.mean(v):8.3f}" for v in iiee[w]))
+    print(f"{'oracle / as forecast':<36}" + "".join(
+        f"{np.mean(o) / np.mean(f):8.3f}" for o, f in zip(iiee[ways[2]], iiee[ways[0]], strict=True)))
+    print("\nRMSE of the extent (10^6 km^2)")
+    for w, v in extent_error.items():
+        print(f"{w:<36}" + "".join(f"{np.sqrt(np.mean(np.square(e))):8.3f}" for e in v))
+
+
+if __name__ == "__main__":
+    main()
