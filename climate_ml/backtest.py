@@ -407,6 +407,16 @@ class InProcess:
             progress(f"fold {k + 1}/{len(folds)} (fit up to {t0:%Y-%m})")
 
 
+def units_done(units: list[Unit], done: int) -> str:
+    """Progress of fold-major ``units`` of which the first ``done`` are finished:
+    ``8/72 model-folds, 1/12 folds``. The folds come last because a pace is read from the last
+    count (``ProgressLines``): the models of one fold differ in cost by orders of magnitude (a
+    reference in a second, a network in minutes), whole folds do not."""
+    folds = list(dict.fromkeys(u[2] for u in units))
+    pending = {u[2] for u in units[done:]}
+    return f"{done}/{len(units)} model-folds, {sum(t0 not in pending for t0 in folds)}/{len(folds)} folds"
+
+
 @functools.lru_cache(maxsize=1)
 def process_context():
     """How worker processes start: forked from a fork server that imported the heavy modules
@@ -452,7 +462,7 @@ class LocalProcesses:
                 except multiprocessing.TimeoutError:
                     out.timed_out(name, t0)
                     stuck = True
-                progress(f"{k + 1}/{len(units)} model-folds")
+                progress(units_done(units, k + 1))
         finally:
             if stuck:
                 pool.terminate()  # a model still running past its limit is killed
@@ -485,7 +495,7 @@ class DaskCluster:
                 except DaskTimeout:
                     out.timed_out(name, t0)
                     fut.cancel()
-                progress(f"{k + 1}/{len(units)} model-folds")
+                progress(units_done(units, k + 1))
 
 
 def default_jobs(limit: int = 4) -> int:

@@ -151,3 +151,26 @@ def test_progress_lines_count_the_time_left(capsys):
         "12:00:00 backtest: 1/4 model-folds (elapsed 0:00:30, about 0:01:30 left)",
         "12:00:00 backtest: 3/4 model-folds (elapsed 0:01:35, about 0:00:32 left)",
         "12:00:00 backtest: 4/4 model-folds (elapsed 0:03:20)"]
+
+    # several counts: the pace is the last one's (whole folds), none until one fold is done
+    clock = iter([0.0, 5.0, 600.0, 700.0])
+    with ProgressLines("backtest", clock=lambda: next(clock), now=lambda: "12:00:00") as bar:
+        bar.update(0, description="2/12 model-folds, 0/4 folds")
+        bar.update(0, description="3/12 model-folds, 1/4 folds")
+        bar.update(0, description="4/12 model-folds, 1/4 folds")
+    assert capsys.readouterr().err.splitlines() == [
+        "12:00:00 backtest: 2/12 model-folds, 0/4 folds (elapsed 0:00:05)",
+        "12:00:00 backtest: 3/12 model-folds, 1/4 folds (elapsed 0:10:00, about 0:30:00 left)",
+        "12:00:00 backtest: 4/12 model-folds, 1/4 folds (elapsed 0:11:40, about 0:35:00 left)"]
+
+
+def test_units_done_counts_whole_folds():
+    import pandas as pd
+
+    from climate_ml.backtest import units_done
+
+    t = pd.date_range("2000-01-01", periods=3, freq="MS")
+    units = [(name, None, t0, None) for t0 in t for name in ("cheap", "dear")]
+    assert [units_done(units, k) for k in (0, 1, 2, 5, 6)] == [
+        "0/6 model-folds, 0/3 folds", "1/6 model-folds, 0/3 folds", "2/6 model-folds, 1/3 folds",
+        "5/6 model-folds, 2/3 folds", "6/6 model-folds, 3/3 folds"]

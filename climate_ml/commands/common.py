@@ -65,7 +65,9 @@ def progress_bar(label: str):
 class ProgressLines:
     """The progress bar's interface (``add_task``, ``update``) written as one line per new
     message: ``HH:MM:SS label: message (elapsed H:MM:SS)``, and where the message counts done
-    work as ``k/n`` (``3/24 model-folds``), the time left at the pace so far."""
+    work as ``k/n`` (``3/24 model-folds``), the time left at the pace so far, read from the last
+    count in the message (``8/72 model-folds, 1/12 folds``: from the folds), none before the
+    first of it is done."""
 
     def __init__(self, label: str, clock=time.monotonic, now=None):
         self.label, self.clock, self.now = label, clock, now or (lambda: datetime.now().strftime("%H:%M:%S"))
@@ -87,9 +89,9 @@ class ProgressLines:
         self.last = description
         elapsed = self.clock() - self.start
         line = f"{self.now()} {self.label}: {description} (elapsed {_hms(elapsed)}"
-        done = re.search(r"\b(\d+)/(\d+)\b", description)
-        if done and 0 < int(done.group(1)) < int(done.group(2)):
-            k, n = int(done.group(1)), int(done.group(2))
+        counts = re.findall(r"\b(\d+)/(\d+)\b", description)
+        k, n = (int(c) for c in counts[-1]) if counts else (0, 0)
+        if 0 < k < n:
             line += f", about {_hms(elapsed / k * (n - k))} left"
         err.print(line + ")", markup=False, highlight=False, soft_wrap=True)
 
