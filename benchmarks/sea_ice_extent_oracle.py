@@ -8,7 +8,7 @@ and forecasts every init of the year. Each forecast map's ice edge is then drawn
 - as forecast (its 15% contour);
 - at the contour whose extent equals an extent forecast: damped anomaly persistence of the
   ice-covered fraction of the ocean area, fitted on the same training months with the per-cell
-  machinery (``fit_fields`` on one "cell");
+  machinery (``sea_ice_fields.ExtentForecast``);
 - at the contour whose extent equals the **observed** extent of the valid month (an oracle: no
   forecast can know it). With the amount of ice exactly right, what IIEE is left is misplaced ice.
 
@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 
 from climate_ml.model_api import load_model_factory
-from climate_ml.sea_ice_fields import THRESHOLD, concentration_field, fit_fields, forecast_fields
+from climate_ml.sea_ice_fields import (
+    THRESHOLD,
+    ExtentForecast,
+    FieldRows,
+    concentration_field,
+    threshold_at_extent,
+)
 from climate_ml.workflows import MODELS_DIR, ensure_dataset
 
 LEADS = [1, 2, 3, 4, 5, 6]
@@ -32,10 +38,8 @@ LEADS = [1, 2, 3, 4, 5, 6]
 
 def contour_at_extent(forecast: np.ndarray, area: np.ndarray, extent: float) -> np.ndarray:
     """Ice (bool per cell) where the forecast is at or above the concentration whose contour
-    encloses ``extent`` (the cells with the highest concentrations first)."""
-    order = np.argsort(-forecast, kind="stable")
-    k = min(int(np.searchsorted(np.cumsum(area[order]), extent)), len(order) - 1)
-    return forecast >= forecast[order[k]]
+    encloses ``extent`` (the cells with the highest concentrations first), at any concentration."""
+    return forecast >= threshold_at_extent(forecast[None], area, np.array([extent]), bounds=(0.0, 1.0))[0]
 
 
 def main() -> None:
@@ -53,8 +57,6 @@ def main() -> None:
     flat = conc.transpose("time", *grid).values.reshape(len(times), -1).astype("float64")
     ocean = np.isfinite(flat).any(0)
     flat, area = flat[:, ocean], cell_area.transpose(*grid).values.ravel()[ocean] / 1e12  # 10^6 km^2
-    ocean_area = area.sum()
-    fraction = ((flat >= THRESHOLD) @ area / ocean_area)[:, None]  # the ice-covered fraction, one "cell"
     factory = load_model_factory(MODELS_DIR / "damped_anomaly_persistence_edge.py")
     ways = ("as forecast", "extent of the fraction forecast", "observed extent (oracle)")
     iiee = {w: [[] for _ in LEADS] for w in ways}
@@ -63,24 +65,25 @@ def main() -> None:
     for t0 in pd.date_range(args.test_start, end, freq="12MS"):
         tic = time.perf_counter()
         model = factory().fit(conc.sel(time=slice(None, t0)), cell_area, LEADS)
-        frac_fit = fit_fields(fraction, times, t0, LEADS)
+        upto = times <= t0
+        extent_fit = ExtentForecast(FieldRows(flat[upto], times[upto]), area, LEADS)
         for init in pd.date_range(t0, min(t0 + pd.DateOffset(months=11), end), freq="MS"):
             i = times.get_loc(init)
             maps = model.predict(conc.isel(time=slice(0, i + 1))).transpose("lead", *grid).values
             maps = maps.reshape(len(LEADS), -1)[:, ocean]
-            frac = forecast_fields(frac_fit, fraction[i], init, LEADS, "damped_anomaly_persistence")[:, 0]
+            extent = extent_fit.predict(flat[i], init)
             for j, lead in enumerate(LEADS):
                 if i + lead >= len(times):
                     continue
                 seen = flat[i + lead] >= THRESHOLD
                 observed_extent = seen @ area
                 edges = {ways[0]: maps[j] >= THRESHOLD,
-                         ways[1]: contour_at_extent(maps[j], area, frac[j] * ocean_area),
+                         ways[1]: contour_at_extent(maps[j], area, extent[j]),
                          ways[2]: contour_at_extent(maps[j], area, observed_extent)}
                 for w, ice in edges.items():
                     iiee[w][j].append((ice != seen) @ area)
                 extent_error[ways[0]][j].append(edges[ways[0]] @ area - observed_extent)
-                extent_error[ways[1]][j].append(frac[j] * ocean_area - observed_extent)
+                extent_error[ways[1]][j].append(extent[j] - observed_extent)
         print(f"fold {t0:%Y-%m}: {time.perf_counter() - tic:.0f} s", flush=True)
     print(f"\nmean IIEE (10^6 km^2), damped_anomaly_persistence_edge, inits {args.test_start}..{args.test_end}")
     print(f"{'edge drawn':<36}" + "".join(f"{'L' + str(k):>8}" for k in LEADS))

@@ -396,6 +396,51 @@ def remap_edge(maps: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return np.where(maps < t, below, np.minimum(above, 1.0))
 
 
+class ExtentForecast:
+    """The sea-ice extent of a month forecast by damped anomaly persistence of the ice-covered
+    fraction of the ocean: the per-cell machinery (``fit_fields``) on one "cell", the share of
+    the ocean area with ice (>= 15%) in each training month. Fitted on ``rows`` (a
+    ``FieldRows``, read a block of months at a time) with ``area`` of its ocean cells; a month
+    with no data has no fraction (and its calendar month then no forecast: NaN)."""
+
+    def __init__(self, rows: FieldRows, area: np.ndarray, leads):
+        self.area = np.asarray(area, dtype="float64")
+        self.ocean_area = float(self.area.sum())
+        self.leads = [int(k) for k in leads]
+        fraction = np.concatenate([self.fraction(block) for _, block in rows.blocks()])
+        self.fit = fit_fields(fraction[:, None], rows.times, rows.times[-1], self.leads)
+
+    def fraction(self, maps: np.ndarray) -> np.ndarray:
+        """(months,) the ice-covered share of the ocean area of each map (months, cells)."""
+        maps = np.atleast_2d(maps)
+        share = (np.nan_to_num(maps) >= THRESHOLD) @ self.area / self.ocean_area
+        return np.where(np.isfinite(maps).any(1), share, np.nan)
+
+    def predict(self, latest: np.ndarray, init) -> np.ndarray:
+        """(lead,) the extent forecast from ``init``, whose map is ``latest`` (cells), in the
+        units of ``area``."""
+        share = forecast_fields(self.fit, self.fraction(latest), init, self.leads, "damped_anomaly_persistence")
+        return share[:, 0] * self.ocean_area
+
+
+def threshold_at_extent(maps: np.ndarray, area: np.ndarray, extent: np.ndarray,
+                        bounds: tuple[float, float] = (EDGE_GRID[0], EDGE_GRID[-1])) -> np.ndarray:
+    """(lead,) per map of ``maps`` (lead, cells): the concentration whose contour (the cells at
+    or above it, highest first) encloses the area ``extent`` (lead,), kept within ``bounds`` (the
+    thresholds an edge calibration chooses from) so that no map is moved further than that; 15%
+    where the extent is NaN. ``remap_edge(maps, t)`` then draws the ice edge there."""
+    out = np.full(len(maps), THRESHOLD)
+    for j, (m, target) in enumerate(zip(maps, extent, strict=True)):
+        ok = np.isfinite(m)
+        if not np.isfinite(target) or not ok.any():
+            continue
+        values = m[ok]
+        order = np.argsort(-values, kind="stable")
+        k = min(int(np.searchsorted(np.cumsum(area[ok][order]), target)), len(order) - 1)
+        out[j] = np.clip(values[order[k]], *bounds)
+    return out
+
+
 class PerCellReference:
     """A per-cell reference (one of ``FIELD_METHODS``) as a field model: the model files in
     ``models/fields/`` are one line around it."""

@@ -47,6 +47,14 @@ network's map is moved monotonically so that this threshold becomes 15% (``remap
 stay) before the members are drawn around it. ``calibrate_edge=False`` keeps the plain maps; the
 bare networks (``draws=1``) have no out-of-bag maps and are not calibrated.
 
+``match_extent=True`` (not the default) draws the edge by the amount of ice instead: the
+extent of each month is forecast by damped anomaly persistence of the ice-covered fraction of
+the ocean (``sea_ice_fields.ExtentForecast``, fitted on the training months), and the networks'
+maps are moved (``remap_edge``) so that the 15% contour of their mean encloses that extent
+(``threshold_at_extent``, within the thresholds the calibration chooses from): the network
+decides where the ice is, the extent forecast how much. The hold-out model that sets the spread
+then draws its edge the same way.
+
 Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
 cell is the share of members with ice there, as IceNet reports it.
 
@@ -74,7 +82,15 @@ from torch.nn import functional as F
 from climate_ml.layers import ConvLSTMCell
 from climate_ml.model_api import centred_members, clipped_spread_scale, member_offsets
 from climate_ml.schema import add_months
-from climate_ml.sea_ice_fields import EDGE_YEARS, EdgeCalibration, FieldRows, fit_fields, remap_edge
+from climate_ml.sea_ice_fields import (
+    EDGE_YEARS,
+    EdgeCalibration,
+    ExtentForecast,
+    FieldRows,
+    fit_fields,
+    remap_edge,
+    threshold_at_extent,
+)
 
 TARGET = "sea_ice_concentration"
 PROBLEMS = ("arctic_sea_ice",)
@@ -99,13 +115,13 @@ class Net(nn.Module):
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1,
-                 block_months: int | None = None, calibrate_edge: bool = True):
+                 block_months: int | None = None, calibrate_edge: bool = True, match_extent: bool = False):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
         self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.draws, self.holdout, self.block_months = int(draws), float(holdout), block_months
-        self.calibrate_edge = calibrate_edge
+        self.calibrate_edge, self.match_extent = calibrate_edge, match_extent
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
         self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
 
@@ -151,6 +167,8 @@ class SeaIceConvLSTM:
         self.grid_, self.shape_, self.ocean_ = rows.grid, rows.shape, rows.ocean
         self.leads_ = [int(k) for k in leads]
         self.ref_ = fit_fields(rows, times, times[-1], self.leads_)
+        area = np.asarray(cell_area.transpose(*self.grid_).values, dtype="float64").ravel()[self.ocean_]
+        self.extent_ = ExtentForecast(rows, area, self.leads_) if self.match_extent else None
         self.ocean_frac_ = self._blocks(np.ones((1, int(self.ocean_.sum()))))[0]
         # one more pass: the block means the network sees, and the moments of the departures
         block_conc, block_anom, observed, moments = [], [], [], np.zeros(3)
@@ -215,7 +233,6 @@ class SeaIceConvLSTM:
         if self.draws == 1:  # the bare networks: no spread to measure
             self.sigma_ = np.zeros((len(self.leads_), 12, int(self.ocean_.sum())), dtype="float32")
             return self
-        area = np.asarray(cell_area.transpose(*self.grid_).values, dtype="float64").ravel()[self.ocean_]
         self.sigma_ = self._out_of_bag_error(rows, inits, bags, (x_all, index, offsets), area)
         del frames, x_all, target, y, block_anom  # the training set: free before the hold-out model builds its own
         if self.holdout > 0:
@@ -245,7 +262,7 @@ class SeaIceConvLSTM:
                              f"for their hold-out error, got {n_t}")
         cut = n_t - n_hold  # the hold-out model sees months [0, cut); its inits are cut - 1 ... n_t - 2
         options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch",
-                                                 "block_months")}
+                                                 "block_months", "match_extent")}
         model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)  # bare: its own edge is not placed
         model.threads = self.threads
         model.fit(conc.isel(time=slice(0, cut)), cell_area, self.leads_)
@@ -260,7 +277,7 @@ class SeaIceConvLSTM:
                 maps = model.predict(window.isel(time=slice(0, i + 1 - lo))).isel(member=0)
                 maps = maps.transpose("lead", *self.grid_).values.reshape(n_leads, -1)[:, self.ocean_]
                 valid_months = [(times[i].month - 1 + lead) % 12 for lead in self.leads_]
-                if self.edge_ is not None:
+                if self.edge_ is not None and not self.match_extent:  # (else its own extent forecast drew it)
                     maps = remap_edge(maps, self.edge_[np.arange(n_leads), valid_months])
                 for j, lead in enumerate(self.leads_):
                     v = i + lead
@@ -338,6 +355,9 @@ class SeaIceConvLSTM:
         nets = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)  # (network, lead, cells)
         if self.edge_ is not None:  # the ice edge where the out-of-bag maps drew it best
             nets = remap_edge(nets, self.edge_[np.arange(len(self.leads_)), valid.month.values - 1])
+        if self.extent_ is not None:  # the edge of the mean map where it encloses the extent forecast
+            target = self.extent_.predict(flat[-1], init)
+            nets = remap_edge(nets, threshold_at_extent(nets.mean(0), self.extent_.area, target))
         sigma = self.sigma_[np.arange(len(self.leads_)), valid.month.values - 1]  # (lead, cells)
         members = centred_members(nets[:, None], self.offsets_[:, :, None, None] * sigma[None, None], 0.0, 1.0, axis=1)
         members = members.reshape(-1, *nets.shape[1:])  # member = network x draw

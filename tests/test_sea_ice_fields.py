@@ -15,7 +15,9 @@ from climate_ml.errors import ClimateMLError
 from climate_ml.model_api import load_model_factory
 from climate_ml.sea_ice_fields import (
     EDGE_GRID,
+    THRESHOLD,
     EdgeCalibration,
+    ExtentForecast,
     FieldRows,
     PerCellReference,
     concentration_field,
@@ -26,6 +28,7 @@ from climate_ml.sea_ice_fields import (
     reference_models,
     remap_edge,
     summarise_field_scores,
+    threshold_at_extent,
 )
 from climate_ml.synthetic import toy_sea_ice
 
@@ -199,6 +202,69 @@ def test_edge_calibrated_reference_draws_its_edge_from_training_forecasts(ice):
     assert np.array_equal((b >= 0.15)[ok], np.broadcast_to(a >= t, a.shape)[ok])
     with pytest.raises(ClimateMLError, match="unknown field method"):
         PerCellReference("persistence", calibrate_edge=True)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), share=st.floats(0.0, 1.0), n=st.integers(1, 60))
+def test_the_edge_drawn_at_an_extent_encloses_the_least_area_that_reaches_it(seed, share, n):
+    """``remap_edge`` at ``threshold_at_extent``'s threshold draws the ice edge around the
+    highest concentrations first: its ice covers at least the extent asked for, and without the
+    cells at the threshold itself less than it (the least such area the map's order allows);
+    land stays out, and a NaN extent leaves 15%."""
+    rng = np.random.default_rng(seed)
+    maps = rng.uniform(0.01, 0.99, (2, n)).round(2)  # rounded: ties at the threshold happen
+    maps[:, rng.random(n) < 0.2] = np.nan
+    area = rng.uniform(0.5, 2.0, n)
+    ok = np.isfinite(maps[0])
+    extent = np.array([share * area[ok].sum(), np.nan])
+    t = threshold_at_extent(maps, area, extent, bounds=(0.001, 0.999))
+    assert t[1] == THRESHOLD
+    ice = remap_edge(maps, t)[0] >= THRESHOLD
+    assert not ice[~ok].any()
+    if ok.any():
+        assert area[ice].sum() >= extent[0] - 1e-9
+        assert area[ok & (maps[0] > t[0])].sum() < extent[0] + 1e-9 or share == 0
+        assert np.array_equal(ice[ok], maps[0][ok] >= t[0])
+        # no ice asked for: the highest concentration, but the map is moved no further than the bounds
+        assert threshold_at_extent(maps[:1], area, np.array([0.0]))[0] == np.clip(np.nanmax(maps[0]), EDGE_GRID[0], EDGE_GRID[-1])
+    else:
+        assert t[0] == THRESHOLD  # nothing but land: left as it is
+
+
+def test_extent_forecast_is_damped_anomaly_persistence_of_the_ice_covered_fraction():
+    """Checked against a direct computation: the ice-covered share of the ocean area per month,
+    a linear trend per calendar month (least squares), the departure at the init scaled by the
+    regression of departures ``lead`` months apart on those at inits of the same calendar month."""
+    rng = np.random.default_rng(5)
+    times = pd.date_range("1990-01", periods=12 * 15, freq="MS")
+    n_cells = 40
+    area = rng.uniform(0.5, 2.0, n_cells)
+    level = 0.5 + 0.3 * np.cos(2 * np.pi * times.month.values / 12) - 0.004 * (times.year.values - 1990)
+    conc = np.clip(level[:, None] + rng.normal(0, 0.2, (len(times), n_cells)), 0, 1)
+    leads = [1, 2, 3]
+    fc = ExtentForecast(FieldRows(conc, times), area, leads)
+    share = (conc >= THRESHOLD) @ area / area.sum()
+    np.testing.assert_allclose(fc.fraction(conc), share, rtol=1e-12)
+    years = times.year.values
+    trend = np.empty(len(times))
+    for m in range(1, 13):
+        sel = times.month.values == m
+        slope, intercept = np.polyfit(years[sel], share[sel], 1)
+        trend[sel] = intercept + slope * years[sel]
+    anom = share - trend
+    i = len(times) - 1  # the last training month as the init
+    for j, lead in enumerate(leads):
+        pairs = [r for r in range(len(times) - lead) if times.month.values[r] == times.month.values[i]]
+        a = np.clip(sum(anom[r] * anom[r + lead] for r in pairs) / sum(anom[r] ** 2 for r in pairs), 0, 1)
+        valid = times[i] + pd.DateOffset(months=lead)
+        sel = times.month.values == valid.month
+        slope, intercept = np.polyfit(years[sel], share[sel], 1)
+        direct = intercept + slope * valid.year + a * anom[i]
+        assert fc.predict(conc[i], times[i])[j] == pytest.approx(np.clip(direct, 0, 1) * area.sum(), rel=1e-9)
+    gap = conc.copy()
+    gap[30] = np.nan  # a month with no data has no fraction, and its calendar month no forecast
+    assert np.isnan(ExtentForecast(FieldRows(gap, times), area, leads).fraction(gap)[30])
+    assert np.isnan(ExtentForecast(FieldRows(gap, times), area, leads).predict(conc[-7], times[-7])).any()
 
 
 def test_extent_series_is_not_a_field(store):
