@@ -22,18 +22,17 @@ import time
 
 import numpy as np
 import pandas as pd
+from sea_ice_extent_oracle import ocean_rows  # (this folder: the same maps, held the same way)
 
 from climate_ml.archive import query
 from climate_ml.sea_ice_fields import (
     THRESHOLD,
     ExtentForecast,
     FieldRows,
-    concentration_field,
     field_scores,
     remap_edge,
     threshold_at_extent,
 )
-from climate_ml.workflows import ensure_dataset
 
 
 def main() -> None:
@@ -43,14 +42,8 @@ def main() -> None:
     ap.add_argument("--model", default="convlstm_sea_ice")
     args = ap.parse_args()
     tic = time.perf_counter()
-    obs = ensure_dataset(args.store, args.dataset)
-    conc, cell_area = concentration_field(obs)
-    conc = conc.load()
+    conc, _, grid, flat, ocean, area = ocean_rows(args.store, args.dataset)
     times = pd.DatetimeIndex(conc["time"].values)
-    grid = [d for d in conc.dims if d != "time"]
-    flat = conc.transpose("time", *grid).values.reshape(len(times), -1).astype("float64")
-    ocean = np.isfinite(flat).any(0)
-    flat, area = flat[:, ocean], cell_area.transpose(*grid).values.ravel()[ocean]
     ds = query(args.store, "arctic_sea_ice", args.model, dataset=args.dataset).isel(model=0)
     inits, leads = pd.DatetimeIndex(ds["init_time"].values), [int(k) for k in ds["lead"].values]
     cutoffs = pd.DatetimeIndex(ds["prov_train_end"].values.astype(str))

@@ -42,6 +42,18 @@ def contour_at_extent(forecast: np.ndarray, area: np.ndarray, extent: float) -> 
     return forecast >= threshold_at_extent(forecast[None], area, np.array([extent]), bounds=(0.0, 1.0))[0]
 
 
+def ocean_rows(store, dataset: str):
+    """The data set's concentration maps held: (the DataArray, the cell areas as a DataArray,
+    the grid dims, (time, ocean cells) float64 rows, the ocean mask over the flattened grid, the
+    ocean cells' areas in m^2); ocean = cells with data in some month."""
+    conc, cell_area = concentration_field(ensure_dataset(store, dataset))
+    conc = conc.load()
+    grid = [d for d in conc.dims if d != "time"]
+    flat = conc.transpose("time", *grid).values.reshape(conc.sizes["time"], -1).astype("float64")
+    ocean = np.isfinite(flat).any(0)
+    return conc, cell_area, grid, flat[:, ocean], ocean, cell_area.transpose(*grid).values.ravel()[ocean]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default="climate-ml-data")
@@ -49,14 +61,9 @@ def main() -> None:
     ap.add_argument("--test-start", default="2005-01")
     ap.add_argument("--test-end", default="2016-06")
     args = ap.parse_args()
-    obs = ensure_dataset(args.store, args.dataset)
-    conc, cell_area = concentration_field(obs)
-    conc = conc.load()
+    conc, cell_area, grid, flat, ocean, area = ocean_rows(args.store, args.dataset)
     times = pd.DatetimeIndex(conc["time"].values)
-    grid = [d for d in conc.dims if d != "time"]
-    flat = conc.transpose("time", *grid).values.reshape(len(times), -1).astype("float64")
-    ocean = np.isfinite(flat).any(0)
-    flat, area = flat[:, ocean], cell_area.transpose(*grid).values.ravel()[ocean] / 1e12  # 10^6 km^2
+    area = area / 1e12  # 10^6 km^2
     factory = load_model_factory(MODELS_DIR / "damped_anomaly_persistence_edge.py")
     ways = ("as forecast", "extent of the fraction forecast", "observed extent (oracle)")
     iiee = {w: [[] for _ in LEADS] for w in ways}
