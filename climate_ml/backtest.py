@@ -451,8 +451,11 @@ class LocalProcesses:
         pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared, threads))
         stuck = False
         try:
-            handles = [(u, pool.apply_async(work, (u[0], u[1], u[2], u[3]))) for u in units]
-            for k, ((name, _, t0, _), h) in enumerate(handles):
+            handles = [pool.apply_async(work, (u[0], u[1], u[2], u[3])) for u in units]
+            for k, (name, _, t0, _) in enumerate(units):
+                # a handle keeps its result: each is let go once taken, so that a unit's maps (a
+                # field backtest's hindcasts) are held only until consumed, not to the end
+                h, handles[k] = handles[k], None
                 if name in out.failures and not h.ready():
                     stuck = stuck or "time limit" in out.failures[name]
                     continue
@@ -462,6 +465,7 @@ class LocalProcesses:
                 except multiprocessing.TimeoutError:
                     out.timed_out(name, t0)
                     stuck = True
+                h = r = None
                 progress(units_done(units, k + 1))
         finally:
             if stuck:
@@ -486,15 +490,17 @@ class DaskCluster:
 
         with Client(self.address) as client:
             [prep_f] = client.scatter([prepared], broadcast=True)
-            futures = [(u, client.submit(work or _unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False))
+            futures = [client.submit(work or _unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)
                        for u in units]
-            for k, ((name, _, t0, _), fut) in enumerate(futures):
+            for k, (name, _, t0, _) in enumerate(units):
+                fut, futures[k] = futures[k], None  # released once taken: the workers forget its result
                 try:
                     r = fut.result(timeout=self.time_limit)
                     out.add(r[0], t0, r[1], r[2])
                 except DaskTimeout:
                     out.timed_out(name, t0)
                     fut.cancel()
+                fut = r = None
                 progress(units_done(units, k + 1))
 
 

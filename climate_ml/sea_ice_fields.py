@@ -505,6 +505,54 @@ class ScoredMaps:
     maps: dict | None = None
 
 
+class MapSpool:
+    """A field model's out-of-sample maps (init -> (member, lead, grid cells), as
+    ``field_backtest``'s ``on_forecast`` hands them) written to a Zarr array in ``folder`` as
+    they arrive, one init per chunk, so that a backtest holds one fold's maps at a time rather
+    than every fold's. ``inits_and_maps()`` gives them back in init order as a Dask array
+    (init, member, lead, cells) that reads one init at a time."""
+
+    def __init__(self, folder):
+        import threading
+
+        self.folder = folder
+        self._array = None
+        self._inits: list[pd.Timestamp] = []
+        self._lock = threading.Lock()
+
+    def add(self, init, maps) -> None:
+        import zarr
+
+        maps = np.asarray(maps, dtype="float32")
+        init = pd.Timestamp(init)
+        with self._lock:
+            if init in self._inits:
+                raise ClimateMLError(f"map spool: init {init:%Y-%m} was handed twice")
+            if self._array is None:
+                self._array = zarr.create_array(str(self.folder), shape=(0, *maps.shape), chunks=(1, *maps.shape),
+                                                dtype="float32", fill_value=np.nan)
+            elif maps.shape != self._array.shape[1:]:
+                raise ClimateMLError(f"map spool: maps of init {init:%Y-%m} are {maps.shape}, the earlier ones "
+                                     f"{self._array.shape[1:]} (member, lead, cells)")
+            n = len(self._inits)
+            self._array.resize((n + 1, *maps.shape))
+            self._array[n] = maps
+            self._inits.append(init)
+
+    def __len__(self) -> int:
+        return len(self._inits)
+
+    def inits_and_maps(self):
+        """(inits in order, Dask array (init, member, lead, cells) read from the spool)."""
+        import dask.array as dsa
+
+        if self._array is None:
+            raise ClimateMLError("map spool: no maps were handed")
+        order = np.argsort(np.asarray(self._inits, dtype="datetime64[ns]"), kind="stable")
+        data = dsa.from_zarr(self._array)
+        return pd.DatetimeIndex(self._inits)[order], (data if (np.diff(order) == 1).all() else data[order])
+
+
 class FieldTruth:
     """What scoring a field model's maps needs: the observed maps as rows (month, ocean cells)
     of float64 (``FieldRows``: from memory, or read lazily from a Zarr store a block of months
@@ -612,8 +660,8 @@ def field_backtest(concentration: xr.DataArray, cell_area: xr.DataArray, leads, 
     back the scores. Returns scores (method, init_time, lead). A model that raises, returns a
     bad forecast or exceeds the time limit is left out, with its reason in
     ``attrs["failures"]`` (JSON). ``on_forecast(name, init, maps)`` is handed each model's
-    checked forecast, (member, lead, grid cells), e.g. to keep one for a map or to archive it
-    (only then do the maps travel back from the units)."""
+    checked forecast, (member, lead, grid cells) in float32, e.g. to keep one for a map or to
+    archive it (only then do the maps travel back from the units)."""
     import uuid
 
     from climate_ml.backtest import Outcomes, choose_executor
@@ -697,8 +745,9 @@ def field_unit(name: str, spec, t0: pd.Timestamp, inits: pd.DatetimeIndex, probl
         except ModelError as exc:
             return name, str(exc), time.perf_counter() - tic
         seconds = time.perf_counter() - tic  # the model's time; scoring is the harness's
+        # scored here in float64; the maps travel back in float32, the precision the archive keeps
         scored = ScoredMaps(FieldTruth.of(data).score(maps, t0), maps[inits[0]].shape[0],
-                            maps if data.attrs.get("return_maps") else None)
+                            {t: m.astype("float32") for t, m in maps.items()} if data.attrs.get("return_maps") else None)
     return name, scored, seconds
 
 

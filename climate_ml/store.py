@@ -63,7 +63,8 @@ class Store:
 
     Layout under ``root``: ``raw/<source>/`` (downloads, generated files), ``obs/<dataset>.zarr``,
     ``archive/<problem>.icechunk``, ``runs/<kind>/<problem>/<stamp>-<key>/`` (the leaderboard's
-    records), ``runs/<stamp>-<label>/`` (run reports) and ``.locks/``.
+    records), ``runs/<stamp>-<label>/`` (run reports), ``.locks/`` and ``.scratch/`` (what a
+    run spills to disk while it runs).
     """
 
     __slots__ = ("root",)
@@ -146,6 +147,18 @@ class Store:
         lock_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_dir / f"{key.replace('/', '_')}.lock"), timeout=timeout):
             yield
+
+    @contextlib.contextmanager
+    def scratch(self, label: str):
+        """A private temporary folder ``.scratch/<label>-<random>/`` in the store (on its file
+        system, where the room for its data is), removed when the body returns or raises. For
+        what a run spills to disk before it writes it, e.g. a backtest's hindcast maps."""
+        path = self.root / ".scratch" / f"{check_name(label, 'scratch')}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        try:
+            yield path
+        finally:
+            discard(path)
 
     @contextlib.contextmanager
     def new_record(self, problem: str, key: str, kind: str = "backtests"):

@@ -4,6 +4,7 @@ archive forecasts. Each step takes and returns plain values or xarray objects.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -476,6 +478,7 @@ def field_backtest_run(store: StoreLike, dataset: str, test_start, test_end=None
     from climate_ml.leaderboard import record_field_backtest
     from climate_ml.model_api import model_target
     from climate_ml.sea_ice_fields import (
+        MapSpool,
         concentration_field,
         field_backtest,
         summarise_field_scores,
@@ -504,62 +507,79 @@ def field_backtest_run(store: StoreLike, dataset: str, test_start, test_end=None
     last = pd.Timestamp(conc["time"].values[-1])
     end = min(pd.Timestamp(test_end), last) if test_end is not None else last
     leads = list(problem.leads)
-    hindcasts: dict[str, dict] = {name: {} for name in paths} if archive else {}  # the references are not archived
+    with contextlib.ExitStack() as stack:
+        # each model's maps go to disk as they arrive (a fold at a time in memory), then to the archive
+        spill = stack.enter_context(Store.at(store).scratch("hindcast-maps")) if archive else None
+        hindcasts = {name: MapSpool(spill / f"model-{k}") for k, name in enumerate(paths)} if archive else {}
 
-    def keep(name, init, maps):
-        if name in hindcasts:
-            hindcasts[name][init] = maps.astype("float32")
-        if on_forecast:
-            on_forecast(name, init, maps)
+        def keep(name, init, maps):
+            if name in hindcasts:  # the references are not archived
+                hindcasts[name].add(init, maps)
+            if on_forecast:
+                on_forecast(name, init, maps)
 
-    wants_maps = bool(hindcasts) or on_forecast is not None  # else only the scores come back from the units
-    scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models,
-                            on_forecast=keep if wants_maps else None,
-                            progress=progress, **options)
-    failures = json.loads(scores.attrs["failures"])
-    archived = {}
-    for name, maps in hindcasts.items():
-        if name not in failures and maps:
-            archived[name] = archive_field_maps(store, paths[name], maps, conc, obs, dataset, leads,
-                                                fold_starts(test_start, end, refit_every), replace=replace)
-            log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
+        wants_maps = bool(hindcasts) or on_forecast is not None  # else only the scores come back from the units
+        scores = field_backtest(conc, area, leads, test_start, end, refit_every, models=models,
+                                on_forecast=keep if wants_maps else None,
+                                progress=progress, **options)
+        failures = json.loads(scores.attrs["failures"])
+        archived = {}
+        for name, maps in hindcasts.items():
+            if name not in failures and len(maps):
+                archived[name] = archive_field_maps(store, paths[name], maps, conc, obs, dataset, leads,
+                                                    fold_starts(test_start, end, refit_every), replace=replace)
+                log(f"archived {name}: {archived[name]} ({len(maps)} inits x {len(leads)} leads of maps)")
     record = record_field_backtest(store, problem.name, scores, dataset, obs.attrs.get("source_sha256", ""),
                                    test_start, end, refit_every, {**refs, **paths})
     return FieldRun(scores, summarise_field_scores(scores), failures, archived, record, conc, end)
 
 
-def archive_field_maps(store: StoreLike, model_path: Path, maps: dict, concentration: xr.DataArray, obs: xr.Dataset,
+def archive_field_maps(store: StoreLike, model_path: Path, maps, concentration: xr.DataArray, obs: xr.Dataset,
                        dataset: str, leads, starts, replace: bool = False, kind: str = "hindcast") -> str:
     """Archive a field model's maps (``maps``: init -> (member, lead, grid cells), as
-    ``field_backtest``'s ``on_forecast`` hands them) as forecasts of ``arctic_sea_ice`` on
-    ``dataset`` of ``kind`` (hindcast, or a live forecast): (init_time, lead, member, <grid>) in
-    units of 1, with the grid's lat/lon, the observed maps at each valid month where known, and
-    per init the training cut-off (the fold start in ``starts`` it was fitted at) and the fold."""
-    from climate_ml.schema import INIT, LEAD, MEMBER, add_months, add_valid_time
+    ``field_backtest``'s ``on_forecast`` hands them, or a ``MapSpool`` of them on disk, which is
+    written to the archive one init at a time) as forecasts of ``arctic_sea_ice`` on ``dataset``
+    of ``kind`` (hindcast, or a live forecast): (init_time, lead, member, <grid>) in units of 1,
+    with the grid's lat/lon, the observed maps at each valid month where known, and per init the
+    training cut-off (the fold start in ``starts`` it was fitted at) and the fold."""
+    import dask.array as dsa
 
-    inits = pd.DatetimeIndex(sorted(maps))
+    from climate_ml.schema import INIT, LEAD, MEMBER, add_months, add_valid_time
+    from climate_ml.sea_ice_fields import MapSpool
+
+    if isinstance(maps, MapSpool):
+        inits, data = maps.inits_and_maps()  # lazy (init, member, lead, cells)
+    else:
+        inits = pd.DatetimeIndex(sorted(maps))
+        data = np.stack([np.asarray(maps[t], dtype="float32") for t in inits])
     leads = [int(k) for k in leads]
     spatial = [d for d in concentration.dims if d != "time"]
     shape = [concentration.sizes[d] for d in spatial]
-    data = np.stack([np.asarray(maps[t], dtype="float32") for t in inits])  # (init, member, lead, cells)
     data = data.reshape(len(inits), data.shape[1], len(leads), *shape).swapaxes(1, 2)
+    valid = add_months(inits, leads).ravel()
+    # the observed map at each (init, lead), NaN where not yet observed; read lazily where the
+    # maps are lazy, so that neither side is held whole
+    lazy = isinstance(data, dsa.Array)
+    source = concentration.chunk({"time": 1}) if lazy and concentration.chunks is None else concentration
+    seen = source.reindex(time=valid).data
+    seen = (dsa.asarray(seen) if lazy else np.asarray(seen)).reshape(len(inits), len(leads), *shape).astype("float32")
+    if lazy:  # one init per chunk, as the archive writes them
+        data, seen = (a.rechunk((1, *a.shape[1:])) for a in (data, seen))
     grid = {d: concentration[d].values for d in spatial}
     grid_coords = {c: concentration[c] for c in ("lat", "lon") if c in concentration.coords}
     fc = xr.DataArray(data, dims=(INIT, LEAD, MEMBER, *spatial), attrs={"units": "1"},
                       coords={INIT: inits, LEAD: leads, MEMBER: np.arange(data.shape[2]), **grid, **grid_coords})
     fc = add_valid_time(fc)
-    valid = add_months(inits, leads).ravel()
-    seen = concentration.reindex(time=valid).values.reshape(len(inits), len(leads), *shape)  # NaN: not yet observed
-    observed = xr.DataArray(seen.astype("float32"), dims=(INIT, LEAD, *spatial),
-                            coords={INIT: inits, LEAD: leads, **grid})
+    observed = xr.DataArray(seen, dims=(INIT, LEAD, *spatial), coords={INIT: inits, LEAD: leads, **grid})
     starts = pd.DatetimeIndex(starts)
     fold = starts.searchsorted(inits, "right") - 1
     problem = get_problem("arctic_sea_ice")
     provenance = forecast_provenance(problem, model_path, obs, dataset, starts[fold], kind,
                                      np.array([f"{k + 1}/{len(starts)}" for k in fold]))
     provenance["details"].update(units="1", anomaly_convention="none: sea-ice concentration maps (fraction of the cell)")
-    return write_forecast(store, problem.name, model_name(model_path), fc, provenance, replace=replace,
-                          dataset=dataset, observed=observed)
+    with dask.config.set(scheduler="threads"):  # the archive's session lives in this process, not on a cluster
+        return write_forecast(store, problem.name, model_name(model_path), fc, provenance, replace=replace,
+                              dataset=dataset, observed=observed)
 
 
 def field_forecast_and_archive(store: StoreLike, dataset: str, model_path: Path, init, replace: bool = False,

@@ -21,6 +21,7 @@ from climate_ml.sea_ice_fields import (
     FIELD_SCORES,
     THRESHOLD,
     FieldRows,
+    MapSpool,
     ScoredMaps,
     field_backtest,
     field_scores,
@@ -770,6 +771,7 @@ def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_pa
     assert ds["prov_train_end"].sel(init_time="2024-09").item() == "2024-07"  # fitted at its fold's start
     assert ds["prov_fold"].sel(init_time="2024-09").item() == "2/2"
     assert set(ds["prov_kind"].values.tolist()) == {"hindcast"}
+    assert not list((store / ".scratch").iterdir())  # the maps spilled to disk while it ran are gone
     assert main(args) == 0 and json.loads(capsys.readouterr().out)["archived"] == {"persist": "unchanged"}
 
     boxed = query(store, "arctic_sea_ice", "persist", init="2024-06", lead=1, dataset="toy-sea-ice",
@@ -817,3 +819,57 @@ def test_the_sea_ice_hold_out_model_is_fitted_before_the_months_it_forecasts(mon
         conc, ice["cell_area"], [1, 2])
     np.testing.assert_allclose(model.sigma_, bare.sigma_ * model.holdout_ratio_[:, None, None].astype("float32"),
                                rtol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(order=st.permutations(range(7)), members=st.integers(1, 3))
+def test_a_map_spool_gives_back_every_init_in_order_whatever_order_they_came_in(tmp_path_factory, order, members):
+    """Folds finish in any order on several workers: the spool on disk hands back the maps in
+    init order, each exactly as handed, one init per chunk; a second copy of an init or maps of
+    another shape are one-line errors that leave what was spooled as it was."""
+    from climate_ml.errors import ClimateMLError
+
+    rng = np.random.default_rng(len(order) * members)
+    inits = pd.date_range("2001-01", periods=7, freq="MS")
+    maps = {t: rng.random((members, 2, 5)).astype("float32") for t in inits}
+    maps[inits[3]][0, 1, 2] = np.nan
+    spool = MapSpool(tmp_path_factory.mktemp("spool") / "maps")
+    for k in order:
+        spool.add(inits[k], maps[inits[k]])
+    got_inits, data = spool.inits_and_maps()
+    assert list(got_inits) == list(inits) and data.chunks[0] == (1,) * 7
+    np.testing.assert_array_equal(data.compute(), np.stack([maps[t] for t in inits]))
+    with pytest.raises(ClimateMLError, match="init 2001-03 was handed twice"):
+        spool.add(inits[2], maps[inits[2]])
+    with pytest.raises(ClimateMLError, match=r"maps of init 2002-01 are \(1, 2, 4\)"):
+        spool.add("2002-01", np.zeros((1, 2, 4)))
+    assert len(spool) == 7 and spool.inits_and_maps()[1].shape == (7, members, 2, 5)
+
+
+def test_a_field_model_that_fails_late_archives_nothing_and_leaves_the_archive_as_it_was(tmp_path, sea_ice_store,
+                                                                                        capsys):
+    """`--archive --replace` of a model whose second fold fails (its members change): the
+    archive keeps the maps of its earlier run, no commit is made, and its spilled maps are
+    removed; the failure is reported."""
+    from climate_ml.archive import history, query
+
+    store = sea_ice_store
+    path = _write_model(tmp_path, "persist")
+    args = ["backtest", "arctic_sea_ice", str(path), "--test-start", "2024-01", "--refit-every", "6", "--archive",
+            "--json", "--store", str(store)]
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["archived"] == {"persist": "created"}
+    before = query(store, "arctic_sea_ice", "persist", dataset="toy-sea-ice").load()
+    commits = len(history(store, "arctic_sea_ice"))
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "persist.py").write_text(PERSISTENCE_MODEL.replace("{suffix}", "").replace(
+        "for d in (-0.1, 0.0, 0.1)]", "for d in ((-0.2, 0.0, 0.2) if conc.time.dt.month[-1] < 7 or "
+        "conc.time.dt.year[-1] < 2024 else (0.0, 0.1))]"))
+    rc = main([*args[:2], str(late / "persist.py"), *args[3:], "--replace"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc != 0 and "members of unequal size" in json.dumps(out) and out["archived"] == {}
+    assert len(history(store, "arctic_sea_ice")) == commits
+    after = query(store, "arctic_sea_ice", "persist", dataset="toy-sea-ice").load()
+    xr.testing.assert_equal(after, before)
+    assert after.attrs["history"].split("snapshot")[1] == before.attrs["history"].split("snapshot")[1]
+    assert not list((store / ".scratch").iterdir())

@@ -111,3 +111,20 @@ def test_a_store_root_is_a_folder_or_a_file_url_never_an_object_store_url(tmp_pa
                                                       "supported yet; give a local or shared file-system folder "
                                                       "(or a file:// URL)")
     assert list(tmp_path.iterdir()) == []  # no 'gs:' folder in the working directory
+
+
+def test_scratch_folders_are_private_and_gone_after_the_body_returns_or_raises(tmp_path):
+    """What a run spills to disk lives in its own folder under the store's ``.scratch/`` and is
+    removed however the run ends; a bad label is a one-line error and makes nothing."""
+    s = Store(tmp_path / "root")
+    with s.scratch("maps") as a, s.scratch("maps") as b:
+        assert a != b and a.parent == b.parent == s.root / ".scratch" and a.is_dir() and b.is_dir()
+        (a / "part").write_bytes(b"x" * 10)
+    assert not a.exists() and not b.exists()
+    with pytest.raises(RuntimeError, match="boom"), s.scratch("maps") as c:
+        (c / "part").write_bytes(b"x")
+        raise RuntimeError("boom")
+    assert not c.exists() and not list((s.root / ".scratch").iterdir())
+    with pytest.raises(StoreError, match="invalid scratch name"), s.scratch("../up"):
+        pass
+    assert not (tmp_path / "up").exists()
