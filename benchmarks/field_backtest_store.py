@@ -16,12 +16,14 @@ ConvLSTM's members, over 2005-2016 makes 138 inits x 6 leads x 9 maps of the gri
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import tempfile
 import time
 from pathlib import Path
 
 import xarray as xr
+from bench_oisst_scale import MemorySampler  # (this folder: peak RSS of every process, sampled)
 
 from climate_ml import workflows
 
@@ -68,13 +70,16 @@ def main() -> None:
         path.write_text(MEMBERS_MODEL.format(members=args.archive_members))
         extra = {"model_paths": [path], "archive": True, "replace": True, "log": print}
     tic = time.perf_counter()
-    run = workflows.field_backtest_run(args.store, args.dataset, args.test_start, n_jobs=args.n_jobs, **extra)
+    with MemorySampler(0.2) as mem:
+        run = workflows.field_backtest_run(args.store, args.dataset, args.test_start, n_jobs=args.n_jobs, **extra)
     seconds = time.perf_counter() - tic
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GB
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    # the workers, sampled every 0.2 s (the kernel's peak of child processes would also count the
+    # short `git` call that stamps the code version, forked from this process at its size)
+    child = max((v for pid, v in mem.per_pid.items() if pid != os.getpid()), default=0) / 2**30
     where = "read from the store" if run.concentration.chunks is not None else "held in memory"
     print(f"maps {where}: {seconds:.0f} s with --n-jobs {args.n_jobs}; peak RSS {own:.2f} GB here, "
-          f"{child:.2f} GB in the largest worker")
+          f"{child:.2f} GB in the largest worker (sampled), {mem.total / 2**30:.2f} GB all processes together")
     print("IIEE by lead:", {k: round(v, 4) for k, v in run.summary["damped_anomaly_persistence"]["iiee"].items()})
     if args.save:
         run.scores.to_netcdf(args.save)
