@@ -152,13 +152,23 @@ class Store:
     def scratch(self, label: str):
         """A private temporary folder ``.scratch/<label>-<random>/`` in the store (on its file
         system, where the room for its data is), removed when the body returns or raises. For
-        what a run spills to disk before it writes it, e.g. a backtest's hindcast maps."""
-        path = self.root / ".scratch" / f"{check_name(label, 'scratch')}-{uuid.uuid4().hex[:8]}"
-        path.mkdir(parents=True)
+        what a run spills to disk before it writes it, e.g. a backtest's hindcast maps. Each
+        folder's owner holds a lock on ``<folder>.lock`` while it lives; the operating system
+        drops that lock when the owner dies, so the folders a killed run left are removed by the
+        next run that asks for one (``sweep_scratch``), and a live run's never are."""
+        base = self.root / ".scratch"
+        base.mkdir(parents=True, exist_ok=True)
+        sweep_scratch(base)
+        path = base / f"{check_name(label, 'scratch')}-{uuid.uuid4().hex[:8]}"
+        lock = FileLock(f"{path}.lock")
+        lock.acquire()  # before the folder exists: a sweep never sees it unowned
         try:
+            path.mkdir()
             yield path
         finally:
             discard(path)
+            lock.release()
+            Path(f"{path}.lock").unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def new_record(self, problem: str, key: str, kind: str = "backtests"):
@@ -215,6 +225,27 @@ def sweep_temporaries(final: Path) -> int:
     for p in stale:
         shutil.rmtree(p, ignore_errors=True)
     return len(stale)
+
+
+def sweep_scratch(base: Path) -> int:
+    """Remove the scratch folders under ``base`` whose owner is gone (its lock is free).
+    Returns how many were removed."""
+    from filelock import Timeout
+
+    removed = 0
+    for folder in [p for p in base.iterdir() if p.is_dir()] if base.exists() else []:
+        lock = FileLock(f"{folder}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue  # a live run's
+        try:
+            discard(folder)
+            removed += 1
+        finally:
+            lock.release()
+            Path(f"{folder}.lock").unlink(missing_ok=True)
+    return removed
 
 
 @dataclass(frozen=True)

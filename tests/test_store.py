@@ -128,3 +128,30 @@ def test_scratch_folders_are_private_and_gone_after_the_body_returns_or_raises(t
     with pytest.raises(StoreError, match="invalid scratch name"), s.scratch("../up"):
         pass
     assert not (tmp_path / "up").exists()
+
+
+def test_scratch_left_by_a_killed_run_is_swept_and_a_live_runs_is_not(tmp_path):
+    """A run killed while it spills (SIGKILL: no cleanup runs) leaves its scratch folder; the
+    next run that asks for one removes it, because the operating system freed the dead run's
+    lock. A run still alive in another process keeps its folder and its data."""
+    import signal
+
+    root = tmp_path / "root"
+    code = (f"import sys, time; from climate_ml.store import Store\n"
+            f"with Store({str(root)!r}).scratch('maps') as p:\n"
+            f"    (p / 'part').write_bytes(b'x' * 1000); print(p, flush=True); time.sleep(600)\n")
+    dead = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    live = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        dead_dir, live_dir = Path(dead.stdout.readline().strip()), Path(live.stdout.readline().strip())
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.wait(timeout=30)
+        assert (dead_dir / "part").exists()  # nothing cleaned up after a SIGKILL
+        with Store(root).scratch("maps") as mine:
+            assert not dead_dir.exists() and (live_dir / "part").read_bytes() == b"x" * 1000 and mine.is_dir()
+        assert store_mod.sweep_scratch(root / ".scratch") == 0 and live_dir.is_dir()
+    finally:
+        live.kill()
+        live.wait(timeout=30)
+    assert store_mod.sweep_scratch(root / ".scratch") == 1 and not live_dir.exists()
+    assert sorted(p.name for p in (root / ".scratch").iterdir()) == []
