@@ -45,8 +45,9 @@ def forecasts(inits: pd.DatetimeIndex, seed: int) -> xr.DataArray:
                                        coords={INIT: inits, LEAD: LEADS}))
 
 
-def bytes_on_disk(path: Path) -> dict[Path, int]:
-    return {p: p.stat().st_size for p in path.rglob("*") if p.is_file()}
+def bytes_on_disk(at) -> dict[Path, int]:
+    """The files of an archive kept in the store (``Store.archive``'s folder)."""
+    return {p: p.stat().st_size for p in at.path.rglob("*") if p.is_file()}
 
 
 def append_cost(root: Path, model: str, da: xr.DataArray) -> tuple[float, int]:
@@ -91,7 +92,7 @@ def main() -> None:
         t0 = time.perf_counter()
         export(query(root, "el_nino", model, f"{init:%Y-%m}", lead, provenance=False), "json")  # as the API does
         q_ms.append((time.perf_counter() - t0) * 1000)
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(Store.at(root).archive("el_nino"))))
+    repo = icechunk.Repository.open(Store.at(root).archive("el_nino").storage())
     group = zarr.open_group(repo.readonly_session("main").store, mode="r")
     arrays = {m: group[f"toy-ocean/{m}/forecast"] for m in {p[0] for p in picks}}
     raw_ms = []
@@ -169,7 +170,7 @@ def field_group(root: Path, args) -> None:
         query(root, "arctic_sea_ice", "maps", f"{init:%Y-%m}", lead, dataset="nsidc-grid", provenance=False,
               box="80,90,0,360")["forecast"].load()
         box_ms.append((time.perf_counter() - t0) * 1000)
-    repo = icechunk.Repository.open(icechunk.local_filesystem_storage(str(Store.at(root).archive("arctic_sea_ice"))))
+    repo = icechunk.Repository.open(Store.at(root).archive("arctic_sea_ice").storage())
     array = zarr.open_group(repo.readonly_session("main").store, mode="r")["nsidc-grid/maps/forecast"]
     raw_ms = []
     for init, lead in picks:

@@ -1,4 +1,6 @@
-"""The forecast archive: one Icechunk repository per problem, ``archive/<problem>.icechunk``.
+"""The forecast archive: one Icechunk repository per problem, ``archive/<problem>.icechunk`` in
+the store, or ``<CLIMATE_ML_ARCHIVE_URL>/<problem>.icechunk`` in an S3-compatible object store
+(``store.ArchiveAt``).
 
 Inside it, one group per data set and model, ``<dataset>/<model>``, holding
 ``forecast(init_time, lead[, member])`` with ``valid_time(init_time, lead)``, the verifying
@@ -7,7 +9,8 @@ variables along ``init_time`` (``PROVENANCE``): an init keeps its own model chec
 window and data set whatever is written after it. Names and attributes follow CF-1.11.
 
 Every write is one Icechunk commit (message and metadata carry its provenance), made under the
-store's lock because Icechunk's local-filesystem storage does not serialise commits itself. A
+store's lock because Icechunk's local-filesystem storage does not serialise commits itself (on
+object storage Icechunk refuses a commit whose parent moved, a one-line error here). A
 new init is appended (the cost does not grow with the archive); writing the same forecast again
 changes nothing; a different forecast for an archived init replaces it only with
 ``replace=True``. Readers see one snapshot, never half a write, and may ask for the archive as it
@@ -50,7 +53,7 @@ from climate_ml.schema import (
     add_valid_time,
     validate_forecast,
 )
-from climate_ml.store import NETCDF_LOCK, Store, StoreLike, check_name
+from climate_ml.store import NETCDF_LOCK, ArchiveAt, Store, StoreLike, check_name
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
@@ -111,23 +114,34 @@ _REPOS: dict[str, icechunk.Repository] = {}
 _REPOS_LOCK = threading.Lock()
 
 
-def _repository(path: Path, create: bool = False) -> icechunk.Repository | None:
-    """The Icechunk repository at ``path`` (opened once per process), or None if there is none."""
-    key = str(path.resolve())
+def _repository(at: ArchiveAt, create: bool = False) -> icechunk.Repository | None:
+    """The Icechunk repository at ``at`` (opened once per process), or None if there is none."""
+    key = at.url
     with _REPOS_LOCK:
-        if not path.exists():
-            _REPOS.pop(key, None)
-            if not create:
-                return None
+        if at.path is not None or key not in _REPOS:  # a local folder may have been removed since
+            if not at.exists():
+                _REPOS.pop(key, None)
+                if not create:
+                    return None
         repo = _REPOS.get(key)
         if repo is None:
-            storage = icechunk.local_filesystem_storage(key)
             try:
+                storage = at.storage()
                 repo = icechunk.Repository.open_or_create(storage) if create else icechunk.Repository.open(storage)
             except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types
-                raise StoreError(f"{path}: not a readable forecast archive ({str(exc).splitlines()[0][:200]})") from exc
+                raise StoreError(f"{at}: not a readable forecast archive ({str(exc).splitlines()[0][:200]})") from exc
             _REPOS[key] = repo
         return repo
+
+
+def _commit(session, at: ArchiveAt, message: str, metadata: dict) -> str:
+    """Commit ``session``; a writer elsewhere that committed first (possible on object storage,
+    where the store's file lock does not reach) is a one-line error, and nothing is written."""
+    try:
+        return session.commit(message, metadata=metadata)
+    except icechunk.ConflictError as exc:
+        raise StoreError(f"{at}: another writer changed the archive while this one wrote; nothing was written "
+                         "(run it again)") from exc
 
 
 def _utc(text: str) -> _dt.datetime:
@@ -140,7 +154,7 @@ def _utc(text: str) -> _dt.datetime:
     return ts.to_pydatetime()
 
 
-def _snapshot_id(repo: icechunk.Repository, path: Path, as_of: str | None) -> str:
+def _snapshot_id(repo: icechunk.Repository, path: ArchiveAt, as_of: str | None) -> str:
     """The snapshot of the branch now, at a UTC date/time, or at a tag."""
     if as_of is None:
         return repo.lookup_branch(BRANCH)
@@ -408,7 +422,7 @@ def write_forecast(
                     "inits_replaced": [f"{t:%Y-%m}" for t in replaced],
                     **{k: sorted(set(new[f"prov_{k}"].values.tolist()))[:50]
                        for k in ("kind", "model_sha256", "code_version", "dataset_sha256", "train_end")}}
-        session.commit(message, metadata=metadata)
+        _commit(session, path, message, metadata)
     return action
 
 
@@ -485,8 +499,8 @@ def write_observed(store: StoreLike, problem: str, observed: xr.DataArray | None
                 session.store, group=group, region={INIT: slice(int(rows[0]), int(rows[-1]) + 1)}, consolidated=False)
             filled += int(fill.sum())
         if filled:
-            session.commit(f"observed outcomes on {dataset}: {filled} value(s)",
-                           metadata={"problem": problem, "dataset": dataset, "action": "observed", "filled": filled})
+            _commit(session, path, f"observed outcomes on {dataset}: {filled} value(s)",
+                    {"problem": problem, "dataset": dataset, "action": "observed", "filled": filled})
     return filled
 
 
@@ -515,10 +529,9 @@ def write_monitoring(store: StoreLike, problem: str, dataset: str, skill: xr.Dat
         out.to_zarr(session.store, group=f"{group}/{dataset}", mode="w", consolidated=False)
         drift = int((skill["status"] == "drift").sum())
         what = "running skill" if kind == "index" else "running skill of maps"
-        session.commit(f"{what} on {dataset} through {skill.attrs.get('verified_through', '?')}: "
-                       f"{drift} (model, lead) drifting", metadata={"problem": problem, "dataset": dataset,
-                                                                     "action": "monitoring", "kind": kind,
-                                                                     "drift": drift})
+        _commit(session, path, f"{what} on {dataset} through {skill.attrs.get('verified_through', '?')}: "
+                f"{drift} (model, lead) drifting", {"problem": problem, "dataset": dataset, "action": "monitoring",
+                                                    "kind": kind, "drift": drift})
 
 
 def read_monitoring(store: StoreLike, problem: str, dataset: str | None = None, kind: str = "index") -> xr.Dataset | None:

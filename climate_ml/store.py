@@ -67,21 +67,25 @@ class Store:
     run spills to disk while it runs).
     """
 
-    __slots__ = ("root",)
+    __slots__ = ("root", "archive_url")
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, archive_url: str | None = None):
         text = os.fspath(root)
         scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*)://", text)
         if scheme and scheme.group(1).lower() == "file":
             text = text[len(scheme.group(0)):]  # file:///data/store is the folder /data/store
         elif scheme:  # else Path() would make a local folder named e.g. "s3:" and write there
             raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported yet; give a local or "
-                             "shared file-system folder (or a file:// URL)")
+                             f"shared file-system folder (or a file:// URL); the forecast archive alone can live in "
+                             f"object storage ({ARCHIVE_URL_ENV}=s3://bucket/prefix)")
         self.root = Path(text).expanduser().resolve()
+        url = archive_url if archive_url is not None else os.environ.get(ARCHIVE_URL_ENV, "")
+        self.archive_url = _check_archive_url(url) if url else None
 
     @classmethod
     def at(cls, where: Store | str | os.PathLike | None = None) -> Store:
-        """The store ``where`` names; by default ``CLIMATE_ML_STORE`` or ``./climate-ml-data``."""
+        """The store ``where`` names; by default ``CLIMATE_ML_STORE`` or ``./climate-ml-data``;
+        its forecast archive in object storage where ``CLIMATE_ML_ARCHIVE_URL`` says so."""
         if isinstance(where, Store):
             return where
         return cls(where or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT)
@@ -93,16 +97,16 @@ class Store:
         return str(self.root)
 
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r})"
+        return f"Store({str(self.root)!r}" + (f", archive_url={self.archive_url!r})" if self.archive_url else ")")
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Store) and other.root == self.root
+        return isinstance(other, Store) and (other.root, other.archive_url) == (self.root, self.archive_url)
 
     def __hash__(self) -> int:
-        return hash(self.root)
+        return hash((self.root, self.archive_url))
 
-    def __reduce__(self):  # pickled as its root, for worker processes
-        return (Store, (str(self.root),))
+    def __reduce__(self):  # pickled as its root (and archive URL), for worker processes
+        return (Store, (str(self.root), self.archive_url or ""))
 
     # -- layout --
     def obs(self, name: str) -> Path:
@@ -113,9 +117,13 @@ class Store:
         folder = self.root / "obs"
         return sorted(p.stem for p in folder.glob("*.zarr")) if folder.exists() else []
 
-    def archive(self, problem: str) -> Path:
-        """``archive/<problem>.icechunk``: the forecast archive of one problem."""
-        return self.root / "archive" / f"{check_name(problem, 'problem')}.icechunk"
+    def archive(self, problem: str) -> ArchiveAt:
+        """Where the forecast archive of one problem lives: ``archive/<problem>.icechunk`` in
+        the store, or ``<archive_url>/<problem>.icechunk`` in object storage."""
+        name = f"{check_name(problem, 'problem')}.icechunk"
+        if self.archive_url:
+            return ArchiveAt(f"{self.archive_url}/{name}", None)
+        return ArchiveAt(str(self.root / "archive" / name), self.root / "archive" / name)
 
     def raw(self, source: str) -> Path:
         """``raw/<source>/``: the downloaded or generated files of one catalog entry."""
@@ -189,6 +197,70 @@ class Store:
 
 
 StoreLike = Store | str | os.PathLike  # what library functions accept as ``store``
+
+ARCHIVE_URL_ENV = "CLIMATE_ML_ARCHIVE_URL"
+
+
+def _check_archive_url(url: str) -> str:
+    """``s3://bucket[/prefix]`` (any S3-compatible store), without a trailing slash, or a
+    one-line StoreError."""
+    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[A-Za-z0-9_.\-/]*)?", url.strip())
+    if not m or ".." in url:
+        raise StoreError(f"archive URL {url!r} ({ARCHIVE_URL_ENV}): give s3://bucket or s3://bucket/prefix (an S3 "
+                         "bucket name, then letters, digits, '_', '.', '-' or '/'); other object stores are not wired in")
+    return url.strip().rstrip("/")
+
+
+@dataclass(frozen=True)
+class ArchiveAt:
+    """Where one problem's forecast archive (an Icechunk repository) lives: a folder of the
+    store (``path``) or a prefix in an S3-compatible object store (``path`` None; the endpoint
+    and credentials come from the usual ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``). ``url`` is what messages name."""
+
+    url: str
+    path: Path | None
+
+    @property
+    def name(self) -> str:
+        return self.url.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def stem(self) -> str:
+        return self.name.removesuffix(".icechunk")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def storage(self):
+        """The Icechunk storage of this location."""
+        import icechunk
+
+        if self.path is not None:
+            return icechunk.local_filesystem_storage(str(self.path))
+        bucket, _, prefix = self.url[len("s3://"):].partition("/")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        return icechunk.s3_storage(
+            bucket=bucket, prefix=prefix, endpoint_url=endpoint,
+            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            allow_http=bool(endpoint and endpoint.startswith("http://")),
+            force_path_style=bool(endpoint),  # MinIO, Ceph and the like serve buckets as paths
+            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
+
+    def exists(self) -> bool:
+        """Is there a repository here? (A local folder is checked without Icechunk.)"""
+        import icechunk
+
+        if self.path is not None:
+            return self.path.exists()
+        try:
+            return bool(icechunk.Repository.exists(self.storage()))
+        except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types (network, credentials)
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+            reason = re.sub(r"^[\s|x]+", "", (str(exc).strip().splitlines() or [""])[0])[:200]  # icechunk's "  x ..."
+            raise StoreError(f"{self.url}: the object store at {endpoint} cannot be reached ({reason})") from exc
 
 
 def recover(final: Path) -> None:

@@ -15,6 +15,10 @@ import pytest
 
 from climate_ml.catalog import real_data_dir
 
+# the tests make their own stores; an archive URL or store from the caller's shell must not reach
+# them (tests/test_object_archive.py sets its own, against a loopback S3 endpoint)
+for _name in ("CLIMATE_ML_ARCHIVE_URL", "CLIMATE_ML_STORE"):
+    os.environ.pop(_name, None)
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).parent / ".prefect-home"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 if os.environ.get("PYTEST_XDIST_WORKER"):

@@ -97,7 +97,7 @@ def test_one_commit_per_write_and_queries_as_of_a_time_or_tag(store):
 
 
 def _files(store) -> dict[Path, int]:
-    return {p: p.stat().st_size for p in Store.at(store).archive("el_nino").rglob("*") if p.is_file()}
+    return {p: p.stat().st_size for p in Store.at(store).archive("el_nino").path.rglob("*") if p.is_file()}
 
 
 def _append_cost(store, da) -> tuple[int, float]:

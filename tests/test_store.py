@@ -63,6 +63,7 @@ def test_every_path_the_store_makes_is_inside_it_or_a_one_line_error(tmp_path, n
     for make in (store.obs, store.archive, store.raw, store.records, store.run_dir):
         try:
             path = make(name)
+            path = path.path if make == store.archive else path  # the archive's folder (no archive URL set)
         except StoreError as exc:
             assert "\n" not in str(exc) and "name" in str(exc)
             continue
@@ -103,13 +104,15 @@ def test_a_store_root_is_a_folder_or_a_file_url_never_an_object_store_url(tmp_pa
     with pytest.raises(StoreError) as caught:
         Store.at("s3://bucket/store")
     assert str(caught.value) == ("store root 's3://bucket/store': s3:// URLs are not supported yet; give a local or "
-                                 "shared file-system folder (or a file:// URL)")
+                                 "shared file-system folder (or a file:// URL); the forecast archive alone can live "
+                                 "in object storage (CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
     p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "archive", "history", "el_nino", "--store",
                         "gs://bucket/store"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and p.stderr.strip() == ("error: store root 'gs://bucket/store': gs:// URLs are not "
                                                       "supported yet; give a local or shared file-system folder "
-                                                      "(or a file:// URL)")
+                                                      "(or a file:// URL); the forecast archive alone can live in "
+                                                      "object storage (CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
     assert list(tmp_path.iterdir()) == []  # no 'gs:' folder in the working directory
 
 
