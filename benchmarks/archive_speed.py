@@ -46,8 +46,9 @@ def forecasts(inits: pd.DatetimeIndex, seed: int) -> xr.DataArray:
 
 
 def bytes_on_disk(at) -> dict[Path, int]:
-    """The files of an archive kept in the store (``Store.archive``'s folder)."""
-    return {p: p.stat().st_size for p in at.path.rglob("*") if p.is_file()}
+    """The files of an archive kept in the store (``Store.archive``'s folder); none where the
+    archive is in object storage (``CLIMATE_ML_ARCHIVE_URL``: the sizes then read 0)."""
+    return {p: p.stat().st_size for p in at.path.rglob("*") if p.is_file()} if at.path is not None else {}
 
 
 def append_cost(root: Path, model: str, da: xr.DataArray) -> tuple[float, int]:
