@@ -6,7 +6,7 @@ sets the limit to 0): wall time, the peak RSS of this process and of its largest
 ``--archive-members N`` adds a field model of N members (damped anomaly persistence shifted by
 evenly spaced offsets) and archives its hindcasts, as ``backtest --archive`` does: the peak RSS
 here then shows what holding, spilling and writing those maps costs (N = 9, the sea-ice
-ConvLSTM's members, over 2005-2016 makes 138 inits x 6 leads x 9 maps of the grid).
+ConvLSTM's members, over 2005-01..2016-12 makes 144 inits x 6 leads x 9 maps of the grid).
 
     python benchmarks/field_backtest_store.py --store STORE [--n-jobs 2] [--save held.nc]
     python benchmarks/field_backtest_store.py --store STORE [--n-jobs 2] --from-store --compare held.nc

@@ -211,6 +211,11 @@ def _check_archive_url(url: str) -> str:
     return url.strip().rstrip("/")
 
 
+def _s3_endpoint() -> str | None:
+    """The S3 endpoint the AWS variables name (None: AWS itself)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
 @dataclass(frozen=True)
 class ArchiveAt:
     """Where one problem's forecast archive (an Icechunk repository) lives: a folder of the
@@ -239,7 +244,7 @@ class ArchiveAt:
         if self.path is not None:
             return icechunk.local_filesystem_storage(str(self.path))
         bucket, _, prefix = self.url[len("s3://"):].partition("/")
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        endpoint = _s3_endpoint()
         return icechunk.s3_storage(
             bucket=bucket, prefix=prefix, endpoint_url=endpoint,
             region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
@@ -258,7 +263,7 @@ class ArchiveAt:
         try:
             return bool(icechunk.Repository.exists(self.storage()))
         except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types (network, credentials)
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+            endpoint = _s3_endpoint() or "AWS S3"
             reason = re.sub(r"^[\s|x]+", "", (str(exc).strip().splitlines() or [""])[0])[:200]  # icechunk's "  x ..."
             raise StoreError(f"{self.url}: the object store at {endpoint} cannot be reached ({reason})") from exc
 
