@@ -210,10 +210,9 @@ def create_app(store: StoreLike) -> FastAPI:
     def prepared_inputs(prob, dataset: str | None) -> tuple[str, xr.Dataset]:
         """The problem's prepared target from the stored data set (read only: nothing is ingested
         here), cached until the store changes."""
-        from climate_ml.store import open_obs
+        from climate_ml.store import obs_version, open_obs
         name = dataset or prob.default_dataset
-        path = store.obs(name)  # checks the name before it touches the file system
-        key = (prob.name, name, path.stat().st_mtime_ns if path.exists() else None)
+        key = (prob.name, name, obs_version(store, name))  # the name is checked before it touches the store
         if key not in prepared_cache:
             if len(prepared_cache) >= 4:
                 prepared_cache.pop(next(iter(prepared_cache)))

@@ -1,6 +1,6 @@
 """The forecast archive: one Icechunk repository per problem, ``archive/<problem>.icechunk`` in
 the store, or ``<CLIMATE_ML_ARCHIVE_URL>/<problem>.icechunk`` in an S3-compatible object store
-(``store.ArchiveAt``).
+(``store.RepoAt``).
 
 Inside it, one group per data set and model, ``<dataset>/<model>``, holding
 ``forecast(init_time, lead[, member])`` with ``valid_time(init_time, lead)``, the verifying
@@ -53,7 +53,7 @@ from climate_ml.schema import (
     add_valid_time,
     validate_forecast,
 )
-from climate_ml.store import NETCDF_LOCK, ArchiveAt, Store, StoreLike, check_name
+from climate_ml.store import NETCDF_LOCK, RepoAt, Store, StoreLike, check_name, commit, repository
 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
@@ -110,38 +110,15 @@ def _group(problem: str, model: str, dataset: str | None) -> tuple[str, str, str
 
 # --------------------------------------------------------------------------- repositories
 
-_REPOS: dict[str, icechunk.Repository] = {}
-_REPOS_LOCK = threading.Lock()
+def _repository(at: RepoAt, create: bool = False) -> icechunk.Repository | None:
+    """The archive's Icechunk repository at ``at`` (opened once per process), or None."""
+    return repository(at, create, "forecast archive")
 
 
-def _repository(at: ArchiveAt, create: bool = False) -> icechunk.Repository | None:
-    """The Icechunk repository at ``at`` (opened once per process), or None if there is none."""
-    key = at.url
-    with _REPOS_LOCK:
-        if at.path is not None or key not in _REPOS:  # a local folder may have been removed since
-            if not at.exists():
-                _REPOS.pop(key, None)
-                if not create:
-                    return None
-        repo = _REPOS.get(key)
-        if repo is None:
-            try:
-                storage = at.storage()
-                repo = icechunk.Repository.open_or_create(storage) if create else icechunk.Repository.open(storage)
-            except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types
-                raise StoreError(f"{at}: not a readable forecast archive ({str(exc).splitlines()[0][:200]})") from exc
-            _REPOS[key] = repo
-        return repo
-
-
-def _commit(session, at: ArchiveAt, message: str, metadata: dict) -> str:
-    """Commit ``session``; a writer elsewhere that committed first (possible on object storage,
-    where the store's file lock does not reach) is a one-line error, and nothing is written."""
-    try:
-        return session.commit(message, metadata=metadata)
-    except icechunk.ConflictError as exc:
-        raise StoreError(f"{at}: another writer changed the archive while this one wrote; nothing was written "
-                         "(run it again)") from exc
+def _commit(session, at: RepoAt, message: str, metadata: dict) -> str:
+    """Commit ``session``; a writer elsewhere that committed first is a one-line error, and
+    nothing is written."""
+    return commit(session, at, message, metadata, "archive")
 
 
 def _utc(text: str) -> _dt.datetime:
@@ -154,7 +131,7 @@ def _utc(text: str) -> _dt.datetime:
     return ts.to_pydatetime()
 
 
-def _snapshot_id(repo: icechunk.Repository, path: ArchiveAt, as_of: str | None) -> str:
+def _snapshot_id(repo: icechunk.Repository, path: RepoAt, as_of: str | None) -> str:
     """The snapshot of the branch now, at a UTC date/time, or at a tag."""
     if as_of is None:
         return repo.lookup_branch(BRANCH)

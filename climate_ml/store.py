@@ -1,10 +1,14 @@
-"""The on-disk store (``Store``): one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``)
-holding ``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``,
-``archive/<problem>.icechunk`` and ``runs/``.
+"""The store (``Store``): one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``) holding
+``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``, ``archive/<problem>.icechunk``
+and ``runs/``. The observations and the forecast archive may live in an S3-compatible object
+store instead (``CLIMATE_ML_OBS_URL``, ``CLIMATE_ML_ARCHIVE_URL``), each data set or problem an
+Icechunk repository there.
 
-Every write goes to a temporary directory beside the target and is swapped in with renames,
-under a per-target file lock, so a crash never leaves a half-written store that reads as valid
-and concurrent writers are serialised.
+On disk every write goes to a temporary directory beside the target and is swapped in with
+renames, under a per-target file lock, so a crash never leaves a half-written store that reads
+as valid and concurrent writers are serialised. In object storage, where there are no renames,
+a write is an Icechunk transaction: readers see the last commit until the next one lands whole,
+and a writer on another machine that commits first makes this one fail with nothing written.
 """
 
 from __future__ import annotations
@@ -64,28 +68,34 @@ class Store:
     Layout under ``root``: ``raw/<source>/`` (downloads, generated files), ``obs/<dataset>.zarr``,
     ``archive/<problem>.icechunk``, ``runs/<kind>/<problem>/<stamp>-<key>/`` (the leaderboard's
     records), ``runs/<stamp>-<label>/`` (run reports), ``.locks/`` and ``.scratch/`` (what a
-    run spills to disk while it runs).
+    run spills to disk while it runs). With ``obs_url`` (``CLIMATE_ML_OBS_URL``) the data sets are
+    Icechunk repositories ``<obs_url>/<dataset>.icechunk`` instead of ``obs/``; with
+    ``archive_url`` (``CLIMATE_ML_ARCHIVE_URL``) the archive is ``<archive_url>/<problem>.icechunk``.
     """
 
-    __slots__ = ("root", "archive_url")
+    __slots__ = ("root", "archive_url", "obs_url")
 
-    def __init__(self, root: str | os.PathLike, archive_url: str | None = None):
+    def __init__(self, root: str | os.PathLike, archive_url: str | None = None, obs_url: str | None = None):
         text = os.fspath(root)
         scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*)://", text)
         if scheme and scheme.group(1).lower() == "file":
             text = text[len(scheme.group(0)):]  # file:///data/store is the folder /data/store
         elif scheme:  # else Path() would make a local folder named e.g. "s3:" and write there
             raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported yet; give a local or "
-                             f"shared file-system folder (or a file:// URL); the forecast archive alone can live in "
-                             f"object storage ({ARCHIVE_URL_ENV}=s3://bucket/prefix)")
+                             f"shared file-system folder (or a file:// URL); the observations and the forecast "
+                             f"archive can live in object storage ({OBS_URL_ENV}=s3://bucket/prefix, "
+                             f"{ARCHIVE_URL_ENV}=s3://bucket/prefix)")
         self.root = Path(text).expanduser().resolve()
         url = archive_url if archive_url is not None else os.environ.get(ARCHIVE_URL_ENV, "")
-        self.archive_url = _check_archive_url(url) if url else None
+        self.archive_url = _check_object_url(url, ARCHIVE_URL_ENV) if url else None
+        url = obs_url if obs_url is not None else os.environ.get(OBS_URL_ENV, "")
+        self.obs_url = _check_object_url(url, OBS_URL_ENV) if url else None
 
     @classmethod
     def at(cls, where: Store | str | os.PathLike | None = None) -> Store:
         """The store ``where`` names; by default ``CLIMATE_ML_STORE`` or ``./climate-ml-data``;
-        its forecast archive in object storage where ``CLIMATE_ML_ARCHIVE_URL`` says so."""
+        its observations and forecast archive in object storage where ``CLIMATE_ML_OBS_URL`` and
+        ``CLIMATE_ML_ARCHIVE_URL`` say so."""
         if isinstance(where, Store):
             return where
         return cls(where or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT)
@@ -96,34 +106,61 @@ class Store:
     def __str__(self) -> str:
         return str(self.root)
 
+    def _key(self) -> tuple:
+        return (self.root, self.archive_url, self.obs_url)
+
     def __repr__(self) -> str:
-        return f"Store({str(self.root)!r}" + (f", archive_url={self.archive_url!r})" if self.archive_url else ")")
+        urls = "".join(f", {k}={getattr(self, k)!r}" for k in ("archive_url", "obs_url") if getattr(self, k))
+        return f"Store({str(self.root)!r}{urls})"
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Store) and (other.root, other.archive_url) == (self.root, self.archive_url)
+        return isinstance(other, Store) and other._key() == self._key()
 
     def __hash__(self) -> int:
-        return hash((self.root, self.archive_url))
+        return hash(self._key())
 
-    def __reduce__(self):  # pickled as its root (and archive URL), for worker processes
-        return (Store, (str(self.root), self.archive_url or ""))
+    def __reduce__(self):  # pickled as its root and object-store URLs, for worker processes
+        return (Store, (str(self.root), self.archive_url or "", self.obs_url or ""))
 
     # -- layout --
     def obs(self, name: str) -> Path:
-        """``obs/<name>.zarr``: one observation data set."""
+        """``obs/<name>.zarr``: one observation data set on disk (see ``obs_repo`` for object
+        storage)."""
         return self.root / "obs" / f"{check_name(name)}.zarr"
 
-    def obs_names(self) -> list[str]:
-        folder = self.root / "obs"
-        return sorted(p.stem for p in folder.glob("*.zarr")) if folder.exists() else []
+    def obs_repo(self, name: str) -> RepoAt | None:
+        """Where data set ``name`` lives in object storage (``<obs_url>/<name>.icechunk``), or
+        None when the observations are on disk (``obs(name)``)."""
+        if not self.obs_url:
+            return None
+        return RepoAt(f"{self.obs_url}/{check_name(name)}.icechunk", None)
 
-    def archive(self, problem: str) -> ArchiveAt:
+    def obs_where(self, name: str) -> str:
+        """Data set ``name``'s location, as messages name it."""
+        at = self.obs_repo(name)
+        return at.url if at is not None else str(self.obs(name))
+
+    def obs_names(self) -> list[str]:
+        """The data sets on disk (an object store's are not listed: S3 listing is not wired in)."""
+        folder = self.root / "obs"
+        return sorted(p.stem for p in folder.glob("*.zarr")) if not self.obs_url and folder.exists() else []
+
+    def has_obs(self, name: str) -> bool:
+        """Is data set ``name`` stored (a complete one: a repository whose first write never
+        committed holds none)?"""
+        at = self.obs_repo(name)
+        if at is None:
+            recover(self.obs(name))
+            return self.obs(name).exists()
+        return obs_version(self, name) is not None
+
+    def archive(self, problem: str) -> RepoAt:
         """Where the forecast archive of one problem lives: ``archive/<problem>.icechunk`` in
         the store, or ``<archive_url>/<problem>.icechunk`` in object storage."""
         name = f"{check_name(problem, 'problem')}.icechunk"
         if self.archive_url:
-            return ArchiveAt(f"{self.archive_url}/{name}", None)
-        return ArchiveAt(str(self.root / "archive" / name), self.root / "archive" / name)
+            return RepoAt(f"{self.archive_url}/{name}", None)
+        return RepoAt(str(self.root / "archive" / name), self.root / "archive" / name)
 
     def raw(self, source: str) -> Path:
         """``raw/<source>/``: the downloaded or generated files of one catalog entry."""
@@ -199,14 +236,15 @@ class Store:
 StoreLike = Store | str | os.PathLike  # what library functions accept as ``store``
 
 ARCHIVE_URL_ENV = "CLIMATE_ML_ARCHIVE_URL"
+OBS_URL_ENV = "CLIMATE_ML_OBS_URL"
 
 
-def _check_archive_url(url: str) -> str:
+def _check_object_url(url: str, env: str) -> str:
     """``s3://bucket[/prefix]`` (any S3-compatible store), without a trailing slash, or a
-    one-line StoreError."""
+    one-line StoreError naming the variable ``env`` it came from."""
     m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[A-Za-z0-9_.\-/]*)?", url.strip())
     if not m or ".." in url:
-        raise StoreError(f"archive URL {url!r} ({ARCHIVE_URL_ENV}): give s3://bucket or s3://bucket/prefix (an S3 "
+        raise StoreError(f"object-store URL {url!r} ({env}): give s3://bucket or s3://bucket/prefix (an S3 "
                          "bucket name, then letters, digits, '_', '.', '-' or '/'); other object stores are not wired in")
     return url.strip().rstrip("/")
 
@@ -217,11 +255,12 @@ def _s3_endpoint() -> str | None:
 
 
 @dataclass(frozen=True)
-class ArchiveAt:
-    """Where one problem's forecast archive (an Icechunk repository) lives: a folder of the
-    store (``path``) or a prefix in an S3-compatible object store (``path`` None; the endpoint
-    and credentials come from the usual ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``). ``url`` is what messages name."""
+class RepoAt:
+    """Where one Icechunk repository (a problem's forecast archive, or a data set in object
+    storage) lives: a folder of the store (``path``) or a prefix in an S3-compatible object store
+    (``path`` None; the endpoint and credentials come from the usual ``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``). ``url`` is what
+    messages name."""
 
     url: str
     path: Path | None
@@ -266,6 +305,46 @@ class ArchiveAt:
             endpoint = _s3_endpoint() or "AWS S3"
             reason = re.sub(r"^[\s|x]+", "", (str(exc).strip().splitlines() or [""])[0])[:200]  # icechunk's "  x ..."
             raise StoreError(f"{self.url}: the object store at {endpoint} cannot be reached ({reason})") from exc
+
+
+_REPOS: dict[str, object] = {}
+_REPOS_LOCK = threading.Lock()
+
+
+def repository(at: RepoAt, create: bool = False, what: str = "forecast archive"):
+    """The Icechunk repository at ``at`` (opened once per process), or None if there is none
+    (made first with ``create``). ``what`` names it in the one-line error for one that cannot be
+    read."""
+    import icechunk
+
+    with _REPOS_LOCK:
+        if at.path is not None or at.url not in _REPOS:  # a local folder may have been removed since
+            if not at.exists():
+                _REPOS.pop(at.url, None)
+                if not create:
+                    return None
+        repo = _REPOS.get(at.url)
+        if repo is None:
+            try:
+                storage = at.storage()
+                repo = icechunk.Repository.open_or_create(storage) if create else icechunk.Repository.open(storage)
+            except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types
+                raise StoreError(f"{at}: not a readable {what} ({str(exc).splitlines()[0][:200]})") from exc
+            _REPOS[at.url] = repo
+        return repo
+
+
+def commit(session, at: RepoAt, message: str, metadata: dict | None = None, what: str = "archive") -> str:
+    """Commit an Icechunk ``session``; a writer elsewhere that committed first (possible in
+    object storage, where the store's file lock does not reach) is a one-line error, and
+    nothing of this session is written."""
+    import icechunk
+
+    try:
+        return session.commit(message, metadata=metadata or {})
+    except icechunk.ConflictError as exc:
+        raise StoreError(f"{at}: another writer changed the {what} while this one wrote; nothing was written "
+                         "(run it again)") from exc
 
 
 def recover(final: Path) -> None:
@@ -327,7 +406,7 @@ def sweep_scratch(base: Path) -> int:
 
 @dataclass(frozen=True)
 class WriteResult:
-    path: Path
+    path: Path | str  # the folder on disk, or the repository's URL in object storage
     action: str  # "created" | "appended" | "unchanged"
     n_time: int
     n_new: int
@@ -340,85 +419,181 @@ def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
 
 
 def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict) -> WriteResult:
-    """Write canonical observations to ``obs/<name>.zarr``.
+    """Write canonical observations to ``obs/<name>.zarr`` (or, with ``CLIMATE_ML_OBS_URL``,
+    the data set's Icechunk repository in object storage).
 
     Idempotent: months already stored must hold the same values (else StoreError, nothing
     changed); months after the stored ones are appended; if there are none the store is not
-    touched at all.
+    touched at all. A variable with no valid value is refused before anything is stored.
     """
     validate_obs(ds)
     store = Store.at(store)
-    final = store.obs(name)
+    at = store.obs_repo(name)
     with store.locked(f"obs-{name}"):
-        recover(final)
-        sweep_temporaries(final)
-        now = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        if not final.exists():
-            tmp = temp_beside(final)
-            try:
-                out = ds.copy()
-                out.attrs = {**ds.attrs, **provenance, "ingest_time": now, "climate_ml_version": __version__,
-                             "history": [f"{now} created from {provenance.get('source', '?')}"]}
-                step = time_chunk(ds)
-                out = out.chunk({d: (step if d == TIME else -1) for d in out.dims})
-                encoding = {v: {"chunks": _chunks(ds[v], step)} for v in ds.data_vars}
-                write = out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
-                # one pass over the source: the write and the count of valid values per variable
-                _, counts = dask.compute(write, {v: out[v].count() for v in out.data_vars})
-                empty = sorted(v for v, c in counts.items() if int(c) == 0)
-                if empty:
-                    raise StoreError(f"{provenance.get('source', name)}: variable {empty[0]!r} has no valid values "
-                                     "(all missing); nothing stored")
-                swap_in(tmp, final)
-            except BaseException:
-                discard(tmp)
-                raise
-            return WriteResult(final, "created", ds.sizes[TIME], ds.sizes[TIME])
+        if at is not None:
+            return _write_obs_repo(ds, at, provenance)
+        return _write_obs_folder(ds, store.obs(name), provenance)
 
-        existing = xr.open_zarr(final, consolidated=False)
-        _check_compatible(existing, ds, final)
-        old_times = pd.DatetimeIndex(existing[TIME].values)
-        new_times = pd.DatetimeIndex(ds[TIME].values)
-        overlap = new_times.intersection(old_times)
-        for v in ds.data_vars:
-            if len(overlap) and not _same_values(existing[v].sel(time=overlap), ds[v].sel(time=overlap)):
-                diff = _first_differing_month(existing[v].sel(time=overlap), ds[v].sel(time=overlap))
-                raise StoreError(
-                    f"{final}: the source has different values for months already stored "
-                    f"(variable {v!r}, first at {diff}); refusing to overwrite"
-                )
-        if new_times[0] > old_times[-1] + pd.DateOffset(months=1):
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _first_write(ds: xr.Dataset, provenance: dict, now: str) -> tuple[xr.Dataset, dict]:
+    """A new data set as it is stored: its attributes (provenance, history) and chunks by time,
+    with the encoding that keeps those chunks."""
+    out = ds.copy()
+    out.attrs = {**ds.attrs, **provenance, "ingest_time": now, "climate_ml_version": __version__,
+                 "history": [f"{now} created from {provenance.get('source', '?')}"]}
+    step = time_chunk(ds)
+    out = out.chunk({d: (step if d == TIME else -1) for d in out.dims})
+    return out, {v: {"chunks": _chunks(ds[v], step)} for v in ds.data_vars}
+
+
+def _refuse_empty(counts: dict, provenance: dict, name: str) -> None:
+    empty = sorted(v for v, c in counts.items() if int(c) == 0)
+    if empty:
+        raise StoreError(f"{provenance.get('source', name)}: variable {empty[0]!r} has no valid values "
+                         "(all missing); nothing stored")
+
+
+def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str) -> xr.Dataset:
+    """The months of ``ds`` after the stored ones (maybe none), chunked as the store is; a
+    StoreError, before anything is written, when ``ds`` does not continue ``existing``: other
+    variables or grid, other values for stored months, a gap, or months that do not line up."""
+    _check_compatible(existing, ds, where)
+    old_times = pd.DatetimeIndex(existing[TIME].values)
+    new_times = pd.DatetimeIndex(ds[TIME].values)
+    overlap = new_times.intersection(old_times)
+    for v in ds.data_vars:
+        if len(overlap) and not _same_values(existing[v].sel(time=overlap), ds[v].sel(time=overlap)):
+            diff = _first_differing_month(existing[v].sel(time=overlap), ds[v].sel(time=overlap))
             raise StoreError(
-                f"{final}: new data starts {new_times[0]:%Y-%m}, leaving a gap after the stored {old_times[-1]:%Y-%m}"
+                f"{where}: the source has different values for months already stored "
+                f"(variable {v!r}, first at {diff}); refusing to overwrite"
             )
-        if new_times[0] > old_times[0] and new_times[0] not in old_times:
-            raise StoreError(f"{final}: new data does not line up with stored months")
-        if new_times[0] < old_times[0]:
-            raise StoreError(
-                f"{final}: new data starts {new_times[0]:%Y-%m}, before the stored start {old_times[0]:%Y-%m}"
-            )
-        extra = ds.sel(time=new_times[new_times > old_times[-1]])
-        if extra.sizes[TIME] == 0:
-            return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
+    if new_times[0] > old_times[-1] + pd.DateOffset(months=1):
+        raise StoreError(
+            f"{where}: new data starts {new_times[0]:%Y-%m}, leaving a gap after the stored {old_times[-1]:%Y-%m}"
+        )
+    if new_times[0] > old_times[0] and new_times[0] not in old_times:
+        raise StoreError(f"{where}: new data does not line up with stored months")
+    if new_times[0] < old_times[0]:
+        raise StoreError(
+            f"{where}: new data starts {new_times[0]:%Y-%m}, before the stored start {old_times[0]:%Y-%m}"
+        )
+    extra = ds.sel(time=new_times[new_times > old_times[-1]])
+    step = existing[next(iter(existing.data_vars))].encoding.get("chunks", (OBS_TIME_CHUNK,))[0]
+    extra = extra.chunk({d: (step if d == TIME else -1) for d in extra.dims})
+    extra.attrs = {}
+    return extra
+
+
+def _append_attrs(group: zarr.Group, stored: dict, extra: xr.Dataset, provenance: dict, now: str) -> None:
+    """The attributes after an append: the ``stored`` ones (xarray's append has just replaced
+    them with the appended part's), this source's provenance, one more line of history."""
+    history = list(stored.get("history", []))
+    history.append(
+        f"{now} appended {extra.sizes[TIME]} months "
+        f"({extra[TIME].values[0]:.7}..{extra[TIME].values[-1]:.7}) from {provenance.get('source', '?')}"
+    )
+    group.attrs.update({**stored, **provenance, "history": history, "last_append_time": now})
+
+
+def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict) -> WriteResult:
+    """On disk: the first write and each append go to a copy beside ``final``, swapped in."""
+    recover(final)
+    sweep_temporaries(final)
+    now = _now()
+    if not final.exists():
         tmp = temp_beside(final)
         try:
-            shutil.copytree(final, tmp)
-            step = existing[next(iter(existing.data_vars))].encoding.get("chunks", (OBS_TIME_CHUNK,))[0]
-            extra = extra.chunk({d: (step if d == TIME else -1) for d in extra.dims})
-            extra.attrs = {}
-            extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
-            group = zarr.open_group(str(tmp), mode="r+")
-            history = list(group.attrs.get("history", []))
-            history.append(
-                f"{now} appended {extra.sizes[TIME]} months "
-                f"({extra[TIME].values[0]:.7}..{extra[TIME].values[-1]:.7}) from {provenance.get('source', '?')}"
-            )
-            group.attrs.update({**provenance, "history": history, "last_append_time": now})
+            out, encoding = _first_write(ds, provenance, now)
+            write = out.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding, compute=False)
+            # one pass over the source: the write and the count of valid values per variable
+            _, counts = dask.compute(write, {v: out[v].count() for v in out.data_vars})
+            _refuse_empty(counts, provenance, final.stem)
             swap_in(tmp, final)
         except BaseException:
             discard(tmp)
             raise
-        return WriteResult(final, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+        return WriteResult(final, "created", ds.sizes[TIME], ds.sizes[TIME])
+
+    existing = xr.open_zarr(final, consolidated=False)
+    extra = _months_to_append(existing, ds, str(final))
+    if extra.sizes[TIME] == 0:
+        return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
+    tmp = temp_beside(final)
+    try:
+        shutil.copytree(final, tmp)
+        extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
+        _append_attrs(zarr.open_group(str(tmp), mode="r+"), existing.attrs, extra, provenance, now)
+        swap_in(tmp, final)
+    except BaseException:
+        discard(tmp)
+        raise
+    return WriteResult(final, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+
+
+def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult:
+    """In object storage: the first write and each append are one Icechunk commit, so a reader
+    sees the data set before or after it, never half of it; an append writes only the new
+    months (no copy of the stored ones)."""
+    repo = repository(at, create=True, what="data set")
+    existing = _open_repo_obs(repo, at)
+    session = repo.writable_session("main")
+    now = _now()
+    if existing is None:
+        out, encoding = _first_write(ds, provenance, now)
+        # counted before the write (an Icechunk write cannot share the source's pass), so an empty
+        # variable is refused before anything reaches the bucket
+        (counts,) = dask.compute({v: out[v].count() for v in out.data_vars})
+        _refuse_empty(counts, provenance, at.stem)
+        with _in_this_process():
+            out.to_zarr(session.store, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        commit(session, at, f"created from {provenance.get('source', '?')}", what="data set")
+        return WriteResult(at.url, "created", ds.sizes[TIME], ds.sizes[TIME])
+    extra = _months_to_append(existing, ds, at.url)
+    if extra.sizes[TIME] == 0:
+        return WriteResult(at.url, "unchanged", existing.sizes[TIME], 0)
+    with _in_this_process():
+        extra.to_zarr(session.store, append_dim=TIME, zarr_format=3, consolidated=False, align_chunks=True)
+    _append_attrs(zarr.open_group(session.store, mode="r+"), existing.attrs, extra, provenance, now)
+    commit(session, at, f"appended {extra.sizes[TIME]} months from {provenance.get('source', '?')}", what="data set")
+    return WriteResult(at.url, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+
+
+def _in_this_process():
+    """Dask's threads in this process, even where a distributed client is the default: an
+    Icechunk session's writes must reach the session that commits them (a worker process would
+    write into a copy of it). The source is read here, as the one process that commits must."""
+    return dask.config.set(scheduler="threads")
+
+
+def _open_repo_obs(repo, at: RepoAt, chunks: dict | None = None) -> xr.Dataset | None:
+    """The data set on the repository's main branch now, lazily; None if none was committed."""
+    if repo is None:
+        return None
+    try:
+        ds = xr.open_zarr(repo.readonly_session("main").store, consolidated=False,
+                          chunks=chunks if chunks is not None else {})
+    except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):  # an empty repository
+        return None
+    return ds if TIME in ds.coords else None
+
+
+def obs_version(store: StoreLike, name: str) -> str | None:
+    """A token that changes whenever data set ``name`` does (None: not stored): the folder's
+    modification time on disk, the main branch's snapshot in object storage. For caches."""
+    store = Store.at(store)
+    at = store.obs_repo(name)
+    if at is None:
+        final = store.obs(name)
+        return str(final.stat().st_mtime_ns) if final.exists() else None
+    repo = repository(at, what="data set")
+    if repo is None or _open_repo_obs(repo, at) is None:
+        return None
+    return repo.lookup_branch("main")
 
 
 def time_chunk(ds: xr.Dataset) -> int:
@@ -432,7 +607,7 @@ def _chunks(da: xr.DataArray, step: int) -> tuple[int, ...]:
     return tuple(min(step, n) if d == TIME else n for d, n in zip(da.dims, da.shape, strict=True))
 
 
-def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: Path) -> None:
+def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: str) -> None:
     if set(existing.data_vars) != set(new.data_vars):
         raise StoreError(f"{path}: stored variables {sorted(existing.data_vars)} differ from new {sorted(new.data_vars)}")
     for dim in new.dims:
@@ -451,8 +626,15 @@ def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
 
 
 def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Dataset:
-    """Open a stored observation dataset lazily (Dask, chunked by time)."""
+    """Open a stored observation dataset lazily (Dask, chunked by time): on disk, or the last
+    commit of its repository in object storage."""
     store = Store.at(store)
+    at = store.obs_repo(name)
+    if at is not None:
+        ds = _open_repo_obs(repository(at, what="data set"), at, chunks)
+        if ds is None:
+            raise StoreError(f"unknown dataset {name!r}: nothing stored at {at} (ingest it first)")
+        return ds
     final = store.obs(name)
     recover(final)
     if not final.exists():

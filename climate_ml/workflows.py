@@ -66,7 +66,7 @@ def registered_models(problem: str = "el_nino", fields: bool = False) -> dict[st
 
 def ensure_dataset(store: StoreLike, name: str, log: Callable[[str], None] = lambda s: None) -> xr.Dataset:
     """Open a stored dataset; a catalog entry not yet stored is ingested first."""
-    if name not in Store.at(store).obs_names():
+    if not Store.at(store).has_obs(name):
         entries = load_catalog()
         if name not in entries:
             open_obs(store, name)  # raises the clear "unknown dataset" error

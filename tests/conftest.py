@@ -15,9 +15,10 @@ import pytest
 
 from climate_ml.catalog import real_data_dir
 
-# the tests make their own stores; an archive URL or store from the caller's shell must not reach
-# them (tests/test_object_archive.py sets its own, against a loopback S3 endpoint)
-for _name in ("CLIMATE_ML_ARCHIVE_URL", "CLIMATE_ML_STORE"):
+# the tests make their own stores; an object-store URL or store from the caller's shell must not
+# reach them (tests/test_object_archive.py and test_object_obs.py set their own, against a
+# loopback S3 endpoint)
+for _name in ("CLIMATE_ML_ARCHIVE_URL", "CLIMATE_ML_OBS_URL", "CLIMATE_ML_STORE"):
     os.environ.pop(_name, None)
 os.environ.setdefault("PREFECT_HOME", str(Path(__file__).parent / ".prefect-home"))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -161,6 +162,63 @@ def write_psl_index(path: Path, first: int = 1990, last: int = 1994, missing: fl
     lines += [f"  {missing}", "  Nino 3.4 index (test copy)", "  https://psl.noaa.gov/data/correlation/nina34.data"]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    """moto's S3 server (a real S3 endpoint) in its own process on loopback; yields its URL."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("moto server did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def new_bucket(endpoint: str, monkeypatch, label: str) -> str:
+    """A fresh bucket at the S3 ``endpoint``, with the AWS variables pointing at it."""
+    import time
+    import urllib.request
+
+    bucket = f"{label}-{time.time_ns() % 10**12}"
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/{bucket}", method="PUT"), timeout=10)
+    for k, v in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                 "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    return bucket
+
+
+def bucket_keys(endpoint: str, bucket: str) -> list[str]:
+    """Every key in ``bucket`` (an unsigned listing: moto does not check signatures)."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"{endpoint}/{bucket}?list-type=2&max-keys=1000", timeout=10) as r:
+        return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
 
 
 def running_api(store: Path):

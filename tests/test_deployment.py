@@ -2,7 +2,6 @@
 `climate-ml serve` registering the cron deployment, the Prefect CLI listing and triggering it."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from climate_ml.archive import list_models
-from conftest import open_archived
+from conftest import free_port, open_archived
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check, timeout: float, what: str):

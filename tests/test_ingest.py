@@ -65,7 +65,12 @@ def test_new_months_are_appended(tmp_path, store):
     ds = open_obs(store, "a").load()
     assert ds.sizes["time"] == 30
     xr.testing.assert_equal(ds.sst.isel(time=slice(0, 24)), first.sst)
-    assert any("appended 6 months" in h for h in ds.attrs["history"])
+    # the append keeps what the first write recorded (xarray's append used to replace it) and adds
+    # one line of history and this source's provenance
+    assert [h.split(" ", 1)[1].split(" from ")[0] for h in ds.attrs["history"]] == \
+        ["created", "appended 6 months (2002-01..2002-06)"]
+    assert ds.attrs["ingest_time"] == first.attrs["ingest_time"] and ds.attrs["climate_ml_version"]
+    assert ds.attrs["source"].endswith("b.nc") and ds.attrs["last_append_time"]
 
 
 def test_revised_values_are_refused_and_store_kept(tmp_path, store):

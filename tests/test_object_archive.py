@@ -6,10 +6,6 @@ one-line errors that leave the archive as it was."""
 
 import json
 import pickle
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import numpy as np
@@ -22,52 +18,14 @@ from climate_ml.cli import main
 from climate_ml.errors import StoreError
 from climate_ml.schema import INIT, LEAD, add_valid_time
 from climate_ml.store import Store
-from conftest import running_api
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    """moto's S3 server in its own process; yields its URL."""
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(url, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto server did not start")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _bucket_keys(endpoint: str, bucket: str) -> list[str]:
-    import re
-
-    with urllib.request.urlopen(f"{endpoint}/{bucket}?list-type=2&max-keys=1000", timeout=10) as r:
-        return re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
+from conftest import bucket_keys, free_port, new_bucket, running_api
 
 
 @pytest.fixture
 def object_archive(s3_endpoint, tmp_path, monkeypatch):
     """A store on disk whose archive lives in a fresh bucket of the S3 endpoint."""
-    bucket = f"archive-{time.time_ns() % 10**12}"
-    urllib.request.urlopen(urllib.request.Request(f"{s3_endpoint}/{bucket}", method="PUT"), timeout=10)
-    for k, v in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_REGION": "us-east-1", "CLIMATE_ML_ARCHIVE_URL": f"s3://{bucket}/forecasts"}.items():
-        monkeypatch.setenv(k, v)
+    bucket = new_bucket(s3_endpoint, monkeypatch, "archive")
+    monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", f"s3://{bucket}/forecasts")
     root = tmp_path / "store"
     return root, bucket
 
@@ -86,7 +44,7 @@ def test_the_archive_lives_in_the_bucket_and_reads_back_over_the_cli_and_http(ob
     assert write_forecast(root, "el_nino", "m1", fc(["2020-01-01", "2020-02-01"]), {"model": "m1"}) == "created"
     assert write_forecast(root, "el_nino", "m1", fc(["2020-01-01"]), {"model": "m1"}) == "unchanged"
     assert write_forecast(root, "el_nino", "m1", fc(["2020-03-01"]), {"model": "m1"}) == "updated"
-    keys = _bucket_keys(s3_endpoint, bucket)
+    keys = bucket_keys(s3_endpoint, bucket)
     assert keys and all(k.startswith("forecasts/el_nino.icechunk/") for k in keys)
     assert not (root / "archive").exists()  # nothing of the archive on disk
     ds = query(root, "el_nino", model="m1")
@@ -138,7 +96,7 @@ def test_bad_archive_urls_and_an_unreachable_endpoint_are_one_line_errors(object
         err = capsys.readouterr().err.strip()
         assert "CLIMATE_ML_ARCHIVE_URL" in err and len(err.splitlines()) == 1, err
     monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", "s3://nowhere/forecasts")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(StoreError, match=r"object store at http://127.0.0.1:\d+ cannot be reached") as err:
         write_forecast(root, "el_nino", "m1", fc(["2020-01-01"]), {"model": "m1"})
     assert "\n" not in str(err.value)

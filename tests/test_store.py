@@ -104,15 +104,17 @@ def test_a_store_root_is_a_folder_or_a_file_url_never_an_object_store_url(tmp_pa
     with pytest.raises(StoreError) as caught:
         Store.at("s3://bucket/store")
     assert str(caught.value) == ("store root 's3://bucket/store': s3:// URLs are not supported yet; give a local or "
-                                 "shared file-system folder (or a file:// URL); the forecast archive alone can live "
-                                 "in object storage (CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
+                                 "shared file-system folder (or a file:// URL); the observations and the forecast "
+                                 "archive can live in object storage (CLIMATE_ML_OBS_URL=s3://bucket/prefix, "
+                                 "CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
     p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "archive", "history", "el_nino", "--store",
                         "gs://bucket/store"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and p.stderr.strip() == ("error: store root 'gs://bucket/store': gs:// URLs are not "
                                                       "supported yet; give a local or shared file-system folder "
-                                                      "(or a file:// URL); the forecast archive alone can live in "
-                                                      "object storage (CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
+                                                      "(or a file:// URL); the observations and the forecast "
+                                                      "archive can live in object storage (CLIMATE_ML_OBS_URL="
+                                                      "s3://bucket/prefix, CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
     assert list(tmp_path.iterdir()) == []  # no 'gs:' folder in the working directory
 
 

@@ -1,0 +1,176 @@
+"""Observations in object storage: with ``CLIMATE_ML_OBS_URL`` every data set is an Icechunk
+repository in an S3 bucket (moto's server, a real S3 endpoint in its own process on loopback).
+Ingest creates, is idempotent and appends there, one commit each; what it stores reads back
+equal to the same ingest on disk; a backtest and a Dask cluster's worker processes read it; bad
+input and bad URLs are one-line errors that leave the stored data set as it was."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from climate_ml.cli import main
+from climate_ml.errors import ClimateMLError, StoreError
+from climate_ml.ingest import ingest_file
+from climate_ml.store import Store, obs_version, open_obs, repository, write_obs
+from conftest import bucket_keys, new_bucket, write_ersst_like
+
+
+@pytest.fixture
+def object_obs(s3_endpoint, tmp_path, monkeypatch):
+    """(store root on disk, bucket): the store's observations live under s3://bucket/obs."""
+    bucket = new_bucket(s3_endpoint, monkeypatch, "obs")
+    monkeypatch.setenv("CLIMATE_ML_OBS_URL", f"s3://{bucket}/obs")
+    return tmp_path / "store", bucket
+
+
+def _ingest(path, store, name="sst"):
+    return ingest_file(path, "sst", name, store)
+
+
+def _same(a: xr.Dataset, b: xr.Dataset) -> None:
+    xr.testing.assert_identical(a.drop_attrs().load(), b.drop_attrs().load())
+
+
+def test_ingest_creates_is_idempotent_and_appends_in_the_bucket_as_on_disk(object_obs, s3_endpoint, tmp_path,
+                                                                           monkeypatch):
+    root, bucket = object_obs
+    first = write_ersst_like(tmp_path / "a.nc", n_months=36)
+    longer = write_ersst_like(tmp_path / "b.nc", n_months=60)  # the same 36 months, then 24 more
+    store = Store.at(root)
+    assert store.obs_where("sst") == f"s3://{bucket}/obs/sst.icechunk"
+
+    created = _ingest(first, root)
+    assert (created.action, created.n_time, created.path) == ("created", 36, f"s3://{bucket}/obs/sst.icechunk")
+    v1 = obs_version(root, "sst")
+    assert v1 and store.has_obs("sst") and not store.has_obs("other")
+    assert _ingest(first, root).action == "unchanged"
+    assert obs_version(root, "sst") == v1  # nothing committed
+    appended = _ingest(longer, root)
+    assert (appended.action, appended.n_time, appended.n_new) == ("appended", 60, 24)
+    assert obs_version(root, "sst") != v1
+
+    keys = bucket_keys(s3_endpoint, bucket)
+    assert keys and all(k.startswith("obs/sst.icechunk/") for k in keys)
+    assert not (root / "obs").exists()  # nothing of the data set on disk
+
+    # the same two ingests into a store on disk give the same data set
+    monkeypatch.delenv("CLIMATE_ML_OBS_URL")
+    disk = tmp_path / "disk"
+    _ingest(first, disk)
+    _ingest(longer, disk)
+    monkeypatch.setenv("CLIMATE_ML_OBS_URL", f"s3://{bucket}/obs")
+    s3 = open_obs(root, "sst")
+    _same(s3, xr.open_zarr(disk / "obs" / "sst.zarr", consolidated=False))
+    assert [h.split(" ", 1)[1].split(" from ")[0] for h in s3.attrs["history"]] == \
+        ["created", "appended 24 months (2003-01..2004-12)"]
+    assert s3.attrs["source"].endswith("b.nc") and s3.attrs["source_sha256"]
+    # the repository's history: one commit per write that changed something
+    repo = repository(store.obs_repo("sst"), what="data set")
+    messages = [s.message for s in repo.ancestry(branch="main")]
+    assert messages[0].startswith("appended 24 months") and messages[1].startswith("created from")
+
+
+def test_bad_input_is_a_one_line_error_and_the_stored_data_set_stays_as_it_was(object_obs, tmp_path):
+    root, _ = object_obs
+    _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
+    version, before = obs_version(root, "sst"), open_obs(root, "sst").load()
+
+    cases = [
+        # other values for months already stored
+        (write_ersst_like(tmp_path / "other.nc", n_months=48, seed=7), "different values for months already stored"),
+        # a gap after the stored months
+        (write_ersst_like(tmp_path / "gap.nc", n_months=12, start="2004-01"), "leaving a gap after the stored 2002-12"),
+        # another variable name inside the file (no 'sst')
+        (write_ersst_like(tmp_path / "var.nc", variable="temp"), "variable 'sst' not found \\(variables: temp\\)"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ClimateMLError, match=message) as err:
+            _ingest(path, root)
+        assert "\n" not in str(err.value)
+        assert obs_version(root, "sst") == version
+        _same(open_obs(root, "sst"), before)
+
+    # a data set whose only variable has no valid value: refused before anything is committed
+    with pytest.raises(StoreError, match="variable 'sst' has no valid values") as err:
+        write_obs(xr.full_like(open_obs(root, "sst"), np.nan).load(), root, "blank", {"source": "blank"})
+    assert "\n" not in str(err.value)
+    assert not Store.at(root).has_obs("blank") and obs_version(root, "blank") is None
+    with pytest.raises(StoreError, match=r"unknown dataset 'blank': nothing stored at s3://.*/obs/blank.icechunk"):
+        open_obs(root, "blank")
+
+
+def test_a_writer_elsewhere_that_commits_first_wins_and_this_ingest_is_a_one_line_error(object_obs, tmp_path,
+                                                                                      monkeypatch):
+    """The store's file lock does not reach another machine: there Icechunk refuses the second
+    commit. Here the other writer's commit lands while this ingest is between opening its
+    session and committing (a real commit to the same repository)."""
+    import zarr
+
+    import climate_ml.store as store_module
+
+    root, _ = object_obs
+    _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
+    at = Store.at(root).obs_repo("sst")
+    plan = store_module._months_to_append
+
+    def planned_while_another_commits(existing, ds, where):
+        extra = plan(existing, ds, where)
+        theirs = repository(at, what="data set").writable_session("main")
+        zarr.open_group(theirs.store, mode="r+").attrs.update({"reviewed_by": "another machine"})
+        theirs.commit("theirs")
+        return extra
+
+    monkeypatch.setattr(store_module, "_months_to_append", planned_while_another_commits)
+    with pytest.raises(StoreError, match="another writer changed the data set while this one wrote; nothing was "
+                                         "written") as err:
+        _ingest(write_ersst_like(tmp_path / "b.nc", n_months=60), root)
+    assert "\n" not in str(err.value)
+    ds = open_obs(root, "sst")
+    assert ds.sizes["time"] == 36 and ds.attrs["reviewed_by"] == "another machine"  # theirs stands, mine is absent
+
+
+def test_a_backtest_reads_the_bucket_and_gives_the_numbers_of_the_store_on_disk(object_obs, tmp_path, monkeypatch,
+                                                                                 capsys):
+    """``backtest`` ingests the catalog's toy data set into the bucket (it is not stored yet) and
+    scores the same as a store on disk."""
+    root, bucket = object_obs
+    args = ["backtest", "el_nino", "models/damped_persistence.py", "--test-start", "2015-01", "--test-end",
+            "2016-12", "--json"]
+    assert main([*args, "--store", str(root)]) == 0
+    s3 = json.loads(capsys.readouterr().out)
+    assert Store.at(root).has_obs("toy-ocean") and not (root / "obs").exists()
+    monkeypatch.delenv("CLIMATE_ML_OBS_URL")
+    assert main([*args, "--store", str(tmp_path / "disk")]) == 0
+    disk = json.loads(capsys.readouterr().out)
+    assert s3["scores"] == disk["scores"] and s3["n_verified"] == disk["n_verified"]
+    assert min(s3["n_verified"].values()) > 0
+
+
+def test_worker_processes_of_a_dask_cluster_read_the_bucket(object_obs, tmp_path):
+    from dask.distributed import Client, LocalCluster, get_task_stream
+
+    root, _ = object_obs
+    _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
+    store = Store.at(root)
+    assert pickle.loads(pickle.dumps(store)) == store  # a worker's store reads the same bucket
+    ds = open_obs(store, "sst")
+    local = float(ds["sst"].mean().compute(scheduler="sync"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        with get_task_stream(client) as stream:
+            on_workers = float(ds["sst"].mean().compute())
+        workers = set(client.scheduler_info()["workers"])
+    assert on_workers == pytest.approx(local, rel=1e-12)
+    assert stream.data and {t["worker"] for t in stream.data} <= workers  # the reads ran in the worker processes
+
+
+@pytest.mark.parametrize("url", ["s3://Bad_Bucket/obs", "gs://bucket/obs", "s3://bucket/../obs"])
+def test_bad_obs_urls_are_one_line_errors(url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLIMATE_ML_OBS_URL", url)
+    assert main(["ingest", "toy-ocean", "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "CLIMATE_ML_OBS_URL" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "s" / "obs").exists()
