@@ -90,7 +90,7 @@ def test_bad_archive_urls_and_an_unreachable_endpoint_are_one_line_errors(object
     root, _ = object_archive
     for url in ("gs://bucket/x", "s3://", "s3://Bad_Bucket/x", "s3://bucket/../x"):
         monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", url)
-        with pytest.raises(StoreError, match="archive URL"):
+        with pytest.raises(StoreError, match=r"object-store URL .* \(CLIMATE_ML_ARCHIVE_URL\)"):
             Store.at(root)
         assert main(["archive", "history", "el_nino", "--store", str(root)]) != 0
         err = capsys.readouterr().err.strip()
