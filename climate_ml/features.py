@@ -66,7 +66,21 @@ def lagged(da: xr.DataArray, lags, dim: str = "lag") -> xr.DataArray:
     lags = [int(k) for k in lags]
     if min(lags) < 0:
         raise ClimateMLError("lags must be >= 0 (a negative lag would read the future)")
-    return xr.concat([da.shift({TIME: k}) for k in lags], dim=pd.Index(lags, name=dim))
+    if not isinstance(da.data, np.ndarray):  # Dask: lazily, shift by shift
+        return xr.concat([da.shift({TIME: k}) for k in lags], dim=pd.Index(lags, name=dim))
+    # in memory: one array filled by slices, the values of the concatenated shifts (NaN before
+    # the first month of each lag) without their copies
+    values = np.moveaxis(da.values, da.get_axis_num(TIME), 0)
+    dtype = values.dtype if values.dtype.kind in "fc" else np.float64
+    out = np.empty((len(lags), *values.shape), dtype=dtype)
+    n = values.shape[0]
+    for i, k in enumerate(lags):
+        out[i, :k] = np.nan
+        if k < n:
+            out[i, k:] = values[:n - k]
+    out = np.moveaxis(out, 1, 1 + da.get_axis_num(TIME))
+    coords = {**{c: da.coords[c] for c in da.coords}, dim: lags}
+    return xr.DataArray(out, dims=(dim, *da.dims), coords=coords, name=da.name, attrs=da.attrs)
 
 
 def nino_indices(sst: xr.DataArray, regions=NINO_REGIONS) -> xr.Dataset:
