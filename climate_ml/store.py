@@ -68,34 +68,53 @@ class Store:
     Layout under ``root``: ``raw/<source>/`` (downloads, generated files), ``obs/<dataset>.zarr``,
     ``archive/<problem>.icechunk``, ``runs/<kind>/<problem>/<stamp>-<key>/`` (the leaderboard's
     records), ``runs/<stamp>-<label>/`` (run reports), ``.locks/`` and ``.scratch/`` (what a
-    run spills to disk while it runs). With ``obs_url`` (``CLIMATE_ML_OBS_URL``) the data sets are
-    Icechunk repositories ``<obs_url>/<dataset>.icechunk`` instead of ``obs/``; with
-    ``archive_url`` (``CLIMATE_ML_ARCHIVE_URL``) the archive is ``<archive_url>/<problem>.icechunk``.
+    run spills to disk while it runs).
+
+    A store in an S3-compatible object store (``Store("s3://bucket/prefix")``) keeps its data sets
+    (``obs/<dataset>.icechunk``), its archive (``archive/<problem>.icechunk``) and the
+    leaderboard's records (``runs/<kind>/<problem>/<stamp>-<key>/``) under that prefix; ``root``
+    is then its local side (``CLIMATE_ML_LOCAL_DIR``, by default under ``~/.cache/climate-ml``):
+    downloads, locks, scratch, a cache of the records, run reports. ``obs_url``
+    (``CLIMATE_ML_OBS_URL``) and ``archive_url`` (``CLIMATE_ML_ARCHIVE_URL``) put the data sets or
+    the archive alone in object storage, or elsewhere than the store's prefix.
     """
 
-    __slots__ = ("root", "archive_url", "obs_url")
+    __slots__ = ("root", "url", "archive_url", "obs_url")
 
-    def __init__(self, root: str | os.PathLike, archive_url: str | None = None, obs_url: str | None = None):
+    def __init__(self, root: str | os.PathLike, archive_url: str | None = None, obs_url: str | None = None,
+                 local: str | os.PathLike | None = None):
         text = os.fspath(root)
         scheme = re.match(r"([A-Za-z][A-Za-z0-9+.\-]*)://", text)
+        self.url = None
         if scheme and scheme.group(1).lower() == "file":
             text = text[len(scheme.group(0)):]  # file:///data/store is the folder /data/store
-        elif scheme:  # else Path() would make a local folder named e.g. "s3:" and write there
-            raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported yet; give a local or "
-                             f"shared file-system folder (or a file:// URL); the observations and the forecast "
-                             f"archive can live in object storage ({OBS_URL_ENV}=s3://bucket/prefix, "
-                             f"{ARCHIVE_URL_ENV}=s3://bucket/prefix)")
+        elif scheme and scheme.group(1).lower() == "s3":
+            self.url = _check_object_url(text, "the store root")
+            text = os.fspath(local or os.environ.get(LOCAL_DIR_ENV) or _default_local(self.url))
+        elif scheme:  # else Path() would make a local folder named e.g. "gs:" and write there
+            raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported; give a local or "
+                             f"shared file-system folder (or a file:// URL), or an S3-compatible object store "
+                             f"(s3://bucket/prefix)")
         self.root = Path(text).expanduser().resolve()
+        # an explicit "" (a pickled store without one) is none: the environment is not read again
         url = archive_url if archive_url is not None else os.environ.get(ARCHIVE_URL_ENV, "")
-        self.archive_url = _check_object_url(url, ARCHIVE_URL_ENV) if url else None
+        self.archive_url = _check_object_url(url, ARCHIVE_URL_ENV) if url else self._under("archive")
         url = obs_url if obs_url is not None else os.environ.get(OBS_URL_ENV, "")
-        self.obs_url = _check_object_url(url, OBS_URL_ENV) if url else None
+        self.obs_url = _check_object_url(url, OBS_URL_ENV) if url else self._under("obs")
+
+    def _under(self, part: str) -> str | None:
+        return f"{self.url}/{part}" if self.url else None
+
+    @property
+    def records_url(self) -> str | None:
+        """Where the leaderboard's records live in object storage (None: on disk)."""
+        return self._under("runs")
 
     @classmethod
     def at(cls, where: Store | str | os.PathLike | None = None) -> Store:
-        """The store ``where`` names; by default ``CLIMATE_ML_STORE`` or ``./climate-ml-data``;
-        its observations and forecast archive in object storage where ``CLIMATE_ML_OBS_URL`` and
-        ``CLIMATE_ML_ARCHIVE_URL`` say so."""
+        """The store ``where`` names (a folder, a ``file://`` or an ``s3://`` URL); by default
+        ``CLIMATE_ML_STORE`` or ``./climate-ml-data``; its observations and forecast archive in
+        object storage where ``CLIMATE_ML_OBS_URL`` and ``CLIMATE_ML_ARCHIVE_URL`` say so."""
         if isinstance(where, Store):
             return where
         return cls(where or os.environ.get("CLIMATE_ML_STORE") or DEFAULT_ROOT)
@@ -104,14 +123,14 @@ class Store:
         return str(self.root)
 
     def __str__(self) -> str:
-        return str(self.root)
+        return self.url or str(self.root)
 
     def _key(self) -> tuple:
-        return (self.root, self.archive_url, self.obs_url)
+        return (self.url, self.root, self.archive_url, self.obs_url)
 
     def __repr__(self) -> str:
         urls = "".join(f", {k}={getattr(self, k)!r}" for k in ("archive_url", "obs_url") if getattr(self, k))
-        return f"Store({str(self.root)!r}{urls})"
+        return f"Store({self.url or str(self.root)!r}{urls}" + (f", local={str(self.root)!r})" if self.url else ")")
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Store) and other._key() == self._key()
@@ -120,7 +139,8 @@ class Store:
         return hash(self._key())
 
     def __reduce__(self):  # pickled as its root and object-store URLs, for worker processes
-        return (Store, (str(self.root), self.archive_url or "", self.obs_url or ""))
+        return (Store, (self.url or str(self.root), self.archive_url or "", self.obs_url or "",
+                        str(self.root) if self.url else None))
 
     # -- layout --
     def obs(self, name: str) -> Path:
@@ -173,8 +193,12 @@ class Store:
         return self.root / "runs" / kind / check_name(problem, "problem")
 
     def record_files(self, problem: str, kind: str = "backtests") -> list[Path]:
-        """Every complete record (its ``record.json``) of one problem, oldest first."""
+        """Every complete record (its ``record.json``) of one problem, oldest first. In object
+        storage the records not yet in the local cache are fetched first (a record never changes
+        once written)."""
         base = self.records(problem, kind)
+        if self.records_url:
+            _fetch_records(f"{self.records_url}/{kind}/{check_name(problem, 'problem')}", base)
         return sorted(base.glob("*/record.json")) if base.exists() else []
 
     def run_dir(self, label: str) -> Path:
@@ -225,9 +249,12 @@ class Store:
         final = self.records(problem, kind) / f"{now:%Y%m%dT%H%M%S%fZ}-{check_name(key, 'work key')}"
         tmp = temp_beside(final)
         tmp.mkdir()
+        url = f"{self.records_url}/{kind}/{problem}/{final.name}" if self.records_url else None
         try:
-            yield tmp, final
-            os.replace(tmp, final)
+            yield tmp, (url or final)
+            if url:
+                _put_record(tmp, url)
+            os.replace(tmp, final)  # in object storage: the local cache's copy
         except BaseException:
             discard(tmp)
             raise
@@ -237,11 +264,91 @@ StoreLike = Store | str | os.PathLike  # what library functions accept as ``stor
 
 ARCHIVE_URL_ENV = "CLIMATE_ML_ARCHIVE_URL"
 OBS_URL_ENV = "CLIMATE_ML_OBS_URL"
+LOCAL_DIR_ENV = "CLIMATE_ML_LOCAL_DIR"
+
+
+def _default_local(url: str) -> Path:
+    """The local side of a store in object storage: ``~/.cache/climate-ml/<bucket>/<prefix>``."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "climate-ml" / url[len("s3://"):]
+
+
+def _s3():
+    """A boto3 S3 client for the endpoint and credentials of the AWS variables (path-style
+    addressing for a custom endpoint, as for Icechunk; a few quick retries)."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = _s3_endpoint()
+    return boto3.client("s3", endpoint_url=endpoint,
+                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                        config=Config(s3={"addressing_style": "path" if endpoint else "auto"}, connect_timeout=5,
+                                      read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}))
+
+
+def _bucket_key(url: str) -> tuple[str, str]:
+    bucket, _, key = url[len("s3://"):].partition("/")
+    return bucket, key
+
+
+@contextlib.contextmanager
+def _s3_errors(url: str):
+    """botocore's errors (endpoint unreachable, credentials, no such bucket) as one-line
+    StoreErrors naming ``url``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        endpoint = _s3_endpoint() or "AWS S3"
+        raise StoreError(f"{url}: the object store at {endpoint} refused or cannot be reached "
+                         f"({str(exc).splitlines()[0][:200]})") from exc
+
+
+def _put_record(folder: Path, url: str) -> None:
+    """Upload a finished record folder, ``record.json`` last: readers take a record whose
+    ``record.json`` is there, and each object appears whole, so none sees half a record."""
+    bucket, prefix = _bucket_key(url)
+    files = sorted(folder.iterdir(), key=lambda p: (p.name == "record.json", p.name))
+    with _s3_errors(url):
+        client = _s3()
+        for f in files:
+            client.upload_file(str(f), bucket, f"{prefix}/{f.name}")
+
+
+def _fetch_records(url: str, base: Path) -> int:
+    """Copy the complete records under ``url`` that ``base`` (the local cache) lacks; each lands
+    whole (fetched beside, then renamed). Returns how many were fetched."""
+    bucket, prefix = _bucket_key(url)
+    with _s3_errors(url):
+        client = _s3()
+        keys: dict[str, list[str]] = {}
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            for obj in page.get("Contents", []):
+                name, _, file = obj["Key"][len(prefix) + 1:].partition("/")
+                if file and "/" not in file:
+                    keys.setdefault(name, []).append(file)
+        fetched = 0
+        for name, files in sorted(keys.items()):
+            if "record.json" not in files or (base / name / "record.json").exists():
+                continue  # still being written, or cached already
+            final = base / check_name(name, "record")
+            tmp = temp_beside(final)
+            tmp.mkdir()
+            try:
+                for file in files:
+                    client.download_file(bucket, f"{prefix}/{name}/{check_name(file, 'record file')}", str(tmp / file))
+                os.replace(tmp, final)
+            except BaseException:
+                discard(tmp)
+                raise
+            fetched += 1
+    return fetched
 
 
 def _check_object_url(url: str, env: str) -> str:
     """``s3://bucket[/prefix]`` (any S3-compatible store), without a trailing slash, or a
-    one-line StoreError naming the variable ``env`` it came from."""
+    one-line StoreError naming where it came from (``env``: a variable, or "the store root")."""
     m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[A-Za-z0-9_.\-/]*)?", url.strip())
     if not m or ".." in url:
         raise StoreError(f"object-store URL {url!r} ({env}): give s3://bucket or s3://bucket/prefix (an S3 "
