@@ -97,25 +97,30 @@ def test_a_record_appears_whole_or_not_at_all(tmp_path):
     assert final.parent == store.records("el_nino") and final.name.endswith("-abc123")
 
 
-def test_a_store_root_is_a_folder_or_a_file_url_never_an_object_store_url(tmp_path):
-    """``--store s3://bucket/x`` used to become a local folder named 's3:'; now it is a one-line
-    error and nothing is written; a file:// URL is its folder."""
+def test_a_store_root_is_a_folder_a_file_url_or_an_s3_url_and_nothing_else(tmp_path, monkeypatch):
+    """``--store gs://bucket/x`` used to become a local folder named 'gs:'; now it is a one-line
+    error and nothing is written; a file:// URL is its folder; an s3:// URL is a store in object
+    storage whose local side is CLIMATE_ML_LOCAL_DIR."""
     assert Store.at(f"file://{tmp_path}/s").root == tmp_path / "s"
+    monkeypatch.setenv("CLIMATE_ML_LOCAL_DIR", str(tmp_path / "local"))
+    s3 = Store.at("s3://bucket/store")
+    assert (s3.url, s3.root, str(s3)) == ("s3://bucket/store", tmp_path / "local", "s3://bucket/store")
+    assert (s3.obs_url, s3.archive_url, s3.records_url) == ("s3://bucket/store/obs", "s3://bucket/store/archive",
+                                                            "s3://bucket/store/runs")
+    assert pickle.loads(pickle.dumps(s3)) == s3
+    monkeypatch.delenv("CLIMATE_ML_LOCAL_DIR")
+    assert Store.at("s3://bucket/store").root.parts[-3:] == ("climate-ml", "bucket", "store")
     with pytest.raises(StoreError) as caught:
-        Store.at("s3://bucket/store")
-    assert str(caught.value) == ("store root 's3://bucket/store': s3:// URLs are not supported yet; give a local or "
-                                 "shared file-system folder (or a file:// URL); the observations and the forecast "
-                                 "archive can live in object storage (CLIMATE_ML_OBS_URL=s3://bucket/prefix, "
-                                 "CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
+        Store.at("s3://Bad_Bucket/store")
+    assert "(the store root)" in str(caught.value) and "\n" not in str(caught.value)
     p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "archive", "history", "el_nino", "--store",
                         "gs://bucket/store"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and p.stderr.strip() == ("error: store root 'gs://bucket/store': gs:// URLs are not "
-                                                      "supported yet; give a local or shared file-system folder "
-                                                      "(or a file:// URL); the observations and the forecast "
-                                                      "archive can live in object storage (CLIMATE_ML_OBS_URL="
-                                                      "s3://bucket/prefix, CLIMATE_ML_ARCHIVE_URL=s3://bucket/prefix)")
-    assert list(tmp_path.iterdir()) == []  # no 'gs:' folder in the working directory
+                                                      "supported; give a local or shared file-system folder (or a "
+                                                      "file:// URL), or an S3-compatible object store "
+                                                      "(s3://bucket/prefix)")
+    assert not (tmp_path / "gs:").exists()  # no 'gs:' folder in the working directory
 
 
 def test_scratch_folders_are_private_and_gone_after_the_body_returns_or_raises(tmp_path):

@@ -1,8 +1,10 @@
-"""Observations in object storage: with ``CLIMATE_ML_OBS_URL`` every data set is an Icechunk
-repository in an S3 bucket (moto's server, a real S3 endpoint in its own process on loopback).
-Ingest creates, is idempotent and appends there, one commit each; what it stores reads back
+"""A store in object storage (moto's S3 server, a real S3 endpoint in its own process on
+loopback). With ``CLIMATE_ML_OBS_URL`` every data set is an Icechunk repository in a bucket:
+ingest creates, is idempotent and appends there, one commit each; what it stores reads back
 equal to the same ingest on disk; a backtest and a Dask cluster's worker processes read it; bad
-input and bad URLs are one-line errors that leave the stored data set as it was."""
+input and bad URLs are one-line errors that leave the stored data set as it was. With
+``--store s3://bucket/prefix`` the whole store is there: two machines (two local sides) share
+the data sets and the leaderboard's records."""
 
 import json
 import pickle
@@ -174,3 +176,54 @@ def test_bad_obs_urls_are_one_line_errors(url, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert "CLIMATE_ML_OBS_URL" in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "s" / "obs").exists()
+
+
+def test_a_whole_store_in_a_bucket_is_shared_by_two_machines(s3_endpoint, tmp_path, monkeypatch, capsys):
+    """Machine A backtests into ``s3://bucket/team``; machine B (another local side) sees its
+    data set and its leaderboard record, and prints the same leaderboard as A. A record that is
+    still being uploaded (no ``record.json`` yet) is not read."""
+    bucket = new_bucket(s3_endpoint, monkeypatch, "team")
+    url = f"s3://{bucket}/team"
+    monkeypatch.setenv("CLIMATE_ML_LOCAL_DIR", str(tmp_path / "a"))
+    assert main(["backtest", "el_nino", "models/damped_persistence.py", "--test-start", "2015-01", "--test-end",
+                 "2016-12", "--store", url]) == 0
+    err = capsys.readouterr().err
+    assert f"recorded in {url}/runs/backtests/el_nino/" in err
+    assert main(["leaderboard", "el_nino", "--json", "--store", url]) == 0
+    board_a = json.loads(capsys.readouterr().out)
+
+    keys = bucket_keys(s3_endpoint, bucket)
+    assert any(k.startswith("team/obs/toy-ocean.icechunk/") for k in keys)
+    records = sorted(k for k in keys if k.startswith("team/runs/backtests/el_nino/"))
+    assert [k.rsplit("/", 1)[1] for k in records] == ["evaluation.nc", "forecasts.nc", "record.json"]
+    assert not (tmp_path / "a" / "obs").exists()  # the local side holds downloads, locks, the cache
+
+    monkeypatch.setenv("CLIMATE_ML_LOCAL_DIR", str(tmp_path / "b"))
+    store_b = Store.at(url)
+    assert store_b.has_obs("toy-ocean") and store_b.root == tmp_path / "b"
+    assert main(["leaderboard", "el_nino", "--json", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out) == board_a
+    cached = store_b.record_files("el_nino")
+    assert len(cached) == 1 and cached[0].is_relative_to(tmp_path / "b")
+
+    # an upload in progress: its other files are there, its record.json not yet
+    import boto3
+
+    half = "team/runs/backtests/el_nino/29991231T000000000000Z-unfinished/forecasts.nc"
+    boto3.client("s3", endpoint_url=s3_endpoint).put_object(Bucket=bucket, Key=half, Body=b"partial")
+    assert store_b.record_files("el_nino") == cached
+    assert not (tmp_path / "b" / "runs" / "backtests" / "el_nino" / "29991231T000000000000Z-unfinished").exists()
+
+
+def test_an_unreachable_object_store_is_a_one_line_error(tmp_path, monkeypatch):
+    from conftest import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+                 "CLIMATE_ML_LOCAL_DIR": str(tmp_path / "local")}.items():
+        monkeypatch.setenv(k, v)
+    # (the archive's Icechunk path to an unreachable endpoint: tests/test_object_archive.py)
+    with pytest.raises(StoreError, match=r"^s3://nowhere/team/runs/backtests/el_nino: the object store at "
+                                         r"http://127.0.0.1:\d+ refused or cannot be reached") as caught:
+        Store.at("s3://nowhere/team").record_files("el_nino")
+    assert "\n" not in str(caught.value)
