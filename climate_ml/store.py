@@ -1,8 +1,8 @@
 """The store (``Store``): one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``) holding
 ``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``, ``archive/<problem>.icechunk``
-and ``runs/``. The observations and the forecast archive may live in an S3-compatible object
-store instead (``CLIMATE_ML_OBS_URL``, ``CLIMATE_ML_ARCHIVE_URL``), each data set or problem an
-Icechunk repository there.
+and ``runs/``. The root may be an S3-compatible object store (``s3://bucket/prefix``: data sets
+and archives are Icechunk repositories there, records are objects), or the observations or
+the forecast archive alone may live there (``CLIMATE_ML_OBS_URL``, ``CLIMATE_ML_ARCHIVE_URL``).
 
 On disk every write goes to a temporary directory beside the target and is swapped in with
 renames, under a per-target file lock, so a crash never leaves a half-written store that reads
@@ -526,8 +526,8 @@ def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
 
 
 def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict) -> WriteResult:
-    """Write canonical observations to ``obs/<name>.zarr`` (or, with ``CLIMATE_ML_OBS_URL``,
-    the data set's Icechunk repository in object storage).
+    """Write canonical observations to ``obs/<name>.zarr`` (or, in object storage, the data
+    set's Icechunk repository: ``Store.obs_repo``).
 
     Idempotent: months already stored must hold the same values (else StoreError, nothing
     changed); months after the stored ones are appended; if there are none the store is not
@@ -538,7 +538,8 @@ def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict) -> 
     at = store.obs_repo(name)
     with store.locked(f"obs-{name}"):
         if at is not None:
-            return _write_obs_repo(ds, at, provenance)
+            with _in_this_process():
+                return _write_obs_repo(ds, at, provenance)
         return _write_obs_folder(ds, store.obs(name), provenance)
 
 
@@ -645,7 +646,7 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict) -> WriteRes
 def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult:
     """In object storage: the first write and each append are one Icechunk commit, so a reader
     sees the data set before or after it, never half of it; an append writes only the new
-    months (no copy of the stored ones)."""
+    months (no copy of the stored ones). Runs on Dask's threads in this process."""
     repo = repository(at, create=True, what="data set")
     existing = _open_repo_obs(repo, at)
     session = repo.writable_session("main")
@@ -656,24 +657,23 @@ def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult
         # variable is refused before anything reaches the bucket
         (counts,) = dask.compute({v: out[v].count() for v in out.data_vars})
         _refuse_empty(counts, provenance, at.stem)
-        with _in_this_process():
-            out.to_zarr(session.store, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
+        out.to_zarr(session.store, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
         commit(session, at, f"created from {provenance.get('source', '?')}", what="data set")
         return WriteResult(at.url, "created", ds.sizes[TIME], ds.sizes[TIME])
     extra = _months_to_append(existing, ds, at.url)
     if extra.sizes[TIME] == 0:
         return WriteResult(at.url, "unchanged", existing.sizes[TIME], 0)
-    with _in_this_process():
-        extra.to_zarr(session.store, append_dim=TIME, zarr_format=3, consolidated=False, align_chunks=True)
+    extra.to_zarr(session.store, append_dim=TIME, zarr_format=3, consolidated=False, align_chunks=True)
     _append_attrs(zarr.open_group(session.store, mode="r+"), existing.attrs, extra, provenance, now)
     commit(session, at, f"appended {extra.sizes[TIME]} months from {provenance.get('source', '?')}", what="data set")
     return WriteResult(at.url, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
 
 
 def _in_this_process():
-    """Dask's threads in this process, even where a distributed client is the default: an
-    Icechunk session's writes must reach the session that commits them (a worker process would
-    write into a copy of it). The source is read here, as the one process that commits must."""
+    """Dask's threads in this process, even where a distributed client is the default, for a
+    write to object storage: an Icechunk session's writes must reach the session that commits
+    them (a worker process would write into a copy of it), and the source files are this
+    machine's (a store in object storage assumes no shared file system)."""
     return dask.config.set(scheduler="threads")
 
 
