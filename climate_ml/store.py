@@ -161,9 +161,13 @@ class Store:
         return at.url if at is not None else str(self.obs(name))
 
     def obs_names(self) -> list[str]:
-        """The data sets on disk (an object store's are not listed: S3 listing is not wired in)."""
+        """The names of the stored data sets (in object storage: the repositories under
+        ``obs_url``, whether or not their first write committed)."""
+        if self.obs_url:
+            return [name.removesuffix(".icechunk") for name in _list_folders(self.obs_url)
+                    if name.endswith(".icechunk")]
         folder = self.root / "obs"
-        return sorted(p.stem for p in folder.glob("*.zarr")) if not self.obs_url and folder.exists() else []
+        return sorted(p.stem for p in folder.glob("*.zarr")) if folder.exists() else []
 
     def has_obs(self, name: str) -> bool:
         """Is data set ``name`` stored (a complete one: a repository whose first write never
@@ -303,6 +307,17 @@ def _s3_errors(url: str):
         endpoint = _s3_endpoint() or "AWS S3"
         raise StoreError(f"{url}: the object store at {endpoint} refused or cannot be reached "
                          f"({str(exc).splitlines()[0][:200]})") from exc
+
+
+def _list_folders(url: str) -> list[str]:
+    """The names of the "folders" (common prefixes) directly under ``url``, sorted."""
+    bucket, prefix = _bucket_key(url)
+    names: list[str] = []
+    with _s3_errors(url):
+        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/")
+        for page in pages:
+            names += [p["Prefix"][len(prefix) + 1:].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    return sorted(names)
 
 
 def _put_record(folder: Path, url: str) -> None:
@@ -647,19 +662,20 @@ def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult
     """In object storage: the first write and each append are one Icechunk commit, so a reader
     sees the data set before or after it, never half of it; an append writes only the new
     months (no copy of the stored ones). Runs on Dask's threads in this process."""
-    repo = repository(at, create=True, what="data set")
+    repo = repository(at, what="data set")
     existing = _open_repo_obs(repo, at)
-    session = repo.writable_session("main")
     now = _now()
     if existing is None:
         out, encoding = _first_write(ds, provenance, now)
         # counted before the write (an Icechunk write cannot share the source's pass), so an empty
-        # variable is refused before anything reaches the bucket
+        # variable is refused before anything reaches the bucket, the repository included
         (counts,) = dask.compute({v: out[v].count() for v in out.data_vars})
         _refuse_empty(counts, provenance, at.stem)
+        session = (repo or repository(at, create=True, what="data set")).writable_session("main")
         out.to_zarr(session.store, mode="w", zarr_format=3, consolidated=False, encoding=encoding)
         commit(session, at, f"created from {provenance.get('source', '?')}", what="data set")
         return WriteResult(at.url, "created", ds.sizes[TIME], ds.sizes[TIME])
+    session = repo.writable_session("main")  # before the checks: a commit elsewhere since then is a conflict
     extra = _months_to_append(existing, ds, at.url)
     if extra.sizes[TIME] == 0:
         return WriteResult(at.url, "unchanged", existing.sizes[TIME], 0)
@@ -740,7 +756,8 @@ def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Data
     if at is not None:
         ds = _open_repo_obs(repository(at, what="data set"), at, chunks)
         if ds is None:
-            raise StoreError(f"unknown dataset {name!r}: nothing stored at {at} (ingest it first)")
+            raise StoreError(f"unknown dataset {name!r}: nothing stored at {at} (stored: "
+                             f"{', '.join(n for n in store.obs_names() if n != name) or 'none'}; ingest it first)")
         return ds
     final = store.obs(name)
     recover(final)

@@ -75,8 +75,8 @@ def test_ingest_creates_is_idempotent_and_appends_in_the_bucket_as_on_disk(objec
     assert messages[0].startswith("appended 24 months") and messages[1].startswith("created from")
 
 
-def test_bad_input_is_a_one_line_error_and_the_stored_data_set_stays_as_it_was(object_obs, tmp_path):
-    root, _ = object_obs
+def test_bad_input_is_a_one_line_error_and_the_stored_data_set_stays_as_it_was(object_obs, s3_endpoint, tmp_path):
+    root, bucket = object_obs
     _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
     version, before = obs_version(root, "sst"), open_obs(root, "sst").load()
 
@@ -100,8 +100,11 @@ def test_bad_input_is_a_one_line_error_and_the_stored_data_set_stays_as_it_was(o
         write_obs(xr.full_like(open_obs(root, "sst"), np.nan).load(), root, "blank", {"source": "blank"})
     assert "\n" not in str(err.value)
     assert not Store.at(root).has_obs("blank") and obs_version(root, "blank") is None
-    with pytest.raises(StoreError, match=r"unknown dataset 'blank': nothing stored at s3://.*/obs/blank.icechunk"):
+    with pytest.raises(StoreError, match=r"unknown dataset 'blank': nothing stored at s3://.*/obs/blank.icechunk "
+                                         r"\(stored: sst; ingest it first\)"):
         open_obs(root, "blank")
+    assert Store.at(root).obs_names() == ["sst"]
+    assert not [k for k in bucket_keys(s3_endpoint, bucket) if "blank" in k]  # nothing of 'blank' reached the bucket
 
 
 def test_a_writer_elsewhere_that_commits_first_wins_and_this_ingest_is_a_one_line_error(object_obs, tmp_path,
