@@ -212,6 +212,20 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def publish_run(self, path: Path) -> str:
+        """Where a finished run report is kept: its folder (``run_dir``) on disk, or, for a store
+        in object storage, its copy uploaded to ``<url>/runs/<folder name>/`` (the local folder
+        stays too). Returns that location, for messages."""
+        if not self.url:
+            return str(path)
+        url = f"{self._under('runs')}/{check_name(Path(path).name, 'run')}"
+        bucket, prefix = _bucket_key(url)
+        with _s3_errors(url):
+            client = _s3()
+            for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+                client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(path).as_posix()}")
+        return url
+
     # -- locks and atomic writes --
     @contextlib.contextmanager
     def locked(self, key: str, timeout: float = 600):

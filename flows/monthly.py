@@ -108,10 +108,11 @@ def monthly_forecast(problem: str = "el_nino", dataset: str | None = None, store
     summary = {"problem": problem, "dataset": dataset, "predictors": predictors, "forecasts": issued,
                "consensus": outlook["consensus"], "outlook_png": outlook["png"], **checked}
     (run_dir / "monthly.json").write_text(json.dumps(summary, indent=1))
+    kept = store.publish_run(run_dir)  # the folder, or its copy in the store's bucket
     ok = [i for i in issued if "error" not in i]
     failed = [i["model"] for i in issued if "error" in i]
     logger.info(f"issued {len(ok)} forecasts from {ok[0]['init'] if ok else '-'}"
-                + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; summary in {run_dir}")
+                + (f"; FAILED: {', '.join(failed)}" if failed else "") + f"; summary in {kept}")
     return summary
 
 

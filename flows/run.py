@@ -193,6 +193,7 @@ def run_problem(problem_name: str, store: str, quick: bool, scheduler: str | Non
     (run_dir / "scores.json").write_text(json.dumps({"backtest": scores, "extra": extra, "fields": fields,
                                                      "verification": verified, "forecasts": issued}, indent=1))
     (run_dir / "skill.md").write_text(markdown_table(scores, "acc", problem.leads) + "\n")
+    kept = store.publish_run(run_dir)  # the folder, or its copy in the store's bucket
     text = "\n".join([
         f"== {problem_name} ({problem.description}) on {dataset}",
         skill_table(scores, "acc", problem.leads),
@@ -210,6 +211,7 @@ def run_problem(problem_name: str, store: str, quick: bool, scheduler: str | Non
         f"leaderboard: climate-ml leaderboard {problem_name} (run recorded in {ev.record_dir})",
         f"plot:      {png}",
         f"scores:    {run_dir / 'scores.json'}",
+        *([f"report:    {kept}"] if kept != str(run_dir) else []),
     ])
     return {"text": text, "run_dir": str(run_dir), "scores": scores, "verification": verified,
             "forecasts": issued, "failures": result.failures}

@@ -217,6 +217,17 @@ def test_a_whole_store_in_a_bucket_is_shared_by_two_machines(s3_endpoint, tmp_pa
     assert store_b.record_files("el_nino") == cached
     assert not (tmp_path / "b" / "runs" / "backtests" / "el_nino" / "29991231T000000000000Z-unfinished").exists()
 
+    # a flow's run report: written on the local side, then its copy kept in the bucket
+    report = store_b.run_dir("monthly-el_nino")
+    (report / "monthly.json").write_text("{}")
+    (report / "plots").mkdir()
+    (report / "plots" / "outlook.png").write_bytes(b"png")
+    assert store_b.publish_run(report) == f"{url}/runs/{report.name}"
+    assert {k for k in bucket_keys(s3_endpoint, bucket) if f"/{report.name}/" in k} == \
+        {f"team/runs/{report.name}/monthly.json", f"team/runs/{report.name}/plots/outlook.png"}
+    disk = Store.at(tmp_path / "disk")
+    assert disk.publish_run(disk.run_dir("x")).startswith(str(tmp_path / "disk" / "runs"))  # on disk: the folder
+
 
 def test_an_unreachable_object_store_is_a_one_line_error(tmp_path, monkeypatch):
     from conftest import free_port
