@@ -203,7 +203,8 @@ class Store:
         base = self.records(problem, kind)
         if self.records_url:
             _fetch_records(f"{self.records_url}/{kind}/{check_name(problem, 'problem')}", base)
-        return sorted(base.glob("*/record.json")) if base.exists() else []
+        # not the hidden temporaries (``.<name>.tmp-*``) that writers and fetchers fill before their rename
+        return sorted(p for p in base.glob("*/record.json") if not p.parent.name.startswith(".")) if base.exists() else []
 
     def run_dir(self, label: str) -> Path:
         """A new ``runs/<UTC stamp>-<label>/`` folder for one run's report (made here)."""
@@ -272,7 +273,9 @@ class Store:
             yield tmp, (url or final)
             if url:
                 _put_record(tmp, url)
-            os.replace(tmp, final)  # in object storage: the local cache's copy
+                _settle_record(tmp, final)  # the local cache's copy (a reader may have fetched it already)
+            else:
+                os.replace(tmp, final)
         except BaseException:
             discard(tmp)
             raise
@@ -367,12 +370,25 @@ def _fetch_records(url: str, base: Path) -> int:
             try:
                 for file in files:
                     client.download_file(bucket, f"{prefix}/{name}/{check_name(file, 'record file')}", str(tmp / file))
-                os.replace(tmp, final)
+                fetched += _settle_record(tmp, final)
             except BaseException:
                 discard(tmp)
                 raise
-            fetched += 1
     return fetched
+
+
+def _settle_record(tmp: Path, final: Path) -> int:
+    """Rename a complete record folder into place; if another process of this machine put the
+    same record there first (two readers fetching it at once), keep theirs. Returns 1 if this
+    one landed."""
+    try:
+        os.replace(tmp, final)
+        return 1
+    except OSError:
+        if not (final / "record.json").exists():
+            raise
+        discard(tmp)
+        return 0
 
 
 def _check_object_url(url: str, env: str) -> str:

@@ -217,6 +217,16 @@ def test_a_whole_store_in_a_bucket_is_shared_by_two_machines(s3_endpoint, tmp_pa
     assert store_b.record_files("el_nino") == cached
     assert not (tmp_path / "b" / "runs" / "backtests" / "el_nino" / "29991231T000000000000Z-unfinished").exists()
 
+    # many readers of one machine fetching the same new record at once: each sees it, none fails
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("CLIMATE_ML_LOCAL_DIR", str(tmp_path / "c"))
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(lambda _: [f.parent.name for f in Store.at(url).record_files("el_nino")], range(16)))
+    assert seen == [[cached[0].parent.name]] * 16
+    assert sorted(p.name for p in (tmp_path / "c" / "runs" / "backtests" / "el_nino").iterdir()) == \
+        [cached[0].parent.name]  # one copy, no temporaries left
+
     # a flow's run report: written on the local side, then its copy kept in the bucket
     report = store_b.run_dir("monthly-el_nino")
     (report / "monthly.json").write_text("{}")

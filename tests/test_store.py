@@ -165,3 +165,14 @@ def test_scratch_left_by_a_killed_run_is_swept_and_a_live_runs_is_not(tmp_path):
         live.wait(timeout=30)
     assert store_mod.sweep_scratch(root / ".scratch") == 1 and not live_dir.exists()
     assert sorted(p.name for p in (root / ".scratch").iterdir()) == []
+
+
+def test_a_record_being_written_is_not_listed_until_it_is_renamed_into_place(tmp_path):
+    """A writer fills a hidden temporary folder, ``record.json`` included, before its rename: a
+    reader listing the records meanwhile must not take it (it used to, ``*/record.json`` matching
+    the temporary too)."""
+    store = Store.at(tmp_path / "s")
+    with store.new_record("el_nino", "key1") as (folder, final):
+        (folder / "record.json").write_text("{}")
+        assert store.record_files("el_nino") == []
+    assert store.record_files("el_nino") == [final / "record.json"]
