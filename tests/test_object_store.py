@@ -8,10 +8,13 @@ the data sets and the leaderboard's records."""
 
 import json
 import pickle
+import time
 
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from climate_ml.cli import main
 from climate_ml.errors import ClimateMLError, StoreError
@@ -26,6 +29,15 @@ def object_obs(s3_endpoint, tmp_path, monkeypatch):
     bucket = new_bucket(s3_endpoint, monkeypatch, "obs")
     monkeypatch.setenv("CLIMATE_ML_OBS_URL", f"s3://{bucket}/obs")
     return tmp_path / "store", bucket
+
+
+@pytest.fixture(scope="module")
+def object_obs_session(s3_endpoint, tmp_path_factory):
+    """A store whose observations live in one bucket for the whole module (hypothesis runs many
+    examples in one test call, where a function-scoped monkeypatch does not fit)."""
+    with pytest.MonkeyPatch.context() as mp:
+        bucket = new_bucket(s3_endpoint, mp, "prop")
+        yield Store(tmp_path_factory.mktemp("prop-store"), obs_url=f"s3://{bucket}/obs")
 
 
 def _ingest(path, store, name="sst"):
@@ -251,3 +263,24 @@ def test_an_unreachable_object_store_is_a_one_line_error(tmp_path, monkeypatch):
                                          r"http://127.0.0.1:\d+ refused or cannot be reached") as caught:
         Store.at("s3://nowhere/team").record_files("el_nino")
     assert "\n" not in str(caught.value)
+
+
+@settings(max_examples=8, deadline=None)
+@given(n1=st.integers(12, 30), extra=st.integers(0, 14), repeats=st.integers(1, 2))
+def test_ingest_into_the_bucket_is_idempotent_property(object_obs_session, tmp_path_factory, n1, extra, repeats):
+    """In object storage as on disk: a prefix of the months, then the whole file (any number of
+    times), equals the whole file ingested once; each re-ingest that adds nothing commits
+    nothing. (Appends land inside a partly filled chunk or past it, as ``n1`` falls.)"""
+    d = tmp_path_factory.mktemp("prop")
+    full = write_ersst_like(d / "full.nc", n_months=n1 + extra)
+    part = write_ersst_like(d / "part.nc", n_months=n1)
+    name = f"x{time.time_ns()}"
+    _ingest(part, object_obs_session, name)
+    versions = set()
+    for _ in range(repeats):
+        _ingest(full, object_obs_session, name)
+        versions.add(obs_version(object_obs_session, name))
+    assert len(versions) == 1  # the repeats after the first made no commit
+    once = f"y{time.time_ns()}"
+    _ingest(full, object_obs_session, once)
+    _same(open_obs(object_obs_session, name), open_obs(object_obs_session, once))
