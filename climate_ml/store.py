@@ -220,11 +220,7 @@ class Store:
         if not self.url:
             return str(path)
         url = f"{self._under('runs')}/{check_name(Path(path).name, 'run')}"
-        bucket, prefix = _bucket_key(url)
-        with _s3_errors(url):
-            client = _s3()
-            for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-                client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(path).as_posix()}")
+        _upload_folder(Path(path), url)
         return url
 
     # -- locks and atomic writes --
@@ -337,15 +333,21 @@ def _list_folders(url: str) -> list[str]:
     return sorted(names)
 
 
-def _put_record(folder: Path, url: str) -> None:
-    """Upload a finished record folder, ``record.json`` last: readers take a record whose
-    ``record.json`` is there, and each object appears whole, so none sees half a record."""
+def _upload_folder(folder: Path, url: str, last: str | None = None) -> None:
+    """Upload every file under ``folder`` to the prefix ``url`` (sub-folders kept), the file
+    named ``last`` after all others."""
     bucket, prefix = _bucket_key(url)
-    files = sorted(folder.iterdir(), key=lambda p: (p.name == "record.json", p.name))
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
     with _s3_errors(url):
         client = _s3()
         for f in files:
-            client.upload_file(str(f), bucket, f"{prefix}/{f.name}")
+            client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
+
+
+def _put_record(folder: Path, url: str) -> None:
+    """Upload a finished record folder, ``record.json`` last: readers take a record whose
+    ``record.json`` is there, and each object appears whole, so none sees half a record."""
+    _upload_folder(folder, url, last="record.json")
 
 
 def _fetch_records(url: str, base: Path) -> int:
