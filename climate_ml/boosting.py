@@ -29,13 +29,14 @@ from climate_ml.schema import INIT, LEAD, MEMBER
 
 class LightGBMLagged:
     def __init__(self, n_estimators=300, learning_rate=0.03, num_leaves=8, min_child_samples=20,
-                 subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0, random_state=0, max_bin=255):
+                 subsample=0.8, colsample_bytree=0.5, reg_lambda=1.0, random_state=0, max_bin=255,
+                 **lightgbm):
         self.params = dict(
             n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
             min_child_samples=min_child_samples, subsample=subsample, subsample_freq=1,
             colsample_bytree=colsample_bytree, reg_lambda=reg_lambda, random_state=random_state,
             n_jobs=1, verbose=-1, deterministic=True, force_col_wise=True, max_bin=max_bin,
-        )
+        ) | lightgbm
 
     def fit(self, X: xr.Dataset, y: xr.DataArray) -> "LightGBMLagged":
         table, self.feature_names_ = to_table(X)

@@ -55,15 +55,20 @@ def past_error_spread(errors: xr.DataArray, verified_by: xr.DataArray, fit_end: 
     vb = verified_by.transpose(INIT, LEAD).values
     fe = fit_end.values
     out = fallback.transpose(INIT, LEAD).values.astype(float).copy()
+    n_leads = e.shape[1]
+    cell = np.arange(n_leads)[None, :] * 12 + months - 1  # (lead, valid month) of every error
     for f in np.unique(fe):
-        rows = fe == f
         known = (vb <= f) & np.isfinite(e)
-        for j in range(e.shape[1]):
-            for m in range(1, 13):
-                pool = known[:, j] & _season_mask(months[:, j], m)
-                target = rows & (months[:, j] == m)
-                if pool.sum() >= min_errors and target.any():
-                    out[target, j] = np.sqrt(np.mean(e[pool, j] ** 2))
+        # squared errors and their counts per (lead, valid month), then per target season (the
+        # month and its two neighbours)
+        sq = np.bincount(cell[known], weights=e[known] ** 2, minlength=12 * n_leads).reshape(n_leads, 12)
+        n = np.bincount(cell[known], minlength=12 * n_leads).reshape(n_leads, 12)
+        sq = sq + np.roll(sq, 1, axis=1) + np.roll(sq, -1, axis=1)
+        n = n + np.roll(n, 1, axis=1) + np.roll(n, -1, axis=1)
+        rms = np.where(n >= min_errors, np.sqrt(sq / np.maximum(n, 1)), np.nan)
+        rows = np.flatnonzero(fe == f)
+        sigma = rms.ravel()[cell[rows]]
+        out[rows] = np.where(np.isfinite(sigma), sigma, out[rows])
     return xr.DataArray(out, dims=(INIT, LEAD), coords={INIT: errors[INIT].values, LEAD: errors[LEAD].values})
 
 

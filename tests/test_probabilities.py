@@ -77,6 +77,47 @@ def test_the_spread_only_uses_errors_verified_by_the_cut_off(cut, seed):
     assert (sigma.values[~rows] == 9.0).all()  # nothing verified before the first fold: the fallback
 
 
+def _spread_by_definition(errors, verified, fit_end, fallback, min_errors):
+    """past_error_spread written out cell by cell: for each init and lead, the RMS of the errors
+    of that lead whose target was verified by the init's cut-off and whose valid month is within
+    one month of the init's valid month; the fallback below ``min_errors`` of them."""
+    inits = pd.DatetimeIndex(errors[INIT].values)
+    leads = errors[LEAD].values
+    out = fallback.values.astype(float).copy()
+    for i, cut in enumerate(fit_end.values):
+        for j, lead in enumerate(leads):
+            month = (inits[i].month - 1 + lead) % 12
+            pool = [errors.values[k, j] for k in range(len(inits))
+                    if verified.values[k, j] <= cut and np.isfinite(errors.values[k, j])
+                    and ((inits[k].month - 1 + lead) % 12 - month) % 12 in (0, 1, 11)]
+            if len(pool) >= min_errors:
+                out[i, j] = np.sqrt(np.mean(np.square(pool)))
+    return out
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 10_000), refit=st.sampled_from([1, 5, 12, 30]), min_errors=st.integers(1, 8),
+       gaps=st.floats(0, 0.4))
+def test_the_spread_is_the_rms_of_the_season_s_verified_errors(seed, refit, min_errors, gaps):
+    """The vectorised spread equals its definition, cell by cell, with missing errors and any
+    refit interval."""
+    rng = np.random.default_rng(seed)
+    inits = pd.date_range("1990-01", periods=72, freq="MS")
+    leads = [1, 2, 6, 11]
+    e = rng.normal(0, 1, (72, 4))
+    e[rng.random(e.shape) < gaps] = np.nan
+    errors = xr.DataArray(e, dims=(INIT, LEAD), coords={INIT: inits, LEAD: leads})
+    verified = xr.DataArray(inits.values[:, None] + pd.to_timedelta(np.array(leads) * 31, "D").values,
+                            dims=(INIT, LEAD), coords={INIT: inits, LEAD: leads})
+    starts = inits[::refit]
+    fit_end = xr.DataArray(starts[np.searchsorted(starts, inits, side="right") - 1].values, dims=INIT,
+                           coords={INIT: inits})
+    fallback = xr.full_like(errors, -1.0)
+    got = past_error_spread(errors, verified, fit_end, fallback, min_errors=min_errors)
+    np.testing.assert_allclose(got.values, _spread_by_definition(errors, verified, fit_end, fallback, min_errors),
+                               rtol=1e-12)
+
+
 @settings(max_examples=60, deadline=None)
 @given(sigma=st.floats(0.05, 3), width=st.floats(0.0, 3), wider=st.floats(1.0, 3), m=st.integers(2, 12))
 def test_members_join_the_error_spread(sigma, width, wider, m):
