@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from climate_ml.archive import query, to_records
 from climate_ml.backtest import backtest, guard_backtest
+from climate_ml.boosting import LightGBMLagged
 from climate_ml.errors import ClimateMLError
 from climate_ml.ingest import standardise
 from climate_ml.model_api import centred_members, clipped_spread_scale, member_offsets
@@ -287,3 +288,20 @@ def test_spread_scale_makes_clipped_members_spread_as_far_as_the_forecasts_erred
     assert clipped_spread_scale(centres, sigmas, offsets, weights, 1.5 * error2, 0.0, 1.0) >= s * (1 - 1e-9)
     with pytest.raises(ValueError, match="at least two members, some spread and some error"):
         clipped_spread_scale(centres, sigmas, offsets, weights, 0.0, 0.0, 1.0)
+
+
+def test_further_lightgbm_parameters_reach_every_lead_s_booster():
+    """``LightGBMLagged(**params)`` passes parameters it does not name on to LightGBM (the
+    settings of benchmarks/lightgbm_settings.py): each lead's booster gets them, the named
+    defaults stay, and the forecast changes with them."""
+    rng = np.random.default_rng(0)
+    inits = pd.date_range("1950-01", periods=240, freq="MS")
+    x = rng.normal(size=(240, 3))
+    X = xr.Dataset({"a": (("init_time", "k"), x)}, coords={"init_time": inits, "k": [0, 1, 2]})
+    y = xr.DataArray(np.column_stack([x[:, 0] + 0.1 * rng.normal(size=240) for _ in range(3)]),
+                     dims=("init_time", "lead"), coords={"init_time": inits, "lead": [1, 2, 3]})
+    plain = LightGBMLagged(n_estimators=20).fit(X, y)
+    extra = LightGBMLagged(n_estimators=20, extra_trees=True, max_bin=15).fit(X, y)
+    assert all(b.get_params()["extra_trees"] is True and b.get_params()["max_bin"] == 15 for b in extra.boosters_)
+    assert all(b.get_params()["num_leaves"] == 8 and "extra_trees" not in b.get_params() for b in plain.boosters_)
+    assert not np.allclose(plain.predict(X).values, extra.predict(X).values)
