@@ -432,6 +432,18 @@ def process_context():
     return ctx
 
 
+def start_workers_early(n_jobs: int = 1, scheduler: str | None = None, time_limit: float | None = None) -> None:
+    """Start the fork server now when a backtest with these options will run in local worker
+    processes: it imports the heavy modules (LightGBM, torch) in the background while the caller
+    still prepares the data, instead of after, when the first worker is asked for."""
+    if isinstance(choose_executor(n_jobs, scheduler, time_limit), LocalProcesses):
+        ctx = process_context()
+        if ctx.get_start_method() == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.ensure_running()
+
+
 @dataclass
 class LocalProcesses:
     """Units in ``n_jobs`` worker processes (``process_context``; each receives the problem and

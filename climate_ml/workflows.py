@@ -18,7 +18,13 @@ import pandas as pd
 import xarray as xr
 
 from climate_ml.archive import write_forecast
-from climate_ml.backtest import BacktestResult, backtest, issue_forecast, issue_forecasts
+from climate_ml.backtest import (
+    BacktestResult,
+    backtest,
+    issue_forecast,
+    issue_forecasts,
+    start_workers_early,
+)
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
 from climate_ml.errors import ClimateMLError, ModelError, QueryError, StoreError
 from climate_ml.ingest import ingest_entry
@@ -140,6 +146,7 @@ def run_backtest_request(store: StoreLike, request, prepared: xr.Dataset | None 
     cluster) up to the problem's last init with every input known (an ``Evaluation``)."""
     prob = request.definition()
     options = {"n_jobs": request.n_jobs, "scheduler": request.scheduler, "time_limit": request.time_limit}
+    start_workers_early(**options)  # their imports overlap the data preparation below
     if request.fields:
         return field_backtest_run(store, request.dataset or prob.default_dataset, request.test_start, request.test_end,
                                   request.refit_every, request.model_paths, archive=request.archive,

@@ -1,5 +1,7 @@
 """Many model files, folds in parallel (local processes or a real Dask cluster), failures as rows."""
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -112,3 +114,22 @@ def test_broken_submissions_become_failed_rows(prepared, tmp_path):
     assert "lacks dimension 'lead'" in res.failures["wrongdims"]
     assert set(res.forecasts) == {"persistence"}
     assert np.isfinite(res.forecasts["persistence"].values).all()
+
+
+def test_the_fork_server_starts_early_only_for_local_worker_processes():
+    """``start_workers_early`` starts the fork server (its imports then overlap the caller's data
+    preparation) for a backtest in local processes, and not for one in this process or on a Dask
+    scheduler; the workers of a later backtest come from that same server. In a fresh
+    interpreter, so that no earlier test has started the server."""
+    script = (
+        "from multiprocessing import forkserver as f\n"
+        "from climate_ml.backtest import start_workers_early, LocalProcesses, process_context\n"
+        "start_workers_early(n_jobs=1); start_workers_early(n_jobs=2, scheduler='tcp://127.0.0.1:1')\n"
+        "before = f._forkserver._forkserver_pid\n"
+        "start_workers_early(n_jobs=2)\n"
+        "early = f._forkserver._forkserver_pid\n"
+        "p = process_context().Process(target=print); p.start(); p.join()\n"
+        "print(before, early is not None, f._forkserver._forkserver_pid == early, p.exitcode)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.split()[-4:] == ["None", "True", "True", "0"], out.stdout + out.stderr
