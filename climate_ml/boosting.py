@@ -4,7 +4,8 @@ provides, and ``LightGBMMembers``, the same forecast with members.
 
 ``LightGBMLagged``: when the problem provides a ``baseline`` (init_time, lead), e.g. a trend,
 the trees learn the departure from it (trees cannot extrapolate a trend, but they can correct
-one). The leads' boosters are fitted on threads.
+one). The leads' boosters are fitted on threads. Keyword arguments it does not name go to
+LightGBM as they are (e.g. ``extra_trees=True``; ``benchmarks/lightgbm_settings.py``).
 
 ``LightGBMMembers``: the ensemble mean is exactly the ``LightGBMLagged`` forecast; the spread
 comes from two quantile boosters per lead (the 25% and 75% quantiles of the target given the
