@@ -67,11 +67,13 @@ class ProgressLines:
     message: ``HH:MM:SS label: message (elapsed H:MM:SS)``, and where the message counts done
     work as ``k/n`` (``3/24 model-folds``), the time left at the pace so far, read from the last
     count in the message (``8/72 model-folds, 1/12 folds``: from the folds), none before the
-    first of it is done."""
+    first of it is done. From the second step of a count on, the pace leaves out the time
+    before its first step (reading the data, starting workers), which is not paid again."""
 
     def __init__(self, label: str, clock=time.monotonic, now=None):
         self.label, self.clock, self.now = label, clock, now or (lambda: datetime.now().strftime("%H:%M:%S"))
         self.start, self.last = clock(), None
+        self.first: dict[int, tuple[int, float]] = {}  # per count's total: its first step and when
 
     def __enter__(self) -> ProgressLines:
         return self
@@ -92,7 +94,9 @@ class ProgressLines:
         counts = re.findall(r"\b(\d+)/(\d+)\b", description)
         k, n = (int(c) for c in counts[-1]) if counts else (0, 0)
         if 0 < k < n:
-            line += f", about {_hms(elapsed / k * (n - k))} left"
+            k0, t0 = self.first.setdefault(n, (k, elapsed))
+            pace = (elapsed - t0) / (k - k0) if k > k0 else elapsed / k
+            line += f", about {_hms(pace * (n - k))} left"
         err.print(line + ")", markup=False, highlight=False, soft_wrap=True)
 
 
