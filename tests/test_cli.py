@@ -152,25 +152,25 @@ def test_progress_lines_count_the_time_left(capsys):
         "12:00:00 backtest: 3/4 model-folds (elapsed 0:01:35, about 0:00:32 left)",
         "12:00:00 backtest: 4/4 model-folds (elapsed 0:03:20)"]
 
+    def lines(readings, messages):
+        """What ProgressLines writes for ``messages``, its clock reading ``readings`` (the
+        start, then one per message)."""
+        clock = iter(readings)
+        with ProgressLines("backtest", clock=lambda: next(clock), now=lambda: "12:00:00") as bar:
+            for message in messages:
+                bar.update(0, description=message)
+        return capsys.readouterr().err.splitlines()
+
     # several counts: the pace is the last one's (whole folds), none until one fold is done
-    clock = iter([0.0, 5.0, 600.0, 700.0])
-    with ProgressLines("backtest", clock=lambda: next(clock), now=lambda: "12:00:00") as bar:
-        bar.update(0, description="2/12 model-folds, 0/4 folds")
-        bar.update(0, description="3/12 model-folds, 1/4 folds")
-        bar.update(0, description="4/12 model-folds, 1/4 folds")
-    assert capsys.readouterr().err.splitlines() == [
+    assert lines([0.0, 5.0, 600.0, 700.0], ["2/12 model-folds, 0/4 folds", "3/12 model-folds, 1/4 folds",
+                                            "4/12 model-folds, 1/4 folds"]) == [
         "12:00:00 backtest: 2/12 model-folds, 0/4 folds (elapsed 0:00:05)",
         "12:00:00 backtest: 3/12 model-folds, 1/4 folds (elapsed 0:10:00, about 0:30:00 left)",
         "12:00:00 backtest: 4/12 model-folds, 1/4 folds (elapsed 0:11:40, about 0:35:00 left)"]
 
     # the time before the first fold (data, workers) is not paid again: the pace from the
     # second fold on is that of the folds since the first
-    clock = iter([0.0, 60.0, 70.0, 90.0])
-    with ProgressLines("backtest", clock=lambda: next(clock), now=lambda: "12:00:00") as bar:
-        bar.update(0, description="1/31 folds")
-        bar.update(0, description="2/31 folds")
-        bar.update(0, description="4/31 folds")
-    assert capsys.readouterr().err.splitlines() == [
+    assert lines([0.0, 60.0, 70.0, 90.0], ["1/31 folds", "2/31 folds", "4/31 folds"]) == [
         "12:00:00 backtest: 1/31 folds (elapsed 0:01:00, about 0:30:00 left)",
         "12:00:00 backtest: 2/31 folds (elapsed 0:01:10, about 0:04:50 left)",
         "12:00:00 backtest: 4/31 folds (elapsed 0:01:30, about 0:04:30 left)"]
