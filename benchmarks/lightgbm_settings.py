@@ -42,7 +42,7 @@ SETTINGS = {  # LightGBMLagged keyword arguments on top of its defaults
 }
 
 
-def yearly(fc, obs, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def yearly(fc, obs, metric: str) -> np.ndarray:
     """Per-year sums of the metric's statistics (year, lead, k) on the pairs both have."""
     f = fc.transpose(INIT, LEAD).values[None]
     o = obs.transpose(INIT, LEAD).values
