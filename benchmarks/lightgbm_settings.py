@@ -39,6 +39,8 @@ SETTINGS = {  # LightGBMLagged keyword arguments on top of its defaults
     "C3": {"max_bin": 63, "extra_trees": True, "n_estimators": 150, "learning_rate": 0.06},
     "C4": {"max_bin": 63, "colsample_bytree": 0.25, "n_estimators": 150, "learning_rate": 0.06},
     "C6": {"max_bin": 127, "n_estimators": 100, "learning_rate": 0.09},
+    "G2": {"lead_group": 2},  # one booster per two adjacent leads, the lead a predictor
+    "G3": {"lead_group": 3},
 }
 
 

@@ -305,3 +305,30 @@ def test_further_lightgbm_parameters_reach_every_lead_s_booster():
     assert all(b.get_params()["extra_trees"] is True and b.get_params()["max_bin"] == 15 for b in extra.boosters_)
     assert all(b.get_params()["num_leaves"] == 8 and "extra_trees" not in b.get_params() for b in plain.boosters_)
     assert not np.allclose(plain.predict(X).values, extra.predict(X).values)
+
+
+def test_pooled_leads_share_a_booster_that_tells_the_leads_apart():
+    """``LightGBMLagged(lead_group=k)`` fits one booster per run of k adjacent leads on their
+    stacked rows, with the lead as one more predictor: three boosters for five leads in pairs,
+    one for any k of at least the number of leads, and each lead is forecast by its own run's
+    booster, which learns a relation that changes sign from one lead to the next."""
+    rng = np.random.default_rng(1)
+    n = 400
+    inits = pd.date_range("1950-01", periods=n, freq="MS")
+    x = rng.normal(size=(n, 2))
+    X = xr.Dataset({"a": (("init_time", "k"), x)}, coords={"init_time": inits, "k": [0, 1]})
+    sign = np.array([1, -1, 1, -1, 1])
+    target = x[:, :1] * sign[None] + 0.05 * rng.normal(size=(n, 5))
+    target[:30, 3] = np.nan  # a lead with fewer verified rows
+    y = xr.DataArray(target, dims=("init_time", "lead"), coords={"init_time": inits, "lead": [1, 2, 3, 4, 5]})
+    per_lead = LightGBMLagged(n_estimators=60, colsample_bytree=1.0).fit(X, y)
+    assert len(per_lead.boosters_) == 5 and all(b.n_features_in_ == 2 for b in per_lead.boosters_)
+    pairs = LightGBMLagged(n_estimators=60, colsample_bytree=1.0, lead_group=2).fit(X, y)
+    assert len(pairs.boosters_) == 3 and all(b.n_features_in_ == 3 for b in pairs.boosters_)
+    assert len(LightGBMLagged(n_estimators=5, lead_group=18).fit(X, y).boosters_) == 1
+    pred = pairs.predict(X)
+    for j, s in enumerate(sign):
+        assert s * np.corrcoef(pred.values[:, j], x[:, 0])[0, 1] > 0.9
+    assert not np.allclose(pred.values, per_lead.predict(X).values)
+    with pytest.raises(ValueError, match="lead_group must be at least 1"):
+        LightGBMLagged(lead_group=0)
