@@ -253,6 +253,7 @@ class FieldFit:
     intercept: np.ndarray  # at year 0 (the calendar year number itself)
     ever_ice: np.ndarray  # bool: ice (>= 15%) at least once in that calendar month
     damping: np.ndarray  # (12 init months, n leads)
+    cell_damping: np.ndarray | None = None  # (12 init months, n leads, cells), when fitted per cell
 
     def trend(self, times: pd.DatetimeIndex) -> np.ndarray:
         m = times.month.values - 1
@@ -269,13 +270,16 @@ class FieldFit:
         return out
 
 
-def fit_fields(conc: FieldRows | np.ndarray, times: pd.DatetimeIndex, fit_end, leads, damping: bool = True) -> FieldFit:
+def fit_fields(conc: FieldRows | np.ndarray, times: pd.DatetimeIndex, fit_end, leads, damping: bool = True,
+               per_cell: bool = False) -> FieldFit:
     """Fit the per-cell climatology and trends on months up to ``fit_end``; ``conc`` is
     (time, cells) with NaN for land, or a ``FieldRows`` (then ``times`` are its own). Streamed:
     the sums are taken month by month in row order over blocks of months (one pass for the
     trends, one for the damping), so a stack larger than memory can be fitted, and the result
     does not depend on the block size. ``damping=False`` leaves the damping coefficients at 0
-    (only damped anomaly persistence needs them)."""
+    (only damped anomaly persistence needs them). ``per_cell=True`` fits one damping per cell
+    too (``cell_damping``: the same regression on each cell's own pairs, the pooled coefficient
+    where a cell's departures at the init never varied)."""
     rows = conc if isinstance(conc, FieldRows) else FieldRows(conc, times)
     times = rows.times
     fit_end = pd.Timestamp(fit_end)
@@ -309,6 +313,8 @@ def fit_fields(conc: FieldRows | np.ndarray, times: pd.DatetimeIndex, fit_end, l
     # damping of the departure from the trend, one coefficient per init month and lead: each
     # training init paired with the row ``lead`` later when that is a training row too
     num, den = np.zeros((12, len(leads))), np.zeros((12, len(leads)))
+    cell_num = np.zeros((12, len(leads), n_cells)) if per_cell else None
+    cell_den = np.zeros((12, len(leads), n_cells)) if per_cell else None
     halo = max(int(k) for k in leads)
     for start, block in rows.blocks(halo=halo):
         anom = fit.departures(block, times[start:start + len(block)])
@@ -320,9 +326,19 @@ def fit_fields(conc: FieldRows | np.ndarray, times: pd.DatetimeIndex, fit_end, l
                 if r + lead < len(times) and train[r + lead]:
                     num[month_of[r], j] += _nansum_product(a0, anom[r + lead - start])
                     den[month_of[r], j] += _nansum_product(a0, a0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fit.damping[:] = np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0), 0.0)
+                    if per_cell:
+                        cell_num[month_of[r], j] += np.nan_to_num(a0 * anom[r + lead - start])
+                        cell_den[month_of[r], j] += np.nan_to_num(a0 * a0)
+    fit.damping[:] = _damping(num, den, 0.0)
+    if per_cell:
+        fit.cell_damping = _damping(cell_num, cell_den, fit.damping[:, :, None])
     return fit
+
+
+def _damping(num: np.ndarray, den: np.ndarray, fallback) -> np.ndarray:
+    """The regression coefficients num / den clipped to 0-1, ``fallback`` where den is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0), fallback)
 
 
 def _nansum_product(a: np.ndarray, b: np.ndarray) -> float:
@@ -345,8 +361,13 @@ def forecast_fields(fit: FieldFit, latest: np.ndarray, init, leads, method: str)
         out = fit.trend(valid)
         if method != "linear_trend":
             anom0 = latest - fit.trend(pd.DatetimeIndex([init]))[0]
-            damp = np.ones(len(leads)) if method == "trend_persistence" else fit.damping[init.month - 1]
-            out = out + damp[:, None] * anom0[None, :]
+            if method == "trend_persistence":
+                damp = np.ones((len(leads), 1))
+            elif fit.cell_damping is not None:
+                damp = fit.cell_damping[init.month - 1]
+            else:
+                damp = fit.damping[init.month - 1][:, None]
+            out = out + damp * anom0[None, :]
     return np.clip(out, 0.0, 1.0)
 
 
@@ -445,17 +466,21 @@ class PerCellReference:
     """A per-cell reference (one of ``FIELD_METHODS``) as a field model: the model files in
     ``models/fields/`` are one line around it."""
 
-    def __init__(self, method: str, block_months: int | None = None, calibrate_edge: bool = False):
+    def __init__(self, method: str, block_months: int | None = None, calibrate_edge: bool = False,
+                 per_cell_damping: bool = False):
         if method not in FIELD_METHODS:
             raise ClimateMLError(f"unknown field method {method!r} (known: {', '.join(FIELD_METHODS)})")
+        if per_cell_damping and method != "damped_anomaly_persistence":
+            raise ClimateMLError(f"per_cell_damping is for damped_anomaly_persistence, not {method!r}")
         self.method, self.block_months, self.calibrate_edge = method, block_months, calibrate_edge
+        self.per_cell_damping = per_cell_damping
 
     def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> PerCellReference:
         rows = FieldRows(conc, block_months=self.block_months)  # read in blocks of months (from a store: lazily)
         self.grid_, self.ocean_ = rows.grid, rows.ocean  # land cells are NaN throughout: left out
         self.leads_ = [int(k) for k in leads]
         self.fit_ = fit_fields(rows, rows.times, rows.times[-1], self.leads_,
-                               damping=self.method == "damped_anomaly_persistence")
+                               damping=self.method == "damped_anomaly_persistence", per_cell=self.per_cell_damping)
         self.edge_ = None
         if self.calibrate_edge:  # the fit's own forecasts of the last EDGE_YEARS of training months
             area = np.asarray(cell_area.transpose(*self.grid_).values, dtype="float64").ravel()[self.ocean_]

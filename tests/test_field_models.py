@@ -745,6 +745,39 @@ def test_the_reference_model_files_forecast_what_the_per_cell_methods_do():
         assert np.isnan(got[:, ~ocean]).all()
 
 
+def test_damped_anomaly_persistence_per_cell_damps_each_cell_s_own_departure():
+    """models/damped_anomaly_persistence_per_cell.py forecasts the trend at the valid month plus
+    each cell's departure at the init times that cell's own damping (computed here from the
+    departures directly), clipped to 0-1; its maps differ from the pooled reference's; the
+    option is refused for a method without damping."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.sea_ice_fields import PerCellReference, fit_fields
+
+    ice = advecting_ice(n_years=8, size=8)
+    known = ice["conc"].sel(time=slice(None, "1996-03"))
+    times = pd.DatetimeIndex(known.time.values)
+    flat = known.values.reshape(len(times), -1).astype("float64")
+    ocean = np.isfinite(flat).any(0)
+    fit = fit_fields(flat[:, ocean], times, times[-1], [1, 3])
+    anom = flat[:, ocean] - fit.trend(times)
+    maps = load_model_factory(ROOT / "models" / "damped_anomaly_persistence_per_cell.py")().fit(
+        known, ice["cell_area"], [1, 3]).predict(known).values.reshape(2, -1)
+    pooled = PerCellReference("damped_anomaly_persistence").fit(known, ice["cell_area"], [1, 3]).predict(known)
+    init_month = times[-1].month
+    for j, lead in enumerate([1, 3]):
+        inits = [i for i in np.flatnonzero(times.month == init_month) if i + lead < len(times)]
+        a0, a1 = np.nan_to_num(anom[inits]), np.nan_to_num(anom[[i + lead for i in inits]])
+        num, den = (a0 * a1).sum(0), (a0 * a0).sum(0)
+        damping = np.where(den > 0, np.clip(num / np.where(den > 0, den, 1), 0, 1), fit.damping[init_month - 1, j])
+        valid = pd.DatetimeIndex([times[-1] + pd.DateOffset(months=lead)])
+        want = np.clip(fit.trend(valid)[0] + damping * anom[-1], 0, 1)
+        np.testing.assert_allclose(maps[j, ocean], want, rtol=1e-10, atol=1e-12)
+        assert np.isnan(maps[j, ~ocean]).all()
+    assert not np.allclose(maps[:, ocean], pooled.values.reshape(2, -1)[:, ocean])
+    with pytest.raises(ClimateMLError, match="per_cell_damping is for damped_anomaly_persistence, not 'linear_trend'"):
+        PerCellReference("linear_trend", per_cell_damping=True)
+
+
 def test_field_hindcasts_are_archived_with_members_observations_and_a_box(tmp_path, sea_ice_store, capsys):
     """`backtest arctic_sea_ice MAPS.py --archive`: every out-of-sample map with its members, the observed map,
     its own training cut-off; queries return maps cut to a box, over the CLI and HTTP."""

@@ -95,7 +95,9 @@ def test_damping_is_the_regression_of_later_departures_on_the_init_months(seed, 
     with a0, a1 the departures from the per-month trend; clipped to 0-1. Computed plainly here
     on a record with a gap of months and missing cells (its rows in time order or not), it must
     equal fit_fields' to rounding (fit_fields sums month by month, streamed over blocks of
-    months); and read in blocks of any size, the fit is the same bit for bit."""
+    months); and read in blocks of any size, the fit is the same bit for bit. The per-cell
+    damping is the same regression on each cell's own pairs (the pooled one where a cell's
+    departures at the init are all 0 or missing)."""
     rng = np.random.default_rng(seed)
     times = pd.date_range("1990-01", periods=160, freq="MS")
     times = times.delete(slice(gap, gap + n_gap))  # a gap of months: rows are not months apart
@@ -106,6 +108,7 @@ def test_damping_is_the_regression_of_later_departures_on_the_init_months(seed, 
     leads = [1, 2, 3, 6, 12]
     fit_end = times.sort_values()[end]
     fit = fit_fields(conc, times, fit_end, leads)
+    cells = fit_fields(conc, times, fit_end, leads, per_cell=True)
     anom = conc - fit.trend(times)
     for m in range(12):
         inits = np.flatnonzero((times <= fit_end) & (times.month == m + 1))
@@ -116,11 +119,18 @@ def test_damping_is_the_regression_of_later_departures_on_the_init_months(seed, 
             num, den = np.nansum(a0 * a1), np.nansum(a0 * a0)
             want = np.clip(num / den, 0, 1) if den > 0 else 0.0
             assert fit.damping[m, j] == pytest.approx(want, rel=1e-12, abs=1e-15), (m, lead)
+            for c in range(conc.shape[1]):  # per cell: the same regression on the cell's own pairs
+                num, den = np.nansum(a0[:, c] * a1[:, c]), np.nansum(a0[:, c] ** 2)
+                want = np.clip(num / den, 0, 1) if den > 0 else fit.damping[m, j]
+                assert cells.cell_damping[m, j, c] == pytest.approx(want, rel=1e-12, abs=1e-15), (m, lead, c)
     block = 1 + seed % 23
     blocked = fit_fields(FieldRows(xr.DataArray(conc, dims=("time", "cell"), coords={"time": times}),
-                                   block_months=block), times, fit_end, leads)
-    for name in ("mean", "slope", "intercept", "ever_ice", "damping"):
-        np.testing.assert_array_equal(getattr(blocked, name), getattr(fit, name), err_msg=f"{name}, blocks of {block}")
+                                   block_months=block), times, fit_end, leads, per_cell=True)
+    for name in ("mean", "slope", "intercept", "ever_ice", "damping", "cell_damping"):
+        np.testing.assert_array_equal(getattr(blocked, name), getattr(cells, name), err_msg=f"{name}, blocks of {block}")
+    for name in ("mean", "slope", "intercept", "ever_ice", "damping"):  # the pooled fit is the same either way
+        np.testing.assert_array_equal(getattr(cells, name), getattr(fit, name), err_msg=name)
+    assert fit.cell_damping is None
 
 
 def test_field_scores_count_only_cells_with_ice_or_the_active_region(ice):
