@@ -115,8 +115,10 @@ class Net(nn.Module):
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1,
-                 block_months: int | None = None, calibrate_edge: bool = True, match_extent: bool = False):
+                 block_months: int | None = None, calibrate_edge: bool = True, match_extent: bool = False,
+                 per_cell_damping: bool = False):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
+        self.per_cell_damping = per_cell_damping
         self.lr, self.weight_decay, self.batch, self.seeds = lr, weight_decay, batch, tuple(seeds)
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
@@ -159,6 +161,13 @@ class SeaIceConvLSTM:
         up = F.interpolate(r, scale_factor=self.coarsen, mode="bilinear", align_corners=False)[..., :ny, :nx]
         return up.cpu().numpy().reshape(r.shape[0], r.shape[1], -1)[..., self.ocean_]
 
+    def _damping(self, month: int) -> np.ndarray:
+        """The reference's damping of the departure at an init in calendar month ``month``
+        (0-11): (lead, cells) with ``per_cell_damping``, else (lead, 1), one per lead."""
+        if self.ref_.cell_damping is not None:
+            return self.ref_.cell_damping[month]
+        return self.ref_.damping[month][:, None]
+
     # -- the contract ----------------------------------------------------------------------
     def fit(self, conc: xr.DataArray, cell_area: xr.DataArray, leads) -> "SeaIceConvLSTM":
         torch.set_num_threads(self.threads)
@@ -166,16 +175,19 @@ class SeaIceConvLSTM:
         times = rows.times
         self.grid_, self.shape_, self.ocean_ = rows.grid, rows.shape, rows.ocean
         self.leads_ = [int(k) for k in leads]
-        self.ref_ = fit_fields(rows, times, times[-1], self.leads_)
+        self.ref_ = fit_fields(rows, times, times[-1], self.leads_, per_cell=self.per_cell_damping)
         area = np.asarray(cell_area.transpose(*self.grid_).values, dtype="float64").ravel()[self.ocean_]
         self.extent_ = ExtentForecast(rows, area, self.leads_) if self.match_extent else None
         self.ocean_frac_ = self._blocks(np.ones((1, int(self.ocean_.sum()))))[0]
         # one more pass: the block means the network sees, and the moments of the departures
-        block_conc, block_anom, observed, moments = [], [], [], np.zeros(3)
+        block_conc, block_anom, block_damped, observed, moments = [], [], [], [], np.zeros(3)
         for start, values in rows.blocks():
             anom = self.ref_.departures(values, times[start:start + len(values)])
             block_conc.append(self._blocks(values))
             block_anom.append(self._blocks(anom))
+            if self.per_cell_damping:  # the block means of each month's damped departures, per lead
+                block_damped.append(np.stack([self._blocks(self._damping(t.month - 1) * a)
+                                              for t, a in zip(times[start:start + len(values)], anom, strict=True)]))
             observed.append(np.isfinite(values).any(1))
             for row in anom:  # month by month: the same sums whatever the block size
                 ok = np.isfinite(row)
@@ -183,6 +195,7 @@ class SeaIceConvLSTM:
         n, s1, s2 = moments
         self.anom_scale_ = float(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0))) + 1e-6
         block_anom = np.concatenate(block_anom)
+        block_damped = np.concatenate(block_damped) if self.per_cell_damping else None
         frames = self._frames(np.concatenate(block_conc), block_anom, times)
         observed = np.concatenate(observed)
 
@@ -195,7 +208,8 @@ class SeaIceConvLSTM:
         for s, i in enumerate(inits):
             for j, lead in enumerate(self.leads_):
                 if i + lead < n_t and observed[i + lead]:
-                    target[s, j] = block_anom[i + lead] - self.ref_.damping[months[i], j] * block_anom[i]
+                    damped = block_damped[i, j] if self.per_cell_damping else self.ref_.damping[months[i], j] * block_anom[i]
+                    target[s, j] = block_anom[i + lead] - damped
                     known[s, j] = True
         self.target_scale_ = float(target[known].std()) + 1e-6
         dev = self.device
@@ -262,7 +276,7 @@ class SeaIceConvLSTM:
                              f"for their hold-out error, got {n_t}")
         cut = n_t - n_hold  # the hold-out model sees months [0, cut); its inits are cut - 1 ... n_t - 2
         options = {k: getattr(self, k) for k in ("coarsen", "hidden", "frames", "epochs", "lr", "weight_decay", "batch",
-                                                 "block_months", "match_extent")}
+                                                 "block_months", "match_extent", "per_cell_damping")}
         model = SeaIceConvLSTM(**options, seeds=self.seeds[:1], draws=1, holdout=0)  # bare: its own edge is not placed
         model.threads = self.threads
         model.fit(conc.isel(time=slice(0, cut)), cell_area, self.leads_)
@@ -328,7 +342,7 @@ class SeaIceConvLSTM:
                         v = i + lead
                         if v >= n_t:
                             continue
-                        damped = self.ref_.trend(times[v:v + 1])[0] + self.ref_.damping[months[i], j] * anom
+                        damped = self.ref_.trend(times[v:v + 1])[0] + self._damping(months[i])[j] * anom
                         forecast = np.clip(damped + up[k, j], 0.0, 1.0)
                         err = forecast - rows.row(v)
                         sq[j, months[v]] += np.nan_to_num(err) ** 2
@@ -351,7 +365,7 @@ class SeaIceConvLSTM:
             r = torch.cat([net(frames) for net in self.nets_]) * self.target_scale_
         init = times[-1]
         valid = pd.DatetimeIndex(add_months(pd.DatetimeIndex([init]), self.leads_)[0])
-        damped = self.ref_.trend(valid) + self.ref_.damping[init.month - 1][:, None] * np.nan_to_num(anom[-1])[None]
+        damped = self.ref_.trend(valid) + self._damping(init.month - 1) * np.nan_to_num(anom[-1])[None]
         nets = np.clip(damped[None] + self._upsample(r), 0.0, 1.0)  # (network, lead, cells)
         if self.edge_ is not None:  # the ice edge where the out-of-bag maps drew it best
             nets = remap_edge(nets, self.edge_[np.arange(len(self.leads_)), valid.month.values - 1])

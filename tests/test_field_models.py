@@ -431,6 +431,31 @@ def test_convlstm_learns_advection_that_per_cell_references_miss():
     assert all(0.75 < ratio[k] < 1.3 for k in ("1", "2")), ratio
 
 
+def test_sea_ice_convlstm_can_correct_the_per_cell_damped_reference():
+    """``SeaIceConvLSTM(per_cell_damping=True)`` builds on damped anomaly persistence with one
+    damping per cell: untrained (its last layer starts at zero) its map is that reference's,
+    and the residuals it would learn are the block means of the 25 km residuals of that
+    reference (their spread is the model's target scale, computed here directly)."""
+    from climate_ml.sea_ice_fields import PerCellReference
+
+    ice = advecting_ice(n_years=8, size=8)
+    known = ice["conc"].sel(time=slice(None, "1996-03"))
+    module = __import__("sys").modules[load_model_factory(CONVLSTM).__module__]
+    net = module.SeaIceConvLSTM(coarsen=2, hidden=4, frames=2, epochs=0, seeds=(0,), draws=1, per_cell_damping=True)
+    net.fit(known, ice["cell_area"], [1, 3])
+    ref = PerCellReference("damped_anomaly_persistence", per_cell_damping=True).fit(known, ice["cell_area"], [1, 3])
+    np.testing.assert_allclose(net.predict(known).isel(member=0).values, ref.predict(known).values, rtol=0, atol=1e-12)
+    pooled = PerCellReference("damped_anomaly_persistence").fit(known, ice["cell_area"], [1, 3]).predict(known)
+    assert not np.allclose(net.predict(known).isel(member=0).values, pooled.values, equal_nan=True)
+
+    times = pd.DatetimeIndex(known.time.values)
+    flat = known.values.reshape(len(times), -1)[:, net.ocean_].astype("float64")
+    anom = net.ref_.departures(flat, times)
+    residuals = [net._blocks(anom[i + lead][None] - net.ref_.cell_damping[times[i].month - 1, j][None] * anom[i][None])[0]
+                 for i in range(1, len(times) - 1) for j, lead in enumerate([1, 3]) if i + lead < len(times)]
+    assert net.target_scale_ == pytest.approx(float(np.std(residuals)) + 1e-6, rel=1e-5)
+
+
 def test_sea_ice_convlstm_trains_from_a_zarr_store_a_block_of_months_at_a_time(tmp_path):
     """Fitted on maps opened lazily from a Zarr store (Dask), the sea-ice ConvLSTM reads them a
     block of months at a time (``FieldRows``): the most memory it allocates (traced, after a
