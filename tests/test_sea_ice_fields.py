@@ -69,10 +69,12 @@ def test_field_forecasts_do_not_look_ahead(ice):
 
 
 def test_field_backtest_scores_and_references(ice):
-    edge = load_model_factory(ROOT / "models" / "damped_anomaly_persistence_edge.py")
+    extra = {name: load_model_factory(ROOT / "models" / f"{name}.py") for name in
+             ("damped_anomaly_persistence_edge", "damped_anomaly_persistence_per_cell",
+              "damped_anomaly_persistence_per_cell_edge")}
     scores = field_backtest(ice["cdr_seaice_conc"], ice["cell_area"], range(1, 7), "2005-01", "2011-12", 24,
-                            models={**reference_models(), "damped_anomaly_persistence_edge": edge})
-    assert scores.sizes == {"method": 5, "init_time": 84, "lead": 6}
+                            models={**reference_models(), **extra})
+    assert scores.sizes == {"method": 7, "init_time": 84, "lead": 6}
     table = summarise_field_scores(scores)
     trend, damped, clim = (table[m]["iiee"] for m in ("linear_trend", "damped_anomaly_persistence", "climatology"))
     # the toy retreats northwards: a trend beats climatology; its anomalies persist for months
@@ -80,6 +82,9 @@ def test_field_backtest_scores_and_references(ice):
     # the damped maps blur the edge: drawing it where the training forecasts matched best pays at every lead
     calibrated = table["damped_anomaly_persistence_edge"]
     assert all(calibrated["iiee"][k] < damped[k] for k in damped)
+    per_cell = table["damped_anomaly_persistence_per_cell"]["iiee"]
+    assert all(table["damped_anomaly_persistence_per_cell_edge"]["iiee"][k] < per_cell[k] for k in damped)
+    assert per_cell["1"] < 0.95 * damped["1"]  # each cell damped on its own: as on the real maps, better at lead 1
     assert all(calibrated["sie_rmse"][k] < table["damped_anomaly_persistence"]["sie_rmse"][k] for k in damped)
     assert all(0.5 < table[m]["binary_accuracy"]["1"] <= 1 for m in table)
     sie = scores["sie_error"].sel({"method": "linear_trend"})
