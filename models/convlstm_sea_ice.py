@@ -13,6 +13,9 @@ by default), plus the ocean fraction and the calendar month, a convolutional LST
 2015) predicts the block-mean residual (observed departure at the valid month minus the damped
 one) at every lead at once; the residual is interpolated back to the native grid and added.
 The last layer starts at zero, so an untrained network is the reference itself.
+``per_cell_damping=True`` builds on the reference with one damping per cell instead
+(``models/damped_anomaly_persistence_per_cell.py``): the network then learns the block means of
+that reference's 25 km residuals.
 
 Members: ``seeds`` networks, each trained on its own bootstrap sample of the training inits
 (bagging), so the networks differ by what they were trained on as well as by their start. Bagging
