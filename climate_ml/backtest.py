@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import functools
 import multiprocessing
+import os
+import threading
 import time as _time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -295,15 +297,39 @@ class RollingOrigin:
 _WORKER: dict = {}
 
 
-def _init_worker(problem: Problem, prepared: xr.Dataset, threads: int | None = None) -> None:
+def _init_worker(problem: Problem, prepared: xr.Dataset, threads: int | None = None,
+                 backtest_pid: int | None = None) -> None:
     """A worker process's state; ``threads``: the most threads its BLAS and OpenMP pools may use
-    (``LocalProcesses`` gives each worker its share of the CPUs)."""
+    (``LocalProcesses`` gives each worker its share of the CPUs); ``backtest_pid``: the process
+    running the backtest, whose end ends this worker (``exit_with``)."""
+    if backtest_pid is not None:
+        exit_with(backtest_pid)
     if threads is not None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads)  # for the life of the worker
     _WORKER.clear()
     _WORKER.update(problem=problem, prepared=prepared, fold=None)
+
+
+def exit_with(pid: int, every: float = 1.0) -> threading.Thread:
+    """End this process within ``every`` seconds of process ``pid`` ending. A backtest's worker
+    processes come from the fork server, not from the backtest's process, and nothing else
+    stops them when a signal that cannot be caught (SIGKILL) or is not (SIGTERM: an operator
+    cancelling a run, a flow run cancelled) ends the backtest: without this they would compute
+    their units on, for as long as an hour for a ConvLSTM fold."""
+
+    def watch() -> None:
+        while True:
+            _time.sleep(every)
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, PermissionError):  # gone (or its PID reused by another user)
+                os._exit(1)
+
+    thread = threading.Thread(target=watch, name="climate-ml-exit-with-backtest", daemon=True)
+    thread.start()
+    return thread
 
 
 def unit_inputs(problem, data):
@@ -460,7 +486,8 @@ class LocalProcesses:
         # each worker's BLAS and OpenMP pools get its share of the CPUs: with a pool per worker as
         # wide as the machine, small matrix products in the workers wait on each other's threads
         threads = max(1, available_cpus() // max(1, self.n_jobs))
-        pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker, initargs=(problem, prepared, threads))
+        pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker,
+                        initargs=(problem, prepared, threads, os.getpid()))
         stuck = False
         try:
             handles = [pool.apply_async(work, (u[0], u[1], u[2], u[3])) for u in units]

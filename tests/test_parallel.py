@@ -34,6 +34,17 @@ class M:
 def make_model():
     return M()
 """
+SLEEPY = """
+import os, time
+from pathlib import Path
+class M:
+    def fit(self, X, y):
+        Path(os.environ["CLIMATE_ML_TEST_PIDS"], str(os.getpid())).touch()
+        time.sleep(300)
+        return self
+def make_model():
+    return M()
+"""
 WRONG_DIMS = """
 import xarray as xr, numpy as np
 class M:
@@ -133,3 +144,54 @@ def test_the_fork_server_starts_early_only_for_local_worker_processes():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split()[-4:] == ["None", "True", "True", "0"], out.stdout + out.stderr
+
+
+def test_workers_end_when_their_backtest_is_killed(tmp_path):
+    """A backtest in local worker processes that is ended by SIGTERM (an operator cancelling a
+    run) or SIGKILL takes its workers with it within seconds; they come from the fork server,
+    so nothing else would stop them computing on (here: a model that sleeps for 300 s)."""
+    import os
+    import signal
+
+    (tmp_path / "sleepy.py").write_text(SLEEPY)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    script = (
+        "from climate_ml.backtest import backtest\n"
+        "from climate_ml.ingest import standardise\n"
+        "from climate_ml.problems.el_nino import ElNino\n"
+        "from climate_ml.synthetic import toy_ocean\n"
+        "if __name__ == '__main__':\n"
+        "    p = ElNino(leads=(1, 6))\n"
+        "    prepared = p.prepare(standardise(toy_ocean(start='1950-01', end='1995-12'), 'sst'))\n"
+        f"    backtest(p, {{'sleepy': {str(tmp_path / 'sleepy.py')!r}}}, prepared, '1990-01', '1991-12', 12, n_jobs=2)\n"
+    )
+    (tmp_path / "run.py").write_text(script)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for f in pids.iterdir():
+            f.unlink()
+        parent = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], env={**os.environ, "CLIMATE_ML_TEST_PIDS": str(pids)})
+        try:
+            deadline = time.monotonic() + 180
+            while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
+                time.sleep(0.2)
+            workers = [int(f.name) for f in pids.iterdir()]
+            assert len(workers) == 2, f"the two workers did not start their units (exit {parent.poll()})"
+        finally:
+            parent.send_signal(sig)
+            parent.wait(timeout=60)
+
+        def alive(pid: int) -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return False
+            return open(f"/proc/{pid}/stat").read().split()[2] != "Z"  # a zombie has ended
+
+        deadline = time.monotonic() + 20
+        while any(alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = [w for w in workers if alive(w)]
+        for w in left:  # a failing run leaves no sleeper behind
+            os.kill(w, signal.SIGKILL)
+        assert not left, f"workers {left} outlived their backtest ({sig.name})"
