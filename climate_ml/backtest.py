@@ -488,7 +488,7 @@ class LocalProcesses:
         threads = max(1, available_cpus() // max(1, self.n_jobs))
         pool = ctx.Pool(max(1, self.n_jobs), initializer=_init_worker,
                         initargs=(problem, prepared, threads, os.getpid()))
-        stuck = False
+        stuck, finished = False, False
         try:
             handles = [pool.apply_async(work, (u[0], u[1], u[2], u[3])) for u in units]
             for k, (name, _, t0, _) in enumerate(units):
@@ -506,9 +506,10 @@ class LocalProcesses:
                     stuck = True
                 h = r = None
                 progress(units_done(units, k + 1))
+            finished = True
         finally:
-            if stuck:
-                pool.terminate()  # a model still running past its limit is killed
+            if stuck or not finished:
+                pool.terminate()  # a model still running past its limit, or all of them after Ctrl-C
             else:
                 pool.close()
             pool.join()

@@ -147,9 +147,10 @@ def test_the_fork_server_starts_early_only_for_local_worker_processes():
 
 
 def test_workers_end_when_their_backtest_is_killed(tmp_path):
-    """A backtest in local worker processes that is ended by SIGTERM (an operator cancelling a
-    run) or SIGKILL takes its workers with it within seconds; they come from the fork server,
-    so nothing else would stop them computing on (here: a model that sleeps for 300 s)."""
+    """A backtest in local worker processes that is interrupted (SIGINT, Ctrl-C) or ended by
+    SIGTERM (an operator cancelling a run) or SIGKILL takes its workers with it within seconds;
+    they come from the fork server, so nothing else would stop them computing on (here: a
+    model that sleeps for 300 s), and after Ctrl-C the backtest used to wait for them."""
     import os
     import signal
 
@@ -167,7 +168,7 @@ def test_workers_end_when_their_backtest_is_killed(tmp_path):
         f"    backtest(p, {{'sleepy': {str(tmp_path / 'sleepy.py')!r}}}, prepared, '1990-01', '1991-12', 12, n_jobs=2)\n"
     )
     (tmp_path / "run.py").write_text(script)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         for f in pids.iterdir():
             f.unlink()
         parent = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], env={**os.environ, "CLIMATE_ML_TEST_PIDS": str(pids)})
@@ -179,7 +180,12 @@ def test_workers_end_when_their_backtest_is_killed(tmp_path):
             assert len(workers) == 2, f"the two workers did not start their units (exit {parent.poll()})"
         finally:
             parent.send_signal(sig)
-            parent.wait(timeout=60)
+            try:
+                parent.wait(timeout=60)
+            except subprocess.TimeoutExpired:  # it waited for its workers: fail, leaving nothing running
+                parent.kill()
+                parent.wait()
+                raise
 
         def alive(pid: int) -> bool:
             try:
