@@ -157,7 +157,9 @@ def test_workers_end_when_their_backtest_is_killed(tmp_path):
     (tmp_path / "sleepy.py").write_text(SLEEPY)
     pids = tmp_path / "pids"
     pids.mkdir()
-    script = (
+    script = (  # Ctrl-C as in a terminal: a process started in the background inherits SIGINT ignored
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from climate_ml.backtest import backtest\n"
         "from climate_ml.ingest import standardise\n"
         "from climate_ml.problems.el_nino import ElNino\n"
@@ -171,7 +173,9 @@ def test_workers_end_when_their_backtest_is_killed(tmp_path):
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         for f in pids.iterdir():
             f.unlink()
-        parent = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], env={**os.environ, "CLIMATE_ML_TEST_PIDS": str(pids)})
+        log = open(tmp_path / f"{sig.name}.log", "w+")
+        parent = subprocess.Popen([sys.executable, str(tmp_path / "run.py")], stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "CLIMATE_ML_TEST_PIDS": str(pids)})
         try:
             deadline = time.monotonic() + 180
             while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline and parent.poll() is None:
@@ -181,11 +185,14 @@ def test_workers_end_when_their_backtest_is_killed(tmp_path):
         finally:
             parent.send_signal(sig)
             try:
-                parent.wait(timeout=60)
+                parent.wait(timeout=120)
             except subprocess.TimeoutExpired:  # it waited for its workers: fail, leaving nothing running
                 parent.kill()
                 parent.wait()
-                raise
+                log.seek(0)
+                raise AssertionError(f"the backtest did not end within 120 s of {sig.name}: {log.read()[-2000:]}") from None
+            finally:
+                log.close()
 
         def alive(pid: int) -> bool:
             try:
