@@ -1,7 +1,8 @@
 """The store (``Store``): one root (``./climate-ml-data`` or ``CLIMATE_ML_STORE``) holding
 ``raw/`` (downloads, generated files), ``obs/<dataset>.zarr``, ``archive/<problem>.icechunk``
-and ``runs/``. The root may be an S3-compatible object store (``s3://bucket/prefix``: data sets
-and archives are Icechunk repositories there, records are objects), or the observations or
+and ``runs/``. The root may be in object storage (``s3://bucket/prefix`` for an S3-compatible
+store, ``az://container/prefix`` for Azure Blob Storage; ``climate_ml.objects``: data sets and
+archives are Icechunk repositories there, records are objects), or the observations or
 the forecast archive alone may live there (``CLIMATE_ML_OBS_URL``, ``CLIMATE_ML_ARCHIVE_URL``).
 
 On disk every write goes to a temporary directory beside the target and is swapped in with
@@ -30,7 +31,7 @@ import xarray as xr
 import zarr
 from filelock import FileLock
 
-from climate_ml import __version__
+from climate_ml import __version__, objects
 from climate_ml.errors import StoreError
 from climate_ml.schema import TIME, validate_obs
 
@@ -70,7 +71,8 @@ class Store:
     records), ``runs/<stamp>-<label>/`` (run reports), ``.locks/`` and ``.scratch/`` (what a
     run spills to disk while it runs).
 
-    A store in an S3-compatible object store (``Store("s3://bucket/prefix")``) keeps its data sets
+    A store in object storage (``Store("s3://bucket/prefix")``, ``Store("az://container/prefix")``;
+    ``climate_ml.objects`` names the variables for endpoints and credentials) keeps its data sets
     (``obs/<dataset>.icechunk``), its archive (``archive/<problem>.icechunk``) and the
     leaderboard's records (``runs/<kind>/<problem>/<stamp>-<key>/``) under that prefix; ``root``
     is then its local side (``CLIMATE_ML_LOCAL_DIR``, by default under ``~/.cache/climate-ml``):
@@ -88,19 +90,19 @@ class Store:
         self.url = None
         if scheme and scheme.group(1).lower() == "file":
             text = text[len(scheme.group(0)):]  # file:///data/store is the folder /data/store
-        elif scheme and scheme.group(1).lower() == "s3":
-            self.url = _check_object_url(text, "the store root")
+        elif scheme and scheme.group(1).lower() in objects.SCHEMES:
+            self.url = objects.check_url(text, "the store root")
             text = os.fspath(local or os.environ.get(LOCAL_DIR_ENV) or _default_local(self.url))
         elif scheme:  # else Path() would make a local folder named e.g. "gs:" and write there
             raise StoreError(f"store root {text!r}: {scheme.group(1)}:// URLs are not supported; give a local or "
-                             f"shared file-system folder (or a file:// URL), or an S3-compatible object store "
-                             f"(s3://bucket/prefix)")
+                             f"shared file-system folder (or a file:// URL), or an object store (s3://bucket/prefix "
+                             f"for S3-compatible stores, az://container/prefix for Azure Blob Storage)")
         self.root = Path(text).expanduser().resolve()
         # an explicit "" (a pickled store without one) is none: the environment is not read again
         url = archive_url if archive_url is not None else os.environ.get(ARCHIVE_URL_ENV, "")
-        self.archive_url = _check_object_url(url, ARCHIVE_URL_ENV) if url else self._under("archive")
+        self.archive_url = objects.check_url(url, ARCHIVE_URL_ENV) if url else self._under("archive")
         url = obs_url if obs_url is not None else os.environ.get(OBS_URL_ENV, "")
-        self.obs_url = _check_object_url(url, OBS_URL_ENV) if url else self._under("obs")
+        self.obs_url = objects.check_url(url, OBS_URL_ENV) if url else self._under("obs")
 
     def _under(self, part: str) -> str | None:
         return f"{self.url}/{part}" if self.url else None
@@ -112,7 +114,7 @@ class Store:
 
     @classmethod
     def at(cls, where: Store | str | os.PathLike | None = None) -> Store:
-        """The store ``where`` names (a folder, a ``file://`` or an ``s3://`` URL); by default
+        """The store ``where`` names (a folder, a ``file://`` URL, or an ``s3://`` or ``az://`` URL); by default
         ``CLIMATE_ML_STORE`` or ``./climate-ml-data``; its observations and forecast archive in
         object storage where ``CLIMATE_ML_OBS_URL`` and ``CLIMATE_ML_ARCHIVE_URL`` say so."""
         if isinstance(where, Store):
@@ -285,63 +287,30 @@ LOCAL_DIR_ENV = "CLIMATE_ML_LOCAL_DIR"
 
 
 def _default_local(url: str) -> Path:
-    """The local side of a store in object storage: ``~/.cache/climate-ml/<bucket>/<prefix>``."""
+    """The local side of a store in object storage: ``~/.cache/climate-ml/<bucket>/<prefix>``
+    (``<scheme>/<bucket>/<prefix>`` for providers other than S3)."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "climate-ml" / url[len("s3://"):]
-
-
-def _s3():
-    """A boto3 S3 client for the endpoint and credentials of the AWS variables (path-style
-    addressing for a custom endpoint, as for Icechunk; a few quick retries)."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = _s3_endpoint()
-    return boto3.client("s3", endpoint_url=endpoint,
-                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-                        config=Config(s3={"addressing_style": "path" if endpoint else "auto"}, connect_timeout=5,
-                                      read_timeout=60, retries={"max_attempts": 3, "mode": "standard"}))
-
-
-def _bucket_key(url: str) -> tuple[str, str]:
-    bucket, _, key = url[len("s3://"):].partition("/")
-    return bucket, key
-
-
-@contextlib.contextmanager
-def _s3_errors(url: str):
-    """botocore's errors (endpoint unreachable, credentials, no such bucket) as one-line
-    StoreErrors naming ``url``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        yield
-    except (BotoCoreError, ClientError) as exc:
-        endpoint = _s3_endpoint() or "AWS S3"
-        raise StoreError(f"{url}: the object store at {endpoint} refused or cannot be reached "
-                         f"({str(exc).splitlines()[0][:200]})") from exc
+    scheme, rest = url.split("://", 1)
+    return cache / "climate-ml" / (rest if scheme == "s3" else f"{scheme}/{rest}")
 
 
 def _list_folders(url: str) -> list[str]:
     """The names of the "folders" (common prefixes) directly under ``url``, sorted."""
-    bucket, prefix = _bucket_key(url)
-    names: list[str] = []
-    with _s3_errors(url):
-        pages = _s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/", Delimiter="/")
-        for page in pages:
-            names += [p["Prefix"][len(prefix) + 1:].rstrip("/") for p in page.get("CommonPrefixes", [])]
-    return sorted(names)
+    bucket, prefix = objects.split(url)
+    store = objects.provider(url)
+    with store.errors(url):
+        return store.folders(bucket, f"{prefix}/")
 
 
 def _upload_folder(folder: Path, url: str, last: str | None = None) -> None:
     """Upload every file under ``folder`` to the prefix ``url`` (sub-folders kept), the file
     named ``last`` after all others."""
-    bucket, prefix = _bucket_key(url)
+    bucket, prefix = objects.split(url)
     files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
-    with _s3_errors(url):
-        client = _s3()
+    store = objects.provider(url)
+    with store.errors(url):
         for f in files:
-            client.upload_file(str(f), bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
+            store.upload(str(f), bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
 
 
 def _put_record(folder: Path, url: str) -> None:
@@ -353,15 +322,14 @@ def _put_record(folder: Path, url: str) -> None:
 def _fetch_records(url: str, base: Path) -> int:
     """Copy the complete records under ``url`` that ``base`` (the local cache) lacks; each lands
     whole (fetched beside, then renamed). Returns how many were fetched."""
-    bucket, prefix = _bucket_key(url)
-    with _s3_errors(url):
-        client = _s3()
+    bucket, prefix = objects.split(url)
+    store = objects.provider(url)
+    with store.errors(url):
         keys: dict[str, list[str]] = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
-            for obj in page.get("Contents", []):
-                name, _, file = obj["Key"][len(prefix) + 1:].partition("/")
-                if file and "/" not in file:
-                    keys.setdefault(name, []).append(file)
+        for key in store.keys(bucket, f"{prefix}/"):
+            name, _, file = key[len(prefix) + 1:].partition("/")
+            if file and "/" not in file:
+                keys.setdefault(name, []).append(file)
         fetched = 0
         for name, files in sorted(keys.items()):
             if "record.json" not in files or (base / name / "record.json").exists():
@@ -371,7 +339,7 @@ def _fetch_records(url: str, base: Path) -> int:
             tmp.mkdir()
             try:
                 for file in files:
-                    client.download_file(bucket, f"{prefix}/{name}/{check_name(file, 'record file')}", str(tmp / file))
+                    store.download(bucket, f"{prefix}/{name}/{check_name(file, 'record file')}", str(tmp / file))
                 fetched += _settle_record(tmp, final)
             except BaseException:
                 discard(tmp)
@@ -393,28 +361,12 @@ def _settle_record(tmp: Path, final: Path) -> int:
         return 0
 
 
-def _check_object_url(url: str, env: str) -> str:
-    """``s3://bucket[/prefix]`` (any S3-compatible store), without a trailing slash, or a
-    one-line StoreError naming where it came from (``env``: a variable, or "the store root")."""
-    m = re.fullmatch(r"s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[A-Za-z0-9_.\-/]*)?", url.strip())
-    if not m or ".." in url:
-        raise StoreError(f"object-store URL {url!r} ({env}): give s3://bucket or s3://bucket/prefix (an S3 "
-                         "bucket name, then letters, digits, '_', '.', '-' or '/'); other object stores are not wired in")
-    return url.strip().rstrip("/")
-
-
-def _s3_endpoint() -> str | None:
-    """The S3 endpoint the AWS variables name (None: AWS itself)."""
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-
-
 @dataclass(frozen=True)
 class RepoAt:
     """Where one Icechunk repository (a problem's forecast archive, or a data set in object
-    storage) lives: a folder of the store (``path``) or a prefix in an S3-compatible object store
-    (``path`` None; the endpoint and credentials come from the usual ``AWS_ENDPOINT_URL``,
-    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and ``AWS_REGION``). ``url`` is what
-    messages name."""
+    storage) lives: a folder of the store (``path``) or a prefix in object storage (``path`` None;
+    the endpoint and credentials come from the provider's usual variables, ``climate_ml.objects``).
+    ``url`` is what messages name."""
 
     url: str
     path: Path | None
@@ -436,16 +388,7 @@ class RepoAt:
 
         if self.path is not None:
             return icechunk.local_filesystem_storage(str(self.path))
-        bucket, _, prefix = self.url[len("s3://"):].partition("/")
-        endpoint = _s3_endpoint()
-        return icechunk.s3_storage(
-            bucket=bucket, prefix=prefix, endpoint_url=endpoint,
-            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-            allow_http=bool(endpoint and endpoint.startswith("http://")),
-            force_path_style=bool(endpoint),  # MinIO, Ceph and the like serve buckets as paths
-            access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
-            session_token=os.environ.get("AWS_SESSION_TOKEN") or None)
+        return objects.provider(self.url).storage(self.url)
 
     def exists(self) -> bool:
         """Is there a repository here? (A local folder is checked without Icechunk.)"""
@@ -455,10 +398,12 @@ class RepoAt:
             return self.path.exists()
         try:
             return bool(icechunk.Repository.exists(self.storage()))
+        except StoreError:
+            raise
         except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types (network, credentials)
-            endpoint = _s3_endpoint() or "AWS S3"
-            reason = re.sub(r"^[\s|x]+", "", (str(exc).strip().splitlines() or [""])[0])[:200]  # icechunk's "  x ..."
-            raise StoreError(f"{self.url}: the object store at {endpoint} cannot be reached ({reason})") from exc
+            where = objects.provider(self.url).where()
+            raise StoreError(f"{self.url}: the object store at {where} cannot be reached "
+                             f"({objects.first_line(exc)})") from exc
 
 
 _REPOS: dict[str, object] = {}

@@ -199,6 +199,73 @@ def s3_endpoint():
         proc.wait(timeout=30)
 
 
+AZURITE = Path(__file__).resolve().parents[1] / ".azurite" / "node_modules" / ".bin" / "azurite-blob"
+# Azurite's well-known development account (public, in Microsoft's documentation)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+@pytest.fixture(scope="module")
+def azure_endpoint(tmp_path_factory):
+    """Azurite's blob service (Microsoft's Azure Storage emulator; a real blob endpoint) in its
+    own process on loopback, installed by ``make azurite``; yields its account URL."""
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not AZURITE.exists():
+        if os.environ.get("CI"):
+            pytest.fail("Azurite is missing; `make test` installs it with npm (make azurite)")
+        pytest.skip("Azurite not installed (make azurite installs it)")
+    port = free_port()
+    proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
+                             "--skipApiVersionCheck", "--silent", "--loose"], cwd=tmp_path_factory.mktemp("azurite"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"Azurite exited with status {proc.returncode}")
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except urllib.error.HTTPError:  # it answers (an unsigned request is refused): it is up
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError("Azurite did not start")
+        yield url
+    finally:
+        proc.kill()  # in memory: nothing to keep (on SIGTERM it waits seconds for open connections)
+        proc.wait(timeout=30)
+
+
+def new_container(endpoint: str, monkeypatch, label: str) -> str:
+    """A fresh container at the Azure ``endpoint``, with the Azure variables pointing at it."""
+    import time
+
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"{label}-{time.time_ns() % 10**12}"
+    BlobServiceClient(endpoint, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+                      ).create_container(container)
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    for k, v in {"AZURE_STORAGE_ACCOUNT_NAME": AZURITE_ACCOUNT, "AZURE_STORAGE_ACCOUNT_KEY": AZURITE_KEY,
+                 "AZURE_STORAGE_ENDPOINT": endpoint}.items():
+        monkeypatch.setenv(k, v)
+    return container
+
+
+def container_keys(endpoint: str, container: str) -> list[str]:
+    """Every blob name in ``container``."""
+    from azure.storage.blob import BlobServiceClient
+
+    client = BlobServiceClient(endpoint, credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY})
+    return [b.name for b in client.get_container_client(container).list_blobs()]
+
+
 def new_bucket(endpoint: str, monkeypatch, label: str) -> str:
     """A fresh bucket at the S3 ``endpoint``, with the AWS variables pointing at it."""
     import time

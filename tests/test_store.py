@@ -118,8 +118,9 @@ def test_a_store_root_is_a_folder_a_file_url_or_an_s3_url_and_nothing_else(tmp_p
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert p.returncode == 2 and p.stderr.strip() == ("error: store root 'gs://bucket/store': gs:// URLs are not "
                                                       "supported; give a local or shared file-system folder (or a "
-                                                      "file:// URL), or an S3-compatible object store "
-                                                      "(s3://bucket/prefix)")
+                                                      "file:// URL), or an object store (s3://bucket/prefix "
+                                                      "for S3-compatible stores, az://container/prefix for Azure "
+                                                      "Blob Storage)")
     assert not (tmp_path / "gs:").exists()  # no 'gs:' folder in the working directory
 
 

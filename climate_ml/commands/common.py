@@ -28,7 +28,7 @@ app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
 
 PROBLEM_HELP = "A forecasting problem, e.g. el_nino, arctic_sea_ice, california_rainfall (`climate-ml problems` lists them)."
-StoreOpt = Annotated[str | None, typer.Option("--store", help="Store root: a folder, or s3://bucket/prefix for a store in object storage (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="Store root: a folder, or s3://bucket/prefix (az://container/prefix) for a store in object storage (default ./climate-ml-data or $CLIMATE_ML_STORE).")]
 SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="Dask scheduler address (tcp://host:8786) to run on (default $CLIMATE_ML_DASK_SCHEDULER, else this process).")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", help="Stored dataset or catalog entry of the target's observations (default: the problem's embedded data).")]
 TargetVarOpt = Annotated[str | None, typer.Option(
