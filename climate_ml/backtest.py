@@ -491,6 +491,7 @@ class LocalProcesses:
         stuck, finished = False, False
         try:
             handles = [pool.apply_async(work, (u[0], u[1], u[2], u[3])) for u in units]
+            progress(units_done(units, 0))  # the units start now: the time left is paced from here
             for k, (name, _, t0, _) in enumerate(units):
                 # a handle keeps its result: each is let go once taken, so that a unit's maps (a
                 # field backtest's hindcasts) are held only until consumed, not to the end
@@ -532,6 +533,7 @@ class DaskCluster:
             [prep_f] = client.scatter([prepared], broadcast=True)
             futures = [client.submit(work or _unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)
                        for u in units]
+            progress(units_done(units, 0))
             for k, (name, _, t0, _) in enumerate(units):
                 fut, futures[k] = futures[k], None  # released once taken: the workers forget its result
                 try:

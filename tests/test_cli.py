@@ -161,12 +161,23 @@ def test_progress_lines_count_the_time_left(capsys):
                 bar.update(0, description=message)
         return capsys.readouterr().err.splitlines()
 
-    # several counts: the pace is the last one's (whole folds), none until one fold is done
+    # several counts: the pace is the last one's (whole folds), none until one fold is done; it
+    # runs from when that count was first shown at 0
     assert lines([0.0, 5.0, 600.0, 700.0], ["2/12 model-folds, 0/4 folds", "3/12 model-folds, 1/4 folds",
                                             "4/12 model-folds, 1/4 folds"]) == [
         "12:00:00 backtest: 2/12 model-folds, 0/4 folds (elapsed 0:00:05)",
-        "12:00:00 backtest: 3/12 model-folds, 1/4 folds (elapsed 0:10:00, about 0:30:00 left)",
-        "12:00:00 backtest: 4/12 model-folds, 1/4 folds (elapsed 0:11:40, about 0:35:00 left)"]
+        "12:00:00 backtest: 3/12 model-folds, 1/4 folds (elapsed 0:10:00, about 0:29:45 left)",
+        "12:00:00 backtest: 4/12 model-folds, 1/4 folds (elapsed 0:11:40, about 0:34:45 left)"]
+
+    # two workers finish their folds in pairs, 840 s a pair: paced from the 0/12 the workers
+    # announced when they started (not from the first fold, 3 s before the second: that gave
+    # "about 0:05:37 left" on a 70-minute run)
+    assert lines([0.0, 6.0, 846.0, 849.0, 1686.0], ["0/24 model-folds, 0/12 folds", "2/24 model-folds, 1/12 folds",
+                                                    "4/24 model-folds, 2/12 folds", "6/24 model-folds, 3/12 folds"]) == [
+        "12:00:00 backtest: 0/24 model-folds, 0/12 folds (elapsed 0:00:06)",
+        "12:00:00 backtest: 2/24 model-folds, 1/12 folds (elapsed 0:14:06, about 2:34:00 left)",
+        "12:00:00 backtest: 4/24 model-folds, 2/12 folds (elapsed 0:14:09, about 1:10:15 left)",
+        "12:00:00 backtest: 6/24 model-folds, 3/12 folds (elapsed 0:28:06, about 1:24:00 left)"]
 
     # the time before the first fold (data, workers) is not paid again: the pace from the
     # second fold on is that of the folds since the first

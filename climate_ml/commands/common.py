@@ -67,13 +67,17 @@ class ProgressLines:
     message: ``HH:MM:SS label: message (elapsed H:MM:SS)``, and where the message counts done
     work as ``k/n`` (``3/24 model-folds``), the time left at the pace so far, read from the last
     count in the message (``8/72 model-folds, 1/12 folds``: from the folds), none before the
-    first of it is done. From the second step of a count on, the pace leaves out the time
-    before its first step (reading the data, starting workers), which is not paid again."""
+    first of it is done. The time before a count's work began (reading the data) is not paid
+    again, so it is left out: where the count was shown at 0 (parallel workers announce
+    ``0/n`` when their units start), the pace is the time since then over the steps done, which
+    holds when workers finish their steps in batches; otherwise, from the second step on, the
+    pace of the steps since the first."""
 
     def __init__(self, label: str, clock=time.monotonic, now=None):
         self.label, self.clock, self.now = label, clock, now or (lambda: datetime.now().strftime("%H:%M:%S"))
         self.start, self.last = clock(), None
         self.first: dict[int, tuple[int, float]] = {}  # per count's total: its first step and when
+        self.zero: dict[int, float] = {}  # per count's total: when it was first shown at 0
 
     def __enter__(self) -> ProgressLines:
         return self
@@ -93,9 +97,14 @@ class ProgressLines:
         line = f"{self.now()} {self.label}: {description} (elapsed {_hms(elapsed)}"
         counts = re.findall(r"\b(\d+)/(\d+)\b", description)
         k, n = (int(c) for c in counts[-1]) if counts else (0, 0)
+        if k == 0 and n:
+            self.zero.setdefault(n, elapsed)
         if 0 < k < n:
             k0, t0 = self.first.setdefault(n, (k, elapsed))
-            pace = (elapsed - t0) / (k - k0) if k > k0 else elapsed / k
+            if n in self.zero:
+                pace = (elapsed - self.zero[n]) / k
+            else:
+                pace = (elapsed - t0) / (k - k0) if k > k0 else elapsed / k
             line += f", about {_hms(pace * (n - k))} left"
         err.print(line + ")", markup=False, highlight=False, soft_wrap=True)
 
