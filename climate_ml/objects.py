@@ -58,8 +58,12 @@ def split(url: str) -> tuple[str, str]:
 
 
 def provider(url: str) -> Provider:
-    """The provider of a checked URL (its client is made on first use)."""
-    return {"s3": S3, "az": Azure}[scheme_of(url)]()
+    """The provider of a checked URL (its client is made on first use); credentials that are
+    missing or malformed are a one-line StoreError naming the URL."""
+    try:
+        return {"s3": S3, "az": Azure}[scheme_of(url)]()
+    except StoreError as exc:
+        raise StoreError(f"{url}: {exc}") from None
 
 
 class Provider:

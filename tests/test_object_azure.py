@@ -114,7 +114,9 @@ def test_bad_azure_urls_missing_credentials_and_an_unreachable_endpoint_are_one_
     # no account named anywhere
     assert main(["leaderboard", "el_nino", "--store", "az://box/team"]) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "AZURE_STORAGE_CONNECTION_STRING" in err, err
+    assert err.startswith("error: az://box/team/") and err.endswith(
+        ": an az:// store needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with "
+        "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN") and "\n" not in err, err
 
     # nothing listens at the endpoint: records and the archive both fail in one line, nothing written
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT)
