@@ -435,13 +435,17 @@ def test_sea_ice_convlstm_can_correct_the_per_cell_damped_reference():
     """``SeaIceConvLSTM(per_cell_damping=True)`` builds on damped anomaly persistence with one
     damping per cell: untrained (its last layer starts at zero) its map is that reference's,
     and the residuals it would learn are the block means of the 25 km residuals of that
-    reference (their spread is the model's target scale, computed here directly)."""
+    reference (their spread is the model's target scale, computed here directly). The model file
+    ``models/convlstm_sea_ice_per_cell.py`` is that option, a field model taking the same options."""
+    from climate_ml.model_api import FIELD_TARGET, model_target
     from climate_ml.sea_ice_fields import PerCellReference
 
     ice = advecting_ice(n_years=8, size=8)
     known = ice["conc"].sel(time=slice(None, "1996-03"))
-    module = __import__("sys").modules[load_model_factory(CONVLSTM).__module__]
-    net = module.SeaIceConvLSTM(coarsen=2, hidden=4, frames=2, epochs=0, seeds=(0,), draws=1, per_cell_damping=True)
+    factory = load_model_factory(ROOT / "models" / "convlstm_sea_ice_per_cell.py")
+    assert model_target(factory) == FIELD_TARGET
+    net = factory(coarsen=2, hidden=4, frames=2, epochs=0, seeds=(0,), draws=1)
+    assert net.per_cell_damping and type(net).__name__ == "SeaIceConvLSTM"
     net.fit(known, ice["cell_area"], [1, 3])
     ref = PerCellReference("damped_anomaly_persistence", per_cell_damping=True).fit(known, ice["cell_area"], [1, 3])
     np.testing.assert_allclose(net.predict(known).isel(member=0).values, ref.predict(known).values, rtol=0, atol=1e-12)
