@@ -219,9 +219,10 @@ def azure_endpoint(tmp_path_factory):
             pytest.fail("Azurite is missing; `make test` installs it with npm (make azurite)")
         pytest.skip("Azurite not installed (make azurite installs it)")
     port = free_port()
+    # --disableTelemetry: Azurite otherwise reports to Microsoft over the internet
     proc = subprocess.Popen([str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",
-                             "--skipApiVersionCheck", "--silent", "--loose"], cwd=tmp_path_factory.mktemp("azurite"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--skipApiVersionCheck", "--silent", "--loose", "--disableTelemetry"],
+                            cwd=tmp_path_factory.mktemp("azurite"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"
     try:
         for _ in range(300):
