@@ -267,6 +267,18 @@ def container_keys(endpoint: str, container: str) -> list[str]:
     return [b.name for b in client.get_container_client(container).list_blobs()]
 
 
+def small_forecast(inits, value=0.5, leads=(1, 2, 3)):
+    """An index forecast (init_time, lead) to archive: ``value`` plus the lead's index."""
+    import xarray as xr
+
+    from climate_ml.schema import INIT, LEAD, add_valid_time
+
+    inits = pd.DatetimeIndex(inits)
+    da = xr.DataArray(np.full((len(inits), len(leads)), value) + np.arange(len(leads)), dims=(INIT, LEAD),
+                      coords={INIT: inits, LEAD: list(leads)})
+    return add_valid_time(da)
+
+
 def new_bucket(endpoint: str, monkeypatch, label: str) -> str:
     """A fresh bucket at the S3 ``endpoint``, with the AWS variables pointing at it."""
     import time

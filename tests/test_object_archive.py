@@ -8,17 +8,16 @@ import json
 import pickle
 import urllib.request
 
-import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from climate_ml.archive import _commit, _repository, history, list_models, query, write_forecast
 from climate_ml.cli import main
 from climate_ml.errors import StoreError
-from climate_ml.schema import INIT, LEAD, add_valid_time
+from climate_ml.schema import INIT
 from climate_ml.store import Store
 from conftest import bucket_keys, free_port, new_bucket, running_api
+from conftest import small_forecast as fc
 
 
 @pytest.fixture
@@ -28,13 +27,6 @@ def object_archive(s3_endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", f"s3://{bucket}/forecasts")
     root = tmp_path / "store"
     return root, bucket
-
-
-def fc(inits, value=0.5, leads=(1, 2, 3)):
-    inits = pd.DatetimeIndex(inits)
-    da = xr.DataArray(np.full((len(inits), len(leads)), value) + np.arange(len(leads)), dims=(INIT, LEAD),
-                      coords={INIT: inits, LEAD: list(leads)})
-    return add_valid_time(da)
 
 
 def test_the_archive_lives_in_the_bucket_and_reads_back_over_the_cli_and_http(object_archive, s3_endpoint, capsys):

@@ -7,18 +7,23 @@ only ``climate_ml.objects`` knows the provider."""
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
-import xarray as xr
 
 from climate_ml.archive import history, query, write_forecast
 from climate_ml.cli import main
 from climate_ml.errors import StoreError
 from climate_ml.objects import AzureAccount
-from climate_ml.schema import INIT, LEAD, add_valid_time
+from climate_ml.schema import INIT
 from climate_ml.store import Store
-from conftest import AZURITE_ACCOUNT, AZURITE_KEY, container_keys, free_port, new_container
+from conftest import (
+    AZURITE_ACCOUNT,
+    AZURITE_KEY,
+    container_keys,
+    free_port,
+    new_container,
+    small_forecast,
+)
 
 
 def test_a_whole_store_in_an_azure_container_is_shared_by_two_machines(azure_endpoint, tmp_path, monkeypatch,
@@ -66,13 +71,6 @@ def test_a_whole_store_in_an_azure_container_is_shared_by_two_machines(azure_end
         {f"team/runs/{report.name}/monthly.json", f"team/runs/{report.name}/plots/outlook.png"}
 
 
-def _fc(inits, value=0.5, leads=(1, 2, 3)):
-    inits = pd.DatetimeIndex(inits)
-    da = xr.DataArray(np.full((len(inits), len(leads)), value) + np.arange(len(leads)), dims=(INIT, LEAD),
-                      coords={INIT: inits, LEAD: list(leads)})
-    return add_valid_time(da)
-
-
 def test_the_archive_alone_in_azure_writes_and_reads_back(azure_endpoint, tmp_path, monkeypatch):
     """``CLIMATE_ML_ARCHIVE_URL=az://...`` (given as a connection string, the way Azure's tools
     print one): the rest of the store stays on disk."""
@@ -85,9 +83,9 @@ def test_the_archive_alone_in_azure_writes_and_reads_back(azure_endpoint, tmp_pa
     monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", f"az://{container}/forecasts")
     root = tmp_path / "store"
     assert str(Store.at(root).archive("el_nino")) == f"az://{container}/forecasts/el_nino.icechunk"
-    assert write_forecast(root, "el_nino", "m1", _fc(["2020-01-01", "2020-02-01"]), {"model": "m1"}) == "created"
-    assert write_forecast(root, "el_nino", "m1", _fc(["2020-01-01"]), {"model": "m1"}) == "unchanged"
-    assert write_forecast(root, "el_nino", "m1", _fc(["2020-03-01"], 2.0), {"model": "m1"}) == "updated"
+    assert write_forecast(root, "el_nino", "m1", small_forecast(["2020-01-01", "2020-02-01"]), {"model": "m1"}) == "created"
+    assert write_forecast(root, "el_nino", "m1", small_forecast(["2020-01-01"]), {"model": "m1"}) == "unchanged"
+    assert write_forecast(root, "el_nino", "m1", small_forecast(["2020-03-01"], 2.0), {"model": "m1"}) == "updated"
     keys = container_keys(azure_endpoint, container)
     assert keys and all(k.startswith("forecasts/el_nino.icechunk/") for k in keys)
     assert not (root / "archive").exists()
@@ -130,7 +128,7 @@ def test_bad_azure_urls_missing_credentials_and_an_unreachable_endpoint_are_one_
     monkeypatch.setenv("CLIMATE_ML_ARCHIVE_URL", "az://box/forecasts")
     root = tmp_path / "disk"
     with pytest.raises(StoreError, match=rf"object store at {endpoint} cannot be reached") as caught:
-        write_forecast(root, "el_nino", "m1", _fc(["2020-01-01"]), {"model": "m1"})
+        write_forecast(root, "el_nino", "m1", small_forecast(["2020-01-01"]), {"model": "m1"})
     assert "\n" not in str(caught.value)
     assert not (root / "archive").exists()
 
