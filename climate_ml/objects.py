@@ -18,6 +18,7 @@ provider error becomes a one-line ``StoreError`` naming the URL and the endpoint
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import re
@@ -66,30 +67,33 @@ def provider(url: str) -> Provider:
         raise StoreError(f"{url}: {exc}") from None
 
 
-class Provider:
-    """What the store needs of one object store. Keys are full keys within the bucket."""
+class Provider(abc.ABC):
+    """What the store needs of one object store (each provider implements every abstract
+    method; ``S3`` and ``Azure`` below). Keys are full keys within the bucket."""
 
+    @abc.abstractmethod
     def where(self) -> str:
         """The endpoint, as messages name it."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def storage(self, url: str):
         """The Icechunk storage of the repository at ``url``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def folders(self, bucket: str, prefix: str) -> list[str]:
         """The names of the "folders" directly under ``prefix``, sorted."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def keys(self, bucket: str, prefix: str) -> list[str]:
         """Every key under ``prefix`` (full keys)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def upload(self, file: str, bucket: str, key: str) -> None:
-        raise NotImplementedError
+        """Put the local ``file`` at ``key``."""
 
+    @abc.abstractmethod
     def download(self, bucket: str, key: str, file: str) -> None:
-        raise NotImplementedError
+        """Write the object at ``key`` to the local ``file``."""
 
     @contextlib.contextmanager
     def errors(self, url: str):
@@ -105,8 +109,9 @@ class Provider:
             raise StoreError(f"{url}: the object store at {self.where()} refused or cannot be reached "
                              f"({first_line(exc)})") from exc
 
+    @abc.abstractmethod
     def _is_provider_error(self, exc: Exception) -> bool:
-        raise NotImplementedError
+        """Is ``exc`` one of this provider's SDK errors (to become a one-line StoreError)?"""
 
 
 def first_line(exc: BaseException) -> str:
