@@ -264,6 +264,21 @@ def brier_skill_upper_tercile(probs: xr.DataArray, onehot: xr.DataArray, dim=INI
     return 1 - bs / bs_ref
 
 
+def expected_upper_tercile_bss(r: float, nodes: int = 200) -> float:
+    """The Brier skill score of P(upper tercile) that a perfectly calibrated forecast with
+    correlation ``r`` to the outcome earns on average, when forecast and outcome are jointly
+    Gaussian (or any monotone transform of that: terciles depend on ranks only). The forecast is
+    P(Y > q) with Y | x ~ N(r x, 1 - r^2), q the upper tercile of N(0, 1); its expected Brier score
+    is E[p (1 - p)], climatology's 2/9. Gauss-Hermite quadrature over x. It tells what skill an
+    aim in BSS asks of a correlation, e.g. about 0.054 at r = 0.3."""
+    if not -1 < r < 1:
+        raise ValueError(f"the correlation must lie strictly between -1 and 1, got {r}")
+    from scipy.stats import norm
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    p = norm.sf((norm.ppf(2 / 3) - r * x) / np.sqrt(1 - r * r))
+    return float(1 - (w * p * (1 - p)).sum() / w.sum() / (2 / 9))
+
+
 def ranked_probability_skill(probs: xr.DataArray, onehot: xr.DataArray, dim=INIT) -> xr.DataArray:
     """Ranked probability skill score for terciles against climatological (1/3, 1/3, 1/3)."""
     cf = probs.cumsum(CATEGORY).isel({CATEGORY: slice(0, 2)})

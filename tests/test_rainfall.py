@@ -262,3 +262,86 @@ def test_cli_forecast_prints_the_season_outlook(tmp_path, capsys):
     jan = ds.sel(init_time="2021-01-01")
     assert np.isnan(float(jan["season_forecast"])) and bool(jan["season_probability"].isnull().all())
     assert bool(jan["probability"].notnull().all())  # its monthly terciles are there
+
+
+def test_expected_tercile_bss_matches_calibrated_gaussian_forecasts():
+    """The attainable BSS of the upper tercile at a correlation r is that of calibrated
+    forecasts of simulated Gaussian pairs, scored by the backtest's own Brier skill score; it is
+    0 without correlation and grows with it."""
+    from scipy.stats import norm
+
+    from climate_ml.scores import expected_upper_tercile_bss
+
+    assert abs(expected_upper_tercile_bss(0.0)) < 1e-9
+    values = [expected_upper_tercile_bss(r) for r in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    assert np.all(np.diff(values) > 0)
+    rng = np.random.default_rng(0)
+    for r in (0.3, 0.6):
+        x = rng.standard_normal(400_000)
+        y = r * x + np.sqrt(1 - r * r) * rng.standard_normal(x.size)
+        p = norm.sf((norm.ppf(2 / 3) - r * x) / np.sqrt(1 - r * r))
+        probs = xr.DataArray(p[:, None], dims=(INIT, "category"), coords={"category": ["above"]})
+        onehot = xr.DataArray((y > norm.ppf(2 / 3)).astype(float)[:, None], dims=(INIT, "category"),
+                              coords={"category": ["above"]})
+        assert float(brier_skill_upper_tercile(probs, onehot)) == pytest.approx(expected_upper_tercile_bss(r), abs=0.005)
+    with pytest.raises(ValueError, match="strictly between -1 and 1"):
+        expected_upper_tercile_bss(1.0)
+
+
+def _seasons(n=80, strength=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    index = rng.standard_normal(n)
+    total = 400 + 150 * (strength * index + rng.standard_normal(n))
+    return pd.DataFrame({"nino34_nov_mar": index, "noise": rng.standard_normal(n), "total": total},
+                        index=pd.Index(range(1900, 1900 + n), name="season"))
+
+
+@pytest.mark.parametrize("spread", ["gaussian", "residuals"])
+def test_tercile_skill_from_finds_a_planted_link_and_none_in_noise(spread):
+    from climate_ml.problems.california_rainfall import tercile_skill_from
+
+    strong = tercile_skill_from(_seasons(strength=3.0), ["nino34_nov_mar"], 1940, spread=spread)
+    assert strong["seasons"] == 40 and strong["bss_upper_tercile"] > 0.3 and strong["correlation"] > 0.8
+    none = tercile_skill_from(_seasons(strength=0.0), ["noise"], 1940, spread=spread)
+    assert none["bss_upper_tercile"] < 0.1 and abs(none["correlation"]) < 0.4
+
+
+@settings(max_examples=25, deadline=None)
+@given(last=st.integers(1940, 1975), seed=st.integers(0, 1000), shift=st.floats(1, 500))
+def test_tercile_skill_from_never_uses_the_season_or_later_ones(last, seed, shift):
+    """Property: each season's P(above) is fitted on earlier seasons only. Changing the total of
+    season ``last`` and everything after it (totals and indices) leaves every forecast up to
+    ``last`` as it was, and the skill of the seasons before ``last`` too."""
+    from climate_ml.problems.california_rainfall import tercile_skill_from
+
+    seasons = _seasons(seed=seed)
+    changed = seasons.copy()
+    changed.loc[last:, "total"] += shift
+    changed.loc[last + 1:, "nino34_nov_mar"] -= shift
+    for spread in ("gaussian", "residuals"):
+        before = tercile_skill_from(seasons, ["nino34_nov_mar"], 1930, last, spread=spread)
+        after = tercile_skill_from(changed, ["nino34_nov_mar"], 1930, last, spread=spread)
+        pd.testing.assert_series_equal(before["p_above"], after["p_above"])
+        earlier = [tercile_skill_from(data, ["nino34_nov_mar"], 1930, last - 1, spread=spread)
+                   for data in (seasons, changed)]
+        assert earlier[0]["bss_upper_tercile"] == earlier[1]["bss_upper_tercile"]
+        assert earlier[0]["correlation"] == earlier[1]["correlation"]
+
+
+def test_enso_seasons_sums_nov_to_mar_and_leaves_incomplete_seasons_out():
+    from climate_ml.problems.california_rainfall import enso_seasons, tercile_skill_from
+
+    time = pd.date_range("2000-01-01", "2003-02-01", freq="MS")
+    precip = xr.DataArray(np.arange(len(time), dtype=float), dims="time", coords={"time": time})
+    nino = xr.DataArray(np.arange(len(time), dtype=float), dims="time", coords={"time": time})
+    seasons = enso_seasons(xr.Dataset({"precip": precip, "pred_nino34": nino}))
+    # 2000/01: Nov 2000 (month index 10) to Mar 2001 (14)
+    assert seasons.loc[2000, "total"] == sum(range(10, 15))
+    # anomalies from the calendar months' means: Nov 10 - mean(10, 22, 34) = -12, Dec -12,
+    # Jan 12 - mean(0, 12, 24, 36) = -6, Feb -6, Mar 14 - mean(2, 14, 26) = 0; Sep and Oct -12
+    assert seasons.loc[2000, "nino34_nov_mar"] == pytest.approx(-7.2)
+    assert seasons.loc[2000, "nino34_sep_oct"] == pytest.approx(-12.0)
+    assert np.isnan(seasons.loc[2002, "total"]) and np.isnan(seasons.loc[2002, "nino34_nov_mar"])  # season runs past the data
+    assert list(seasons.columns) == ["total", "nino34_sep_oct", "nino34_nov_mar"]
+    with pytest.raises(ClimateMLError, match="too few seasons before 2001"):
+        tercile_skill_from(seasons, ["nino34_nov_mar"], 2001)

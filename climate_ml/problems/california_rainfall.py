@@ -10,11 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import pandas as pd
+import xarray as xr
+from scipy.stats import norm
 
+from climate_ml.errors import ClimateMLError
 from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, season_skill_interval
+from climate_ml.schema import INIT
+from climate_ml.scores import CATEGORY, brier_skill_upper_tercile
 
-__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "season_scores", "season_skill_interval"]
+__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "enso_seasons", "season_scores", "season_skill_interval",
+           "tercile_skill_from"]
 
 
 @dataclass
@@ -33,14 +40,72 @@ class CaliforniaRainfall(SeasonalTotals):
     default_predictors: ClassVar[tuple[str, ...]] = ("toy-ocean",)
 
 
-def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
-    """Correlation of the Sep-Oct mean Nino 3.4 anomaly with the following Nov-Mar total."""
-    n34 = prepared["pred_nino34"].to_series()
-    n34 = n34 - n34.groupby(n34.index.month).transform("mean")
-    so = n34[n34.index.month.isin([9, 10])]
-    so = so.groupby(so.index.year).mean()
+def enso_seasons(prepared) -> pd.DataFrame:
+    """One row per wet season, indexed by the year of its November: ``total``, the Nov-Mar total
+    (mm), and for every Nino index in ``prepared`` (``pred_nino34`` -> ``nino34``) its Sep-Oct
+    mean anomaly (``<index>_sep_oct``, known at an October init) and its Nov-Mar mean anomaly
+    (``<index>_nov_mar``, observed during the season: what a perfect ENSO forecast would know).
+    The anomalies are departures from the whole record's calendar-month means; a constant offset
+    per column, which a regression's intercept absorbs."""
     total = prepared["precip"].to_series().rolling(5).sum().shift(-4)
     total = total[total.index.month == 11]
-    total.index = total.index.year
-    both = pd.concat([so, total], axis=1).loc[first:last].dropna()
+    columns = {"total": pd.Series(total.values, index=total.index.year)}
+    for name in (v for v in prepared.data_vars if v.startswith("pred_nino")):
+        index = prepared[name].to_series()
+        index = index - index.groupby(index.index.month).transform("mean")
+        season_year = pd.Series(index.index.year - (index.index.month < 6), index=index.index)
+        for label, months in (("sep_oct", (9, 10)), ("nov_mar", (11, 12, 1, 2, 3))):
+            picked = index.index.month.isin(months)
+            means = index[picked].groupby(season_year[picked]).agg(["mean", "count"])
+            columns[f"{name.removeprefix('pred_')}_{label}"] = means["mean"].where(means["count"] == len(months))
+    return pd.DataFrame(columns).rename_axis("season")
+
+
+def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
+    """Correlation of the Sep-Oct mean Nino 3.4 anomaly with the following Nov-Mar total."""
+    both = enso_seasons(prepared)[["nino34_sep_oct", "total"]].loc[first:last].dropna()
     return float(both.corr().iloc[0, 1])
+
+
+def tercile_skill_from(seasons: pd.DataFrame, predictors: list[str], first: int, last: int | None = None,
+                       spread: str = "gaussian") -> dict:
+    """How well columns of :func:`enso_seasons` forecast the Nov-Mar total, rolling origin: before
+    each season from ``first`` to ``last`` a linear regression on ``predictors`` is fitted on the
+    earlier seasons only and gives P(total above the upper tercile of those seasons). With
+    ``spread="gaussian"`` it regresses the totals' normal scores and the forecast is Gaussian;
+    with ``spread="residuals"`` it regresses the totals (mm) and the forecast distribution is the
+    mean plus each training residual, so a few very wet seasons keep their weight. Returns the
+    upper tercile's Brier skill score against 1/3, the correlation of the regression's means
+    with the totals, the number of seasons and the forecasts P(above) by season. With the Nov-Mar columns this is an oracle (a
+    perfect forecast of the season's ENSO), a bound on what a linear use of them gives, not a
+    forecast."""
+    if spread not in ("gaussian", "residuals"):
+        raise ValueError(f"spread must be 'gaussian' or 'residuals', got {spread!r}")
+    data = seasons[predictors + ["total"]].dropna()
+    test = [y for y in data.index if y >= first and (last is None or y <= last)]
+    if not test or len(data.loc[:test[0] - 1]) < len(predictors) + 10:
+        raise ClimateMLError(f"too few seasons before {first} to fit on {predictors} (need {len(predictors) + 10})")
+    p_above, above, mean = [], [], []
+    for year in test:
+        train = data.loc[:year - 1]
+        upper = train["total"].quantile(2 / 3)
+        if spread == "gaussian":
+            target = norm.ppf((train["total"].rank().values - 0.5) / len(train))
+        else:
+            target = train["total"].values
+        design = np.column_stack([np.ones(len(train)), train[predictors].values])
+        coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+        residuals = target - design @ coef
+        mu = float(np.concatenate([[1.0], data.loc[year, predictors].values]) @ coef)
+        if spread == "gaussian":
+            sd = np.sqrt((residuals ** 2).sum() / (len(train) - design.shape[1]))
+            p_above.append(float(norm.sf((norm.ppf(2 / 3) - mu) / sd)))
+        else:
+            p_above.append(float(np.mean(mu + residuals > upper)))
+        above.append(float(data.loc[year, "total"] > upper))
+        mean.append(mu)
+    probs = xr.DataArray(np.array(p_above)[:, None], dims=(INIT, CATEGORY), coords={CATEGORY: ["above"]})
+    onehot = xr.DataArray(np.array(above)[:, None], dims=(INIT, CATEGORY), coords={CATEGORY: ["above"]})
+    return {"bss_upper_tercile": float(brier_skill_upper_tercile(probs, onehot)),
+            "correlation": float(np.corrcoef(mean, data.loc[test, "total"])[0, 1]),
+            "seasons": len(test), "p_above": pd.Series(p_above, index=pd.Index(test, name="season"))}

@@ -1,0 +1,89 @@
+"""How much of California's November-March rainfall ENSO can give, on the real data: what the
+rainfall aims (correlation >= 0.3, BSS of the upper tercile > 0.10) ask for, and what even a
+perfect forecast of the season's Nino indices would reach.
+
+1. The BSS of the upper tercile that a perfectly calibrated forecast earns at a given
+   correlation (Gaussian; ``scores.expected_upper_tercile_bss``).
+2. The correlation of each Nino index with the Nov-Mar total (NOAA nClimDiv, California), in
+   the sample: its Sep-Oct mean (known at an October init) and its Nov-Mar mean (observed
+   during the season; an oracle), Pearson and Spearman.
+3. Rolling-origin oracles (``california_rainfall.tercile_skill_from``): before each season a
+   linear regression on the indices, fitted on earlier seasons only, gives P(above the upper
+   tercile): Gaussian on the totals' normal scores, or the totals (mm) with the training
+   residuals as the spread; BSS and correlation over the test seasons.
+
+Kaplan SST (1856-2014-10) gives the Nino indices, as in the rainfall skill table, so the
+oracle's Nov-Mar seasons end with 2013/14.
+
+    python benchmarks/rain_predictability.py [--store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from scipy.stats import spearmanr
+
+from climate_ml.problems import get_problem
+from climate_ml.problems.california_rainfall import enso_seasons, tercile_skill_from
+from climate_ml.scores import expected_upper_tercile_bss
+from climate_ml.workflows import ensure_dataset
+
+TARGET, SST = "nclimdiv-precip-california-local", "kaplan-local"
+INDICES = ("nino34", "nino3", "nino4", "nino12")
+PERIODS = ((1950, 2014), (1985, 2014))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", default=None, help="store root (default: a new temporary one)")
+    args = ap.parse_args()
+
+    print("1. BSS of the upper tercile of a calibrated Gaussian forecast with correlation r\n")
+    rs = (0.2, 0.27, 0.3, 0.35, 0.4, 0.41, 0.45, 0.5)
+    print("| r | " + " | ".join(f"{r:.2f}" for r in rs) + " |\n|---|" + "---:|" * len(rs))
+    print("| BSS | " + " | ".join(f"{expected_upper_tercile_bss(r):.3f}" for r in rs) + " |")
+
+    root = Path(args.store or tempfile.mkdtemp(prefix="climate-ml-rain-"))
+    problem = get_problem("california_rainfall")
+    prepared = problem.prepare(ensure_dataset(root, TARGET), {SST: ensure_dataset(root, SST)})
+    seasons = enso_seasons(prepared)
+
+    print("\n2. Correlation with the Nov-Mar total, in the sample (Pearson / Spearman, seasons)\n")
+    header = " | ".join(f"{a}-{b}" for a, b in PERIODS)
+    print(f"| index, months | {header} |\n|---|" + "---|" * len(PERIODS))
+    for index in INDICES:
+        for months in ("sep_oct", "nov_mar"):
+            cells = []
+            for a, b in PERIODS:
+                both = seasons[[f"{index}_{months}", "total"]].loc[a:b].dropna()
+                pearson = both.corr().iloc[0, 1]
+                spearman = spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0]
+                cells.append(f"{pearson:.2f} / {spearman:.2f} ({len(both)})")
+            print(f"| {index} {months.replace('_', '-')} | " + " | ".join(cells) + " |")
+    wettest_el_ninos = [1982, 1997]  # the two strongest El Nino winters of the record, both very wet
+    rest = seasons.loc[1950:2014].drop(wettest_el_ninos)
+    print("\nPearson, 1950-2014 without the 1982/83 and 1997/98 seasons: " + ", ".join(
+        f"{index} nov-mar {rest[[f'{index}_nov_mar', 'total']].dropna().corr().iloc[0, 1]:.2f}" for index in INDICES))
+
+    print("\n3. Rolling-origin regressions (fitted on earlier seasons only): BSS upper tercile / correlation (seasons)\n")
+    sets = {"Sep-Oct Nino 3.4 (a forecast)": ["nino34_sep_oct"],
+            "Sep-Oct, all four indices (a forecast)": [f"{i}_sep_oct" for i in INDICES],
+            "Nov-Mar Nino 3.4 (oracle)": ["nino34_nov_mar"],
+            "Nov-Mar Nino 3 (oracle)": ["nino3_nov_mar"],
+            "Nov-Mar, all four indices (oracle)": [f"{i}_nov_mar" for i in INDICES]}
+    runs = [(first, spread) for spread in ("gaussian", "residuals") for first in (1950, 1985)]
+    print("| predictors | " + " | ".join(f"{spread}, seasons from {first}" for first, spread in runs) + " |\n|---|"
+          + "---|" * len(runs))
+    for label, columns in sets.items():
+        cells = []
+        for first, spread in runs:
+            skill = tercile_skill_from(seasons, columns, first, spread=spread)
+            cells.append(f"{skill['bss_upper_tercile']:+.3f} / {skill['correlation']:.2f} ({skill['seasons']})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
