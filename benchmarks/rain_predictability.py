@@ -12,6 +12,10 @@ perfect forecast of the season's Nino indices would reach.
    tercile): Gaussian on the totals' normal scores, or the totals (mm) with the training
    residuals as the spread; BSS and correlation over the test seasons.
 
+4. Beyond ENSO: the Sep-Oct means of the XRO climate-mode indices (ORAS5, 1979-2024: the
+   Pacific meridional modes, the Indian Ocean and Atlantic modes, warm water volume), in the
+   sample.
+
 Kaplan SST (1856-2014-10) gives the Nino indices, as in the rainfall skill table, so the
 oracle's Nov-Mar seasons end with 2013/14.
 
@@ -27,11 +31,11 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from climate_ml.problems import get_problem
-from climate_ml.problems.california_rainfall import enso_seasons, tercile_skill_from
+from climate_ml.problems.california_rainfall import season_table, tercile_skill_from
 from climate_ml.scores import expected_upper_tercile_bss
 from climate_ml.workflows import ensure_dataset
 
-TARGET, SST = "nclimdiv-precip-california-local", "kaplan-local"
+TARGET, SST, MODES = "nclimdiv-precip-california-local", "kaplan-local", "xro-oras5-indices-local"
 INDICES = ("nino34", "nino3", "nino4", "nino12")
 PERIODS = ((1950, 2014), (1985, 2014))
 
@@ -49,7 +53,7 @@ def main() -> None:
     root = Path(args.store or tempfile.mkdtemp(prefix="climate-ml-rain-"))
     problem = get_problem("california_rainfall")
     prepared = problem.prepare(ensure_dataset(root, TARGET), {SST: ensure_dataset(root, SST)})
-    seasons = enso_seasons(prepared)
+    seasons = season_table(prepared)
 
     print("\n2. Correlation with the Nov-Mar total, in the sample (Pearson / Spearman, seasons)\n")
     header = " | ".join(f"{a}-{b}" for a, b in PERIODS)
@@ -83,6 +87,14 @@ def main() -> None:
             skill = tercile_skill_from(seasons, columns, first, spread=spread)
             cells.append(f"{skill['bss_upper_tercile']:+.3f} / {skill['correlation']:.2f} ({skill['seasons']})")
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+    modes = season_table(problem.prepare(ensure_dataset(root, TARGET), {MODES: ensure_dataset(root, MODES)}))
+    print("\n4. Sep-Oct climate-mode indices (XRO, ORAS5) with the Nov-Mar total, in the sample (Pearson / Spearman)\n")
+    print("| index | seasons | Pearson | Spearman |\n|---|---:|---:|---:|")
+    for column in (c for c in modes.columns if c.endswith("_sep_oct")):
+        both = modes[[column, "total"]].dropna()
+        print(f"| {column.removesuffix('_sep_oct')} | {len(both)} | {both.corr().iloc[0, 1]:.2f} | "
+              f"{spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0]:.2f} |")
 
 
 if __name__ == "__main__":

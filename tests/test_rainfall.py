@@ -328,13 +328,13 @@ def test_tercile_skill_from_never_uses_the_season_or_later_ones(last, seed, shif
         assert earlier[0]["correlation"] == earlier[1]["correlation"]
 
 
-def test_enso_seasons_sums_nov_to_mar_and_leaves_incomplete_seasons_out():
-    from climate_ml.problems.california_rainfall import enso_seasons, tercile_skill_from
+def test_season_table_sums_nov_to_mar_and_leaves_incomplete_seasons_out():
+    from climate_ml.problems.california_rainfall import season_table, tercile_skill_from
 
     time = pd.date_range("2000-01-01", "2003-02-01", freq="MS")
     precip = xr.DataArray(np.arange(len(time), dtype=float), dims="time", coords={"time": time})
     nino = xr.DataArray(np.arange(len(time), dtype=float), dims="time", coords={"time": time})
-    seasons = enso_seasons(xr.Dataset({"precip": precip, "pred_nino34": nino}))
+    seasons = season_table(xr.Dataset({"precip": precip, "pred_nino34": nino}))
     # 2000/01: Nov 2000 (month index 10) to Mar 2001 (14)
     assert seasons.loc[2000, "total"] == sum(range(10, 15))
     # anomalies from the calendar months' means: Nov 10 - mean(10, 22, 34) = -12, Dec -12,

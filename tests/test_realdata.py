@@ -134,8 +134,8 @@ def test_california_rainfall_on_nclimdiv_with_kaplan_predictors(real_store):
     ENSO LightGBM is not worse than climatology by more than the sampling noise of 30 seasons."""
     from climate_ml.problems.california_rainfall import (
         enso_rain_correlation,
-        enso_seasons,
         season_skill_interval,
+        season_table,
         tercile_skill_from,
     )
 
@@ -147,7 +147,7 @@ def test_california_rainfall_on_nclimdiv_with_kaplan_predictors(real_store):
     assert enso_rain_correlation(prepared) == pytest.approx(0.21, abs=0.03)
     # the README's bound (benchmarks/rain_predictability.py): even the observed Nov-Mar Nino 3.4,
     # a perfect ENSO forecast, stays below the rainfall aims over the test seasons
-    seasons = enso_seasons(prepared)
+    seasons = season_table(prepared)
     oracle = seasons[["nino34_nov_mar", "total"]].loc[1985:2014].dropna()
     assert len(oracle) == 29 and oracle.corr().iloc[0, 1] == pytest.approx(0.18, abs=0.02)
     for spread in ("gaussian", "residuals"):

@@ -20,7 +20,7 @@ from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, s
 from climate_ml.schema import INIT
 from climate_ml.scores import CATEGORY, brier_skill_upper_tercile
 
-__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "enso_seasons", "season_scores", "season_skill_interval",
+__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "season_table", "season_scores", "season_skill_interval",
            "tercile_skill_from"]
 
 
@@ -40,17 +40,18 @@ class CaliforniaRainfall(SeasonalTotals):
     default_predictors: ClassVar[tuple[str, ...]] = ("toy-ocean",)
 
 
-def enso_seasons(prepared) -> pd.DataFrame:
+def season_table(prepared) -> pd.DataFrame:
     """One row per wet season, indexed by the year of its November: ``total``, the Nov-Mar total
-    (mm), and for every Nino index in ``prepared`` (``pred_nino34`` -> ``nino34``) its Sep-Oct
-    mean anomaly (``<index>_sep_oct``, known at an October init) and its Nov-Mar mean anomaly
-    (``<index>_nov_mar``, observed during the season: what a perfect ENSO forecast would know).
-    The anomalies are departures from the whole record's calendar-month means; a constant offset
-    per column, which a regression's intercept absorbs."""
+    (mm), and for every predictor index in ``prepared`` (``pred_nino34`` -> ``nino34``; any
+    ``pred_*`` series, e.g. the XRO climate modes) its Sep-Oct mean anomaly (``<index>_sep_oct``,
+    known at an October init) and its Nov-Mar mean anomaly (``<index>_nov_mar``, observed during
+    the season: what a perfect forecast of that index would know). The anomalies are departures
+    from the whole record's calendar-month means; a constant offset per column, which a
+    regression's intercept absorbs."""
     total = prepared["precip"].to_series().rolling(5).sum().shift(-4)
     total = total[total.index.month == 11]
     columns = {"total": pd.Series(total.values, index=total.index.year)}
-    for name in (v for v in prepared.data_vars if v.startswith("pred_nino")):
+    for name in (v for v in prepared.data_vars if v.startswith("pred_") and prepared[v].ndim == 1):
         index = prepared[name].to_series()
         index = index - index.groupby(index.index.month).transform("mean")
         season_year = pd.Series(index.index.year - (index.index.month < 6), index=index.index)
@@ -63,13 +64,13 @@ def enso_seasons(prepared) -> pd.DataFrame:
 
 def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
     """Correlation of the Sep-Oct mean Nino 3.4 anomaly with the following Nov-Mar total."""
-    both = enso_seasons(prepared)[["nino34_sep_oct", "total"]].loc[first:last].dropna()
+    both = season_table(prepared)[["nino34_sep_oct", "total"]].loc[first:last].dropna()
     return float(both.corr().iloc[0, 1])
 
 
 def tercile_skill_from(seasons: pd.DataFrame, predictors: list[str], first: int, last: int | None = None,
                        spread: str = "gaussian") -> dict:
-    """How well columns of :func:`enso_seasons` forecast the Nov-Mar total, rolling origin: before
+    """How well columns of :func:`season_table` forecast the Nov-Mar total, rolling origin: before
     each season from ``first`` to ``last`` a linear regression on ``predictors`` is fitted on the
     earlier seasons only and gives P(total above the upper tercile of those seasons). With
     ``spread="gaussian"`` it regresses the totals' normal scores and the forecast is Gaussian;
