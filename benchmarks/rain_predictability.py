@@ -11,7 +11,6 @@ perfect forecast of the season's Nino indices would reach.
    linear regression on the indices, fitted on earlier seasons only, gives P(above the upper
    tercile): Gaussian on the totals' normal scores, or the totals (mm) with the training
    residuals as the spread; BSS and correlation over the test seasons.
-
 4. Beyond ENSO: the Sep-Oct means of the XRO climate-mode indices (ORAS5, 1979-2024: the
    Pacific meridional modes, the Indian Ocean and Atlantic modes, warm water volume), in the
    sample.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
 from climate_ml.schema import INIT, MEMBER
@@ -273,7 +274,6 @@ def expected_upper_tercile_bss(r: float, nodes: int = 200) -> float:
     aim in BSS asks of a correlation, e.g. about 0.054 at r = 0.3."""
     if not -1 < r < 1:
         raise ValueError(f"the correlation must lie strictly between -1 and 1, got {r}")
-    from scipy.stats import norm
     x, w = np.polynomial.hermite_e.hermegauss(nodes)
     p = norm.sf((norm.ppf(2 / 3) - r * x) / np.sqrt(1 - r * r))
     return float(1 - (w * p * (1 - p)).sum() / w.sum() / (2 / 9))

@@ -77,9 +77,9 @@ def tercile_skill_from(seasons: pd.DataFrame, predictors: list[str], first: int,
     with ``spread="residuals"`` it regresses the totals (mm) and the forecast distribution is the
     mean plus each training residual, so a few very wet seasons keep their weight. Returns the
     upper tercile's Brier skill score against 1/3, the correlation of the regression's means
-    with the totals, the number of seasons and the forecasts P(above) by season. With the Nov-Mar columns this is an oracle (a
-    perfect forecast of the season's ENSO), a bound on what a linear use of them gives, not a
-    forecast."""
+    with the totals, the number of seasons and the forecasts P(above) by season. With the
+    Nov-Mar columns this is an oracle (a perfect forecast of the season's ENSO), a bound on what
+    a linear use of them gives, not a forecast."""
     if spread not in ("gaussian", "residuals"):
         raise ValueError(f"spread must be 'gaussian' or 'residuals', got {spread!r}")
     data = seasons[predictors + ["total"]].dropna()
