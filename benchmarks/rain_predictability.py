@@ -18,7 +18,7 @@ perfect forecast of the season's Nino indices would reach.
 Kaplan SST (1856-2014-10) gives the Nino indices, as in the rainfall skill table, so the
 oracle's Nov-Mar seasons end with 2013/14.
 
-    python benchmarks/rain_predictability.py [--store DIR]
+    python benchmarks/rain_predictability.py [--store DIR] [--plot docs/california_rain_enso.png]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 
 from climate_ml.problems import get_problem
 from climate_ml.problems.california_rainfall import season_table, tercile_skill_from
+from climate_ml.report import plot_season_scatter
 from climate_ml.scores import expected_upper_tercile_bss
 from climate_ml.workflows import ensure_dataset
 
@@ -42,6 +43,8 @@ PERIODS = ((1950, 2014), (1985, 2014))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--store", default=None, help="store root (default: a new temporary one)")
+    ap.add_argument("--plot", default=None, metavar="PNG",
+                    help="also draw the Nov-Mar total against the Sep-Oct and the Nov-Mar Nino 3.4, 1950-2014")
     args = ap.parse_args()
 
     print("1. BSS of the upper tercile of a calibrated Gaussian forecast with correlation r\n")
@@ -86,6 +89,13 @@ def main() -> None:
             skill = tercile_skill_from(seasons, columns, first, spread=spread)
             cells.append(f"{skill['bss_upper_tercile']:+.3f} / {skill['correlation']:.2f} ({skill['seasons']})")
         print(f"| {label} | " + " | ".join(cells) + " |")
+
+    if args.plot:
+        panels = {"nino34_sep_oct": "Sep-Oct Nino 3.4 anomaly (degC), known in October",
+                  "nino34_nov_mar": "Nov-Mar Nino 3.4 anomaly (degC), an oracle"}
+        drawn = plot_season_scatter(seasons.loc[1950:2014], panels, args.plot,
+                                    "California Nov-Mar precipitation (nClimDiv) against ENSO (Kaplan SST)")
+        print(f"\nplot: {drawn}")
 
     modes = season_table(problem.prepare(ensure_dataset(root, TARGET), {MODES: ensure_dataset(root, MODES)}))
     print("\n4. Sep-Oct climate-mode indices (XRO, ORAS5) with the Nov-Mar total, in the sample (Pearson / Spearman)\n")

@@ -101,6 +101,40 @@ def plot_ice_edge(observed, forecasts: dict, path: str | Path, title: str, thres
     return path
 
 
+def plot_season_scatter(seasons, columns: dict[str, str], path: str | Path, title: str,
+                        label_seasons=(1982, 1997)) -> Path:
+    """The wet-season total against predictor indices, one panel per entry of ``columns``
+    (column of ``california_rainfall.season_table`` -> axis label): each season a dot, the
+    record's terciles of the total as dashed lines, the Pearson and Spearman correlations in the
+    panel's title, and ``label_seasons`` labelled (e.g. the strongest El Nino winters)."""
+    from scipy.stats import spearmanr
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(columns), figsize=(4.6 * len(columns), 4.2), sharey=True,
+                             constrained_layout=True, squeeze=False)
+    for ax, (column, label) in zip(axes[0], columns.items(), strict=True):
+        both = seasons[[column, "total"]].dropna()
+        ax.scatter(both[column], both["total"], s=16, color="tab:blue", alpha=0.75)
+        for q in (1 / 3, 2 / 3):
+            ax.axhline(both["total"].quantile(q), color="grey", lw=0.8, ls="--")
+        for year in label_seasons:
+            if year in both.index:
+                ax.scatter(both.loc[year, column], both.loc[year, "total"], s=30, color="tab:red")
+                ax.annotate(f"{year}/{(year + 1) % 100:02d}", (both.loc[year, column], both.loc[year, "total"]),
+                            xytext=(4, -10), textcoords="offset points", fontsize=8, color="tab:red")
+        rho = spearmanr(both[column], both["total"])[0]
+        ax.set_title(f"{label}\nPearson {both.corr().iloc[0, 1]:.2f}, Spearman {rho:.2f}, "
+                     f"{both.index.min()}-{both.index.max()}", fontsize=9)
+        ax.set_xlabel(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Nov-Mar total (mm); dashed: terciles")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_ice_probability(observed, probabilities: dict, path: str | Path, title: str, threshold: float = 0.15) -> Path:
     """One map per model of the forecast probability of ice (the share of members with
     concentration >= ``threshold``, as IceNet draws it), with the observed ice edge in black."""

@@ -345,3 +345,11 @@ def test_season_table_sums_nov_to_mar_and_leaves_incomplete_seasons_out():
     assert list(seasons.columns) == ["total", "nino34_sep_oct", "nino34_nov_mar"]
     with pytest.raises(ClimateMLError, match="too few seasons before 2001"):
         tercile_skill_from(seasons, ["nino34_nov_mar"], 2001)
+
+
+def test_season_scatter_draws_a_png(tmp_path):
+    from climate_ml.report import plot_season_scatter
+
+    path = plot_season_scatter(_seasons(), {"nino34_nov_mar": "Nino 3.4", "noise": "noise"}, tmp_path / "a" / "s.png",
+                               "seasons", label_seasons=(1950, 2100))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
