@@ -43,6 +43,7 @@ import zarr
 from climate_ml import __version__, code_version
 from climate_ml.errors import QueryError, StoreError
 from climate_ml.schema import (
+    CATEGORY,
     INIT,
     LEAD,
     MEMBER,
@@ -58,7 +59,7 @@ from climate_ml.store import NETCDF_LOCK, RepoAt, Store, StoreLike, check_name, 
 MIN_YEAR, MAX_YEAR = 1678, 2261  # what datetime64[ns] can hold, whole years
 BRANCH = "main"
 OBSERVED = "observed"
-PROBABILITY, CATEGORY = "probability", "category"
+PROBABILITY = "probability"
 SEASON_FORECAST, SEASON_PROBABILITY = "season_forecast", "season_probability"  # rainfall: the Nov-Mar total
 OPTIONAL = (PROBABILITY, SEASON_FORECAST, SEASON_PROBABILITY)  # variables along init_time a write may lack
 KINDS = ("forecast", "hindcast", "imported")

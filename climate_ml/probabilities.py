@@ -30,9 +30,7 @@ import pandas as pd
 import xarray as xr
 from scipy.stats import norm
 
-from climate_ml.schema import INIT, LEAD, MEMBER
-
-CATEGORY = "category"
+from climate_ml.schema import CATEGORY, INIT, LEAD, MEMBER
 
 
 def valid_months(inits, leads) -> np.ndarray:

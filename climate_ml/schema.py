@@ -17,6 +17,7 @@ from climate_ml.errors import SchemaError
 
 TIME, LAT, LON = "time", "lat", "lon"
 INIT, LEAD, VALID, MEMBER, MODEL = "init_time", "lead", "valid_time", "member", "model"
+CATEGORY = "category"  # of category probabilities: below / near / above normal, La Nina / neutral / El Nino, ...
 
 Y, X = "y", "x"  # projected grids (e.g. NSIDC polar stereographic), with 2-D lat/lon coordinates
 

@@ -23,7 +23,7 @@ import xarray as xr
 from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.schema import INIT, MEMBER
+from climate_ml.schema import CATEGORY, INIT, MEMBER
 
 
 def _prepare(forecast: xr.DataArray, obs: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray]:
@@ -212,7 +212,6 @@ def rank_histogram(members: xr.DataArray, obs: xr.DataArray) -> list[int]:
 
 # --- tercile (probabilistic) scores ------------------------------------------------------
 
-CATEGORY = "category"  # below, near, above normal
 CATEGORIES = ("below", "near", "above")
 
 

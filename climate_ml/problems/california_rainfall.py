@@ -17,8 +17,8 @@ from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
 from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, season_skill_interval
-from climate_ml.schema import INIT
-from climate_ml.scores import CATEGORY, brier_skill_upper_tercile
+from climate_ml.schema import CATEGORY, INIT
+from climate_ml.scores import brier_skill_upper_tercile
 
 __all__ = ["CaliforniaRainfall", "enso_rain_correlation", "season_table", "season_scores", "season_skill_interval",
            "tercile_skill_from"]
