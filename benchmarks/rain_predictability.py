@@ -71,7 +71,7 @@ def main() -> None:
             print(f"| {index} {months.replace('_', '-')} | " + " | ".join(cells) + " |")
     wettest_el_ninos = [1982, 1997]  # the two strongest El Nino winters of the record, both very wet
     rest = seasons.loc[1950:2014].drop(wettest_el_ninos)
-    print("\nPearson, 1950-2014 without the 1982/83 and 1997/98 seasons: " + ", ".join(
+    print("\nPearson, 1950-2013 (the Nov-Mar means end there) without the 1982/83 and 1997/98 seasons: " + ", ".join(
         f"{index} nov-mar {rest[[f'{index}_nov_mar', 'total']].dropna().corr().iloc[0, 1]:.2f}" for index in INDICES))
 
     print("\n3. Rolling-origin regressions (fitted on earlier seasons only): BSS upper tercile / correlation (seasons)\n")
