@@ -11,7 +11,11 @@ perfect forecast of the season's Nino indices would reach.
    linear regression on the indices, fitted on earlier seasons only, gives P(above the upper
    tercile): Gaussian on the totals' normal scores, or the totals (mm) with the training
    residuals as the spread; BSS and correlation over the test seasons.
-4. Beyond ENSO: the Sep-Oct means of the XRO climate-mode indices (ORAS5, 1979-2024: the
+4. The whole map the rainfall ConvLSTM reads (Kaplan SST anomalies, 27.5S-27.5N,
+   182.5-287.5E at 5 degrees): the leading principal components of the season's Sep-Oct (a
+   forecast) or Nov-Mar (an oracle) mean map, EOFs fitted on the seasons up to 1984 only, in
+   the same rolling regressions from 1985.
+5. Beyond ENSO: the Sep-Oct means of the XRO climate-mode indices (ORAS5, 1979-2024: the
    Pacific meridional modes, the Indian Ocean and Atlantic modes, warm water volume), in the
    sample.
 
@@ -30,7 +34,11 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from climate_ml.problems import get_problem
-from climate_ml.problems.california_rainfall import season_table, tercile_skill_from
+from climate_ml.problems.california_rainfall import (
+    season_field_pcs,
+    season_table,
+    tercile_skill_from,
+)
 from climate_ml.report import plot_season_scatter
 from climate_ml.scores import expected_upper_tercile_bss
 from climate_ml.workflows import ensure_dataset
@@ -97,8 +105,20 @@ def main() -> None:
                                     "California Nov-Mar precipitation (nClimDiv) against ENSO (Kaplan SST)")
         print(f"\nplot: {drawn}")
 
+    print("\n4. Leading PCs of the SST anomaly map (EOFs fitted on seasons up to 1984): BSS upper tercile / correlation, "
+          "seasons from 1985\n")
+    print("| map months | PCs | Gaussian | residuals |\n|---|---:|---|---|")
+    for label, months in (("Sep-Oct (a forecast)", (9, 10)), ("Nov-Mar (oracle)", (11, 12, 1, 2, 3))):
+        with_pcs = seasons.join(season_field_pcs(prepared, 1984, k=5, months=months))
+        for k in (1, 2, 3, 5):
+            cells = []
+            for spread in ("gaussian", "residuals"):
+                skill = tercile_skill_from(with_pcs, [f"field_pc{i + 1}" for i in range(k)], 1985, spread=spread)
+                cells.append(f"{skill['bss_upper_tercile']:+.3f} / {skill['correlation']:.2f} ({skill['seasons']})")
+            print(f"| {label} | {k} | " + " | ".join(cells) + " |")
+
     modes = season_table(problem.prepare(ensure_dataset(root, TARGET), {MODES: ensure_dataset(root, MODES)}))
-    print("\n4. Sep-Oct climate-mode indices (XRO, ORAS5) with the Nov-Mar total, in the sample (Pearson / Spearman)\n")
+    print("\n5. Sep-Oct climate-mode indices (XRO, ORAS5) with the Nov-Mar total, in the sample (Pearson / Spearman)\n")
     print("| index | seasons | Pearson | Spearman |\n|---|---:|---:|---:|")
     for column in (c for c in modes.columns if c.endswith("_sep_oct")):
         both = modes[[column, "total"]].dropna()

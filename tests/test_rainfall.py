@@ -353,3 +353,45 @@ def test_season_scatter_draws_a_png(tmp_path):
     path = plot_season_scatter(_seasons(), {"nino34_nov_mar": "Nino 3.4", "noise": "noise"}, tmp_path / "a" / "s.png",
                                "seasons", label_seasons=(1950, 2100))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def _field(seed=0, years=60):
+    """Monthly maps (time, lat, lon) whose Sep-Oct mean is a fixed pattern times a season series,
+    plus noise, and one land cell (NaN)."""
+    rng = np.random.default_rng(seed)
+    time = pd.date_range("1900-01-01", periods=12 * years, freq="MS")
+    lat, lon = np.array([-10.0, 0.0, 10.0]), np.array([200.0, 210.0, 220.0, 230.0])
+    pattern = np.outer(np.cos(np.deg2rad(lat)), np.linspace(-1, 1, lon.size))
+    series = rng.standard_normal(years)
+    values = 0.2 * rng.standard_normal((time.size, lat.size, lon.size))
+    values += 3 * series[time.year - 1900][:, None, None] * pattern
+    values[:, 0, 0] = np.nan
+    field = xr.DataArray(values, dims=("time", "lat", "lon"), coords={"time": time, "lat": lat, "lon": lon})
+    return xr.Dataset({"field": field}), pd.Series(series, index=range(1900, 1900 + years))
+
+
+def test_season_field_pcs_find_a_planted_pattern():
+    from climate_ml.problems.california_rainfall import season_field_pcs
+
+    prepared, series = _field()
+    pcs = season_field_pcs(prepared, last_fit_season=1940, k=2)
+    assert list(pcs.columns) == ["field_pc1", "field_pc2"] and pcs.index[0] == 1900 and pcs.index[-1] == 1959
+    assert abs(np.corrcoef(pcs["field_pc1"], series.loc[pcs.index])[0, 1]) > 0.99
+    with pytest.raises(ClimateMLError, match="too few complete seasons up to 1901"):
+        season_field_pcs(prepared, last_fit_season=1901, k=3)
+
+
+@settings(max_examples=15, deadline=None)
+@given(last=st.integers(1915, 1950), seed=st.integers(0, 100), shift=st.floats(0.5, 5))
+def test_season_field_pcs_fit_their_eofs_on_the_fit_seasons_only(last, seed, shift):
+    """Property: changing the maps after ``last_fit_season`` leaves every PC of the fit seasons
+    as it was (the EOFs and their centring come from those seasons only)."""
+    from climate_ml.problems.california_rainfall import season_field_pcs
+
+    prepared, _ = _field(seed=seed)
+    changed = prepared.copy(deep=True)
+    later = changed["time"].dt.year > last
+    changed["field"] = changed["field"].where(~later, changed["field"] * (1 + shift) + shift)
+    before = season_field_pcs(prepared, last, k=3).loc[:last]
+    after = season_field_pcs(changed, last, k=3).loc[:last]
+    pd.testing.assert_frame_equal(before, after)

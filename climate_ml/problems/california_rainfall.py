@@ -17,11 +17,11 @@ from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
 from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, season_skill_interval
-from climate_ml.schema import CATEGORY, INIT
+from climate_ml.schema import CATEGORY, INIT, LAT, TIME
 from climate_ml.scores import brier_skill_upper_tercile
 
-__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "season_table", "season_scores", "season_skill_interval",
-           "tercile_skill_from"]
+__all__ = ["CaliforniaRainfall", "enso_rain_correlation", "season_field_pcs", "season_table", "season_scores",
+           "season_skill_interval", "tercile_skill_from"]
 
 
 @dataclass
@@ -60,6 +60,40 @@ def season_table(prepared) -> pd.DataFrame:
             means = index[picked].groupby(season_year[picked]).agg(["mean", "count"])
             columns[f"{name.removeprefix('pred_')}_{label}"] = means["mean"].where(means["count"] == len(months))
     return pd.DataFrame(columns).rename_axis("season")
+
+
+def season_field_pcs(prepared, last_fit_season: int, k: int = 3, months=(9, 10)) -> pd.DataFrame:
+    """The leading ``k`` principal components (``field_pc1``, ...) of each season's mean SST
+    anomaly map (``prepared["field"]``, the coarse Pacific maps the rainfall ConvLSTM reads) over
+    ``months`` (September-October by default; months before June count for the season that began
+    the year before, so ``(11, 12, 1, 2, 3)`` is the wet season itself). The EOFs are fitted on
+    the seasons up to ``last_fit_season`` only: maps centred on those seasons' mean, cells
+    weighted by sqrt(cos(latitude)), ocean cells complete in every one of them. Seasons with a
+    month missing are left out."""
+    field = prepared["field"].transpose(TIME, ...)
+    stamps = pd.DatetimeIndex(field[TIME].values)
+    picked = np.isin(stamps.month, months)
+    season = stamps.year[picked] - (stamps.month[picked] < 6)
+    values = field.values[picked].reshape(int(picked.sum()), -1)
+    maps, years = [], []
+    for year in np.unique(season):
+        rows = values[season == year]
+        if len(rows) == len(months):
+            maps.append(rows.mean(axis=0))
+            years.append(int(year))
+    maps, years = np.array(maps), np.array(years)
+    fit = years <= last_fit_season
+    ok = np.isfinite(maps[fit]).all(axis=0)
+    if fit.sum() <= k or not ok.any():
+        raise ClimateMLError(f"too few complete seasons up to {last_fit_season} for {k} EOFs of the field")
+    weight = np.sqrt(np.cos(np.deg2rad(field[LAT].values)))[:, None] * np.ones(field.shape[2:])
+    weight = weight.reshape(-1)[ok]
+    mean = maps[fit][:, ok].mean(axis=0)
+    _, _, eofs = np.linalg.svd((maps[fit][:, ok] - mean) * weight, full_matrices=False)
+    pcs = ((maps[:, ok] - mean) * weight) @ eofs[:k].T
+    complete = np.isfinite(maps[:, ok]).all(axis=1)
+    pcs[~complete] = np.nan
+    return pd.DataFrame(pcs, index=pd.Index(years, name="season"), columns=[f"field_pc{i + 1}" for i in range(k)])
 
 
 def enso_rain_correlation(prepared, first=1950, last=2014) -> float:
