@@ -40,6 +40,12 @@ class CaliforniaRainfall(SeasonalTotals):
     default_predictors: ClassVar[tuple[str, ...]] = ("toy-ocean",)
 
 
+def _season_year(stamps: pd.DatetimeIndex) -> np.ndarray:
+    """The wet season each month belongs to, by the year of its November: months before June
+    count for the season that began the year before."""
+    return np.asarray(stamps.year - (stamps.month < 6))
+
+
 def season_table(prepared) -> pd.DataFrame:
     """One row per wet season, indexed by the year of its November: ``total``, the Nov-Mar total
     (mm), and for every predictor index in ``prepared`` (``pred_nino34`` -> ``nino34``; any
@@ -48,16 +54,15 @@ def season_table(prepared) -> pd.DataFrame:
     the season: what a perfect forecast of that index would know). The anomalies are departures
     from the whole record's calendar-month means; a constant offset per column, which a
     regression's intercept absorbs."""
-    total = prepared["precip"].to_series().rolling(5).sum().shift(-4)
-    total = total[total.index.month == 11]
+    problem = CaliforniaRainfall()
+    total = problem.season_totals(prepared["precip"]).to_series().dropna()
     columns = {"total": pd.Series(total.values, index=total.index.year)}
     for name in (v for v in prepared.data_vars if v.startswith("pred_") and prepared[v].ndim == 1):
         index = prepared[name].to_series()
         index = index - index.groupby(index.index.month).transform("mean")
-        season_year = pd.Series(index.index.year - (index.index.month < 6), index=index.index)
-        for label, months in (("sep_oct", (9, 10)), ("nov_mar", (11, 12, 1, 2, 3))):
+        for label, months in (("sep_oct", (9, 10)), ("nov_mar", problem.season_months)):
             picked = index.index.month.isin(months)
-            means = index[picked].groupby(season_year[picked]).agg(["mean", "count"])
+            means = index[picked].groupby(_season_year(index.index[picked])).agg(["mean", "count"])
             columns[f"{name.removeprefix('pred_')}_{label}"] = means["mean"].where(means["count"] == len(months))
     return pd.DataFrame(columns).rename_axis("season")
 
@@ -73,7 +78,7 @@ def season_field_pcs(prepared, last_fit_season: int, k: int = 3, months=(9, 10))
     field = prepared["field"].transpose(TIME, ...)
     stamps = pd.DatetimeIndex(field[TIME].values)
     picked = np.isin(stamps.month, months)
-    season = stamps.year[picked] - (stamps.month[picked] < 6)
+    season = _season_year(stamps[picked])
     values = field.values[picked].reshape(int(picked.sum()), -1)
     maps, years = [], []
     for year in np.unique(season):
