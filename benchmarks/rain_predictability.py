@@ -18,6 +18,10 @@ perfect forecast of the season's Nino indices would reach.
 5. Beyond ENSO: the Sep-Oct means of the XRO climate-mode indices (ORAS5, 1979-2024: the
    Pacific meridional modes, the Indian Ocean and Atlantic modes, warm water volume), in the
    sample.
+6. A later and wider map: ERSST v5 detrended anomalies (1980-2018, 55S-60N), the same
+   regressions on the tropical Pacific (30S-30N) and on the rainfall ConvLSTM's whole box
+   (30S-60N, with the North Pacific), EOFs fitted on 1980-1995, seasons from 1996; and how many
+   of the map's cells correlate with the total at p < 0.05 at all.
 
 Kaplan SST (1856-2014-10) gives the Nino indices, as in the rainfall skill table, so the
 oracle's Nov-Mar seasons end with 2013/14.
@@ -31,7 +35,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from scipy.stats import spearmanr
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
 
 from climate_ml.problems import get_problem
 from climate_ml.problems.california_rainfall import (
@@ -44,6 +49,7 @@ from climate_ml.scores import expected_upper_tercile_bss
 from climate_ml.workflows import ensure_dataset
 
 TARGET, SST, MODES = "nclimdiv-precip-california-local", "kaplan-local", "xro-oras5-indices-local"
+ERSST = "ersst-anom-detrended-local"
 INDICES = ("nino34", "nino3", "nino4", "nino12")
 PERIODS = ((1950, 2014), (1985, 2014))
 
@@ -124,6 +130,45 @@ def main() -> None:
         both = modes[[column, "total"]].dropna()
         print(f"| {column.removesuffix('_sep_oct')} | {len(both)} | {both.corr().iloc[0, 1]:.2f} | "
               f"{spearmanr(both.iloc[:, 0], both.iloc[:, 1])[0]:.2f} |")
+
+    print("\n6. A later, wider map: ERSST v5 detrended anomalies (1980-2018, 55S-60N at 5 degrees), EOFs fitted on the "
+          "seasons 1980-1995, rolling regressions from 1996: BSS upper tercile / correlation (seasons), with the 95% "
+          "interval of the correlation (Fisher z)\n")
+    ersst = problem.prepare(ensure_dataset(root, TARGET), {ERSST: ensure_dataset(root, ERSST)})
+    later = season_table(ersst)
+    print("| predictors | PCs | Gaussian | residuals |\n|---|---:|---|---|")
+    rows = [("Sep-Oct Nino 3.4 (a forecast)", later, ["nino34_sep_oct"], "")]
+    for region, label in (("tropical_pacific", "30S-30N"), (None, "30S-60N, the rainfall ConvLSTM's box")):
+        for months, when in (((9, 10), "Sep-Oct (a forecast)"), ((11, 12, 1, 2, 3), "Nov-Mar (oracle)")):
+            with_pcs = later.join(season_field_pcs(ersst, 1995, k=3, months=months, region=region))
+            rows += [(f"{label} map, {when}", with_pcs, [f"field_pc{i + 1}" for i in range(k)], k) for k in (1, 2, 3)]
+    for label, table, columns, k in rows:
+        cells = []
+        for spread in ("gaussian", "residuals"):
+            skill = tercile_skill_from(table, columns, 1996, spread=spread)
+            half = 1.96 / np.sqrt(skill["seasons"] - 3)
+            low, high = np.tanh(np.arctanh(skill["correlation"]) + np.array([-half, half]))
+            cells.append(f"{skill['bss_upper_tercile']:+.3f} / {skill['correlation']:.2f} [{low:.2f}, {high:.2f}] "
+                         f"({skill['seasons']})")
+        print(f"| {label} | {k} | " + " | ".join(cells) + " |")
+    share, cells, seasons_n = _significant_cells(ersst, later)
+    print(f"\nIn the sample, the Sep-Oct anomaly of {share:.1%} of the {cells} ocean cells of the 30S-60N map "
+          f"correlates with the Nov-Mar total at p < 0.05 ({seasons_n} seasons; 5% would by chance).")
+
+
+def _significant_cells(prepared, seasons) -> tuple[float, int, int]:
+    """The share of ocean cells whose Sep-Oct mean anomaly correlates with the season's total at
+    p < 0.05 (two-sided, Pearson), in the sample; with the number of cells and of seasons."""
+    field = prepared["field"]
+    sep_oct = field.where(field["time"].dt.month.isin([9, 10]), drop=True)
+    maps = sep_oct.groupby("time.year").mean()
+    years = [y for y in maps["year"].values
+             if y in seasons.index and np.isfinite(seasons.loc[y, "total"]) and np.isfinite(maps.sel(year=y)).any()]
+    values = maps.sel(year=years).values.reshape(len(years), -1)
+    ocean = np.isfinite(values).all(axis=0)
+    total = seasons.loc[years, "total"].values
+    p = np.array([pearsonr(values[:, j], total)[1] for j in np.flatnonzero(ocean)])
+    return float((p < 0.05).mean()), int(ocean.sum()), len(years)
 
 
 if __name__ == "__main__":

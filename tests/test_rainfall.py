@@ -381,6 +381,32 @@ def test_season_field_pcs_find_a_planted_pattern():
         season_field_pcs(prepared, last_fit_season=1901, k=3)
 
 
+def test_season_field_pcs_of_maps_that_begin_after_the_rainfall_record_and_of_a_region():
+    """Maps reindexed to a longer rainfall record (all missing before they begin, as ERSST from
+    1980 beside nClimDiv from 1895) are fitted on the seasons they cover; ``region`` keeps the
+    cells inside its box."""
+    from climate_ml.problems.california_rainfall import season_field_pcs
+
+    prepared, series = _field()
+    later = prepared.copy(deep=True)
+    later["field"] = later["field"].where(later["time"].dt.year >= 1920)
+    pcs = season_field_pcs(later, last_fit_season=1945, k=2)
+    assert pcs.loc[:1919].isna().all().all() and pcs.loc[1920:].notna().all().all()
+    assert abs(np.corrcoef(pcs.loc[1920:, "field_pc1"], series.loc[1920:1959])[0, 1]) > 0.99
+    # a stronger, unrelated signal off the equator: the whole map's PC1 follows it, the Nino 3.4
+    # box's (5S-5N: the equator's row) follows the planted pattern
+    rng = np.random.default_rng(1)
+    other = rng.standard_normal(60)
+    off = prepared.copy(deep=True)
+    off["field"][:, [0, 2], :] += 20 * other[off["time"].dt.year.values - 1900][:, None, None]
+    whole = season_field_pcs(off, last_fit_season=1940, k=1)
+    box = season_field_pcs(off, last_fit_season=1940, k=1, region="nino34")
+    assert abs(np.corrcoef(whole["field_pc1"], other)[0, 1]) > 0.99
+    assert abs(np.corrcoef(box["field_pc1"], series.loc[box.index])[0, 1]) > 0.99
+    with pytest.raises(ClimateMLError, match="unknown region 'atlantis'"):
+        season_field_pcs(prepared, last_fit_season=1940, k=1, region="atlantis")
+
+
 @settings(max_examples=15, deadline=None)
 @given(last=st.integers(1915, 1950), seed=st.integers(0, 100), shift=st.floats(0.5, 5))
 def test_season_field_pcs_fit_their_eofs_on_the_fit_seasons_only(last, seed, shift):

@@ -16,6 +16,7 @@ import xarray as xr
 from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
+from climate_ml.regions import get_region
 from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, season_skill_interval
 from climate_ml.schema import CATEGORY, INIT, LAT, TIME
 from climate_ml.scores import brier_skill_upper_tercile
@@ -67,15 +68,20 @@ def season_table(prepared) -> pd.DataFrame:
     return pd.DataFrame(columns).rename_axis("season")
 
 
-def season_field_pcs(prepared, last_fit_season: int, k: int = 3, months=(9, 10)) -> pd.DataFrame:
+def season_field_pcs(prepared, last_fit_season: int, k: int = 3, months=(9, 10), region: str | None = None
+                     ) -> pd.DataFrame:
     """The leading ``k`` principal components (``field_pc1``, ...) of each season's mean SST
     anomaly map (``prepared["field"]``, the coarse Pacific maps the rainfall ConvLSTM reads) over
     ``months`` (September-October by default; months before June count for the season that began
     the year before, so ``(11, 12, 1, 2, 3)`` is the wet season itself). The EOFs are fitted on
     the seasons up to ``last_fit_season`` only: maps centred on those seasons' mean, cells
-    weighted by sqrt(cos(latitude)), ocean cells complete in every one of them. Seasons with a
-    month missing are left out."""
+    weighted by sqrt(cos(latitude)), ocean cells complete in every one of them (seasons before
+    the maps begin, all missing, are not fitted on). Seasons with a month missing are left out.
+    ``region`` (a name in ``regions.REGIONS``, e.g. ``tropical_pacific``) keeps only the cells
+    inside that box."""
     field = prepared["field"].transpose(TIME, ...)
+    if region is not None:
+        field = field.where(get_region(region).mask(field[LAT], field["lon"]), drop=True)
     stamps = pd.DatetimeIndex(field[TIME].values)
     picked = np.isin(stamps.month, months)
     season = _season_year(stamps[picked])
@@ -87,7 +93,7 @@ def season_field_pcs(prepared, last_fit_season: int, k: int = 3, months=(9, 10))
             maps.append(rows.mean(axis=0))
             years.append(int(year))
     maps, years = np.array(maps), np.array(years)
-    fit = years <= last_fit_season
+    fit = (years <= last_fit_season) & np.isfinite(maps).any(axis=1)  # not the seasons before the maps begin
     ok = np.isfinite(maps[fit]).all(axis=0)
     if fit.sum() <= k or not ok.any():
         raise ClimateMLError(f"too few complete seasons up to {last_fit_season} for {k} EOFs of the field")
