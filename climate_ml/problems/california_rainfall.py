@@ -16,8 +16,8 @@ import xarray as xr
 from scipy.stats import norm
 
 from climate_ml.errors import ClimateMLError
-from climate_ml.regions import get_region
 from climate_ml.problems.seasonal_totals import SeasonalTotals, season_scores, season_skill_interval
+from climate_ml.regions import get_region
 from climate_ml.schema import CATEGORY, INIT, LAT, TIME
 from climate_ml.scores import brier_skill_upper_tercile
 
