@@ -7,8 +7,8 @@ map is scored as archived and again with its 15% contour moved to where it enclo
 forecast of ``sea_ice_fields.ExtentForecast`` (damped anomaly persistence of the ice-covered
 fraction of the ocean), fitted on the months up to that init's own training cut-off
 (``prov_train_end``): ``threshold_at_extent`` then ``remap_edge``, as the sea-ice ConvLSTM's
-``match_extent=True`` does to each network's map (with one network exactly this); and a third
-time at the mean of that extent forecast and the map's own extent (an equal-weight combination,
+``match_extent="forecast"`` does to each network's map (with one network exactly this); and a third
+time at the mean of that extent forecast and the map's own extent (``match_extent="mean"``; an equal-weight combination,
 fixed beforehand, not fitted). Scores are ``field_scores``' IIEE and extent error, as the field
 backtest computes them.
 

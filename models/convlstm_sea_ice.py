@@ -50,13 +50,15 @@ network's map is moved monotonically so that this threshold becomes 15% (``remap
 stay) before the members are drawn around it. ``calibrate_edge=False`` keeps the plain maps; the
 bare networks (``draws=1``) have no out-of-bag maps and are not calibrated.
 
-``match_extent=True`` (not the default) draws the edge by the amount of ice instead: the
+``match_extent="forecast"`` (not the default) draws the edge by the amount of ice instead: the
 extent of each month is forecast by damped anomaly persistence of the ice-covered fraction of
 the ocean (``sea_ice_fields.ExtentForecast``, fitted on the training months), and the networks'
 maps are moved (``remap_edge``) so that the 15% contour of their mean encloses that extent
 (``threshold_at_extent``, within the thresholds the calibration chooses from): the network
-decides where the ice is, the extent forecast how much. The hold-out model that sets the spread
-then draws its edge the same way.
+decides where the ice is, the extent forecast how much. ``match_extent="mean"`` (not the default
+either) draws it where the contour encloses the mean of that forecast and the extent of the
+networks' own mean map, an equal-weight combination fixed before it was measured. The hold-out
+model that sets the spread then draws its edge the same way.
 
 Deterministic scores use the member mean; the probability of ice (concentration >= 15%) in a
 cell is the share of members with ice there, as IceNet reports it.
@@ -115,10 +117,13 @@ class Net(nn.Module):
         return self.out(self.head(state[0]))
 
 
+EXTENT_EDGES = (None, "forecast", "mean")  # match_extent: no, the extent forecast, the mean of it and the maps' own
+
+
 class SeaIceConvLSTM:
     def __init__(self, coarsen: int = 8, hidden: int = 16, frames: int = 6, epochs: int = 30, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch: int = 32, seeds=(0, 1, 2), draws: int = 3, holdout: float = 0.1,
-                 block_months: int | None = None, calibrate_edge: bool = True, match_extent: bool = False,
+                 block_months: int | None = None, calibrate_edge: bool = True, match_extent: str | None = None,
                  per_cell_damping: bool = False):
         self.coarsen, self.hidden, self.frames, self.epochs = coarsen, hidden, frames, epochs
         self.per_cell_damping = per_cell_damping
@@ -126,6 +131,8 @@ class SeaIceConvLSTM:
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.draws, self.holdout, self.block_months = int(draws), float(holdout), block_months
+        if match_extent not in EXTENT_EDGES:
+            raise ValueError(f"match_extent must be one of {EXTENT_EDGES}, got {match_extent!r}")
         self.calibrate_edge, self.match_extent = calibrate_edge, match_extent
         self.device = torch.device(os.environ.get("CLIMATE_ML_DEVICE", "cpu"))
         self.threads = int(os.environ.get("CLIMATE_ML_TORCH_THREADS", "1"))
@@ -373,8 +380,10 @@ class SeaIceConvLSTM:
         if self.edge_ is not None:  # the ice edge where the out-of-bag maps drew it best
             nets = remap_edge(nets, self.edge_[np.arange(len(self.leads_)), valid.month.values - 1])
         if self.extent_ is not None:  # the edge of the mean map where it encloses the extent forecast
-            target = self.extent_.predict(flat[-1], init)
-            nets = remap_edge(nets, threshold_at_extent(nets.mean(0), self.extent_.area, target))
+            target, mean = self.extent_.predict(flat[-1], init), nets.mean(0)
+            if self.match_extent == "mean":  # or the mean of that forecast and the networks' own extent
+                target = 0.5 * (target + self.extent_.fraction(mean) * self.extent_.ocean_area)
+            nets = remap_edge(nets, threshold_at_extent(mean, self.extent_.area, target))
         sigma = self.sigma_[np.arange(len(self.leads_)), valid.month.values - 1]  # (lead, cells)
         members = centred_members(nets[:, None], self.offsets_[:, :, None, None] * sigma[None, None], 0.0, 1.0, axis=1)
         members = members.reshape(-1, *nets.shape[1:])  # member = network x draw

@@ -512,10 +512,12 @@ def test_sea_ice_convlstm_trains_from_a_zarr_store_a_block_of_months_at_a_time(t
 
 
 def test_sea_ice_convlstm_can_draw_its_edge_at_the_extent_forecast():
-    """``match_extent=True``: the 15% contour of the member-mean map encloses the extent forecast
-    (damped anomaly persistence of the ice-covered fraction, fitted on the training months) to
-    within one cell, and its ice is the same network's highest concentrations: where the plain
-    model's map is above some value (the networks are the same; only the edge moves)."""
+    """``match_extent="forecast"``: the 15% contour of the member-mean map encloses the extent
+    forecast (damped anomaly persistence of the ice-covered fraction, fitted on the training
+    months) to within one cell, and its ice is the same network's highest concentrations: where
+    the plain model's map is above some value (the networks are the same; only the edge moves).
+    ``match_extent="mean"``: the contour encloses the mean of that forecast and the plain map's
+    own extent, again within one cell."""
     from climate_ml.synthetic import toy_sea_ice
 
     module = sys.modules[load_model_factory(CONVLSTM).__module__]
@@ -524,20 +526,24 @@ def test_sea_ice_convlstm_can_draw_its_edge_at_the_extent_forecast():
     options = dict(coarsen=16, hidden=4, frames=3, epochs=1, seeds=(0,), draws=2, holdout=0.1)
     train = conc.sel(time=slice(None, "2004-12"))
     plain = module.SeaIceConvLSTM(**options).fit(train, toy["cell_area"], [1, 2, 3])
-    matched = module.SeaIceConvLSTM(**options, match_extent=True).fit(train, toy["cell_area"], [1, 2, 3])
+    matched = module.SeaIceConvLSTM(**options, match_extent="forecast").fit(train, toy["cell_area"], [1, 2, 3])
+    halfway = module.SeaIceConvLSTM(**options, match_extent="mean").fit(train, toy["cell_area"], [1, 2, 3])
     assert plain.extent_ is None and matched.extent_.fit.fit_end == pd.Timestamp("2004-12")
     moved = 0
     for init in ("2005-03", "2005-09", "2006-01"):
         upto = conc.sel(time=slice(None, init))
-        p, m = (model.predict(upto).mean("member").values.reshape(3, -1) for model in (plain, matched))
+        p, m, h = (model.predict(upto).mean("member").values.reshape(3, -1) for model in (plain, matched, halfway))
         target = matched.extent_.predict(upto.isel(time=-1).values.ravel()[matched.ocean_], pd.Timestamp(init))
         ok = np.isfinite(p[0])
         for j in range(3):
-            ice = (m[j] >= THRESHOLD) & ok
+            ice, own = (m[j] >= THRESHOLD) & ok, area[(p[j] >= THRESHOLD) & ok].sum()
             assert abs(area[ice].sum() - target[j]) <= area[ok].max(), (init, j)
             assert p[j][ice].min() > p[j][ok & ~ice].max()
-            moved += abs(area[ice].sum() - area[(p[j] >= THRESHOLD) & ok].sum()) > area[ok].max()
+            moved += abs(area[ice].sum() - own) > area[ok].max()
+            assert abs(area[(h[j] >= THRESHOLD) & ok].sum() - 0.5 * (target[j] + own)) <= area[ok].max(), (init, j)
     assert moved >= 6  # the option does move the plain model's edge
+    with pytest.raises(ValueError, match="match_extent must be one of"):
+        module.SeaIceConvLSTM(match_extent=True)
 
 
 def test_convlstm_members_are_its_networks_widened_by_normal_quantiles():
