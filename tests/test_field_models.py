@@ -546,6 +546,26 @@ def test_sea_ice_convlstm_can_draw_its_edge_at_the_extent_forecast():
         module.SeaIceConvLSTM(match_extent=True)
 
 
+@pytest.mark.parametrize("name, per_cell, edge", [
+    ("convlstm_sea_ice", False, None),
+    ("convlstm_sea_ice_extent_mean", False, "mean"),
+    ("convlstm_sea_ice_per_cell", True, None),
+    ("convlstm_sea_ice_per_cell_extent_mean", True, "mean"),
+])
+def test_each_sea_ice_convlstm_file_is_the_combination_its_name_says(name, per_cell, edge):
+    """The sea-ice ConvLSTM's model files differ only in the base reference (one damping per
+    cell or pooled) and where the edge is drawn (``match_extent``); the README compares them
+    by file name, so each file must build that combination and pass a benchmark's other
+    options through."""
+    from climate_ml.model_api import FIELD_TARGET, model_target
+
+    factory = load_model_factory(ROOT / "models" / f"{name}.py")
+    assert model_target(factory) == FIELD_TARGET
+    net = factory(coarsen=4)
+    assert type(net).__name__ == "SeaIceConvLSTM"
+    assert (net.per_cell_damping, net.match_extent, net.coarsen) == (per_cell, edge, 4)
+
+
 def test_convlstm_members_are_its_networks_widened_by_normal_quantiles():
     """Each network's map gets ``draws`` offsets: normal quantiles, symmetric, the same for every
     network, with variance m/(m+1) over all m members (members and an observation from one
