@@ -40,7 +40,8 @@ def fold_starts(test_start, test_end, refit_every: int) -> list[pd.Timestamp]:
     if refit_every < 1:
         raise ClimateMLError("refit_every must be at least 1 month")
     if pd.Timestamp(test_end) < pd.Timestamp(test_start):
-        raise ClimateMLError(f"test end {test_end} is before test start {test_start}")
+        raise ClimateMLError(f"test end {pd.Timestamp(test_end):%Y-%m} is before test start {pd.Timestamp(test_start):%Y-%m}"
+                             " (the test period ends with the data, or at --test-end)")
     return list(month_range(test_start, test_end, refit_every))
 
 

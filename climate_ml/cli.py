@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
 
 from climate_ml.commands import app
@@ -27,12 +26,17 @@ def main(argv: list[str] | None = None) -> int:
         if code == 130:  # typer turns Ctrl-C into Exit(130), silently
             print("aborted (interrupted)", file=sys.stderr)
         return code if isinstance(code, int) else 0
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # click's usage errors (Typer ships its own click)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a command group alone: its help, as click shows it
+            exc.show()
+            return exc.exit_code
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"error: {exc.format_message()}{hint}".splitlines()[0], file=sys.stderr)
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted (interrupted)", file=sys.stderr)
         return 130
     except ClimateMLError as exc:

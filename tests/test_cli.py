@@ -25,7 +25,12 @@ def cli(*args, store=None, check=True):
 
 
 def test_help_and_catalog():
-    assert "backtest" in cli("--help").stdout
+    top = cli("--help").stdout
+    # the command list has one line per command, a docstring's line breaks joined
+    listed = [line.split()[0] for line in top.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed[:4] == ["problems", "ingest", "index", "backtest"] and "archive" in listed
+    bare = cli("archive", check=False)  # a group alone prints its help, exit 2 as click does, no error line
+    assert bare.returncode == 2 and "Query the forecast archive." in bare.stderr and "error" not in bare.stderr
     out = cli("catalog", "list").stdout
     assert "kaplan-local" in out and "toy-ocean" in out
     show = cli("catalog", "show", "ersst-v5").stdout
@@ -49,6 +54,14 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, store):
         (["archive", "query", "--problem", "rain"], "unknown problem 'rain'"),
         (["stress", "arctic_sea_ice", "models/linear_trend.py"], "stress breaks skill down by ENSO phase"),
         (["forecast", "el_nino", "models/persistence.py", "--init", "May 2020", "--dataset", "good"], "bad --init 'May 2020'"),
+        (["backtest", "el_nino", "models/persistence.py", "--dataset", "good", "--test-start", "2200-01"],
+         "is before test start 2200-01"),
+        # usage errors, which the command-line parser finds (Typer ships its own copy of click)
+        (["backtest"], "Missing argument 'problem'. (see `climate-ml backtest --help`)"),
+        (["query", "el_nino"], "No such command 'query'. (see `climate-ml --help`)"),
+        (["backtest", "el_nino", "models/persistence.py", "--n-jobs", "two"], "Invalid value for '--n-jobs'"),
+        (["archive", "query", "--problem", "el_nino", "--lead"], "Option '--lead' requires an argument."),
+        (["leaderboard", "el_nino", "--no-such-option"], "No such option: --no-such-option"),
     ]
     for args, message in cases:
         p = cli(*args, store=store, check=False)

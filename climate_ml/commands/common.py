@@ -15,14 +15,18 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from climate_ml.errors import QueryError
 from climate_ml.requests import field_contract, parse_month  # noqa: F401  (the commands' helpers)
 
+# without rich markup, Typer joins a docstring's wrapped lines in the command list (with it, the
+# list keeps every line break of the source)
+MARKUP = None
 app = typer.Typer(
     add_completion=False,
+    rich_markup_mode=MARKUP,
     no_args_is_help=True,
     help="climate-ml: ingest gridded observations into Zarr, backtest forecasters without lookahead, "
     "issue, archive and verify forecasts. Add --debug anywhere for full tracebacks on errors.",
 )
-catalog_app = typer.Typer(no_args_is_help=True, help="Browse the data catalog.")
-archive_app = typer.Typer(no_args_is_help=True, help="Query the forecast archive.")
+catalog_app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP, help="Browse the data catalog.")
+archive_app = typer.Typer(no_args_is_help=True, rich_markup_mode=MARKUP, help="Query the forecast archive.")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(archive_app, name="archive")
 err = Console(stderr=True)
