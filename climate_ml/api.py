@@ -20,7 +20,8 @@
     GET /leaderboard?problem=el_nino[&score=acc|rmse|mae|<registered metric>|iiee|sie_rmse|binary_accuracy|ice_brier|conc_crps]
                   [&dataset=NAME][&reference=M]
 
-Bad parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is only read.
+Bad, missing or unknown parameters get HTTP 400 with ``{"error": "<one line>"}``; the store is
+only read.
 Run with ``climate-ml serve-api [--host 127.0.0.1] [--port 8000] [--store DIR]``.
 """
 
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -76,10 +77,23 @@ def _records_state(store: Store, problem: str) -> tuple:
                         for p in store.record_files(problem, kind)))
 
 
+def known_parameters(request: Request) -> None:
+    """A query parameter the endpoint does not take is a 400 naming it: a misspelt ``?modle=xro``
+    would otherwise answer for every model. The page itself (``/``) keeps its own parameters."""
+    route = request.scope.get("route")
+    if route is None or route.path in ("/", "/page.js"):
+        return
+    known = [p.alias for p in route.dependant.query_params]
+    unknown = [k for k in dict.fromkeys(request.query_params) if k not in known]
+    if unknown:
+        raise QueryError(f"unknown query parameter {unknown[0]!r} for {route.path} "
+                         f"(known: {', '.join(known) or 'none'})")
+
+
 def create_app(store: StoreLike) -> FastAPI:
     """The HTTP service over one store (a ``Store`` or its folder): it only reads it."""
     store = Store.at(store)
-    app = FastAPI(title="climate-ml archive", version=__version__)
+    app = FastAPI(title="climate-ml archive", version=__version__, dependencies=[Depends(known_parameters)])
     boards: dict[tuple, bytes] = {}
     board_locks = [threading.Lock() for _ in range(16)]  # striped: one table is computed once at a time
     warm = threading.Event()
@@ -93,6 +107,8 @@ def create_app(store: StoreLike) -> FastAPI:
         """FastAPI's own parameter checks, in the one error shape: 400 {"error": one line}."""
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
+        if first.get("type") == "missing":
+            return JSONResponse(status_code=400, content={"error": f"missing query parameter {where!r}"})
         got = first.get("input")
         return JSONResponse(status_code=400, content={"error": f"bad {where} {got!r}: {first.get('msg', 'invalid')}"})
 

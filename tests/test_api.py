@@ -97,6 +97,26 @@ def test_every_bad_input_is_a_400_in_one_shape(server, query, message):
     assert status == 404 and set(json.loads(body)) == {"error"}
 
 
+@pytest.mark.parametrize("path,message", [
+    # a misspelt parameter used to be ignored: ?modle=zz answered with every model's forecasts
+    ("/forecasts?problem=el_nino&modle=zz", "unknown query parameter 'modle' for /forecasts (known: problem, model,"),
+    ("/plume?problem=el_nino&init=2020-01", "unknown query parameter 'init' for /plume (known: problem, dataset)"),
+    ("/archive/history?problem=el_nino&limit=5&since=2020", "unknown query parameter 'since' for /archive/history"),
+    ("/health?verbose=1", "unknown query parameter 'verbose' for /health (known: none)"),
+    ("/forecasts?lead=1", "missing query parameter 'problem'"),
+    ("/leaderboard", "missing query parameter 'problem'"),
+])
+def test_unknown_and_missing_parameters_are_a_400_naming_them(server, path, message):
+    status, _, body = get(server + path)
+    payload = json.loads(body)
+    assert status == 400 and set(payload) == {"error"} and message in payload["error"], payload
+    # the page keeps its own parameters (the form's state), and the same queries spelt right still answer
+    status, ctype, _ = get(server + "/?problem=el_nino&score=rmse")
+    assert status == 200 and ctype.startswith("text/html")
+    status, _, body = get(server + "/forecasts?problem=el_nino&model=m1&lead=1")
+    assert status == 200 and len(json.loads(body)) == 3
+
+
 def test_history_several_leads_and_the_standard_layouts(server, tmp_path):
     status, _, body = get(server + "/archive/history?problem=el_nino")
     log = json.loads(body)
