@@ -24,7 +24,13 @@ import xarray as xr
 
 from climate_ml.cluster import available_cpus
 from climate_ml.errors import ClimateMLError, ModelError
-from climate_ml.model_api import FIELD_TARGET, check_prediction, load_model_factory, model_target
+from climate_ml.model_api import (
+    FIELD_TARGET,
+    check_prediction,
+    load_model_factory,
+    model_target,
+    new_model,
+)
 from climate_ml.problems.base import FoldData, Problem
 from climate_ml.schema import INIT, LEAD, MEMBER, add_valid_time
 from climate_ml.scores import METRICS, N_VERIFIED, ensemble_scores, rank_histogram, skill_score
@@ -68,8 +74,8 @@ def _fit(factory: Factory, training: tuple[xr.Dataset, xr.DataArray], fit_end: p
     if model_target(factory) == FIELD_TARGET:
         raise ModelError(f"{name}: forecasts concentration maps (TARGET = {FIELD_TARGET!r}), not an index; "
                          "backtest it without index models: `climate-ml backtest arctic_sea_ice FILE`")
+    model = new_model(factory, name)
     try:
-        model = factory()
         model.fit(X_train, y_train)
     except ClimateMLError:
         raise

@@ -50,6 +50,22 @@ def load_model_factory(path: str | Path) -> Callable[[], object]:
     return factory
 
 
+def new_model(factory: Callable[[], object], name: str) -> object:
+    """A fresh model from its factory, checked to have ``fit`` and ``predict`` (a ``make_model``
+    that returns something else fails here, by name, not later inside a fold)."""
+    try:
+        model = factory()
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"{name}: {type(exc).__name__} in {FACTORY}(): {exc}") from exc
+    missing = [m for m in ("fit", "predict") if not callable(getattr(model, m, None))]
+    if missing:
+        raise ModelError(f"{name}: {FACTORY}() returned {type(model).__name__}, which has no "
+                         f"{' or '.join(m + '()' for m in missing)} method")
+    return model
+
+
 def model_target(factory: Callable[[], object]) -> str | None:
     """The ``TARGET`` a model file declares (``FIELD_TARGET`` for field models); None for the
     index models of the main contract."""

@@ -82,7 +82,7 @@ import xarray as xr
 
 from climate_ml.backtest import RollingOrigin, month_range
 from climate_ml.errors import ClimateMLError, ModelError
-from climate_ml.model_api import FIELD_TARGET, model_target
+from climate_ml.model_api import FIELD_TARGET, model_target, new_model
 from climate_ml.schema import INIT, LEAD, TIME, add_months
 
 TARGET = FIELD_TARGET  # the factories of ``reference_models`` are field models
@@ -810,7 +810,7 @@ def fit_field_model(factory, conc: xr.DataArray, cell_area: xr.DataArray, leads,
     if model_target(factory) != FIELD_TARGET:
         raise ModelError(f"{name}: not a field model (its file must say TARGET = {FIELD_TARGET!r}); "
                          f"backtest index models with `climate-ml backtest arctic_sea_ice`")
-    model = _call(factory, name)
+    model = new_model(factory, name)
     _call(model.fit, name, conc, cell_area, leads)
     return model
 

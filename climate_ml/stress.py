@@ -16,6 +16,7 @@ import xarray as xr
 
 from climate_ml.backtest import ModelSpec, RollingOrigin, backtest, fit_predict, resolve_model
 from climate_ml.errors import ClimateMLError, ModelError
+from climate_ml.model_api import new_model
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD
 from climate_ml.scores import METRICS
@@ -45,7 +46,7 @@ def stress_test(problem: Problem, models: dict[str, ModelSpec], prepared: xr.Dat
         if name in failures:
             continue
         try:
-            model = resolve_model(spec)()
+            model = new_model(resolve_model(spec), name)
             model.fit(X_train, y_train)
             frozen = _Frozen(model)
             outside[name] = xr.concat(

@@ -24,6 +24,8 @@ class M:
     def fit(self, X, y):
         time.sleep(600)
         return self
+    def predict(self, X):
+        return None
 def make_model():
     return M()
 """
@@ -31,6 +33,15 @@ RAISE = """
 class M:
     def fit(self, X, y):
         raise RuntimeError("boom in fit")
+    def predict(self, X):
+        return None
+def make_model():
+    return M()
+"""
+NOT_A_MODEL = """
+class M:
+    def fit(self, X, y):
+        return self
 def make_model():
     return M()
 """
@@ -42,6 +53,8 @@ class M:
         Path(os.environ["CLIMATE_ML_TEST_PIDS"], str(os.getpid())).touch()
         time.sleep(300)
         return self
+    def predict(self, X):
+        return None
 def make_model():
     return M()
 """
@@ -114,15 +127,17 @@ def test_dask_cluster_gives_the_same_numbers(prepared):
 
 
 def test_broken_submissions_become_failed_rows(prepared, tmp_path):
-    for name, code in (("hang", HANG), ("raise", RAISE), ("wrongdims", WRONG_DIMS)):
+    broken = {"hang": HANG, "raise": RAISE, "wrongdims": WRONG_DIMS, "nopredict": NOT_A_MODEL}
+    for name, code in broken.items():
         (tmp_path / f"{name}.py").write_text(code)
-    specs = {"persistence": MODELS_DIR / "persistence.py", **{n: tmp_path / f"{n}.py" for n in ("hang", "raise", "wrongdims")}}
+    specs = {"persistence": MODELS_DIR / "persistence.py", **{n: tmp_path / f"{n}.py" for n in broken}}
     tic = time.perf_counter()
     res = backtest(PROBLEM, specs, prepared, "1990-01", "1991-12", 12, n_jobs=2, time_limit=20)
     assert time.perf_counter() - tic < 120  # the hanging model was killed, not waited for
     assert "exceeded the time limit of 20 s" in res.failures["hang"]
     assert "RuntimeError in fit/predict: boom in fit" in res.failures["raise"]
     assert "lacks dimension 'lead'" in res.failures["wrongdims"]
+    assert res.failures["nopredict"] == "nopredict: make_model() returned M, which has no predict() method"
     assert set(res.forecasts) == {"persistence"}
     assert np.isfinite(res.forecasts["persistence"].values).all()
 
