@@ -7,7 +7,10 @@ generator), its format, the variable inside the source and its units. Paths may 
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -19,7 +22,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from climate_ml.errors import CatalogError, IngestError
+from climate_ml.errors import CatalogError, DownloadError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,27 +180,44 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest: Path, sha256: str | None = None, retries: int = 3) -> Path:
-    """Download ``url`` to ``dest`` atomically (temp file, then rename); verify sha256."""
+def download(url: str, dest: Path, sha256: str | None = None, retries: int = 3, refresh: bool = False) -> bool:
+    """Download ``url`` to ``dest`` atomically (temp file, then rename); verify sha256. With
+    ``refresh``, a ``dest`` already there is fetched again only when the server has a newer copy
+    (``If-Modified-Since`` with the time of ``dest``, which is set from the server's
+    ``Last-Modified``). True when ``dest`` was written, False when the server had nothing newer."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
+    headers = {}
+    if refresh and dest.exists():
+        headers["If-Modified-Since"] = email.utils.formatdate(dest.stat().st_mtime, usegmt=True)
     last: Exception | None = None
+    modified = None
     for attempt in range(retries):
         try:
-            with urllib.request.urlopen(url, timeout=60) as resp, open(tmp, "wb") as out:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=60) as resp, open(tmp, "wb") as out:
                 shutil.copyfileobj(resp, out)
+                modified = resp.headers.get("Last-Modified")
             break
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except urllib.error.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.code == 304:  # not modified since our copy
+                return False
+            last = exc
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:  # e.g. IncompleteRead
             last = exc
             tmp.unlink(missing_ok=True)
-            if attempt + 1 < retries:
-                time.sleep(0.5 * 2**attempt)
+        if attempt + 1 < retries:
+            time.sleep(0.5 * 2**attempt)
     else:
-        raise IngestError(f"{url}: download failed after {retries} tries ({last})")
+        raise DownloadError(f"{url}: download failed after {retries} tries ({last})")
     if sha256 is not None:
         got = sha256_file(tmp)
         if got != sha256:
             tmp.unlink(missing_ok=True)
-            raise IngestError(f"{url}: sha256 mismatch (expected {sha256[:12]}..., got {got[:12]}...)")
+            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256[:12]}..., got {got[:12]}...)")
     os.replace(tmp, dest)
-    return dest
+    with contextlib.suppress(TypeError, ValueError, OverflowError):  # no or a malformed Last-Modified: keep now
+        stamp = email.utils.parsedate_to_datetime(modified).timestamp()
+        os.utime(dest, (stamp, stamp))
+    return True

@@ -15,6 +15,11 @@ class IngestError(ClimateMLError):
     """A source file cannot be read or does not meet the canonical schema."""
 
 
+class DownloadError(IngestError):
+    """A source could not be fetched, or arrived damaged (network, server, a file not yet
+    published): the one ingest error worth trying again later."""
+
+
 class SchemaError(ClimateMLError):
     """A dataset does not follow the canonical observation or forecast schema."""
 

@@ -18,7 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from climate_ml.backtest import default_jobs
 from climate_ml.catalog import get_entry
-from climate_ml.errors import ClimateMLError
+from climate_ml.errors import ClimateMLError, DownloadError
 from climate_ml.ingest import ingest_entry
 from climate_ml.problems import get_problem
 from climate_ml.report import plot_outlook
@@ -29,9 +29,16 @@ from climate_ml.workflows import multi_model_outlook, problem_inputs, verify_for
 DEFAULT_CRON = "0 6 5 * *"  # 06:00 UTC on the 5th: monthly SST analyses are out by then
 
 
-@task(retries=3, retry_delay_seconds=[10, 60, 300])
+def only_downloads(task, task_run, state) -> bool:
+    """Prefect's retry condition: try a failed download again later (the network, a file not yet
+    published); data that arrived but are wrong (corrupt, wrong units, revised values) fail the
+    run at once, with their one-line error, instead of after minutes of retries."""
+    return isinstance(state.data, DownloadError)
+
+
+@task(retries=3, retry_delay_seconds=[10, 60, 300], retry_condition_fn=only_downloads)
 def ingest_new_months(store: Store, dataset: str) -> str:
-    """Network IO (a download for URL entries): the only step with retries."""
+    """Network IO (a download for URL entries): the only step with retries, for downloads only."""
     res = ingest_entry(get_entry(dataset), store)
     return f"{dataset}: {res.action} ({res.n_new} new months, {res.n_time} in store)"
 

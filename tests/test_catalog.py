@@ -7,7 +7,10 @@ import pytest
 import xarray as xr
 
 from climate_ml.catalog import download, get_entry, load_catalog, load_entry, sha256_file
-from climate_ml.errors import CatalogError, IngestError
+from climate_ml.errors import CatalogError, DownloadError, IngestError
+from climate_ml.ingest import ingest_entry
+from climate_ml.store import open_obs
+from conftest import tree_digest, write_ersst_like
 
 GOOD = """\
 name: {name}
@@ -70,11 +73,23 @@ def test_unknown_entry_lists_known():
         get_entry("nope")
 
 
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    """Python's file server (it answers If-Modified-Since with 304), noting each answer's code."""
+
+    codes: list[int] = []
+
+    def log_request(self, code="-", size="-"):
+        self.codes.append(int(code))
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def http_server(tmp_path):
     (tmp_path / "served").mkdir()
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "served"))
-    handler.log_message = lambda *a: None
+    CountingHandler.codes = []
+    handler = partial(CountingHandler, directory=str(tmp_path / "served"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -86,8 +101,8 @@ def test_download_from_loopback_server_checks_sha256(http_server, tmp_path):
     served, url = http_server
     (served / "data.txt").write_bytes(b"1990 1991\n")
     digest = sha256_file(served / "data.txt")
-    dest = download(f"{url}/data.txt", tmp_path / "dl" / "data.txt", sha256=digest)
-    assert dest.read_bytes() == b"1990 1991\n"
+    assert download(f"{url}/data.txt", tmp_path / "dl" / "data.txt", sha256=digest)
+    assert (tmp_path / "dl" / "data.txt").read_bytes() == b"1990 1991\n"
     with pytest.raises(IngestError, match="sha256 mismatch"):
         download(f"{url}/data.txt", tmp_path / "dl2" / "data.txt", sha256="0" * 64)
     assert not (tmp_path / "dl2" / "data.txt").exists()
@@ -133,3 +148,63 @@ def test_a_new_format_is_one_reader_line(tmp_path, monkeypatch):
     with pytest.raises(IngestError, match=r"amoc.txt: unknown format 'toy-series' \(known: nsidc-monthly-csv, "):
         ingest_file(f, "amoc", "amoc2", tmp_path / "store", fmt="toy-series")
     assert open_obs(tmp_path / "store", "amoc").sizes["time"] == 30  # nothing stored was changed
+
+
+def test_a_downloaded_source_is_asked_again_and_only_a_newer_copy_is_fetched(http_server, tmp_path):
+    """The monthly job ingests each entry again: a source downloaded once used to be kept for
+    good, so the producer's new months never reached the store. Each ingest now asks the server
+    again (If-Modified-Since): an unchanged file is a 304 and nothing moves, a newer one is fetched
+    and its new months appended, and one that cannot be read is a one-line error that leaves the
+    store as it was and is fetched whole next time."""
+    import os
+    import time
+
+    served, url = http_server
+    store = tmp_path / "store"
+    source = served / "sst.nc"
+    (tmp_path / "test-entry.yaml").write_text(GOOD.format(name="test-entry").replace(
+        "  path: /tmp/x.nc", f"  urls:\n    - {url}/sst.nc"))
+    entry = load_entry(tmp_path / "test-entry.yaml")
+
+    def publish(path, when):  # the producer's new file, with its modification time
+        os.utime(path, (when, when))
+
+    write_ersst_like(source, n_months=24)
+    publish(source, time.time() - 3600)
+    first = ingest_entry(entry, store)
+    assert (first.action, first.n_time) == ("created", 24) and CountingHandler.codes == [200]
+    again = ingest_entry(entry, store)
+    assert again.action == "unchanged" and CountingHandler.codes == [200, 304]
+
+    write_ersst_like(tmp_path / "next.nc", n_months=30)  # the next release: six more months
+    os.replace(tmp_path / "next.nc", source)
+    publish(source, time.time() - 1800)
+    grown = ingest_entry(entry, store)
+    assert (grown.action, grown.n_new, grown.n_time) == ("appended", 6, 30) and CountingHandler.codes[-1] == 200
+    assert open_obs(store, "test-entry").sizes["time"] == 30
+
+    before = tree_digest(store / "obs")
+    source.write_bytes(source.read_bytes()[:500])  # a damaged release
+    publish(source, time.time() - 900)
+    with pytest.raises(IngestError, match="sst.nc: not a readable NetCDF file"):
+        ingest_entry(entry, store)
+    assert tree_digest(store / "obs") == before and not (store / "raw" / "test-entry" / "sst.nc").exists()
+    write_ersst_like(source, n_months=30)  # mended upstream: fetched whole (no copy to compare with), nothing new
+    publish(source, time.time() - 600)
+    assert ingest_entry(entry, store).action == "unchanged" and CountingHandler.codes[-1] == 200
+
+    source.unlink()  # gone from the server: a download error, the one kind the monthly flow retries
+    with pytest.raises(DownloadError, match="sst.nc: download failed after 3 tries"):
+        ingest_entry(entry, store)
+    assert tree_digest(store / "obs") == before
+
+
+def test_the_monthly_flow_retries_downloads_only():
+    from prefect.states import Failed
+
+    from flows.monthly import ingest_new_months, only_downloads
+
+    assert ingest_new_months.retries == 3 and ingest_new_months.retry_condition_fn is only_downloads
+    assert only_downloads(None, None, Failed(data=DownloadError("x: download failed after 3 tries")))
+    for exc in (IngestError("x.nc: not a readable NetCDF file"), ValueError("boom")):
+        assert not only_downloads(None, None, Failed(data=exc))

@@ -23,28 +23,36 @@ __all__ = ["ingest_entry", "ingest_file", "load_standardised", "resolve_entry", 
 
 def resolve_entry(entry: CatalogEntry, store: StoreLike) -> Path:
     """Return a local file for the entry: the local path, a generated file, or a download."""
+    return _fetch(entry, store)[0]
+
+
+def _fetch(entry: CatalogEntry, store: StoreLike) -> tuple[Path, list[Path]]:
+    """The entry's local file or folder, and the files this call downloaded. A downloaded source
+    is asked for again each time (a conditional request: only a newer copy is transferred), so
+    that the monthly job sees the months the producer has added since; a file pinned by its
+    sha256 never changes and is kept."""
     src = entry.source
     if src.path is not None:
         path = expand_path(src.path)
         if not path.exists():
             raise IngestError(f"{path}: file not found (catalog entry {entry.name!r})")
-        return path
+        return path, []
     if src.generator is not None:
         if src.generator not in GENERATORS:
             raise IngestError(f"catalog entry {entry.name!r}: unknown generator {src.generator!r}")
         path = Store.at(store).raw(entry.name) / f"{entry.name}.nc"
         if not path.exists():
             GENERATORS[src.generator](path)
-        return path
+        return path, []
     folder = Store.at(store).raw(entry.name)
-    paths = []
+    paths, fresh = [], []
+    pinned = entry.sha256 if len(src.urls) == 1 else None  # a checksum can only be declared for a single-file source
     for url in src.urls:
         path = folder / Path(url.split("?")[0]).name
-        if not path.exists():
-            # a checksum can only be declared for a single-file source
-            download(url, path, sha256=entry.sha256 if len(src.urls) == 1 else None)
+        if not (pinned and path.exists()) and download(url, path, sha256=pinned, refresh=True):
+            fresh.append(path)
         paths.append(path)
-    return paths[0] if len(paths) == 1 else folder
+    return (paths[0] if len(paths) == 1 else folder), fresh
 
 
 def _per_variable(value, variable: str):
@@ -90,21 +98,26 @@ def load_standardised(
 
 
 def ingest_entry(entry: CatalogEntry, store: StoreLike, name: str | None = None) -> WriteResult:
-    path = resolve_entry(entry, store)
-    digest = sha256_source(path)
-    if entry.sha256 and digest != entry.sha256:
-        raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
-    ds = load_standardised(path, entry.variable, None, entry.format, entry.units,
-                           entry.standard_name, entry.land_value, entry.subset, entry.region, entry.anomaly)
-    prov = {
-        "source": str(path),
-        "source_urls": list(entry.source.urls),
-        "source_sha256": digest,
-        "catalog_entry": entry.name,
-        "license": entry.license,
-        "citation": entry.citation,
-    }
-    return _write(ds, store, name or entry.name, prov, path)
+    path, fresh = _fetch(entry, store)
+    try:
+        digest = sha256_source(path)
+        if entry.sha256 and digest != entry.sha256:
+            raise IngestError(f"{path}: sha256 {digest[:12]}... does not match the catalog's {entry.sha256[:12]}...")
+        ds = load_standardised(path, entry.variable, None, entry.format, entry.units,
+                               entry.standard_name, entry.land_value, entry.subset, entry.region, entry.anomaly)
+        prov = {
+            "source": str(path),
+            "source_urls": list(entry.source.urls),
+            "source_sha256": digest,
+            "catalog_entry": entry.name,
+            "license": entry.license,
+            "citation": entry.citation,
+        }
+        return _write(ds, store, name or entry.name, prov, path)
+    except ClimateMLError:
+        for f in fresh:  # a download that could not be stored is fetched whole next time, not taken as current
+            f.unlink(missing_ok=True)
+        raise
 
 
 def ingest_file(
