@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -72,6 +73,9 @@ class CatalogEntry(BaseModel):
     )
     subset: Subset | None = None
     region: str | None = Field(None, description="which series of a multi-series file (nClimDiv: e.g. california)")
+    revisions: Literal["refuse", "accept"] = Field(
+        "refuse", description="accept: the producer revises months it has published (a later copy may give other "
+        "values for stored months), and the store takes them; refuse: such a copy is an error")
 
     @field_validator("format")
     @classmethod

@@ -506,9 +506,10 @@ def sweep_scratch(base: Path) -> int:
 @dataclass(frozen=True)
 class WriteResult:
     path: Path | str  # the folder on disk, or the repository's URL in object storage
-    action: str  # "created" | "appended" | "unchanged"
+    action: str  # "created" | "appended" | "revised" (stored months revised, maybe new ones too) | "unchanged"
     n_time: int
     n_new: int
+    n_revised: int = 0
 
 
 def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
@@ -517,22 +518,30 @@ def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
     return not bool(differs.any().compute())
 
 
-def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict) -> WriteResult:
+REVISIONS = ("refuse", "accept")
+
+
+def write_obs(ds: xr.Dataset, store: StoreLike, name: str, provenance: dict, revisions: str = "refuse") -> WriteResult:
     """Write canonical observations to ``obs/<name>.zarr`` (or, in object storage, the data
     set's Icechunk repository: ``Store.obs_repo``).
 
     Idempotent: months already stored must hold the same values (else StoreError, nothing
     changed); months after the stored ones are appended; if there are none the store is not
     touched at all. A variable with no valid value is refused before anything is stored.
+    With ``revisions="accept"`` (a source whose producer revises months it has published, as
+    the catalog entry says) months already stored that the source now gives other values for
+    take the new values, and the data set's history says which months and by how much.
     """
+    if revisions not in REVISIONS:
+        raise StoreError(f"bad revisions {revisions!r} (one of {', '.join(REVISIONS)})")
     validate_obs(ds)
     store = Store.at(store)
     at = store.obs_repo(name)
     with store.locked(f"obs-{name}"):
         if at is not None:
             with _in_this_process():
-                return _write_obs_repo(ds, at, provenance)
-        return _write_obs_folder(ds, store.obs(name), provenance)
+                return _write_obs_repo(ds, at, provenance, revisions)
+        return _write_obs_folder(ds, store.obs(name), provenance, revisions)
 
 
 def _now() -> str:
@@ -557,21 +566,48 @@ def _refuse_empty(counts: dict, provenance: dict, name: str) -> None:
                          "(all missing); nothing stored")
 
 
-def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str) -> xr.Dataset:
-    """The months of ``ds`` after the stored ones (maybe none), chunked as the store is; a
-    StoreError, before anything is written, when ``ds`` does not continue ``existing``: other
-    variables or grid, other values for stored months, a gap, or months that do not line up."""
+@dataclass(frozen=True)
+class Update:
+    """What a write adds to a stored data set: the months after the stored ones (maybe none),
+    and where revisions are accepted, the stored span the source revises (its first to its last
+    revised month, with the source's values) with a line for the history."""
+
+    extra: xr.Dataset
+    revised: xr.Dataset | None = None
+    n_revised: int = 0
+    note: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.extra.sizes[TIME] == 0 and self.revised is None
+
+
+def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str, revisions: str = "refuse") -> Update:
+    """What ``ds`` adds to ``existing``, chunked as the store is; a StoreError, before anything
+    is written, when ``ds`` does not continue ``existing``: other variables or grid, other values
+    for stored months (unless revisions are accepted), a gap, or months that do not line up."""
     _check_compatible(existing, ds, where)
     old_times = pd.DatetimeIndex(existing[TIME].values)
     new_times = pd.DatetimeIndex(ds[TIME].values)
     overlap = new_times.intersection(old_times)
+    changed = np.zeros(len(overlap), bool)
+    biggest = (0.0, None)
     for v in ds.data_vars:
         if len(overlap) and not _same_values(existing[v].sel(time=overlap), ds[v].sel(time=overlap)):
-            diff = _first_differing_month(existing[v].sel(time=overlap), ds[v].sel(time=overlap))
-            raise StoreError(
-                f"{where}: the source has different values for months already stored "
-                f"(variable {v!r}, first at {diff}); refusing to overwrite"
-            )
+            if revisions != "accept":
+                diff = _first_differing_month(existing[v].sel(time=overlap), ds[v].sel(time=overlap))
+                raise StoreError(
+                    f"{where}: the source has different values for months already stored "
+                    f"(variable {v!r}, first at {diff}); refusing to overwrite (a catalog entry whose "
+                    "producer revises its data says `revisions: accept`)"
+                )
+            old, new = existing[v].sel(time=overlap), ds[v].sel(time=overlap)
+            other = [d for d in new.dims if d != TIME]
+            differs = ((abs(old - new) > 1e-6) | (old.isnull() != new.isnull())).any(other).compute().values
+            changed |= differs
+            size = float(abs(old - new).max().compute())
+            if np.isfinite(size) and size > biggest[0]:
+                biggest = (size, f"{v} {size:.3g} {ds[v].attrs.get('units', '')}".rstrip())
     if new_times[0] > old_times[-1] + pd.DateOffset(months=1):
         raise StoreError(
             f"{where}: new data starts {new_times[0]:%Y-%m}, leaving a gap after the stored {old_times[-1]:%Y-%m}"
@@ -586,21 +622,47 @@ def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str) -> xr.Da
     step = existing[next(iter(existing.data_vars))].encoding.get("chunks", (OBS_TIME_CHUNK,))[0]
     extra = extra.chunk({d: (step if d == TIME else -1) for d in extra.dims})
     extra.attrs = {}
-    return extra
+    if not changed.any():
+        return Update(extra)
+    months = overlap[changed]
+    span = ds.sel(time=slice(months[0], months[-1])).load()  # a few months as a rule; a region write
+    span = span.drop_vars([c for c in span.coords if TIME not in span[c].dims])
+    span.attrs = {}
+    note = (f"revised {len(months)} month{'s' if len(months) != 1 else ''} ({months[0]:%Y-%m}..{months[-1]:%Y-%m}"
+            + (f"; largest change {biggest[1]}" if biggest[1] else "") + ")")
+    return Update(extra, span, len(months), note)
 
 
-def _append_attrs(group: zarr.Group, stored: dict, extra: xr.Dataset, provenance: dict, now: str) -> None:
-    """The attributes after an append: the ``stored`` ones (xarray's append has just replaced
-    them with the appended part's), this source's provenance, one more line of history."""
+def _write_revised(update: Update, target, stored_times: pd.DatetimeIndex) -> None:
+    """Write the revised span over the stored months it covers (``target``: a Zarr folder or an
+    Icechunk session's store)."""
+    first = stored_times.get_loc(pd.Timestamp(update.revised[TIME].values[0]))
+    region = {TIME: slice(first, first + update.revised.sizes[TIME])}
+    update.revised.to_zarr(target, region=region, zarr_format=3, consolidated=False)
+
+
+def _append_attrs(group: zarr.Group, stored: dict, update: Update, provenance: dict, now: str) -> None:
+    """The attributes after an append or a revision: the ``stored`` ones (xarray's append has
+    just replaced them with the appended part's), this source's provenance, one more line of
+    history for the revision and one for the append."""
     history = list(stored.get("history", []))
-    history.append(
-        f"{now} appended {extra.sizes[TIME]} months "
-        f"({extra[TIME].values[0]:.7}..{extra[TIME].values[-1]:.7}) from {provenance.get('source', '?')}"
-    )
+    source = provenance.get("source", "?")
+    if update.revised is not None:
+        history.append(f"{now} {update.note} from {source}")
+    extra = update.extra
+    if extra.sizes[TIME]:
+        history.append(f"{now} appended {extra.sizes[TIME]} months "
+                       f"({extra[TIME].values[0]:.7}..{extra[TIME].values[-1]:.7}) from {source}")
     group.attrs.update({**stored, **provenance, "history": history, "last_append_time": now})
 
 
-def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict) -> WriteResult:
+def _result(path, update: Update, n_stored: int) -> WriteResult:
+    n_new = update.extra.sizes[TIME]
+    return WriteResult(path, "revised" if update.revised is not None else "appended", n_stored + n_new, n_new,
+                       update.n_revised)
+
+
+def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: str = "refuse") -> WriteResult:
     """On disk: the first write and each append go to a copy beside ``final``, swapped in."""
     recover(final)
     sweep_temporaries(final)
@@ -620,22 +682,25 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict) -> WriteRes
         return WriteResult(final, "created", ds.sizes[TIME], ds.sizes[TIME])
 
     existing = xr.open_zarr(final, consolidated=False)
-    extra = _months_to_append(existing, ds, str(final))
-    if extra.sizes[TIME] == 0:
+    update = _months_to_append(existing, ds, str(final), revisions)
+    if update.empty:
         return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
     tmp = temp_beside(final)
     try:
         shutil.copytree(final, tmp)
-        extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
-        _append_attrs(zarr.open_group(str(tmp), mode="r+"), existing.attrs, extra, provenance, now)
+        if update.revised is not None:
+            _write_revised(update, tmp, pd.DatetimeIndex(existing[TIME].values))
+        if update.extra.sizes[TIME]:
+            update.extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
+        _append_attrs(zarr.open_group(str(tmp), mode="r+"), existing.attrs, update, provenance, now)
         swap_in(tmp, final)
     except BaseException:
         discard(tmp)
         raise
-    return WriteResult(final, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+    return _result(final, update, existing.sizes[TIME])
 
 
-def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult:
+def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict, revisions: str = "refuse") -> WriteResult:
     """In object storage: the first write and each append are one Icechunk commit, so a reader
     sees the data set before or after it, never half of it; an append writes only the new
     months (no copy of the stored ones). Runs on Dask's threads in this process."""
@@ -653,13 +718,19 @@ def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict) -> WriteResult
         commit(session, at, f"created from {provenance.get('source', '?')}", what="data set")
         return WriteResult(at.url, "created", ds.sizes[TIME], ds.sizes[TIME])
     session = repo.writable_session("main")  # before the checks: a commit elsewhere since then is a conflict
-    extra = _months_to_append(existing, ds, at.url)
-    if extra.sizes[TIME] == 0:
+    update = _months_to_append(existing, ds, at.url, revisions)
+    if update.empty:
         return WriteResult(at.url, "unchanged", existing.sizes[TIME], 0)
-    extra.to_zarr(session.store, append_dim=TIME, zarr_format=3, consolidated=False, align_chunks=True)
-    _append_attrs(zarr.open_group(session.store, mode="r+"), existing.attrs, extra, provenance, now)
-    commit(session, at, f"appended {extra.sizes[TIME]} months from {provenance.get('source', '?')}", what="data set")
-    return WriteResult(at.url, "appended", existing.sizes[TIME] + extra.sizes[TIME], extra.sizes[TIME])
+    if update.revised is not None:  # the snapshot before the commit keeps the values it replaces
+        _write_revised(update, session.store, pd.DatetimeIndex(existing[TIME].values))
+    extra = update.extra
+    if extra.sizes[TIME]:
+        extra.to_zarr(session.store, append_dim=TIME, zarr_format=3, consolidated=False, align_chunks=True)
+    _append_attrs(zarr.open_group(session.store, mode="r+"), existing.attrs, update, provenance, now)
+    what = "; ".join(([update.note] if update.revised is not None else [])
+                     + ([f"appended {extra.sizes[TIME]} months"] if extra.sizes[TIME] else []))
+    commit(session, at, f"{what} from {provenance.get('source', '?')}", what="data set")
+    return _result(at.url, update, existing.sizes[TIME])
 
 
 def _in_this_process():

@@ -40,7 +40,8 @@ def only_downloads(task, task_run, state) -> bool:
 def ingest_new_months(store: Store, dataset: str) -> str:
     """Network IO (a download for URL entries): the only step with retries, for downloads only."""
     res = ingest_entry(get_entry(dataset), store)
-    return f"{dataset}: {res.action} ({res.n_new} new months, {res.n_time} in store)"
+    revised = f", {res.n_revised} stored months revised" if res.n_revised else ""
+    return f"{dataset}: {res.action} ({res.n_new} new months{revised}, {res.n_time} in store)"
 
 
 @task

@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 from climate_ml.catalog import download, get_entry, load_catalog, load_entry, sha256_file
-from climate_ml.errors import CatalogError, DownloadError, IngestError
+from climate_ml.errors import CatalogError, DownloadError, IngestError, StoreError
 from climate_ml.ingest import ingest_entry
 from climate_ml.store import open_obs
 from conftest import tree_digest, write_ersst_like
@@ -193,7 +193,20 @@ def test_a_downloaded_source_is_asked_again_and_only_a_newer_copy_is_fetched(htt
     publish(source, time.time() - 600)
     assert ingest_entry(entry, store).action == "unchanged" and CountingHandler.codes[-1] == 200
 
+    revised = xr.open_dataset(source, decode_times=False).load()
+    revised.close()
+    revised["sst"][29] = revised["sst"][29] + 1.0  # the producer revises its last month
+    revised.to_netcdf(source)
+    publish(source, time.time() - 300)
+    with pytest.raises(StoreError, match="different values for months already stored"):
+        ingest_entry(entry, store)  # this entry does not say `revisions: accept`
+    assert tree_digest(store / "obs") == before and not (store / "raw" / "test-entry" / "sst.nc").exists()
+    accepting = entry.model_copy(update={"revisions": "accept"})
+    res = ingest_entry(accepting, store)
+    assert (res.action, res.n_revised, res.n_new) == ("revised", 1, 0)
+
     source.unlink()  # gone from the server: a download error, the one kind the monthly flow retries
+    before = tree_digest(store / "obs")
     with pytest.raises(DownloadError, match="sst.nc: download failed after 3 tries"):
         ingest_entry(entry, store)
     assert tree_digest(store / "obs") == before

@@ -81,6 +81,47 @@ def test_revised_values_are_refused_and_store_kept(tmp_path, store):
     assert tree_digest(store / "obs") == before
 
 
+def _revise(path, months, by):
+    """The file a producer republishes: ``by`` added to the given months (indices), nothing else."""
+    ds = xr.open_dataset(path, decode_times=False).load()
+    ds.close()
+    ds["sst"][months] = ds["sst"][months] + by
+    ds.to_netcdf(path)
+    return path
+
+
+def test_revisions_are_taken_where_the_source_says_its_producer_revises(tmp_path, store):
+    """A producer that revises published months (ERSST's latest months, the Sea Ice Index when
+    near-real-time months become final): with ``revisions="accept"`` the store takes the new
+    values of exactly those months, appends the new ones in the same write, and its history says
+    which months and by how much; the other months are untouched. The default still refuses."""
+    first = write_ersst_like(tmp_path / "a.nc", n_months=36)
+    ingest_file(first, "sst", "a", store)
+    stored = open_obs(store, "a").load()
+    later = _revise(write_ersst_like(tmp_path / "b.nc", n_months=40), [33, 35], 0.5)  # two of the last months, 4 new
+
+    def write(revisions):
+        entry = CatalogEntry(name="a", description="x", source={"path": str(later)}, format="cf-netcdf",
+                             variable="sst", units="degC", license="x", citation="x", revisions=revisions)
+        return ingest_entry(entry, store)
+
+    before = tree_digest(store / "obs")
+    with pytest.raises(StoreError, match=r"different values for months already stored \(variable 'sst', first at "
+                                         r"2002-10\); refusing to overwrite \(a catalog entry whose producer revises"):
+        write("refuse")
+    assert tree_digest(store / "obs") == before
+    res = write("accept")
+    assert (res.action, res.n_revised, res.n_new, res.n_time) == ("revised", 2, 4, 40)
+    now = open_obs(store, "a").load()
+    xr.testing.assert_equal(now.sst.isel(time=slice(0, 33)), stored.sst.isel(time=slice(0, 33)))
+    xr.testing.assert_equal(now.sst.isel(time=34), stored.sst.isel(time=34))  # between the two revised months
+    assert float(abs(now.sst.isel(time=[33, 35]) - stored.sst.isel(time=[33, 35]) - 0.5).max()) < 1e-5
+    assert now.sizes["time"] == 40 and now.attrs["history"][-2].split(" ", 1)[1] == \
+        f"revised 2 months (2002-10..2002-12; largest change sst 0.5 degC) from {later}"
+    assert now.attrs["history"][-1].split(" ", 1)[1].startswith("appended 4 months (2003-01..2003-04)")
+    assert write("accept").action == "unchanged"  # the same copy again: nothing to revise
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n1=st.integers(12, 30), extra=st.integers(0, 12), repeats=st.integers(1, 3))
 def test_ingest_is_idempotent_property(tmp_path_factory, n1, extra, repeats):

@@ -87,6 +87,31 @@ def test_ingest_creates_is_idempotent_and_appends_in_the_bucket_as_on_disk(objec
     assert messages[0].startswith("appended 24 months") and messages[1].startswith("created from")
 
 
+def test_revised_months_in_the_bucket_are_one_commit_and_the_one_before_keeps_the_old_values(object_obs, tmp_path):
+    from climate_ml.catalog import CatalogEntry
+    from climate_ml.ingest import ingest_entry
+
+    root, _ = object_obs
+    _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
+    later = write_ersst_like(tmp_path / "b.nc", n_months=38)
+    ds = xr.open_dataset(later, decode_times=False).load()
+    ds.close()
+    ds["sst"][35] = ds["sst"][35] - 0.25  # the producer revises the last stored month
+    ds.to_netcdf(later)
+    entry = CatalogEntry(name="sst", description="x", source={"path": str(later)}, format="cf-netcdf", variable="sst",
+                         units="degC", license="x", citation="x", revisions="accept")
+    res = ingest_entry(entry, root)
+    assert (res.action, res.n_revised, res.n_new, res.n_time) == ("revised", 1, 2, 38)
+    repo = repository(Store.at(root).obs_repo("sst"), what="data set")
+    snapshots = list(repo.ancestry(branch="main"))
+    assert snapshots[0].message.startswith("revised 1 month (2002-12..2002-12; largest change sst 0.25 degC); "
+                                           "appended 2 months from ")
+    old = xr.open_zarr(repo.readonly_session(snapshot_id=snapshots[1].id).store, consolidated=False).load()
+    new = open_obs(root, "sst").load()
+    assert float(abs(old.sst.isel(time=35) - new.sst.isel(time=35) - 0.25).max()) < 1e-5
+    _same(old.isel(time=slice(0, 35)), new.isel(time=slice(0, 35)))
+
+
 def test_bad_input_is_a_one_line_error_and_the_stored_data_set_stays_as_it_was(object_obs, s3_endpoint, tmp_path):
     root, bucket = object_obs
     _ingest(write_ersst_like(tmp_path / "a.nc", n_months=36), root)
@@ -133,8 +158,8 @@ def test_a_writer_elsewhere_that_commits_first_wins_and_this_ingest_is_a_one_lin
     at = Store.at(root).obs_repo("sst")
     plan = store_module._months_to_append
 
-    def planned_while_another_commits(existing, ds, where):
-        extra = plan(existing, ds, where)
+    def planned_while_another_commits(existing, ds, where, revisions):
+        extra = plan(existing, ds, where, revisions)
         theirs = repository(at, what="data set").writable_session("main")
         zarr.open_group(theirs.store, mode="r+").attrs.update({"reviewed_by": "another machine"})
         theirs.commit("theirs")

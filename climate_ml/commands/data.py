@@ -105,7 +105,8 @@ def ingest(
             raise QueryError("give a catalog entry name or --file PATH")
         with dask_client(scheduler_address(scheduler)):
             res = ingest_entry(get_entry(entry), store, name=name)
-    extra = f" (+{res.n_new} months)" if res.action == "appended" else ""
+    extra = (f" (+{res.n_new} months)" if res.n_new and res.action != "created" else "") + \
+        (f" ({res.n_revised} stored months revised)" if res.n_revised else "")
     typer.echo(f"{res.action}: {res.path} ({res.n_time} months){extra}")
 
 

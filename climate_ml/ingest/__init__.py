@@ -1,7 +1,9 @@
 """Ingest: open a source in its own format, standardise it, write it to the Zarr store.
 
 ``ingest_entry`` takes a catalog entry; ``ingest_file`` takes a file a scientist already has.
-Both are idempotent: re-running changes nothing; new months in the source are appended.
+Both are idempotent: re-running changes nothing; new months in the source are appended. A
+source that gives other values for stored months is refused, unless its catalog entry says its
+producer revises them (``revisions: accept``); a downloaded source is asked for again each time.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def ingest_entry(entry: CatalogEntry, store: StoreLike, name: str | None = None)
             "license": entry.license,
             "citation": entry.citation,
         }
-        return _write(ds, store, name or entry.name, prov, path)
+        return _write(ds, store, name or entry.name, prov, path, entry.revisions)
     except ClimateMLError:
         for f in fresh:  # a download that could not be stored is fetched whole next time, not taken as current
             f.unlink(missing_ok=True)
@@ -164,11 +166,11 @@ def sha256_source(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write(ds: xr.Dataset, store: StoreLike, name: str, prov: dict, path: Path) -> WriteResult:
+def _write(ds: xr.Dataset, store: StoreLike, name: str, prov: dict, path: Path, revisions: str = "refuse") -> WriteResult:
     """Write lazily opened data. An error that only shows while streaming (a file cut short
     inside its data, a full disk) becomes a one-line IngestError; the store is left as it was."""
     try:
-        return write_obs(ds, store, name, prov)
+        return write_obs(ds, store, name, prov, revisions)
     except (OSError, RuntimeError, ValueError) as exc:
         if isinstance(exc, ClimateMLError):
             raise
