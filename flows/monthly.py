@@ -134,6 +134,33 @@ def require_prefect_server() -> None:
                              "PREFECT_API_URL, e.g. export PREFECT_API_URL=http://127.0.0.1:4200/api")
 
 
+def check_schedule(cron: str, problems: list[str] | None = None, dataset: str | None = None,
+                   predictors: list[str] | None = None) -> list[str]:
+    """The problems to schedule, once the arguments are checked (before any server is asked):
+    known problems and catalog entries, a dataset for one problem only, a cron string Prefect
+    takes (five fields, e.g. ``0 6 5 * *``, or ``@monthly``)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    from climate_ml.catalog import get_entry
+    from climate_ml.problems import get_problem, problem_names
+
+    for p in problems or []:
+        get_problem(p)
+    for name in [dataset, *(predictors or [])]:
+        if name is not None:
+            get_entry(name)
+    problems = list(problems or problem_names())
+    if (dataset or predictors) and len(problems) != 1:
+        raise ClimateMLError("--dataset and --predictor-dataset belong to one problem: give exactly one --problem")
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError:
+        raise ClimateMLError(f"bad --cron {cron!r}: not a cron schedule (minute hour day month weekday, "
+                             "e.g. '0 6 5 * *' for 06:00 UTC on the 5th)") from None
+    return problems
+
+
 def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: str | None = None,
           store: str | None = None, predictors: list[str] | None = None) -> None:
     """Register one monthly deployment per problem (``monthly-<problem>``, all problems by
@@ -141,12 +168,8 @@ def serve(cron: str = DEFAULT_CRON, problems: list[str] | None = None, dataset: 
     due, in one process (blocks until interrupted)."""
     from prefect import serve as prefect_serve
 
-    from climate_ml.problems import problem_names
-
+    problems = check_schedule(cron, problems, dataset, predictors)
     require_prefect_server()
-    problems = list(problems or problem_names())
-    if (dataset or predictors) and len(problems) != 1:
-        raise ClimateMLError("--dataset and --predictor-dataset belong to one problem: give exactly one --problem")
     deployments = [
         monthly_forecast.to_deployment(
             name=f"monthly-{p}", cron=cron,

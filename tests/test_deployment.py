@@ -79,6 +79,24 @@ def test_monthly_deployment_on_a_real_prefect_server(tmp_path):
                     p.kill()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--cron", "0 6 32 * *"], "bad --cron '0 6 32 * *': not a cron schedule"),  # five fields, but no 32nd day
+    (["--cron", "61-x"], "bad --cron '61-x': not a cron schedule"),
+    (["--problem", "snow"], "unknown problem 'snow'"),
+    (["--dataset", "no-such-entry", "--problem", "el_nino"], "unknown catalog entry 'no-such-entry'"),
+    (["--dataset", "kaplan-local"], "--dataset and --predictor-dataset belong to one problem"),
+])
+def test_serve_checks_its_arguments_before_asking_for_a_server(tmp_path, args, message):
+    """A bad schedule used to be found only after the server check (and a cron string of five
+    bad fields only by Prefect, as a traceback-like error)."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "serve", "--store", str(tmp_path / "store"), *args],
+                       env=env, capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], p.stderr
+
+
 def test_serve_without_a_prefect_server_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")

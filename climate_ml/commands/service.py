@@ -45,19 +45,10 @@ def serve_cmd(
     """Serve the monthly forecast flow of every problem (or those given) as Prefect deployments
     on a cron schedule, one deployment per problem, in this process. Needs a Prefect server:
     set PREFECT_API_URL, e.g. after `prefect server start`."""
-    from climate_ml.catalog import get_entry
-    from climate_ml.problems import get_problem
-    from flows.monthly import require_prefect_server, serve
+    from flows.monthly import check_schedule, require_prefect_server, serve
 
+    check_schedule(cron, problem, dataset, predictor_dataset)  # bad arguments first, then the server
     require_prefect_server()
-    for p in problem or []:
-        get_problem(p)
-    for name in [dataset, *(predictor_dataset or [])]:
-        if name is not None:
-            get_entry(name)
-    parts = cron.split()
-    if len(parts) != 5:
-        raise QueryError(f"bad --cron {cron!r}: expected 5 fields (minute hour day month weekday)")
     err.print(f"serving the monthly job for {', '.join(problem or ['every problem'])} on cron {cron!r}; Ctrl-C stops")
     serve(cron=cron, problems=problem, dataset=dataset, store=str(Store.at(store)), predictors=predictor_dataset)
 
