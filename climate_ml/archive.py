@@ -995,7 +995,13 @@ def read_external_forecasts(path: Path, problem, column: str | None = None,
         if dup.any():
             row = df[dup].iloc[0]
             raise QueryError(f"{path}: duplicate forecast for init {row[INIT]:%Y-%m} lead {row[LEAD]}")
-        da = df.set_index(keys)[name].astype(float).to_xarray()
+        values = pd.to_numeric(df[name], errors="coerce")
+        wrong = values.isna() & df[name].notna()
+        if wrong.any():
+            raise QueryError(f"{path}: column {name!r} holds {df[name][wrong].iloc[0]!r} on line "
+                             f"{int(np.flatnonzero(wrong.values)[0]) + 2}, not a number (leave a missing forecast empty)")
+        df[name] = values.astype(float)
+        da = df.set_index(keys)[name].to_xarray()
         inits = pd.DatetimeIndex(da[INIT].values)
     if not (inits == inits.to_period("M").to_timestamp()).all():
         raise QueryError(f"{path}: init times must be months")

@@ -167,6 +167,8 @@ def test_imported_forecasts_are_scored_on_the_same_pairs(result, store, tmp_path
     ("init,lead,forecast\n1990-01,40,0.1\n", r"none of the leads 40..40 are leads of el_nino"),
     ("init,lead,forecast\nJan 1990,1,0.1\n", r"not YYYY-MM dates"),
     ("init,lead,forecast\n1990-01,1.5,0.1\n", r"'lead' must hold whole months"),
+    # was an unexpected error (exit 1): ValueError: could not convert string to float
+    ("init,lead,forecast\n1990-01,1,0.1\n1990-01,3,0.2o\n", r"column 'forecast' holds '0.2o' on line 3, not a number"),
 ])
 def test_bad_imports_are_one_line_errors_and_archive_unchanged(store, tmp_path, content, pattern):
     import_forecasts(store, PROBLEM, _good_csv(tmp_path), "good")
