@@ -67,6 +67,28 @@ def box_mean(da: xr.DataArray, region: str | Box) -> xr.DataArray:
     return out
 
 
+def region_mean(da: xr.DataArray, region: str | Box) -> xr.DataArray:
+    """The region's area mean of a gridded field, on a lat/lon grid (``box_mean``) or on a
+    projected grid with 2-D ``lat``/``lon`` (the NSIDC polar grid: weighted by ``cell_area``
+    where the data set has it, else by cos latitude). A series without a grid is an error."""
+    box = get_region(region) if isinstance(region, str) else region
+    if "lat" in da.dims:
+        return box_mean(da, box)
+    if "lat" not in da.coords or da["lat"].ndim != 2:
+        raise QueryError(f"variable {da.name!r} has no lat/lon grid (dims: {', '.join(map(str, da.dims))}): "
+                         "an area mean needs a gridded field")
+    grid = list(da["lat"].dims)
+    inside = box.mask(da["lat"], da["lon"]).compute()
+    if not bool(inside.any()):
+        raise QueryError(f"region {box.name!r} contains no grid cell of this dataset")
+    area = da["cell_area"] if "cell_area" in da.coords else np.cos(np.deg2rad(da["lat"]))
+    weights = area.where(inside, 0.0)
+    valid = da.notnull()
+    out = (da.fillna(0) * weights).sum(grid) / (valid * weights).sum(grid)
+    out.attrs = {"units": da.attrs.get("units", ""), "long_name": f"{box.name} area mean", "region": box.name}
+    return out
+
+
 def parse_box(text: str, what: str = "box") -> Box:
     """A region for map queries: a name from ``REGIONS`` or ``lat_min,lat_max,lon_min,lon_max`` in
     degrees (longitudes east, -180..360; lon_min > lon_max wraps through 0). One-line QueryError

@@ -34,6 +34,30 @@ def test_box_mean_ignores_land_nan():
     assert np.isfinite(box_mean(sst, "nino34").values).all()
 
 
+def test_region_mean_on_a_polar_grid_weights_by_cell_area_and_refuses_a_series():
+    """`climate-ml index arctic --dataset toy-sea-ice` used to fail inside pandas (a 3-D array
+    printed as a column), and an index data set came back unchanged whatever the region."""
+    from climate_ml.regions import region_mean
+    from climate_ml.synthetic import polar_stereographic_grid
+
+    x, y, lat, lon, area = polar_stereographic_grid(200_000.0)
+    coords = {"time": pd.date_range("2000-01", periods=2, freq="MS"), "y": y, "x": x,
+              "lat": (("y", "x"), lat), "lon": (("y", "x"), lon), "cell_area": (("y", "x"), area)}
+    north = lat >= 75
+    values = np.stack([np.where(north, 1.0, 0.0), np.where(np.isfinite(lat), 0.5, np.nan)])
+    values[1, 0, 0] = np.nan  # a missing cell (land) is left out, not counted as zero
+    field = xr.DataArray(values, dims=("time", "y", "x"), coords=coords, name="conc")
+    box = Box("test", (60.0, 90.0), (0.0, 359.999))
+    inside = lat >= 60
+    mean = region_mean(field, box).values
+    assert mean[0] == pytest.approx(area[north].sum() / area[inside].sum())  # the area share north of 75N
+    assert mean[1] == pytest.approx(0.5)
+    with pytest.raises(QueryError, match="contains no grid cell"):
+        region_mean(field, "nino34")
+    with pytest.raises(QueryError, match=r"variable 'WWV' has no lat/lon grid \(dims: time\)"):
+        region_mean(xr.DataArray(np.zeros(3), dims=("time",), name="WWV"), "nino34")
+
+
 def test_box_outside_grid_is_an_error():
     with pytest.raises(QueryError, match="contains no grid cell"):
         box_mean(mock_sst().sst, "arctic")

@@ -118,17 +118,22 @@ def index(
     fmt: Annotated[str, typer.Option("--format", help="csv or json")] = "csv",
     store: StoreOpt = None,
 ):
-    """Print a monthly area-mean index (columns time,value)."""
+    """Print a monthly area-mean index (columns time,value) of a gridded data set's first
+    variable: on a lat/lon grid, or on a polar grid with 2-D lat/lon (weighted by cell area)."""
     from climate_ml.features import anomalies, fit_climatology
-    from climate_ml.regions import box_mean, get_region
+    from climate_ml.regions import get_region, region_mean
     from climate_ml.workflows import ensure_dataset
 
     if fmt not in ("csv", "json"):
         raise QueryError(f"bad --format {fmt!r} (csv or json)")
     get_region(region)
-    obs = ensure_dataset(Store.at(store), dataset or "toy-ocean", log=err.print)
+    name = dataset or "toy-ocean"
+    obs = ensure_dataset(Store.at(store), name, log=err.print)
     da = obs[next(iter(obs.data_vars))]
-    series = box_mean(da, region) if "lat" in da.dims else da
+    try:
+        series = region_mean(da, region)
+    except QueryError as exc:
+        raise QueryError(f"dataset {name!r}: {exc}") from None
     series = series.compute()
     if anomaly:
         series = anomalies(series, fit_climatology(series, series["time"].values[-1]))
