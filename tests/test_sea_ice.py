@@ -10,6 +10,7 @@ from climate_ml.backtest import lookahead_violations
 from climate_ml.features import fit_monthly_trend, monthly_trend_at
 from climate_ml.model_api import load_model_factory
 from climate_ml.problems import get_problem
+from climate_ml.synthetic import toy_sea_ice
 from climate_ml.workflows import registered_models, run_backtest
 
 
@@ -222,3 +223,22 @@ def test_outlook_command_gives_sea_ice_probabilities_and_a_png(tmp_path, capsys)
         th = out["models"]["trend_persistence"]["thresholds"][lead]
         assert th["record_low"] <= th["last_year"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_el_nino_rejects_a_sea_ice_field_and_a_heat_content_index():
+    """`forecast el_nino ... --dataset toy-sea-ice` used to take the concentration field as the
+    Nino 3.4 series and lag it cell by cell until the machine ran out of memory; a heat-content
+    index (m) became the 'Nino 3.4' target without a word."""
+    from climate_ml.errors import ClimateMLError
+    from climate_ml.synthetic import toy_heat_content
+
+    problem = get_problem("el_nino")
+    ice = toy_sea_ice(start="2000-01", end="2000-12", resolution_m=400_000.0)
+    with pytest.raises(ClimateMLError, match=r"variable 'cdr_seaice_conc' is in '1'"):
+        problem.prepare(ice)
+    with pytest.raises(ClimateMLError, match=r"has dims \(time, y, x\)"):
+        problem.prepare(ice.assign(cdr_seaice_conc=ice["cdr_seaice_conc"].assign_attrs(units="degC")))
+    heat = toy_heat_content()
+    with pytest.raises(ClimateMLError, match=r"el_nino's target is a sea-surface temperature in degC; variable "
+                                             r"'WWV' is in 'm'"):
+        problem.prepare(heat)

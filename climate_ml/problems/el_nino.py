@@ -79,8 +79,15 @@ class ElNino(GaussianCategories, Problem):
         if len(obs.data_vars) != 1:
             raise ClimateMLError(f"expected one SST variable, found {sorted(obs.data_vars)}; give --target-variable")
         sst = obs[next(iter(obs.data_vars))]
-        if "lat" not in sst.dims:
+        units = sst.attrs.get("units")
+        if units is not None and units != "degC":  # the store keeps SST in degC (ingest converts kelvin)
+            raise ClimateMLError(f"el_nino's target is a sea-surface temperature in degC; variable {sst.name!r} is "
+                                 f"in {units!r} (give --target-variable, or an SST data set)")
+        if sst.dims == (TIME,):
             return xr.Dataset({"nino34": sst.astype("float64")}).compute()
+        if "lat" not in sst.dims or "lon" not in sst.dims:
+            raise ClimateMLError(f"el_nino needs an SST field on a lat/lon grid or a Nino 3.4 series; variable "
+                                 f"{sst.name!r} has dims ({', '.join(map(str, sst.dims))})")
         # One read of the tropical-Pacific rows and columns (every Nino box lies inside it; a
         # small part of a global field: 157 MB for 20 years of 0.25-degree monthly means), then
         # the box means and the coarse field from memory. Dask's graph of these reductions cost
