@@ -834,7 +834,7 @@ def query(
 def _in_box(ds: xr.Dataset, region, model: str) -> xr.Dataset:
     """The maps of ``ds`` cut to the bounding rows / columns of ``region``, NaN outside it."""
     if _is_index(ds):
-        raise QueryError(f"a box selects part of a map; {model!r} forecasts an index (drop --box)")
+        raise QueryError(f"a box selects part of a map; {model!r} forecasts an index (leave the box out)")
     if "lat" not in ds.coords or "lon" not in ds.coords:
         raise QueryError(f"{model!r}: its archived maps carry no lat/lon coordinates, so a box cannot select them")
     inside = region.mask(ds["lat"], ds["lon"] % 360.0)
@@ -854,7 +854,7 @@ def to_records(ds: xr.Dataset) -> pd.DataFrame:
     keys = [d for d in (MODEL, INIT, LEAD, MEMBER) if d in fc.dims]
     fc = fc.transpose(*keys, ...)
     if fc.ndim != len(keys):
-        raise QueryError("field forecasts have no table form: use --format netcdf")
+        raise QueryError("field forecasts have no table form: ask for NetCDF (--format netcdf, or format=netcdf over HTTP)")
     at = np.unravel_index(np.arange(fc.size), fc.shape)
     cols = {d: ds[d].values[at[k]] for k, d in enumerate(keys)}
     months = ds[INIT].values.astype("datetime64[M]")[at[keys.index(INIT)]]

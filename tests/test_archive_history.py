@@ -344,7 +344,7 @@ def test_field_forecasts_with_members_are_archived_and_exported(store, tmp_path)
     assert write_forecast(store, "arctic_sea_ice", "maps", field(["2010-03-01"], 1), {}) == "updated"
     ds = query(store, "arctic_sea_ice", lead=2)
     assert ds["forecast"].shape == (1, 3, 1, 2, 20, 30) and ds["observed"].dims == ("model", INIT, LEAD)
-    with pytest.raises(QueryError, match="field forecasts have no table form: use --format netcdf"):
+    with pytest.raises(QueryError, match=r"field forecasts have no table form: ask for NetCDF \(--format netcdf, or format=netcdf over HTTP\)"):
         export(ds, "csv")
     (tmp_path / "maps.nc").write_bytes(export(ds, "netcdf"))
     nc = xr.open_dataset(tmp_path / "maps.nc")
