@@ -576,6 +576,7 @@ class Update:
     revised: xr.Dataset | None = None
     n_revised: int = 0
     note: str = ""
+    step: int = OBS_TIME_CHUNK  # the stored chunk length along time
 
     @property
     def empty(self) -> bool:
@@ -623,22 +624,28 @@ def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str, revision
     extra = extra.chunk({d: (step if d == TIME else -1) for d in extra.dims})
     extra.attrs = {}
     if not changed.any():
-        return Update(extra)
+        return Update(extra, step=step)
     months = overlap[changed]
-    span = ds.sel(time=slice(months[0], months[-1])).load()  # a few months as a rule; a region write
+    span = ds.sel(time=slice(months[0], months[-1]))  # lazy: a new version may revise the whole record
     span = span.drop_vars([c for c in span.coords if TIME not in span[c].dims])
     span.attrs = {}
     note = (f"revised {len(months)} month{'s' if len(months) != 1 else ''} ({months[0]:%Y-%m}..{months[-1]:%Y-%m}"
             + (f"; largest change {biggest[1]}" if biggest[1] else "") + ")")
-    return Update(extra, span, len(months), note)
+    return Update(extra, span, len(months), note, step)
 
 
 def _write_revised(update: Update, target, stored_times: pd.DatetimeIndex) -> None:
     """Write the revised span over the stored months it covers (``target``: a Zarr folder or an
-    Icechunk session's store)."""
-    first = stored_times.get_loc(pd.Timestamp(update.revised[TIME].values[0]))
-    region = {TIME: slice(first, first + update.revised.sizes[TIME])}
-    update.revised.to_zarr(target, region=region, zarr_format=3, consolidated=False)
+    Icechunk session's store), chunked as the store is so that no two pieces share a chunk."""
+    span, step = update.revised, update.step
+    first = stored_times.get_loc(pd.Timestamp(span[TIME].values[0]))
+    n = span.sizes[TIME]
+    head = min(n, step - first % step)
+    sizes = [head] + [step] * ((n - head) // step) + ([(n - head) % step] if (n - head) % step else [])
+    span = span.chunk({d: (tuple(sizes) if d == TIME else -1) for d in span.dims})
+    # each stored chunk is written by one task (partly, at the span's ends), so xarray's check for
+    # pieces that share a chunk, which refuses any partial chunk, is not needed
+    span.to_zarr(target, region={TIME: slice(first, first + n)}, zarr_format=3, consolidated=False, safe_chunks=False)
 
 
 def _append_attrs(group: zarr.Group, stored: dict, update: Update, provenance: dict, now: str) -> None:

@@ -122,6 +122,27 @@ def test_revisions_are_taken_where_the_source_says_its_producer_revises(tmp_path
     assert write("accept").action == "unchanged"  # the same copy again: nothing to revise
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_stored=st.integers(130, 400), n_new=st.integers(0, 30), data=st.data())
+def test_an_accepted_revision_leaves_the_store_equal_to_the_source_property(tmp_path_factory, n_stored, n_new, data):
+    """Whatever months are revised (spanning several stored chunks of 120 months, starting and
+    ending inside them), the store afterwards holds exactly the source: the revised months, the
+    ones between them and the new ones; and only the revised months count as revised."""
+    from climate_ml.store import write_obs
+
+    d = tmp_path_factory.mktemp("rev")
+    time = pd.date_range("1950-01", periods=n_stored + n_new, freq="MS")
+    values = np.arange(n_stored + n_new, dtype="float32")
+    source = xr.Dataset({"nino34": ("time", values, {"units": "degC"})}, coords={"time": time})
+    write_obs(source.isel(time=slice(0, n_stored)), d, "i", {"source": "first"})
+    revised = sorted(data.draw(st.sets(st.integers(0, n_stored - 1), min_size=1, max_size=40)))
+    later = source.copy(deep=True)
+    later["nino34"][revised] = later["nino34"][revised] + 0.25
+    res = write_obs(later, d, "i", {"source": "later"}, revisions="accept")
+    assert (res.action, res.n_revised, res.n_new, res.n_time) == ("revised", len(revised), n_new, n_stored + n_new)
+    np.testing.assert_array_equal(open_obs(d, "i")["nino34"].values, later["nino34"].values)
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n1=st.integers(12, 30), extra=st.integers(0, 12), repeats=st.integers(1, 3))
 def test_ingest_is_idempotent_property(tmp_path_factory, n1, extra, repeats):
