@@ -533,10 +533,11 @@ class DaskCluster:
 
     def run(self, problem: Problem, prepared: xr.Dataset, units: list[Unit], out: Outcomes,
             progress: Callable[[str], None], work: Callable | None = None) -> None:
-        from dask.distributed import Client
         from dask.distributed import TimeoutError as DaskTimeout
 
-        with Client(self.address) as client:
+        from climate_ml.cluster import connect
+
+        with connect(self.address) as client:
             [prep_f] = client.scatter([prepared], broadcast=True)
             futures = [client.submit(work or _unit, u[0], u[1], u[2], u[3], problem, prep_f, pure=False)
                        for u in units]

@@ -24,6 +24,25 @@ def scheduler_address(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get(SCHEDULER_ENV) or None
 
 
+CONNECT_TIMEOUT = 10  # seconds to reach a scheduler: a cluster's scheduler answers at once when it is up
+
+
+def connect(scheduler: str):
+    """A ``dask.distributed`` client of the scheduler at ``scheduler``; a one-line
+    ClimateMLError naming the address when none answers within ``CONNECT_TIMEOUT`` seconds."""
+    from dask.distributed import Client
+
+    from climate_ml.errors import ClimateMLError
+
+    try:
+        return Client(scheduler, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClimateMLError(f"cannot reach the Dask scheduler at {scheduler!r} ({reason}); start one with "
+                             "`dask scheduler` (and `dask worker ADDRESS`), or leave --scheduler and "
+                             f"${SCHEDULER_ENV} out to compute here") from None
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: str | None):
     """A client of the scheduler at ``scheduler`` (the default for Dask computations inside),
@@ -31,9 +50,7 @@ def dask_client(scheduler: str | None):
     if not scheduler:
         yield None
         return
-    from dask.distributed import Client
-
-    with Client(scheduler) as client:
+    with connect(scheduler) as client:
         yield client
 
 

@@ -119,3 +119,28 @@ def test_field_backtest_on_a_cluster_equals_the_local_run(cluster, tmp_path):
     on_cluster = field_backtest(*args, models=models, scheduler=cluster)
     assert "field_unit" in _task_prefixes(cluster) - before
     xr.testing.assert_identical(on_cluster, field_backtest(*args, models=models))
+
+
+def test_a_scheduler_that_does_not_answer_is_a_one_line_error(tmp_path):
+    """An address nobody listens on was `OSError: Timed out trying to connect ... after 30 s`
+    (exit 1); a malformed one a ValueError. Both name the address now, after at most 10 s,
+    given as --scheduler or in the environment, and nothing is stored."""
+    from conftest import tree_digest
+
+    store = tmp_path / "store"
+    raw = write_toy_ocean(tmp_path / "toy.nc", start="1980-01", end="1995-12")
+    cli("ingest", "--file", raw, "--variable", "sst", "--name", "toy", store=store)
+    before = tree_digest(store / "obs")
+    ingest = ["ingest", "--file", raw, "--variable", "sst", "--name", "toy2"]
+    silent = f"tcp://127.0.0.1:{free_port()}"
+    for args, env in (([*ingest, "--scheduler", silent], {}), (ingest, {"CLIMATE_ML_DASK_SCHEDULER": "nope"}),
+                      (["backtest", "el_nino", "models/persistence.py", "--dataset", "toy", "--test-start", "1994-01",
+                        "--scheduler", silent], {})):
+        tic = time.perf_counter()
+        p = subprocess.run([sys.executable, "-m", "climate_ml.cli", *map(str, args)], capture_output=True, text=True,
+                           env={**os.environ, "CLIMATE_ML_STORE": str(store), **env}, timeout=300)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1, p.stderr
+        assert lines[0].startswith("error: cannot reach the Dask scheduler at "), lines
+        assert time.perf_counter() - tic < 60
+    assert tree_digest(store / "obs") == before
