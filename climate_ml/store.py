@@ -512,10 +512,14 @@ class WriteResult:
     n_revised: int = 0
 
 
+def _differs(a: xr.DataArray, b: xr.DataArray) -> xr.DataArray:
+    """Where stored and new values differ: by more than 1e-6, or one of them missing."""
+    return (abs(a - b) > 1e-6) | (a.isnull() != b.isnull())
+
+
 def _same_values(a: xr.DataArray, b: xr.DataArray) -> bool:
     """Equal within 1e-6 with NaN == NaN; evaluated chunk by chunk for Dask input."""
-    differs = (abs(a - b) > 1e-6) | (a.isnull() != b.isnull())
-    return not bool(differs.any().compute())
+    return not bool(_differs(a, b).any().compute())
 
 
 REVISIONS = ("refuse", "accept")
@@ -604,8 +608,7 @@ def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str, revision
                 )
             old, new = existing[v].sel(time=overlap), ds[v].sel(time=overlap)
             other = [d for d in new.dims if d != TIME]
-            differs = ((abs(old - new) > 1e-6) | (old.isnull() != new.isnull())).any(other).compute().values
-            changed |= differs
+            changed |= _differs(old, new).any(other).compute().values
             size = float(abs(old - new).max().compute())
             if np.isfinite(size) and size > biggest[0]:
                 biggest = (size, f"{v} {size:.3g} {ds[v].attrs.get('units', '')}".rstrip())
@@ -798,7 +801,7 @@ def _check_compatible(existing: xr.Dataset, new: xr.Dataset, path: str) -> None:
 
 
 def _first_differing_month(a: xr.DataArray, b: xr.DataArray) -> str:
-    differs = (abs(a - b) > 1e-6) | (a.isnull() != b.isnull())
+    differs = _differs(a, b)
     bad = differs.any([d for d in differs.dims if d != TIME]).compute().values
     return f"{pd.Timestamp(a[TIME].values[int(np.argmax(bad))]):%Y-%m}"
 
