@@ -38,6 +38,38 @@ def test_360_day_calendar_to_month_starts(tmp_path, store):
     assert (t.day == 1).all()
 
 
+def _iri_months_file(path, calendar: str, units: str = "months since 1960-01-01", n_months: int = 27):
+    """SST in the IRI Data Library's layout: T in 'months since 1960-01-01' at mid-month
+    (0.5, 1.5, ...), its calendar written "360", lat/lon named Y/X."""
+    rng = np.random.default_rng(1)
+    t = xr.Variable("T", np.arange(n_months) + 0.5, {"units": units, "calendar": calendar})
+    xr.Dataset({"sst": (("T", "Y", "X"), 27 + rng.normal(0, 1, (n_months, 3, 4)).astype("float32"),
+                        {"units": "Celsius_scale"})},
+               coords={"T": t, "Y": [-5.0, 0.0, 5.0], "X": [190.0, 200.0, 210.0, 220.0]}).to_netcdf(path)
+    return path
+
+
+def test_iri_data_library_months_since_in_its_360_calendar(tmp_path, store):
+    """xarray refused these files (calendar '360' is IRI's name for 360_day)."""
+    ingest_file(_iri_months_file(tmp_path / "iri.nc", "360"), "sst", "iri", store, units="degC")
+    ds = open_obs(store, "iri")
+    t = pd.DatetimeIndex(ds.time.values)
+    assert t[0] == pd.Timestamp("1960-01-01") and t[-1] == pd.Timestamp("1962-03-01") and t.size == 27
+    assert ds.sst.dims == ("time", "lat", "lon")
+
+
+@pytest.mark.parametrize("calendar,units,message", [
+    ("standard", "months since 1960-01-01", "a 'months since' axis needs calendar 360_day"),
+    ("360", "fortnights since 1960-01-01", "not CF time units"),
+])
+def test_unreadable_time_units_name_the_axis(tmp_path, store, calendar, units, message):
+    ingest_file(write_ersst_like(tmp_path / "good.nc"), "sst", "good", store)
+    f = _iri_months_file(tmp_path / "m.nc", calendar, units)
+    expect_clean_error(store, tree_digest(store), IngestError,
+                       rf"m.nc: cannot read the time axis 'T': units '{units}' with calendar '{calendar}': {message}",
+                       lambda: ingest_file(f, "sst", "good", store, units="degC"))
+
+
 def test_land_code_becomes_nan(tmp_path, store):
     f = write_ersst_like(tmp_path / "l.nc", land_value=0.0)
     entry = CatalogEntry(name="l", description="x", source={"path": str(f)}, format="cf-netcdf", variable="sst",

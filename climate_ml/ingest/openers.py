@@ -59,12 +59,13 @@ def netcdf_files(path: Path) -> list[Path]:
 def _open_netcdf(path: Path, variable, time_chunk: int) -> xr.Dataset:
     """One file, as Dask arrays chunked by ``time_chunk`` steps, or by month for daily data."""
     try:
-        ds = xr.open_dataset(path, engine="netcdf4", decode_times=xr.coders.CFDatetimeCoder(use_cftime=True),
-                             mask_and_scale=True, chunks=None)  # lazy, not yet Dask: chunked by the caller
+        ds = xr.open_dataset(path, engine="netcdf4", decode_times=False, mask_and_scale=True,
+                             chunks=None)  # lazy, not yet Dask: chunked by the caller
     except FileNotFoundError as exc:
         raise IngestError(f"{path}: file not found") from exc
     except Exception as exc:  # netCDF4/HDF5 raise OSError, RuntimeError, ValueError...
         raise IngestError(_one_line(f"{path}: not a readable NetCDF file ({type(exc).__name__}: {exc})")) from exc
+    ds = _decode_times(ds, path)
     names = _names(variable, ds)
     for v in names:
         if v not in ds.data_vars:
@@ -94,6 +95,32 @@ def _open_netcdf(path: Path, variable, time_chunk: int) -> xr.Dataset:
                                      name=f"read-{name}-{hashlib.sha1(str(path).encode()).hexdigest()[:12]}")
         out[name] = out[name].copy(data=data)
     return out
+
+
+CALENDAR_ALIASES = {"360": "360_day"}  # the IRI Data Library's files say calendar = "360"
+
+
+def _decode_times(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """CF times decoded with cftime (any calendar). The IRI Data Library's "months since" axes
+    with calendar "360" are read as the 360_day calendar they mean; "months since" in a calendar
+    whose months differ in length is refused by name (CF leaves such a month undefined)."""
+    written = {n: dict(v.attrs) for n, v in ds.variables.items() if "since" in str(v.attrs.get("units", ""))}
+    for name, attrs in written.items():
+        calendar = str(attrs.get("calendar", "")).strip()
+        if calendar in CALENDAR_ALIASES:
+            ds[name].attrs["calendar"] = CALENDAR_ALIASES[calendar]
+    try:
+        return xr.decode_cf(ds, decode_times=xr.coders.CFDatetimeCoder(use_cftime=True), mask_and_scale=False)
+    except Exception as exc:  # cftime and xarray raise ValueError, OverflowError, OutOfBoundsDatetime...
+        if not written:
+            raise IngestError(_one_line(f"{path}: cannot read its times ({type(exc).__name__}: {exc})")) from exc
+        name, attrs = next(iter(written.items()))  # as the file writes them
+        units, calendar = str(attrs["units"]), str(attrs.get("calendar", "standard"))
+        why = ("a 'months since' axis needs calendar 360_day (as in the IRI Data Library's files), where every "
+               "month has the same length" if units.strip().startswith("months") else
+               "not CF time units (e.g. 'days since 1800-01-01')")
+        raise IngestError(f"{path}: cannot read the time axis {name!r}: units {units!r} with calendar "
+                          f"{calendar!r}: {why}") from exc
 
 
 class _BlockReader:
