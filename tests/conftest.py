@@ -331,7 +331,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
     if not (CHROMIUM and CHROMEDRIVER):
         if os.environ.get("CI"):
             pytest.fail("chromium and chromedriver are missing; `make test` installs them from Debian's packages")
@@ -345,7 +345,9 @@ def browser():
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1200,900"):
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # Chromium leaves its singleton socket folder in $TMPDIR: here, in pytest's own temporary folder
+    tmp = tmp_path_factory.mktemp("chromium")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env={**os.environ, "TMPDIR": str(tmp)}), options=opts)
     yield driver
     driver.quit()
 
