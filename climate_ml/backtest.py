@@ -645,14 +645,20 @@ def assemble_result(problem: Problem, prepared: xr.Dataset, plan, models, out: O
                           members)
 
 
-def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:
-    """Train on everything known at ``init`` and forecast that init at every lead."""
+def observed_init(prepared: xr.Dataset, init) -> pd.Timestamp:
+    """``init`` as a timestamp, once it is a month of the data (a forecast starts from data)."""
     init = pd.Timestamp(init)
     times = pd.DatetimeIndex(prepared["time"].values)
     if init not in times:
         raise ClimateMLError(
             f"no observations for init {init:%Y-%m} (data cover {times[0]:%Y-%m}..{times[-1]:%Y-%m})"
         )
+    return init
+
+
+def issue_forecast(problem: Problem, factory: Factory, prepared: xr.Dataset, init, name: str = "model") -> xr.DataArray:
+    """Train on everything known at ``init`` and forecast that init at every lead."""
+    init = observed_init(prepared, init)
     fold = problem.fold_data(prepared.sel(time=slice(None, init)), fit_end=init)
     missing = missing_inputs(fold.test_set([init]))
     if missing:

@@ -23,6 +23,7 @@ from climate_ml.backtest import (
     backtest,
     issue_forecast,
     issue_forecasts,
+    observed_init,
     start_workers_early,
 )
 from climate_ml.catalog import PROJECT_ROOT, load_catalog
@@ -372,7 +373,7 @@ def multi_model_outlook(store: StoreLike, problem: Problem, model_paths: dict[st
     model; a model that fails is recorded, the others go on. The models' probabilities are
     calibrated on one backtest of them all (``calibration_backtest``), whose fits run as
     ``options`` say (n_jobs, scheduler)."""
-    init = pd.Timestamp(init) if init is not None else problem.last_init(prepared)
+    init = observed_init(prepared, init) if init is not None else problem.last_init(prepared)
     summaries, forecasts = {}, {}
     made, failures = issue_forecasts(problem, model_paths, prepared, init, **options)
     recent = None

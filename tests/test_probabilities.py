@@ -251,6 +251,11 @@ def test_outlook_command_prints_the_table_and_draws_the_png(tmp_path, capsys):
     assert code == 0 and "| 6 | 2020-12 | NDJ 2020 |" in text and "P(el_nino)" in text
     code = main(["outlook", "el_nino", "--model", "nobody", "--store", str(tmp_path / "s")])
     assert code == 2 and "unknown model 'nobody'" in capsys.readouterr().err
+    # an init outside the data was one failure per model, a PNG of nothing and exit 3
+    code = main(["outlook", "el_nino", "--init", "2030-01", "--store", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == "error: no observations for init 2030-01 (data cover 1950-01..2024-12)", err
+    assert not (tmp_path / "s" / "runs").exists()  # the two outlooks above wrote to --output
 
 
 def test_a_broken_model_is_one_failure_in_the_outlook(tmp_path):
