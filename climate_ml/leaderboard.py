@@ -19,6 +19,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from climate_ml.sea_ice_fields import FIELD_SCORING
 from climate_ml.store import NETCDF_LOCK, Store, StoreLike
 
 REFERENCE = "damped_persistence"
+MIN_BOOTSTRAP_YEARS = 5  # fewer calendar years of inits: too few blocks for an interval (one year: every resample alike)
 
 
 def problem_definition(problem: Problem) -> dict:
@@ -234,13 +236,18 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
     counts = np.stack([np.bincount(rng.integers(0, len(uy), len(uy)), minlength=len(uy)) for _ in range(n_boot)])
     boot = to_score(np.einsum("by,ymlk->bmlk", counts, S))  # boot, model, lead
     sign = -1.0 if lower_better else 1.0
-    leader = np.nanargmax(sign * point, axis=0)  # per lead
+    scored = np.isfinite(point).any(axis=0)  # a lead that no model could be scored at (no outcome yet) has no leader
+    leader = np.where(np.isfinite(point), sign * point, -np.inf).argmax(axis=0)  # per lead
     ref = names.index(reference)
     a = (1 - level) / 2
 
     def q(x):
-        return np.nanquantile(x, a, axis=0), np.nanquantile(x, 1 - a, axis=0)
+        with warnings.catch_warnings():  # a lead no model could be scored at has no interval
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanquantile(x, a, axis=0), np.nanquantile(x, 1 - a, axis=0)
 
+    if len(uy) < MIN_BOOTSTRAP_YEARS:  # no intervals, so no model is called better than the reference
+        boot = np.full_like(boot, np.nan)
     lo, hi = q(boot)
     d_ref = boot - boot[:, [ref], :]
     d_lead = boot - np.take_along_axis(boot, leader[None, None, :].repeat(boot.shape[0], 0), axis=1)
@@ -256,16 +263,17 @@ def _table(board, names: list[str], leads: list[int], S: np.ndarray, uy: np.ndar
                 "minus_reference": _r(point[i, j] - point[ref, j]), "minus_reference_ci": [_r(dr_lo[i, j]), _r(dr_hi[i, j])],
                 "significantly_better_than_reference": bool(better_than_ref) and i != ref,
                 "minus_leader": _r(point[i, j] - point[leader[j], j]), "minus_leader_ci": [_r(dl_lo[i, j]), _r(dl_hi[i, j])],
-                "leader": bool(leader[j] == i),
+                "leader": bool(scored[j] and leader[j] == i),
             }
         rows.append({"model": name, "leads": per_lead, "source": board.sources.get(name, {})})
-    mean_score = {r["model"]: np.nanmean([v["score"] for v in r["leads"].values() if v["score"] is not None]) for r in rows}
-    rows.sort(key=lambda r: sign * -mean_score[r["model"]])
+    mean_score = {r["model"]: [v["score"] for v in r["leads"].values() if v["score"] is not None] for r in rows}
+    rows.sort(key=lambda r: sign * -np.mean(mean_score[r["model"]]) if mean_score[r["model"]] else np.inf)
     return {
         "problem": board.problem, "work_key": board.work_key, "dataset": board.work["dataset"],
         "test_period": board.work["test_period"], "refit_every_months": board.work["refit_every_months"],
         "score": score, "lower_is_better": lower_better, "reference": reference, "confidence": level,
-        "bootstrap": {"blocks": "calendar years of init_time", "n_years": len(uy), "n_boot": n_boot},
+        "bootstrap": {"blocks": "calendar years of init_time", "n_years": len(uy), "n_boot": n_boot,
+                      "min_years": MIN_BOOTSTRAP_YEARS},
         "leads": leads, "n_pairs": {str(lead): int(n) for lead, n in zip(leads, n_pairs, strict=True)},
         "rows": rows, "failed": [{"model": k, "error": v} for k, v in board.failed.items()],
     }
@@ -372,8 +380,21 @@ def leaderboard_table(store: StoreLike, problem: str, score: str = "acc", datase
     return score_board(board, score, reference or default_reference(prob, board), n_boot=n_boot)
 
 
+def bootstrap_note(table: dict) -> str:
+    n = table["bootstrap"]["n_years"]
+    if n < MIN_BOOTSTRAP_YEARS:
+        return (f"no intervals: the inits span {n} calendar year{'s' if n != 1 else ''}, and the block bootstrap needs "
+                f"at least {MIN_BOOTSTRAP_YEARS} (an earlier --test-start)")
+    return (f"* = better than {table['reference']} with {table['confidence']:.0%} confidence "
+            f"(block bootstrap over {n} years)")
+
+
 def _r(x) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
+
+
+def _num(x: float | None, spec: str) -> str:
+    return f"{'-':>{spec.lstrip('+').split('.')[0]}}" if x is None else format(x, spec)
 
 
 def _interval(pair) -> str:
@@ -398,8 +419,7 @@ def format_board(table: dict, lead: int | None = None) -> str:
                 mark = "*" if v["significantly_better_than_reference"] else " "
                 cells.append(f"{v['score']:>7.2f}{mark}" if v["score"] is not None else f"{'-':>8}")
             lines.append(r["model"].ljust(width) + "".join(cells))
-        lines.append(f"* = better than {table['reference']} with {table['confidence']:.0%} confidence "
-                     f"(block bootstrap over {table['bootstrap']['n_years']} years)")
+        lines.append(bootstrap_note(table))
     else:
         x = str(lead)
         if x not in table["rows"][0]["leads"]:
@@ -408,9 +428,11 @@ def format_board(table: dict, lead: int | None = None) -> str:
         lines.append("model".ljust(width) + f"{'score':>8} {'interval':>17} {'- ' + table['reference']:>26} {'- leader':>24}")
         for r in table["rows"]:
             v = r["leads"][x]
-            lines.append(r["model"].ljust(width) + f"{v['score']:>8.3f} {_interval(v['ci']):>17} "
-                         f"{v['minus_reference']:>+8.3f} {_interval(v['minus_reference_ci']):>17} "
-                         f"{v['minus_leader']:>+8.3f} {_interval(v['minus_leader_ci']):>15}")
+            lines.append(r["model"].ljust(width) + f"{_num(v['score'], '8.3f')} {_interval(v['ci']):>17} "
+                         f"{_num(v['minus_reference'], '+8.3f')} {_interval(v['minus_reference_ci']):>17} "
+                         f"{_num(v['minus_leader'], '+8.3f')} {_interval(v['minus_leader_ci']):>15}")
+        if table["bootstrap"]["n_years"] < MIN_BOOTSTRAP_YEARS:
+            lines.append(bootstrap_note(table))
     for f in table["failed"]:
         lines.append(f"FAILED {f['model']}: {f['error']}")
     return "\n".join(lines)

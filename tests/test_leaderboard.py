@@ -206,6 +206,30 @@ def cli(*args, store):
                           env=env, timeout=600)
 
 
+def test_a_test_period_too_short_for_the_bootstrap_claims_no_significance(prepared, store):
+    """Inits of one year (1999-07..12) used to make every interval zero-wide, so that any model
+    ahead of the reference was 'better with 95% confidence'; and a lead no outcome had verified
+    yet (6: its targets lie after the data) crashed the leaderboard (nanargmax of an all-NaN lead)."""
+    one_year = backtest(PROBLEM, REFS, prepared, "1999-07", "1999-12", 12)
+    record_backtest(store, PROBLEM, one_year, "toy", "abc", "1999-07", "1999-12", 12, REFS)
+    table = score_board(assemble(store, PROBLEM.name), "acc", n_boot=200)
+    assert table["bootstrap"]["n_years"] == 1 and table["n_pairs"]["1"] > 0 and table["n_pairs"]["6"] == 0
+    cells = [r["leads"][lead] for r in table["rows"] for lead in ("1", "3", "6")]
+    assert all(c["ci"] == [None, None] and not c["significantly_better_than_reference"] for c in cells)
+    assert {r["model"]: r["leads"]["1"]["score"] is not None for r in table["rows"]} == dict.fromkeys(REFS, True)
+    assert all(r["leads"]["6"]["score"] is None and not r["leads"]["6"]["leader"] for r in table["rows"])
+    text = format_board(table)
+    assert "*" not in text and "no intervals: the inits span 1 calendar year" in text
+    assert "no intervals" in format_board(table, lead=3) and "no intervals" in format_board(table, lead=6)
+    # the same period from 1995: five years, so intervals again; damped persistence beats climatology at lead 1
+    five = backtest(PROBLEM, REFS, prepared, "1995-01", "1999-12", 12)
+    record_backtest(store, PROBLEM, five, "toy", "abc", "1995-01", "1999-12", 12, REFS)
+    table = score_board(assemble(store, PROBLEM.name), "acc", n_boot=200, reference="climatology")
+    rows = {r["model"]: r["leads"] for r in table["rows"]}
+    assert table["bootstrap"]["n_years"] == 5 and rows["damped_persistence"]["1"]["significantly_better_than_reference"]
+    assert "* = better than climatology" in format_board(table)
+
+
 def test_cli_backtest_many_then_leaderboard(tmp_path):
     from climate_ml.synthetic import write_toy_ocean
     store = tmp_path / "store"

@@ -123,7 +123,10 @@ function drawReliability(b) {
 
 function render(b) {
   $("meta").textContent = `${b.problem} on ${b.dataset}, inits ${b.test_period[0]}..${b.test_period[1]}, ` +
-    `refit every ${b.refit_every_months} months, reference ${b.reference}, ${b.bootstrap.n_years} years resampled`;
+    `refit every ${b.refit_every_months} months, reference ${b.reference}, ` +
+    (b.bootstrap.n_years < b.bootstrap.min_years
+      ? `no intervals: ${b.bootstrap.n_years} year(s) of inits, the bootstrap needs ${b.bootstrap.min_years}`
+      : `${b.bootstrap.n_years} years resampled`);
   $("board").querySelector("thead").replaceChildren(el("tr", {}, [el("th", {}, "model"), ...b.leads.map((l) => el("th", {}, `L${l}`))]));
   $("board").querySelector("tbody").replaceChildren(...b.rows.map((r) => el("tr", {}, [el("td", {}, r.model), ...b.leads.map((l) => {
     const c = r.leads[String(l)];
