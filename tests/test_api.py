@@ -135,6 +135,26 @@ def test_history_several_leads_and_the_standard_layouts(server, tmp_path):
     assert status == 200 and json.loads(body)["rows"] == []
 
 
+@pytest.mark.parametrize("args,message", [
+    ("in use", "cannot listen on 127.0.0.1:{port}: Address already in use"),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:8000: Cannot assign requested address"),  # not this machine's
+    (["--host", "no-such-host.invalid"], "bad --host 'no-such-host.invalid': "),
+])
+def test_serve_api_that_cannot_listen_is_one_line(server, tmp_path, args, message):
+    """uvicorn logged 'ERROR: [Errno 98] ...' and exited 3."""
+    import subprocess
+    import sys
+
+    port = int(server.rsplit(":", 1)[1])  # the running server's port
+    if args == "in use":
+        args = ["--port", str(port)]
+    p = subprocess.run([sys.executable, "-m", "climate_ml.cli", "serve-api", *args, "--store", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: " + message.format(port=port)), p.stderr
+    assert get(server + "/health")[0] == 200 and not (tmp_path / "s").exists()
+
+
 def test_health_shows_no_internals(server):
     status, _, body = get(server + "/health")
     assert status == 200 and set(json.loads(body)) == {"status", "version", "warm"}

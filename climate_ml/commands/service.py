@@ -67,6 +67,25 @@ def serve_api(
         raise QueryError(f"bad --port {port}")
     if not 1 <= workers <= 64:
         raise QueryError(f"bad --workers {workers}: between 1 and 64")
+    check_listen(host, port)
     os.environ["CLIMATE_ML_STORE"] = str(Store.at(store))  # what each worker process's app serves
     uvicorn.run("climate_ml.api:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once, as the server will: a port in use or an address not on this
+    machine is one line (uvicorn logged it and exited 3)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise QueryError(f"bad --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a socket in TIME_WAIT is no obstacle
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise QueryError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
