@@ -31,6 +31,8 @@ FIELD_TARGET = "sea_ice_concentration"  # a model file that forecasts concentrat
 def load_model_factory(path: str | Path) -> Callable[[], object]:
     """Import a model file by path and return its ``make_model`` factory."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"{path}: a folder, not a model file (give its .py files, e.g. {path}/*.py)")
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]

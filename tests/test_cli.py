@@ -48,6 +48,7 @@ def test_errors_are_one_line_with_nonzero_exit(tmp_path, store):
         (["ingest", "--file", good, "--variable", "tos", "--name", "good"], "variable 'tos' not found"),
         (["ingest", "no-such-entry"], "unknown catalog entry 'no-such-entry'"),
         (["backtest", "el_nino", tmp_path / "nomodel.py", "--dataset", "good"], "nomodel.py: model file not found"),
+        (["backtest", "el_nino", "models", "--dataset", "good"], "models: a folder, not a model file"),
         (["backtest", "el_nino", "models/persistence.py", "--dataset", "absent"], "unknown dataset 'absent'"),
         (["archive", "query", "--problem", "el_nino", "--init", "2020-13"], "bad --init '2020-13'"),
         (["archive", "query", "--problem", "el_nino", "--format", "xml"], "bad --format 'xml'"),
