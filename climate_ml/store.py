@@ -15,6 +15,7 @@ and a writer on another machine that commits first makes this one fail with noth
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import os
 import re
@@ -581,6 +582,7 @@ class Update:
     n_revised: int = 0
     note: str = ""
     step: int = OBS_TIME_CHUNK  # the stored chunk length along time
+    months: pd.DatetimeIndex | None = None  # the revised months
 
     @property
     def empty(self) -> bool:
@@ -634,7 +636,7 @@ def _months_to_append(existing: xr.Dataset, ds: xr.Dataset, where: str, revision
     span.attrs = {}
     note = (f"revised {len(months)} month{'s' if len(months) != 1 else ''} ({months[0]:%Y-%m}..{months[-1]:%Y-%m}"
             + (f"; largest change {biggest[1]}" if biggest[1] else "") + ")")
-    return Update(extra, span, len(months), note, step)
+    return Update(extra, span, len(months), note, step, months)
 
 
 def _write_revised(update: Update, target, stored_times: pd.DatetimeIndex) -> None:
@@ -696,7 +698,12 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: 
     if update.empty:
         return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
     tmp = temp_beside(final)
+    kept = None
     try:
+        if update.revised is not None:  # the values it replaces, kept beside the data set
+            kept = _keep_replaced(existing, update.months, final, now)
+            where = f"{final.parent.name}/{kept[1].parent.name}/{kept[1].name}"
+            update = dataclasses.replace(update, note=f"{update.note[:-1]}; the replaced values in {where})")
         shutil.copytree(final, tmp)
         if update.revised is not None:
             _write_revised(update, tmp, pd.DatetimeIndex(existing[TIME].values))
@@ -704,10 +711,42 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: 
             update.extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
         _append_attrs(zarr.open_group(str(tmp), mode="r+"), existing.attrs, update, provenance, now)
         swap_in(tmp, final)
+        if kept is not None:
+            os.replace(*kept)
     except BaseException:
         discard(tmp)
+        if kept is not None:
+            kept[0].unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder, if this revision was to be its first file
+                kept[0].parent.rmdir()
         raise
     return _result(final, update, existing.sizes[TIME])
+
+
+def revisions_folder(final: Path) -> Path:
+    """Where the values that accepted revisions replaced are kept: ``obs/<dataset>.revisions/``."""
+    return final.with_name(final.stem + ".revisions")
+
+
+def _keep_replaced(existing: xr.Dataset, months: pd.DatetimeIndex, final: Path, now: str) -> tuple[Path, Path]:
+    """Write the stored values of the revised ``months`` (every variable, as stored, with the data
+    set's attributes) to a NetCDF file named by the time of the revision, first under a temporary
+    name: (temporary, final) paths, the rename left to the caller once the revision is in."""
+    folder = revisions_folder(final)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".*.tmp"):  # of a writer killed before its swap (under the data set's lock)
+        stale.unlink(missing_ok=True)
+    stamp = re.sub(r"[-:]", "", now.replace("+00:00", "Z"))
+    name = next(n for n in (f"{stamp}-{k}.nc" if k else f"{stamp}.nc" for k in range(1000)) if not (folder / n).exists())
+    old = existing.sel(time=months)
+    for v in old.variables.values():
+        v.encoding = {}
+    old.attrs = {**{k: v for k, v in existing.attrs.items() if isinstance(v, str | int | float)},
+                 "comment": f"the stored values of {len(months)} month(s) replaced by a revision at {now}"}
+    tmp = folder / f".{name}.tmp"
+    with NETCDF_LOCK, _in_this_process():  # a local file, read from the store in this process's threads
+        old.to_netcdf(tmp, engine="netcdf4")
+    return tmp, folder / name
 
 
 def _write_obs_repo(ds: xr.Dataset, at: RepoAt, provenance: dict, revisions: str = "refuse") -> WriteResult:

@@ -148,10 +148,38 @@ def test_revisions_are_taken_where_the_source_says_its_producer_revises(tmp_path
     xr.testing.assert_equal(now.sst.isel(time=slice(0, 33)), stored.sst.isel(time=slice(0, 33)))
     xr.testing.assert_equal(now.sst.isel(time=34), stored.sst.isel(time=34))  # between the two revised months
     assert float(abs(now.sst.isel(time=[33, 35]) - stored.sst.isel(time=[33, 35]) - 0.5).max()) < 1e-5
+    kept = sorted((store / "obs" / "a.revisions").iterdir())  # the values replaced, kept beside the data set
+    assert len(kept) == 1 and kept[0].name.endswith("Z.nc")
     assert now.sizes["time"] == 40 and now.attrs["history"][-2].split(" ", 1)[1] == \
-        f"revised 2 months (2002-10..2002-12; largest change sst 0.5 degC) from {later}"
+        (f"revised 2 months (2002-10..2002-12; largest change sst 0.5 degC; the replaced values in "
+         f"obs/a.revisions/{kept[0].name}) from {later}")
+    replaced = xr.load_dataset(kept[0])
+    xr.testing.assert_identical(replaced.sst, stored.sst.isel(time=[33, 35]))  # exactly the revised months, as stored
     assert now.attrs["history"][-1].split(" ", 1)[1].startswith("appended 4 months (2003-01..2003-04)")
     assert write("accept").action == "unchanged"  # the same copy again: nothing to revise
+
+
+def test_a_revision_that_fails_keeps_no_replaced_values_and_changes_nothing(tmp_path, store, monkeypatch):
+    """The replaced values are written first, under a temporary name, and named only once the
+    revision is in: a write that fails leaves the data set as it was and no revisions folder."""
+    import climate_ml.store as store_module
+
+    ingest_file(write_ersst_like(tmp_path / "a.nc", n_months=36), "sst", "a", store)
+    later = _revise(write_ersst_like(tmp_path / "b.nc", n_months=36), [30], 0.5)
+    before = tree_digest(store / "obs")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store_module, "_write_revised", broken)
+    entry = CatalogEntry(name="a", description="x", source={"path": str(later)}, format="cf-netcdf", variable="sst",
+                         units="degC", license="x", citation="x", revisions="accept")
+    with pytest.raises(IngestError, match=r"ingest failed while streaming the data into the store \(OSError: disk full\)"):
+        ingest_entry(entry, store)
+    assert tree_digest(store / "obs") == before and not (store / "obs" / "a.revisions").exists()
+    monkeypatch.undo()
+    assert ingest_entry(entry, store).action == "revised"
+    assert len(list((store / "obs" / "a.revisions").iterdir())) == 1
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
