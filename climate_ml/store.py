@@ -34,7 +34,7 @@ from filelock import FileLock
 
 from climate_ml import __version__, objects
 from climate_ml.errors import StoreError
-from climate_ml.schema import TIME, validate_obs
+from climate_ml.schema import LAT, LON, TIME, validate_obs
 
 DEFAULT_ROOT = "climate-ml-data"
 # HDF5 (under netCDF4) is not thread-safe: two threads in it at once crash the process (seen with
@@ -693,7 +693,7 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: 
             raise
         return WriteResult(final, "created", ds.sizes[TIME], ds.sizes[TIME])
 
-    existing = xr.open_zarr(final, consolidated=False)
+    existing = _open_folder_obs(final, final.stem)
     update = _months_to_append(existing, ds, str(final), revisions)
     if update.empty:
         return WriteResult(final, "unchanged", existing.sizes[TIME], 0)
@@ -862,4 +862,25 @@ def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Data
         raise StoreError(
             f"unknown dataset {name!r} in {store} (stored: {', '.join(store.obs_names()) or 'none'}; ingest it first)"
         )
-    return xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
+    return _open_folder_obs(final, name, chunks)
+
+
+def _open_folder_obs(final: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
+    """A data set's Zarr folder, lazily; a StoreError naming it when its metadata or coordinates
+    are damaged (unreadable JSON, a lost coordinate read as 1970 or as plain numbers)."""
+    try:
+        ds = xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
+    except Exception as exc:  # zarr and xarray raise JSONDecodeError, ValueError, KeyError, TypeError...
+        raise _damaged(name, final, f"{type(exc).__name__}: {exc}") from exc
+    if not ds.data_vars:
+        raise _damaged(name, final, "it holds no variable")
+    lost = [d for d in (TIME, *ds.dims) if d in (TIME, LAT, LON) and d not in ds.coords]
+    if lost or not np.issubdtype(ds[TIME].dtype, np.datetime64):
+        raise _damaged(name, final, f"its {(lost or [TIME])[0]!r} coordinate is missing or unreadable")
+    return ds
+
+
+def _damaged(name: str, final: Path, why: str) -> StoreError:
+    why = why.splitlines()[0][:300] if why else "?"
+    return StoreError(f"stored data set {name!r} is damaged ({final}: {why}); restore it from a backup, or delete "
+                      "the folder and ingest it again")

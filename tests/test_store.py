@@ -177,3 +177,25 @@ def test_a_record_being_written_is_not_listed_until_it_is_renamed_into_place(tmp
         (folder / "record.json").write_text("{}")
         assert store.record_files("el_nino") == []
     assert store.record_files("el_nino") == [final / "record.json"]
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda d: (d / "sst" / "zarr.json").write_text("{bad"), "JSONDecodeError"),
+    (lambda d: (d / "zarr.json").unlink(), "GroupNotFoundError"),
+    (lambda d: (d / "sst" / "zarr.json").write_text("{}"), "MetadataValidationError"),
+    (lambda d: (d / "time" / "zarr.json").unlink(), "its 'time' coordinate is missing or unreadable"),  # read as 1970
+    (lambda d: __import__("shutil").rmtree(d / "lat"), "its 'lat' coordinate is missing or unreadable"),
+    (lambda d: __import__("shutil").rmtree(d / "sst"), "it holds no variable"),
+])
+def test_a_damaged_data_set_is_named_and_never_appended_to(tmp_path, store, damage, why):
+    """Damaged metadata was a bare JSONDecodeError or StopIteration (exit 1), and a lost time
+    coordinate was read silently as months from 1970."""
+    ingest_file(write_ersst_like(tmp_path / "a.nc", n_months=24), "sst", "a", store)
+    damage(store / "obs" / "a.zarr")
+    before = tree_digest(store / "obs")
+    pattern = rf"^stored data set 'a' is damaged \(.*a\.zarr: {why}.*\); restore it from a backup, or delete the folder"
+    with pytest.raises(StoreError, match=pattern):
+        open_obs(store, "a")
+    with pytest.raises(StoreError, match=pattern):
+        ingest_file(write_ersst_like(tmp_path / "b.nc", n_months=36), "sst", "a", store)
+    assert tree_digest(store / "obs") == before
