@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -687,6 +688,7 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: 
             # one pass over the source: the write and the count of valid values per variable
             _, counts = dask.compute(write, {v: out[v].count() for v in out.data_vars})
             _refuse_empty(counts, provenance, final.stem)
+            _take_inventory(tmp)
             swap_in(tmp, final)
         except BaseException:
             discard(tmp)
@@ -710,6 +712,7 @@ def _write_obs_folder(ds: xr.Dataset, final: Path, provenance: dict, revisions: 
         if update.extra.sizes[TIME]:
             update.extra.to_zarr(tmp, append_dim=TIME, zarr_format=3, consolidated=False)
         _append_attrs(zarr.open_group(str(tmp), mode="r+"), existing.attrs, update, provenance, now)
+        _take_inventory(tmp)
         swap_in(tmp, final)
         if kept is not None:
             os.replace(*kept)
@@ -866,18 +869,52 @@ def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Data
 
 
 def _open_folder_obs(final: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
-    """A data set's Zarr folder, lazily; a StoreError naming it when its metadata or coordinates
-    are damaged (unreadable JSON, a lost coordinate read as 1970 or as plain numbers)."""
-    try:
-        ds = xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
-    except Exception as exc:  # zarr and xarray raise JSONDecodeError, ValueError, KeyError, TypeError...
-        raise _damaged(name, final, f"{type(exc).__name__}: {exc}") from exc
-    if not ds.data_vars:
-        raise _damaged(name, final, "it holds no variable")
-    lost = [d for d in (TIME, *ds.dims) if d in (TIME, LAT, LON) and d not in ds.coords]
-    if lost or not np.issubdtype(ds[TIME].dtype, np.datetime64):
-        raise _damaged(name, final, f"its {(lost or [TIME])[0]!r} coordinate is missing or unreadable")
-    return ds
+    """A data set's Zarr folder, lazily; a StoreError naming it when it is damaged: unreadable
+    metadata, a lost coordinate (read as months from 1970, or as plain numbers), or chunk files
+    other than those its last write recorded (a lost chunk reads as missing months)."""
+    for attempt in range(3):
+        try:
+            ds = xr.open_zarr(final, consolidated=False, chunks=chunks if chunks is not None else {})
+        except Exception as exc:  # zarr and xarray raise JSONDecodeError, ValueError, KeyError, TypeError...
+            raise _damaged(name, final, f"{type(exc).__name__}: {exc}") from exc
+        if not ds.data_vars:
+            raise _damaged(name, final, "it holds no variable")
+        lost = [d for d in (TIME, *ds.dims) if d in (TIME, LAT, LON) and d not in ds.coords]
+        if lost or not np.issubdtype(ds[TIME].dtype, np.datetime64):
+            raise _damaged(name, final, f"its {(lost or [TIME])[0]!r} coordinate is missing or unreadable")
+        written = ds.attrs.pop(CHUNK_INVENTORY, None) or {}  # none: stored before the inventory was kept
+        found = chunk_inventory(final) if written else {}
+        wrong = next(((a, nb) for a, nb in written.items() if found.get(a, [0, 0]) != list(nb)), None)
+        if wrong is None:
+            return ds
+        if attempt < 2:  # a write swapped a new copy in between the open and the count: open that one
+            time.sleep(0.2)
+            continue
+        (array, (n, size)), have = wrong, found.get(wrong[0], [0, 0])
+        raise _damaged(name, final, f"the chunks of {array!r} are not those written: {have[0]} files of "
+                                    f"{have[1]} bytes, where {n} files of {size} bytes were written")
+    raise AssertionError("unreachable")
+
+
+CHUNK_INVENTORY = "chunk_files"  # attribute of a data set on disk: {array: [chunk files, their bytes]}
+
+
+def chunk_inventory(folder: Path) -> dict[str, list[int]]:
+    """The number of chunk files and their total size of each array of a Zarr folder: what a
+    lost or truncated chunk changes (a missing chunk would otherwise read as missing values)."""
+    out = {}
+    for array in sorted(p for p in folder.iterdir() if (p / "zarr.json").is_file()):
+        n = size = 0
+        for root, _, files in os.walk(array / "c"):
+            n += len(files)
+            size += sum(os.stat(os.path.join(root, f)).st_size for f in files)
+        out[array.name] = [n, size]
+    return out
+
+
+def _take_inventory(folder: Path) -> None:
+    """Record the chunk inventory of a fully written copy (before it is swapped in)."""
+    zarr.open_group(str(folder), mode="r+").attrs[CHUNK_INVENTORY] = chunk_inventory(folder)
 
 
 def _damaged(name: str, final: Path, why: str) -> StoreError:

@@ -199,3 +199,24 @@ def test_a_damaged_data_set_is_named_and_never_appended_to(tmp_path, store, dama
     with pytest.raises(StoreError, match=pattern):
         ingest_file(write_ersst_like(tmp_path / "b.nc", n_months=36), "sst", "a", store)
     assert tree_digest(store / "obs") == before
+
+
+def _first_chunk(folder):
+    return sorted(p for p in (folder / "sst" / "c").rglob("*") if p.is_file())[0]
+
+
+@pytest.mark.parametrize("damage,found", [
+    (lambda f: f.unlink(), "1 files of"),  # read back as a run of missing months
+    (lambda f: f.write_bytes(f.read_bytes()[:100]), "2 files of"),  # truncated: a decompression error, not named
+])
+def test_a_lost_or_truncated_chunk_is_found_on_open(tmp_path, store, damage, found):
+    """Each write on disk records how many chunk files of how many bytes each array has. A lost
+    chunk file used to read silently as missing values (Zarr's fill value), and a truncated one
+    as a codec error that named no file."""
+    ingest_file(write_ersst_like(tmp_path / "a.nc", n_months=150), "sst", "a", store)  # 2 chunks of 120 months
+    ingest_file(write_ersst_like(tmp_path / "b.nc", n_months=160), "sst", "a", store)  # an append records it again
+    assert open_obs(store, "a").sizes["time"] == 160 and "chunk_files" not in open_obs(store, "a").attrs
+    damage(_first_chunk(store / "obs" / "a.zarr"))
+    with pytest.raises(StoreError, match=rf"^stored data set 'a' is damaged \(.*a\.zarr: the chunks of 'sst' are not "
+                                         rf"those written: {found} \d+ bytes, where 2 files of \d+ bytes were written"):
+        open_obs(store, "a")
