@@ -26,6 +26,7 @@ gives a plain Zarr store).
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import json
 import re
 import tempfile
@@ -171,7 +172,10 @@ class _Snapshot:
         key = f"{dataset}/{model}"
         with self._lock:
             if key not in self._data:
-                ds = xr.open_zarr(self.store, group=key, consolidated=False)
+                try:
+                    ds = xr.open_zarr(self.store, group=key, consolidated=False)
+                except Exception as exc:  # noqa: BLE001 - zarr and icechunk raise their own error types
+                    raise damaged_archive(f"the archive's {key}", self.id, exc) from exc
                 # index forecasts, outcomes, provenance and a map's lat/lon are small: in memory; maps stay lazy
                 small = [n for n, v in ds.variables.items() if set(v.dims) <= {INIT, LEAD, MEMBER, CATEGORY}]
                 ds = ds.assign({n: ds[n].load() for n in small if n not in ds.dims})
@@ -184,6 +188,31 @@ class _Snapshot:
                         var.data.flags.writeable = False
                 self._data[key] = ds
             return self._data[key]
+
+
+def _writable_session(repo, path) -> object:
+    """A session on the archive's branch, once its snapshot reads: a damaged one is a one-line
+    error before anything is written (a root that cannot be found is fine only in a repository
+    without commits)."""
+    session = repo.writable_session(BRANCH)
+    try:
+        zarr.open_group(session.store, mode="r")
+    except zarr.errors.GroupNotFoundError as exc:
+        try:
+            fresh = len(list(itertools.islice(repo.ancestry(branch=BRANCH), 2))) == 1
+        except Exception:  # noqa: BLE001 - icechunk raises its own error types
+            fresh = False
+        if not fresh:
+            raise damaged_archive(path, session.snapshot_id, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - zarr and icechunk raise their own error types
+        raise damaged_archive(path, session.snapshot_id, exc) from exc
+    return session
+
+
+def damaged_archive(where, snapshot: str, exc: Exception) -> StoreError:
+    why = re.sub(r" in store <[^>]*>", "", f"{type(exc).__name__}: {exc}".splitlines()[0])[:200]
+    return StoreError(f"{where}: the forecast archive cannot be read at its snapshot {snapshot} ({why}); restore it "
+                      "from a backup (a tagged earlier state may still be read with --as-of TAG)")
 
 
 _SNAPSHOTS: OrderedDict[tuple[str, str], _Snapshot] = OrderedDict()
@@ -203,7 +232,10 @@ def _snapshot(store: StoreLike, problem: str, as_of: str | None = None) -> _Snap
         if snap is not None:
             _SNAPSHOTS.move_to_end(key)
             return snap
-    snap = _Snapshot(repo, sid)
+    try:
+        snap = _Snapshot(repo, sid)
+    except Exception as exc:  # noqa: BLE001 - zarr and icechunk raise their own error types
+        raise damaged_archive(path, sid, exc) from exc
     with _SNAPSHOTS_LOCK:
         _SNAPSHOTS[key] = snap
         while len(_SNAPSHOTS) > _SNAPSHOTS_KEPT:
@@ -351,7 +383,7 @@ def write_forecast(
     path = Store.at(store).archive(problem)
     with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
-        session = repo.writable_session(BRANCH)
+        session = _writable_session(repo, path)
         try:
             old = xr.open_zarr(session.store, group=group, consolidated=False)
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
@@ -446,7 +478,7 @@ def write_observed(store: StoreLike, problem: str, observed: xr.DataArray | None
         return 0
     filled = 0
     with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
-        session = repo.writable_session(BRANCH)
+        session = _writable_session(repo, path)
         root_group = zarr.open_group(session.store, mode="r")
         models = sorted(m for m, _ in root_group[dataset].groups()) if dataset in dict(root_group.groups()) else []
         for model in models:
@@ -502,7 +534,7 @@ def write_monitoring(store: StoreLike, problem: str, dataset: str, skill: xr.Dat
     path = Store.at(store).archive(problem)
     with Store.at(store).locked(f"archive-{check_name(problem, 'problem')}"):
         repo = _repository(path, create=True)
-        session = repo.writable_session(BRANCH)
+        session = _writable_session(repo, path)
         out = skill.assign_coords({MODEL: skill[MODEL].astype(object)})  # text as variable-length UTF-8
         out.to_zarr(session.store, group=f"{group}/{dataset}", mode="w", consolidated=False)
         drift = int((skill["status"] == "drift").sum())
@@ -545,11 +577,14 @@ def history(store: StoreLike, problem: str) -> list[dict]:
     if repo is None:
         raise QueryError(f"no forecasts archived for problem {problem!r}")
     tags: dict[str, list[str]] = {}
-    for t in repo.list_tags():
-        tags.setdefault(repo.lookup_tag(t), []).append(t)
-    return [{"id": s.id, "written_at": s.written_at.isoformat(), "message": s.message,
-             "metadata": s.metadata, "tags": sorted(tags.get(s.id, []))}
-            for s in repo.ancestry(branch=BRANCH)]
+    try:
+        for t in repo.list_tags():
+            tags.setdefault(repo.lookup_tag(t), []).append(t)
+        return [{"id": s.id, "written_at": s.written_at.isoformat(), "message": s.message,
+                 "metadata": s.metadata, "tags": sorted(tags.get(s.id, []))}
+                for s in repo.ancestry(branch=BRANCH)]
+    except Exception as exc:  # noqa: BLE001 - icechunk raises its own error types
+        raise damaged_archive(path, repo.lookup_branch(BRANCH), exc) from exc
 
 
 # --------------------------------------------------------------------------- reading

@@ -29,7 +29,7 @@ import xarray as xr
 
 from climate_ml import code_version
 from climate_ml.backtest import BacktestResult
-from climate_ml.errors import QueryError
+from climate_ml.errors import QueryError, StoreError
 from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
@@ -103,10 +103,29 @@ def list_records(store: StoreLike, problem: str, kind: str = "backtests") -> lis
     """The records of a problem, oldest first: ``kind`` "backtests" or "field-backtests"."""
     out = []
     for p in Store.at(store).record_files(problem, kind):
-        rec = json.loads(p.read_text())
+        try:
+            rec = json.loads(p.read_text())
+            if not isinstance(rec, dict) or not {"work_key", "work", "models"} <= set(rec):
+                raise ValueError("not a record: work_key, work or models missing")
+        except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise damaged_record(p.parent, exc) from exc
         rec["dir"] = str(p.parent)
         out.append(rec)
     return out
+
+
+def damaged_record(folder: Path, exc: Exception | str) -> StoreError:
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return StoreError(f"the record {folder} is damaged ({str(why).splitlines()[0][:300]}); delete that folder (the "
+                      "leaderboard then uses the other records) or restore it from a backup")
+
+
+def _load_record_file(path: Path) -> xr.Dataset:
+    try:
+        with NETCDF_LOCK:
+            return xr.load_dataset(path)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # netCDF4/HDF5 errors
+        raise damaged_record(path.parent, f"{path.name}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -131,8 +150,9 @@ def assemble(store: StoreLike, problem: str, key: str | None = None, dataset: st
     obs = baseline = None
     for rec in records:  # oldest first: newer results replace older ones
         path = Path(rec["dir"]) / "forecasts.nc"
-        with NETCDF_LOCK:
-            ds = xr.load_dataset(path) if path.exists() else None
+        ds = _load_record_file(path) if path.exists() else None
+        if ds is None and any(meta.get("status") == "ok" for meta in rec["models"].values()):
+            raise damaged_record(path.parent, "forecasts.nc is missing")
         if ds is not None and obs is None:
             obs = ds["obs"]
             baseline = ds["baseline"] if "baseline" in ds else None
@@ -324,8 +344,7 @@ def assemble_fields(store: StoreLike, problem: str, key: str | None = None, data
     key, records = _one_work(store, problem, key, dataset, "field-backtests")
     scores, failed, sources = {}, {}, {}
     for rec in records:  # oldest first: newer results replace older ones
-        with NETCDF_LOCK:
-            ds = xr.load_dataset(Path(rec["dir"]) / "scores.nc")
+        ds = _load_record_file(Path(rec["dir"]) / "scores.nc")
         for name, meta in rec["models"].items():
             sources[name] = {**meta, "record": Path(rec["dir"]).name, "code_version": rec["code_version"]}
             if meta["status"] == "ok" and name in ds["method"].values:

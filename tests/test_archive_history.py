@@ -137,6 +137,40 @@ def test_bad_writes_are_refused_and_change_nothing(store):
     assert len(history(store, "el_nino")) == n and list_models(store, "el_nino") == ["m"]
 
 
+def test_a_damaged_archive_is_one_line_for_readers_and_writers_and_is_never_written_over(store, tmp_path):
+    """A snapshot file cut short made queries and the leaderboard fail with 'GroupNotFoundError:
+    No group found in store <icechunk.store.IcechunkStore object at 0x...>' (exit 1), and left
+    the writers' 'nothing stored yet' path open on top of a damaged state. In new processes, as
+    an operator meets it (a process that has read the snapshot keeps it in memory)."""
+    import icechunk
+
+    from conftest import tree_digest
+
+    write_forecast(store, "el_nino", "m", fc(["2020-01-01"]), {"kind": "forecast"})
+    write_forecast(store, "el_nino", "m", fc(["2020-02-01"]), {"kind": "forecast"})
+    folder = Store.at(store).archive("el_nino").path
+    sid = icechunk.Repository.open(icechunk.local_filesystem_storage(str(folder))).lookup_branch("main")
+    latest = folder / "snapshots" / sid
+    latest.write_bytes(latest.read_bytes()[:50])
+    before = tree_digest(folder)
+    message = (f"error: {folder}: the forecast archive cannot be read at its snapshot {sid} (")
+    writer = ("import sys; sys.path.insert(0, 'tests'); from test_archive_history import fc; "
+              "from climate_ml.archive import write_forecast; "
+              f"write_forecast({str(store)!r}, 'el_nino', 'other', fc(['2020-03-01']), {{'kind': 'forecast'}})")
+    runs = [[sys.executable, "-m", "climate_ml.cli", *args, "--store", str(store)]
+            for args in (["archive", "query", "--problem", "el_nino"], ["archive", "history", "el_nino"])]
+    for cmd in [*runs, [sys.executable, "-c", writer]]:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+        last = p.stderr.strip().splitlines()[-1]
+        if cmd[1] == "-m":
+            assert p.returncode == 2 and last.startswith(message), p.stderr[-1000:]
+            assert last.endswith("restore it from a backup (a tagged earlier state may still be read with --as-of TAG)")
+        else:
+            assert p.returncode == 1 and "StoreError: " + message[len("error: "):] in last, p.stderr[-1000:]
+        assert "object at 0x" not in last
+    assert tree_digest(folder) == before
+
+
 def test_several_leads_and_valid_time_ranges(store):
     inits = pd.date_range("2020-01", periods=6, freq="MS")
     write_forecast(store, "el_nino", "m", fc(inits), {})

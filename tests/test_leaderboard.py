@@ -230,6 +230,21 @@ def test_a_test_period_too_short_for_the_bootstrap_claims_no_significance(prepar
     assert "* = better than climatology" in format_board(table)
 
 
+@pytest.mark.parametrize("damage,why", [
+    (lambda d: (d / "record.json").write_text("{bad"), "JSONDecodeError"),
+    (lambda d: (d / "record.json").write_text("[]"), "ValueError: not a record"),
+    (lambda d: (d / "forecasts.nc").unlink(), "forecasts.nc is missing"),
+    (lambda d: (d / "forecasts.nc").write_bytes((d / "forecasts.nc").read_bytes()[:300]), "forecasts.nc: OSError"),
+])
+def test_a_damaged_record_is_named(result, store, damage, why):
+    """A damaged record was a bare JSONDecodeError (exit 1), and one whose forecasts file was lost
+    took its models off the board without a word."""
+    folder = record_backtest(store, PROBLEM, result, "toy", "abc", "1980-01", "1998-12", 24, REFS)
+    damage(folder)
+    with pytest.raises(ClimateMLError, match=rf"^the record {folder} is damaged \({why}.*\); delete that folder"):
+        score_board(assemble(store, PROBLEM.name), "acc", n_boot=50)
+
+
 def test_cli_backtest_many_then_leaderboard(tmp_path):
     from climate_ml.synthetic import write_toy_ocean
     store = tmp_path / "store"
