@@ -176,6 +176,13 @@ def test_a_downloaded_source_is_asked_again_and_only_a_newer_copy_is_fetched(htt
     again = ingest_entry(entry, store)
     assert again.action == "unchanged" and CountingHandler.codes == [200, 304]
 
+    kept = store / "raw" / "test-entry" / "sst.nc"  # the copy kept from the first run, damaged on this disk
+    stamp = kept.stat().st_mtime
+    kept.write_bytes(kept.read_bytes()[:500])
+    os.utime(kept, (stamp, stamp))  # the server's copy is no newer: a 304, then the kept copy is found unreadable
+    healed = ingest_entry(entry, store)
+    assert healed.action == "unchanged" and CountingHandler.codes == [200, 304, 304, 200]  # fetched whole once more
+
     write_ersst_like(tmp_path / "next.nc", n_months=30)  # the next release: six more months
     os.replace(tmp_path / "next.nc", source)
     publish(source, time.time() - 1800)

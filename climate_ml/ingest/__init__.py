@@ -28,11 +28,11 @@ def resolve_entry(entry: CatalogEntry, store: StoreLike) -> Path:
     return _fetch(entry, store)[0]
 
 
-def _fetch(entry: CatalogEntry, store: StoreLike) -> tuple[Path, list[Path]]:
+def _fetch(entry: CatalogEntry, store: StoreLike, again: bool = False) -> tuple[Path, list[Path]]:
     """The entry's local file or folder, and the files this call downloaded. A downloaded source
     is asked for again each time (a conditional request: only a newer copy is transferred), so
     that the monthly job sees the months the producer has added since; a file pinned by its
-    sha256 never changes and is kept."""
+    sha256 never changes and is kept. ``again``: every file downloaded whole, whatever is kept."""
     src = entry.source
     if src.path is not None:
         path = expand_path(src.path)
@@ -51,7 +51,10 @@ def _fetch(entry: CatalogEntry, store: StoreLike) -> tuple[Path, list[Path]]:
     pinned = entry.sha256 if len(src.urls) == 1 else None  # a checksum can only be declared for a single-file source
     for url in src.urls:
         path = folder / Path(url.split("?")[0]).name
-        if not (pinned and path.exists()) and download(url, path, sha256=pinned, refresh=True):
+        if again:
+            download(url, path, sha256=pinned)
+            fresh.append(path)
+        elif not (pinned and path.exists()) and download(url, path, sha256=pinned, refresh=True):
             fresh.append(path)
         paths.append(path)
     return (paths[0] if len(paths) == 1 else folder), fresh
@@ -100,7 +103,21 @@ def load_standardised(
 
 
 def ingest_entry(entry: CatalogEntry, store: StoreLike, name: str | None = None) -> WriteResult:
+    """Ingest a catalog entry. A download kept from an earlier run that can no longer be stored
+    (damaged on this disk, while the server's copy is unchanged) is downloaded whole once more
+    before the error stands."""
     path, fresh = _fetch(entry, store)
+    try:
+        return _ingest_fetched(entry, store, name, path, fresh)
+    except ClimateMLError:
+        if not entry.source.urls or len(fresh) == len(entry.source.urls):
+            raise  # nothing kept from before: the server's copy itself
+    path, fresh = _fetch(entry, store, again=True)
+    return _ingest_fetched(entry, store, name, path, fresh)
+
+
+def _ingest_fetched(entry: CatalogEntry, store: StoreLike, name: str | None, path: Path,
+                    fresh: list[Path]) -> WriteResult:
     try:
         digest = sha256_source(path)
         if entry.sha256 and digest != entry.sha256:
