@@ -185,6 +185,10 @@ def evaluate(store: StoreLike, problem: Problem, model_paths: list[Path], prepar
         options["progress"](f"lookahead guard on {len(submitted)} model(s), with their fits of the last fold")
     res = backtest(problem, files, prepared, test_start, test_end, refit_every, guard=submitted if guard else (),
                    **options)
+    if res.forecasts and not np.isfinite(res.obs.values).any():  # e.g. --test-start at the data's last month
+        raise ClimateMLError(f"no outcome of the test period {_month(test_start)}..{_month(test_end)} is observed "
+                             f"yet (the data end {_month(prepared['time'].values[-1])}): nothing to score and "
+                             "nothing recorded; give an earlier --test-start")
     looked = res.looked_ahead
     out = Evaluation(res, files, looked_ahead=looked)
     if blend and len(res.forecasts) >= 2:
