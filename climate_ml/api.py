@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -54,7 +55,7 @@ from climate_ml.archive import (
     read_monitoring,
     snapshot_id,
 )
-from climate_ml.errors import ClimateMLError, QueryError
+from climate_ml.errors import ClimateMLError, DamagedError, QueryError
 from climate_ml.problems import get_problem, problem_classes, problem_names
 from climate_ml.requests import ArchiveQuery, LeaderboardRequest
 from climate_ml.scores import MAP_METRICS, METRICS
@@ -101,6 +102,13 @@ def create_app(store: StoreLike) -> FastAPI:
     @app.exception_handler(ClimateMLError)
     async def bad_input(request: Request, exc: ClimateMLError):
         return JSONResponse(status_code=400, content={"error": str(exc)})
+
+    @app.exception_handler(DamagedError)
+    async def damaged(request: Request, exc: DamagedError):
+        # the server's data, not the request, is at fault; its paths go to the server log only
+        logging.getLogger("climate_ml.api").error("%s: %s", request.url.path, exc)
+        return JSONResponse(status_code=500, content={"error": "stored data needed for this request cannot be read "
+                                                               "(damaged); the server log names it"})
 
     @app.exception_handler(RequestValidationError)
     async def bad_type(request: Request, exc: RequestValidationError):

@@ -42,7 +42,7 @@ import xarray as xr
 import zarr
 
 from climate_ml import __version__, code_version
-from climate_ml.errors import QueryError, StoreError
+from climate_ml.errors import DamagedError, QueryError, StoreError
 from climate_ml.schema import (
     CATEGORY,
     INIT,
@@ -209,9 +209,9 @@ def _writable_session(repo, path) -> object:
     return session
 
 
-def damaged_archive(where, snapshot: str, exc: Exception) -> StoreError:
+def damaged_archive(where, snapshot: str, exc: Exception) -> DamagedError:
     why = re.sub(r" in store <[^>]*>", "", f"{type(exc).__name__}: {exc}".splitlines()[0])[:200]
-    return StoreError(f"{where}: the forecast archive cannot be read at its snapshot {snapshot} ({why}); restore it "
+    return DamagedError(f"{where}: the forecast archive cannot be read at its snapshot {snapshot} ({why}); restore it "
                       "from a backup (a tagged earlier state may still be read with --as-of TAG)")
 
 

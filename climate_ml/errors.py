@@ -28,6 +28,11 @@ class StoreError(ClimateMLError):
     """The Zarr store is missing a dataset, or a write would change data already stored."""
 
 
+class DamagedError(StoreError):
+    """Stored data that can no longer be read (damaged metadata, lost chunks, a snapshot or a
+    record cut short): the operator's to mend, not the caller's (HTTP 500, not 400)."""
+
+
 class ModelError(ClimateMLError):
     """A model file cannot be loaded or breaks the forecaster contract."""
 

@@ -29,7 +29,7 @@ import xarray as xr
 
 from climate_ml import code_version
 from climate_ml.backtest import BacktestResult
-from climate_ml.errors import QueryError, StoreError
+from climate_ml.errors import DamagedError, QueryError
 from climate_ml.model_api import file_sha256
 from climate_ml.problems.base import Problem
 from climate_ml.schema import INIT, LEAD, MODEL
@@ -114,9 +114,9 @@ def list_records(store: StoreLike, problem: str, kind: str = "backtests") -> lis
     return out
 
 
-def damaged_record(folder: Path, exc: Exception | str) -> StoreError:
+def damaged_record(folder: Path, exc: Exception | str) -> DamagedError:
     why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    return StoreError(f"the record {folder} is damaged ({str(why).splitlines()[0][:300]}); delete that folder (the "
+    return DamagedError(f"the record {folder} is damaged ({str(why).splitlines()[0][:300]}); delete that folder (the "
                       "leaderboard then uses the other records) or restore it from a backup")
 
 

@@ -34,7 +34,7 @@ import zarr
 from filelock import FileLock
 
 from climate_ml import __version__, objects
-from climate_ml.errors import StoreError
+from climate_ml.errors import DamagedError, StoreError
 from climate_ml.schema import LAT, LON, TIME, validate_obs
 
 DEFAULT_ROOT = "climate-ml-data"
@@ -917,7 +917,7 @@ def _take_inventory(folder: Path) -> None:
     zarr.open_group(str(folder), mode="r+").attrs[CHUNK_INVENTORY] = chunk_inventory(folder)
 
 
-def _damaged(name: str, final: Path, why: str) -> StoreError:
+def _damaged(name: str, final: Path, why: str) -> DamagedError:
     why = why.splitlines()[0][:300] if why else "?"
-    return StoreError(f"stored data set {name!r} is damaged ({final}: {why}); restore it from a backup, or delete "
+    return DamagedError(f"stored data set {name!r} is damaged ({final}: {why}); restore it from a backup, or delete "
                       "the folder and ingest it again")

@@ -155,6 +155,28 @@ def test_serve_api_that_cannot_listen_is_one_line(server, tmp_path, args, messag
     assert get(server + "/health")[0] == 200 and not (tmp_path / "s").exists()
 
 
+def test_damaged_stored_data_is_a_500_that_names_no_path(tmp_path):
+    """A damaged archive was a 400, as if the request were wrong, with the store's paths in it."""
+    import icechunk
+
+    from climate_ml.store import Store
+
+    store = tmp_path / "store"
+    inits = pd.date_range("2020-01", periods=2, freq="MS")
+    for k in range(2):
+        fc = add_valid_time(xr.DataArray(np.zeros((1, 18)), dims=(INIT, LEAD),
+                                         coords={INIT: inits[k:k + 1], LEAD: list(range(1, 19))}))
+        write_forecast(store, "el_nino", "m1", fc, {"model": "m1"})
+    folder = Store.at(store).archive("el_nino").path
+    latest = folder / "snapshots" / icechunk.Repository.open(icechunk.local_filesystem_storage(str(folder))).lookup_branch("main")
+    latest.write_bytes(latest.read_bytes()[:50])
+    with running_api(store) as base:
+        status, _, body = get(base + "/forecasts?problem=el_nino")
+        assert status == 500 and json.loads(body) == {
+            "error": "stored data needed for this request cannot be read (damaged); the server log names it"}
+        assert get(base + "/health")[0] == 200
+
+
 def test_health_shows_no_internals(server):
     status, _, body = get(server + "/health")
     assert status == 200 and set(json.loads(body)) == {"status", "version", "warm"}
