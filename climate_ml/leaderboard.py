@@ -38,7 +38,7 @@ from climate_ml.sea_ice_fields import FIELD_SCORING
 from climate_ml.store import NETCDF_LOCK, Store, StoreLike
 
 REFERENCE = "damped_persistence"
-MIN_BOOTSTRAP_YEARS = 5  # fewer calendar years of inits: too few blocks for an interval (one year: every resample alike)
+MIN_BOOTSTRAP_YEARS = 2  # one calendar year of inits: every resample is that year, so no interval
 
 
 def problem_definition(problem: Problem) -> dict:

@@ -869,7 +869,7 @@ def open_obs(store: StoreLike, name: str, chunks: dict | None = None) -> xr.Data
 
 
 def _open_folder_obs(final: Path, name: str, chunks: dict | None = None) -> xr.Dataset:
-    """A data set's Zarr folder, lazily; a StoreError naming it when it is damaged: unreadable
+    """A data set's Zarr folder, lazily; a DamagedError naming it when it is damaged: unreadable
     metadata, a lost coordinate (read as months from 1970, or as plain numbers), or chunk files
     other than those its last write recorded (a lost chunk reads as missing months)."""
     for attempt in range(3):
@@ -883,7 +883,10 @@ def _open_folder_obs(final: Path, name: str, chunks: dict | None = None) -> xr.D
         if lost or not np.issubdtype(ds[TIME].dtype, np.datetime64):
             raise _damaged(name, final, f"its {(lost or [TIME])[0]!r} coordinate is missing or unreadable")
         written = ds.attrs.pop(CHUNK_INVENTORY, None) or {}  # none: stored before the inventory was kept
-        found = chunk_inventory(final) if written else {}
+        try:
+            found = chunk_inventory(final) if written else {}
+        except OSError:  # the folder was swapped out while it was counted
+            found = {}
         wrong = next(((a, nb) for a, nb in written.items() if found.get(a, [0, 0]) != list(nb)), None)
         if wrong is None:
             return ds

@@ -219,7 +219,7 @@ def test_a_test_period_too_short_for_the_bootstrap_claims_no_significance(prepar
     assert {r["model"]: r["leads"]["1"]["score"] is not None for r in table["rows"]} == dict.fromkeys(REFS, True)
     assert all(r["leads"]["6"]["score"] is None and not r["leads"]["6"]["leader"] for r in table["rows"])
     text = format_board(table)
-    assert "*" not in text and "no intervals: the inits span 1 calendar year" in text
+    assert "*" not in text and "no intervals: the inits span 1 calendar year, and the block bootstrap needs at least 2" in text
     assert "no intervals" in format_board(table, lead=3) and "no intervals" in format_board(table, lead=6)
     # the same period from 1995: five years, so intervals again; damped persistence beats climatology at lead 1
     five = backtest(PROBLEM, REFS, prepared, "1995-01", "1999-12", 12)

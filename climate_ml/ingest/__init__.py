@@ -109,7 +109,7 @@ def ingest_entry(entry: CatalogEntry, store: StoreLike, name: str | None = None)
     path, fresh = _fetch(entry, store)
     try:
         return _ingest_fetched(entry, store, name, path, fresh)
-    except ClimateMLError:
+    except IngestError:  # the copy could not be read (a StoreError, e.g. a refused revision, is no reason)
         if not entry.source.urls or len(fresh) == len(entry.source.urls):
             raise  # nothing kept from before: the server's copy itself
     path, fresh = _fetch(entry, store, again=True)
